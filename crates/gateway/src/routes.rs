@@ -1,0 +1,48 @@
+//! The route table: which path goes to which handler, and the layers around them.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::middleware;
+use axum::routing::{get, post};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::{AppState, MAX_BODY_BYTES, auth, chat, embeddings, health, metrics, models};
+
+/// Builds the application. Tests call this directly; `serve` runs it on a listener.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/models", get(models::list))
+        .route("/models/{id}", get(models::get))
+        .route("/chat/completions", post(chat::completions))
+        .route("/embeddings", post(embeddings::create))
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render))
+        .nest("/v1", v1)
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_string())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

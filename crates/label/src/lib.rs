@@ -1,0 +1,153 @@
+//! Classification labels and their lattice: the reference monitor's arithmetic.
+//!
+//! A [`Label`] is a hierarchical level, a set of compartments and caveats, and a releasability
+//! set. [`Label::dominates`] is the partial order ("may read"), [`Label::join`] the least upper
+//! bound (the high-water mark of several inputs). Pure: no I/O, no configuration, no clock; it must
+//! never decide anything but lattice questions. Marking schemes (parsing and printing banners such
+//! as `SECRET//SI//REL TO USA, GBR`) build on these types.
+
+use std::collections::BTreeSet;
+
+/// A position in a scheme's ordered list of levels; higher is more sensitive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Level(pub u8);
+
+/// Who a label may be released to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Releasability {
+    /// No releasability marking: anyone cleared for the level and compartments.
+    Unrestricted,
+    /// Only these nations or organisations (trigraphs, tetragraphs). `NOFORN` is the owner nation
+    /// alone.
+    To(BTreeSet<String>),
+}
+
+impl Releasability {
+    /// Whether `self` allows at most what `other` allows (is at least as restrictive).
+    fn narrower_or_equal(&self, other: &Releasability) -> bool {
+        match (self, other) {
+            (_, Releasability::Unrestricted) => true,
+            (Releasability::Unrestricted, Releasability::To(_)) => false,
+            (Releasability::To(a), Releasability::To(b)) => a.is_subset(b),
+        }
+    }
+
+    /// The most permissive releasability no wider than either.
+    fn intersect(&self, other: &Releasability) -> Releasability {
+        match (self, other) {
+            (Releasability::Unrestricted, r) | (r, Releasability::Unrestricted) => r.clone(),
+            (Releasability::To(a), Releasability::To(b)) => {
+                Releasability::To(a.intersection(b).cloned().collect())
+            }
+        }
+    }
+}
+
+/// A classification label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Label {
+    pub level: Level,
+    /// Compartments and caveats: a reader needs every one.
+    pub compartments: BTreeSet<String>,
+    pub releasability: Releasability,
+}
+
+impl Label {
+    /// A label with a level only.
+    pub fn level(level: u8) -> Self {
+        Self {
+            level: Level(level),
+            compartments: BTreeSet::new(),
+            releasability: Releasability::Unrestricted,
+        }
+    }
+
+    /// Whether a holder of `self` (as a clearance) may read data labelled `other`: a level at least
+    /// as high, every compartment, and a releasability that `other` admits.
+    ///
+    /// Releasability runs the other way from level: data marked `REL TO USA, GBR` is readable by a
+    /// clearance carrying `USA`; so the clearance's set must fit inside the data's.
+    pub fn dominates(&self, other: &Label) -> bool {
+        self.level >= other.level
+            && self.compartments.is_superset(&other.compartments)
+            && self.releasability.narrower_or_equal(&other.releasability)
+    }
+
+    /// The least upper bound: the lowest label that dominates both.
+    pub fn join(&self, other: &Label) -> Label {
+        Label {
+            level: self.level.max(other.level),
+            compartments: self
+                .compartments
+                .union(&other.compartments)
+                .cloned()
+                .collect(),
+            releasability: self.releasability.intersect(&other.releasability),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rel(list: &[&str]) -> Releasability {
+        Releasability::To(list.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn label() -> impl Strategy<Value = Label> {
+        let comps =
+            proptest::collection::btree_set(prop_oneof![Just("SI"), Just("TK"), Just("HCS")], 0..3);
+        let rels = prop_oneof![
+            Just(Releasability::Unrestricted),
+            proptest::collection::btree_set(
+                prop_oneof![Just("USA"), Just("GBR"), Just("AUS"), Just("DEU")],
+                0..4
+            )
+            .prop_map(|s| Releasability::To(s.into_iter().map(String::from).collect())),
+        ];
+        (0u8..5, comps, rels).prop_map(|(l, c, r)| Label {
+            level: Level(l),
+            compartments: c.into_iter().map(String::from).collect(),
+            releasability: r,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn dominance_is_a_partial_order(a in label(), b in label(), c in label()) {
+            prop_assert!(a.dominates(&a));
+            if a.dominates(&b) && b.dominates(&a) { prop_assert_eq!(&a, &b); }
+            if a.dominates(&b) && b.dominates(&c) { prop_assert!(a.dominates(&c)); }
+        }
+
+        #[test]
+        fn join_is_the_least_upper_bound(a in label(), b in label(), c in label()) {
+            let j = a.join(&b);
+            prop_assert!(j.dominates(&a) && j.dominates(&b));
+            prop_assert_eq!(&j, &b.join(&a));
+            prop_assert_eq!(a.join(&a), a.clone());
+            prop_assert_eq!(a.join(&b).join(&c), a.join(&b.join(&c)));
+            if c.dominates(&a) && c.dominates(&b) { prop_assert!(c.dominates(&j)); }
+        }
+    }
+
+    #[test]
+    fn releasability_narrows_under_join() {
+        let mut a = Label::level(2);
+        a.releasability = rel(&["USA", "GBR"]);
+        let mut b = Label::level(2);
+        b.releasability = rel(&["USA", "AUS"]);
+        assert_eq!(a.join(&b).releasability, rel(&["USA"]));
+        let mut us_reader = Label::level(3);
+        us_reader.releasability = rel(&["USA"]);
+        assert!(us_reader.dominates(&a));
+        let mut gbr_reader = Label::level(3);
+        gbr_reader.releasability = rel(&["GBR"]);
+        let mut noforn = Label::level(2);
+        noforn.releasability = rel(&["USA"]);
+        assert!(gbr_reader.dominates(&a));
+        assert!(!gbr_reader.dominates(&noforn));
+    }
+}

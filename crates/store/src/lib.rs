@@ -1,0 +1,134 @@
+//! Persistence for Enclave's state: tenants and API keys so far.
+//!
+//! Callers see the [`Store`] trait only; [`SqliteStore`] is the single-machine implementation, and a
+//! PostgreSQL one slots in behind the same trait for scale-out. The store writes what it is given:
+//! ids, timestamps and hashes are minted by the caller (see [`keys`]). It must never hold a key's
+//! secret, only its hash, and never return one tenant's rows to a query scoped to another.
+//!
+//! - [`keys`]: minting and checking API keys (pure).
+//! - [`sqlite`]: the SQLite implementation and its migrations (`migrations/sqlite`).
+
+pub mod keys;
+mod sqlite;
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use sqlite::SqliteStore;
+
+/// What a key may do. Enforcement lives in the gateway; the store only keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Calls models.
+    User,
+    /// Manages its own tenant.
+    Admin,
+    /// Reads audit records across tenants.
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "user" => Ok(Role::User),
+            "admin" => Ok(Role::Admin),
+            "auditor" => Ok(Role::Auditor),
+            other => Err(StoreError::Invalid(format!(
+                "unknown role `{other}`: expected `user`, `admin` or `auditor`"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A stored key: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A key to insert, as minted by the caller.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub secret_hash: [u8; 32],
+    pub created_at: i64,
+}
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("`{0}` already exists")]
+    Conflict(String),
+    #[error("`{0}` was not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Enclave's persistent state. One conformance suite runs against every implementation.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, StoreError>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+
+    async fn create_key(&self, key: &NewKey) -> Result<(), StoreError>;
+    /// The key and its stored hash, for the caller to compare in constant time.
+    async fn key_for_auth(&self, id: &str) -> Result<Option<(ApiKey, Vec<u8>)>, StoreError>;
+    /// Marks a key revoked; false if no such key or already revoked.
+    async fn revoke_key(&self, id: &str, at: i64) -> Result<bool, StoreError>;
+    /// Keys of one tenant, or of all when `tenant` is `None`.
+    async fn list_keys(&self, tenant_id: Option<&str>) -> Result<Vec<ApiKey>, StoreError>;
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A new random id for a row.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

