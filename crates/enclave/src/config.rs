@@ -93,7 +93,7 @@ fn default_data_dir() -> PathBuf {
 impl Config {
     /// Loads defaults, the TOML file if given, then `ENCLAVE_*` variables (`__` separates
     /// sections: `ENCLAVE_CHAT__SLOTS=8`).
-    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
@@ -101,6 +101,7 @@ impl Config {
         figment
             .merge(Env::prefixed("ENCLAVE_").ignore(&["config"]).split("__"))
             .extract()
+            .map_err(Box::new)
     }
 
     pub fn models_dir(&self) -> PathBuf {

@@ -1,5 +1,12 @@
 //! The OpenAI-compatible API over plain HTTP, against the real binary.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly at the line that broke"
+)]
+
 mod common;
 
 use common::{CHAT, EMBED, Server};

@@ -1,6 +1,13 @@
 //! Every bad request gets its OpenAI-shaped error with the right status, code and parameter, and
 //! the server keeps serving afterwards.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly at the line that broke"
+)]
+
 mod common;
 
 use common::{CHAT, EMBED, Server};

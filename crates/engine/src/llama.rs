@@ -388,20 +388,20 @@ fn scheduler(
             alive
         });
         for (id, slot) in slots.iter_mut().enumerate() {
-            if let Some(seq) = slot {
-                if seq.job.events.is_closed() {
-                    let _ = ctx.clear_kv_cache_seq(Some(seq.id as u32), None, None);
-                    *slot = None;
-                    stats.active.fetch_sub(1, Ordering::Relaxed);
-                    stats.cancelled.fetch_add(1, Ordering::Relaxed);
-                }
+            if let Some(seq) = slot
+                && seq.job.events.is_closed()
+            {
+                let _ = ctx.clear_kv_cache_seq(Some(seq.id as u32), None, None);
+                *slot = None;
+                stats.active.fetch_sub(1, Ordering::Relaxed);
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
             }
-            if slot.is_none() {
-                if let Some(job) = waiting.pop_front() {
-                    stats.queued.fetch_sub(1, Ordering::Relaxed);
-                    stats.active.fetch_add(1, Ordering::Relaxed);
-                    *slot = Some(Seq::new(id as i32, job));
-                }
+            if slot.is_none()
+                && let Some(job) = waiting.pop_front()
+            {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                stats.active.fetch_add(1, Ordering::Relaxed);
+                *slot = Some(Seq::new(id as i32, job));
             }
         }
 
@@ -409,11 +409,11 @@ fn scheduler(
         // Decode steps first: they are what streaming clients are waiting on.
         for seq in slots.iter_mut().flatten() {
             seq.logits_at = None;
-            if let Some(tok) = seq.next.take() {
-                if batch.add(tok, seq.pos, &[seq.id], true).is_ok() {
-                    seq.logits_at = Some(batch.n_tokens() - 1);
-                    seq.pos += 1;
-                }
+            if let Some(tok) = seq.next.take()
+                && batch.add(tok, seq.pos, &[seq.id], true).is_ok()
+            {
+                seq.logits_at = Some(batch.n_tokens() - 1);
+                seq.pos += 1;
             }
         }
         // Then prompt chunks, in slot order, with what room is left.

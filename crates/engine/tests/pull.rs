@@ -1,6 +1,13 @@
 //! Model provenance: a wheel whose file differs from the pinned hash is refused and leaves nothing
 //! behind; a file corrupted on disk after a pull is caught before loading.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly at the line that broke"
+)]
+
 use std::io::Write;
 
 use enclave_engine::EngineError;

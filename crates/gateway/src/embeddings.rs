@@ -53,8 +53,10 @@ pub async fn create(
             ));
         }
     };
-    if let Some(d) = req.dimensions {
-        if d as usize != engine.dims() {
+    if let Some(d) = req.dimensions
+        && d as usize != engine.dims()
+    {
+        {
             return Err(ApiError::unsupported(
                 "dimensions",
                 format!(

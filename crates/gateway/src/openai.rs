@@ -134,8 +134,10 @@ impl ChatCompletionRequest {
                 }
             }
         }
-        if let Some(n) = self.n {
-            if n != 1 {
+        if let Some(n) = self.n
+            && n != 1
+        {
+            {
                 return Err(ApiError::unsupported(
                     "n",
                     format!("only `n=1` is implemented; got {n}"),
@@ -244,8 +246,10 @@ impl ChatCompletionRequest {
             ("presence_penalty", self.presence_penalty),
             ("frequency_penalty", self.frequency_penalty),
         ] {
-            if let Some(v) = value {
-                if v != 0.0 {
+            if let Some(v) = value
+                && v != 0.0
+            {
+                {
                     return Err(ApiError::unsupported(
                         name,
                         "penalties are not implemented yet; send 0 or leave it out",

@@ -1,6 +1,13 @@
 //! The behaviour every `Store` implementation must have. Run against SQLite here; a PostgreSQL
 //! implementation runs the same `check_*` functions.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly at the line that broke"
+)]
+
 use enclave_store::{NewKey, Role, SqliteStore, Store, StoreError, Tenant, keys, new_id, now};
 
 async fn tenant(store: &dyn Store, name: &str) -> Tenant {

