@@ -2,14 +2,20 @@
 
 For each conversation in conversations.json: the chat template the GGUF carries is applied by
 llama-cpp-python's own Jinja2 chat formatter, the prompt is tokenized as its chat-completion
-handler does, and the first 32 tokens are generated greedily. Enclave's tests
-(crates/engine/tests/reference.rs) must produce the same prompt tokens and the same text.
+handler does, and the first 32 tokens are generated greedily (argmax of the logits). With each
+output token the gap between its logit and the runner-up's is kept: llama.cpp builds differ in
+their kernels (repacked weights, accumulation order), so two correct engines may part ways where
+two tokens are all but tied. Enclave's tests (crates/engine/tests/reference.rs) require the same
+prompt tokens, and the same output up to the first near-tie where they part.
 
 usage: python llama_reference.py MODEL.gguf conversations.json OUT.json
 """
 import json
 import sys
 
+import numpy as np
+
+import llama_cpp
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -27,16 +33,21 @@ def main():
     for conv in json.load(open(conversations_path, encoding="utf-8")):
         result = formatter(messages=conv["messages"])
         prompt = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
-        generated = []
+        generated, gaps = [], []
         llm.reset()
-        for token in llm.generate(prompt, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
-            if llm._model.token_is_eog(token):
+        llm.eval(prompt)
+        n_vocab = llm.n_vocab()
+        while len(generated) < N_TOKENS:
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
+            order = np.argsort(-logits)
+            token = int(order[0])
+            if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
                 break
             generated.append(token)
-            if len(generated) == N_TOKENS:
-                break
+            gaps.append(round(float(logits[order[0]] - logits[order[1]]), 5))
+            llm.eval([token])
         text = llm.detokenize(generated).decode("utf-8", errors="replace")
-        out.append({"name": conv["name"], "prompt_text": result.prompt, "prompt_tokens": prompt, "output_tokens": generated, "output_text": text})
+        out.append({"name": conv["name"], "prompt_text": result.prompt, "prompt_tokens": prompt, "output_tokens": generated, "output_text": text, "top2_gaps": gaps})
         print(f"{conv['name']}: {len(prompt)} prompt tokens -> {text!r}")
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)

