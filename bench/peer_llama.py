@@ -13,7 +13,6 @@ usage: python peer_llama.py MODEL.gguf PROMPTS.json THREADS
 """
 import ctypes
 import json
-import resource
 import sys
 import time
 
@@ -73,6 +72,15 @@ def batched(model, prompts, max_tokens, threads, n_vocab):
     return generated / dt
 
 
+def peak_rss_mb():
+    # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so a child of a large process would
+    # report its parent's peak.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def main():
     model_path, prompts_path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
     spec = json.load(open(prompts_path))
@@ -110,7 +118,7 @@ def main():
         "decode_1": decode1,
         "decode_4": agg4,
         "decode_16": agg16,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }))
 
 
