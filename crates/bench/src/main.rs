@@ -206,6 +206,7 @@ fn main() -> Result<()> {
             ctx_per_slot: 1024,
             batch_tokens: 512,
             threads: args.threads,
+            ..ChatConfig::default()
         },
     )?;
 

@@ -35,6 +35,8 @@ pub struct ChatSection {
     pub batch_tokens: u32,
     /// CPU threads; 0 uses every core.
     pub threads: u32,
+    /// Requests that may wait for a free sequence; more get 429 `engine_overloaded`.
+    pub max_queue: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +70,7 @@ impl Default for ChatSection {
             ctx_per_slot: d.ctx_per_slot,
             batch_tokens: d.batch_tokens,
             threads: d.threads,
+            max_queue: d.max_queue,
         }
     }
 }
@@ -120,6 +123,7 @@ impl Config {
             ctx_per_slot: self.chat.ctx_per_slot,
             batch_tokens: self.chat.batch_tokens,
             threads: self.chat.threads,
+            max_queue: self.chat.max_queue,
         }
     }
 

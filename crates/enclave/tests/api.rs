@@ -438,3 +438,80 @@ async fn metrics_and_health_are_exposed() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn an_overloaded_engine_answers_429_at_once_and_keeps_serving() {
+    let s = Server::start_with(&[
+        ("ENCLAVE_CHAT__SLOTS", "1"),
+        ("ENCLAVE_CHAT__MAX_QUEUE", "1"),
+    ]);
+    let long = || {
+        chat(
+            "Write a long story about a lighthouse.",
+            json!({"max_tokens": 120, "temperature": 0.7, "seed": 1}),
+        )
+    };
+    let (key, base) = (s.admin_key.clone(), s.base.clone());
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let (key, base, body) = (key.clone(), base.clone(), long());
+            tokio::spawn(async move {
+                client()
+                    .post(format!("{base}/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    // Wait until one request holds the only sequence and the other waits in the queue.
+    let mut full = false;
+    for _ in 0..200 {
+        let m = client()
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.lines().any(|l| l == "enclave_engine_queue_depth 1")
+            && m.lines().any(|l| l == "enclave_engine_active_sequences 1")
+        {
+            full = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        full,
+        "the two long requests never filled the slot and the queue"
+    );
+    let r = client()
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&chat("hi", json!({"max_tokens": 1})))
+        .send()
+        .await
+        .unwrap();
+    let refused = (r.status() == 429).then_some(r);
+    let r = refused.expect("a third request while one runs and one waits must be refused");
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "engine_overloaded");
+    for t in busy {
+        assert_eq!(t.await.unwrap(), 200, "the admitted requests complete");
+    }
+    let (status, _) = post(
+        &s,
+        &key,
+        "/v1/chat/completions",
+        chat("hi", json!({"max_tokens": 1})),
+    )
+    .await;
+    assert_eq!(status, 200);
+}

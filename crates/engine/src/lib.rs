@@ -123,6 +123,8 @@ pub enum EngineError {
     InvalidToken { token: u32, vocab: u32 },
     #[error("embedding failed: {0}")]
     Embed(String),
+    #[error("{waiting} requests are already waiting for the model")]
+    Overloaded { waiting: usize },
     #[error("the inference engine has stopped")]
     Stopped,
 }

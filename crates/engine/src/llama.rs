@@ -58,6 +58,9 @@ pub struct ChatConfig {
     pub batch_tokens: u32,
     /// CPU threads for llama.cpp; 0 picks the number of cores.
     pub threads: u32,
+    /// Requests allowed to wait for a sequence; beyond it `generate` answers
+    /// [`EngineError::Overloaded`] at once instead of queueing without bound.
+    pub max_queue: usize,
 }
 
 impl Default for ChatConfig {
@@ -67,6 +70,7 @@ impl Default for ChatConfig {
             ctx_per_slot: 2048,
             batch_tokens: 512,
             threads: 0,
+            max_queue: 256,
         }
     }
 }
@@ -270,8 +274,13 @@ impl ChatEngine {
             Some(n) => n,
             None => room as u32,
         };
+        // Reserve a place in the queue first, so concurrent callers cannot overshoot the cap.
+        let waiting = self.stats.queued.fetch_add(1, Ordering::AcqRel);
+        if waiting >= self.config.max_queue {
+            self.stats.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::Overloaded { waiting });
+        }
         let (events, rx) = mpsc::unbounded_channel();
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
         self.jobs
             .send(Job {
                 prompt: prompt.tokens,

@@ -42,6 +42,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the model `{0}` is still loading: retry when `GET /readyz` answers 200")]
     ModelLoading(String),
+    #[error("the model is busy: {0}; retry after a second")]
+    Overloaded(String),
     #[error("the inference engine is unavailable")]
     EngineUnavailable,
     #[error("an internal error occurred; it has been logged")]
@@ -94,6 +96,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
                 "model_loading",
+            ),
+            Overloaded(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "engine_overloaded",
             ),
             EngineUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -154,6 +161,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, _, _) = self.parts();
         let mut response = (status, axum::Json(self.body())).into_response();
+        if matches!(self, ApiError::Overloaded(_)) {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
         // The `openai` SDK retries 5xx twice unless told not to; only a loading model is worth it.
         if status.is_server_error() && !matches!(self, ApiError::ModelLoading(_)) {
             response
@@ -173,6 +185,7 @@ impl From<EngineError> for ApiError {
                 "messages",
                 format!("the chat template rejected the messages: {msg}"),
             ),
+            EngineError::Overloaded { .. } => ApiError::Overloaded(e.to_string()),
             EngineError::Stopped => ApiError::EngineUnavailable,
             other => {
                 tracing::error!(error = %other, "engine failure");
