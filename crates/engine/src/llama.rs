@@ -300,7 +300,9 @@ impl ChatEngine {
 struct Seq {
     id: i32,
     job: Job,
-    sampler: LlamaSampler,
+    /// `None` is greedy: an argmax over the logits row, without the full-vocabulary candidate
+    /// array llama.cpp's sampler builds for every token.
+    sampler: Option<LlamaSampler>,
     /// Prompt tokens already in the KV cache.
     fed: usize,
     /// Position of the next token in this sequence.
@@ -320,7 +322,7 @@ impl Seq {
     fn new(id: i32, job: Job) -> Self {
         let s = &job.sampling;
         let sampler = if s.temperature <= 0.0 {
-            LlamaSampler::greedy()
+            None
         } else {
             let mut chain = Vec::with_capacity(3);
             if s.top_p < 1.0 {
@@ -328,7 +330,7 @@ impl Seq {
             }
             chain.push(LlamaSampler::temp(s.temperature));
             chain.push(LlamaSampler::dist(s.seed));
-            LlamaSampler::chain_simple(chain)
+            Some(LlamaSampler::chain_simple(chain))
         };
         let stop = StopMatcher::new(job.sampling.stop.clone());
         Self {
@@ -365,6 +367,17 @@ impl Seq {
             completion_tokens: self.generated,
         });
     }
+}
+
+/// The first index of the largest logit, as llama.cpp's greedy sampler picks it.
+fn argmax(logits: &[f32]) -> LlamaToken {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    LlamaToken(best as i32)
 }
 
 fn scheduler(
@@ -506,7 +519,10 @@ fn scheduler(
         for slot in slots.iter_mut() {
             let Some(seq) = slot else { continue };
             let Some(at) = seq.logits_at else { continue };
-            let token = seq.sampler.sample(&ctx, at);
+            let token = match &mut seq.sampler {
+                Some(sampler) => sampler.sample(&ctx, at),
+                None => argmax(ctx.get_logits_ith(at)),
+            };
             let reason = if vocab.is_eog(token) {
                 Some(FinishReason::Stop)
             } else {
