@@ -21,7 +21,14 @@ fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "creating .venv" >&2
-  python3 -m venv .venv
+  if ! python3 -m venv .venv 2>/dev/null; then
+    # Debian's own python3 ships venv's pip bootstrap separately.
+    rm -rf .venv
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv .venv
+  fi
 fi
 if ! .venv/bin/python -c "import openai, pytest, httpx" >/dev/null 2>&1; then
   echo "installing the openai SDK and pytest into .venv" >&2
