@@ -18,6 +18,7 @@ import time
 
 import llama_cpp
 import numpy as np
+from common import peak_rss_mb
 from llama_cpp import Llama
 
 
@@ -70,15 +71,6 @@ def batched(model, prompts, max_tokens, threads, n_vocab):
     llama_cpp.llama_batch_free(batch)
     llama_cpp.llama_free(ctx)
     return generated / dt
-
-
-def peak_rss_mb():
-    # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so a child of a large process would
-    # report its parent's peak.
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main():

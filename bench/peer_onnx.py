@@ -13,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+from common import peak_rss_mb
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
@@ -96,15 +97,6 @@ def build_graph(weights, layers=6, heads=12, eps=1e-12):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     model.ir_version = 10
     return model.SerializeToString()
-
-
-def peak_rss_mb():
-    # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so a child of a large process would
-    # report its parent's peak.
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main():

@@ -37,6 +37,18 @@ fn chat(content: &str, extra: Value) -> Value {
     body
 }
 
+/// The server's `/metrics` text.
+async fn metrics(s: &Server) -> String {
+    client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Reads an SSE response into its `data:` payloads.
 async fn sse(r: reqwest::Response) -> Vec<String> {
     let mut body = String::new();
@@ -374,14 +386,7 @@ async fn sixteen_concurrent_streams_complete_and_a_dropped_one_does_not_stall_th
     }
     // The dropped request released its sequence: nothing is left running.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&s).await;
     assert!(
         metrics
             .lines()
@@ -471,14 +476,7 @@ async fn an_overloaded_engine_answers_429_at_once_and_keeps_serving() {
     // Wait until one request holds the only sequence and the other waits in the queue.
     let mut full = false;
     for _ in 0..200 {
-        let m = client()
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = metrics(&s).await;
         if m.lines().any(|l| l == "enclave_engine_queue_depth 1")
             && m.lines().any(|l| l == "enclave_engine_active_sequences 1")
         {
