@@ -47,8 +47,19 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let model = req.model.clone();
     let engine = chat_engine(&state, &model)?;
-    let chat = req.validate()?;
-    let prompt = engine.prompt(&chat.messages)?;
+    let mut chat = req.validate()?;
+    // Rendering and tokenizing a prompt of up to `MAX_BODY_BYTES` takes long enough to stall a
+    // runtime worker, so it runs on the blocking pool.
+    let prompt = {
+        let engine = Arc::clone(&engine);
+        let messages = std::mem::take(&mut chat.messages);
+        tokio::task::spawn_blocking(move || engine.prompt(&messages))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "prompt task failed");
+                ApiError::Internal
+            })??
+    };
     let started = Instant::now();
     let rx = engine.generate(prompt, chat.sampling, chat.max_tokens)?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
