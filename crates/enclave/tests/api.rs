@@ -459,38 +459,39 @@ async fn an_overloaded_engine_answers_429_at_once_and_keeps_serving() {
         )
     };
     let (key, base) = (s.admin_key.clone(), s.base.clone());
-    let busy: Vec<_> = (0..2)
-        .map(|_| {
-            let (key, base, body) = (key.clone(), base.clone(), long());
-            tokio::spawn(async move {
-                client()
-                    .post(format!("{base}/v1/chat/completions"))
-                    .bearer_auth(&key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            })
+    let send_long = || {
+        let (key, base, body) = (key.clone(), base.clone(), long());
+        tokio::spawn(async move {
+            client()
+                .post(format!("{base}/v1/chat/completions"))
+                .bearer_auth(&key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         })
-        .collect();
-    // Wait until one request holds the only sequence and the other waits in the queue.
-    let mut full = false;
-    for _ in 0..500 {
-        let m = metrics(&s).await;
-        if m.lines().any(|l| l == "enclave_engine_queue_depth 1")
-            && m.lines().any(|l| l == "enclave_engine_active_sequences 1")
-        {
-            full = true;
-            break;
+    };
+    // Waits until `/metrics` shows a line; the engine admits requests on its own thread.
+    let wait_for = |line: &'static str| {
+        let s = &s;
+        async move {
+            for _ in 0..500 {
+                if metrics(s).await.lines().any(|l| l == line) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            panic!("`{line}` never appeared in /metrics");
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(
-        full,
-        "the two long requests never filled the slot and the queue"
-    );
+    };
+    // One request takes the only sequence, then a second waits in the queue.
+    let first = send_long();
+    wait_for("enclave_engine_active_sequences 1").await;
+    let second = send_long();
+    wait_for("enclave_engine_queue_depth 1").await;
+    let busy = [first, second];
     let r = client()
         .post(s.url("/v1/chat/completions"))
         .bearer_auth(&key)
@@ -498,8 +499,11 @@ async fn an_overloaded_engine_answers_429_at_once_and_keeps_serving() {
         .send()
         .await
         .unwrap();
-    let refused = (r.status() == 429).then_some(r);
-    let r = refused.expect("a third request while one runs and one waits must be refused");
+    assert_eq!(
+        r.status(),
+        429,
+        "a third request while one runs and one waits is refused at once"
+    );
     assert_eq!(r.headers()["retry-after"], "1");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "engine_overloaded");
