@@ -86,15 +86,6 @@ impl EmbeddingEngine {
         self.dims
     }
 
-    /// Counts the tokens an input costs, special tokens included.
-    pub fn count_tokens(&self, text: &str) -> Result<usize, EngineError> {
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| EngineError::Embed(e.to_string()))?;
-        Ok(enc.get_ids().len())
-    }
-
     /// Embeds inputs in order. Blocking: call it from a blocking thread.
     ///
     /// Inputs are sorted by length and cut into batches of similar lengths, so little compute

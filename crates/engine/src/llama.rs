@@ -29,7 +29,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
-use crate::text::{StopMatcher, StopOutcome, Utf8Decoder};
+use crate::text::{TextStream, Utf8Decoder};
 use crate::{ChatMessage, EngineError, EngineStats, Event, FinishReason, Sampling};
 
 /// llama.cpp's `LLAMA_FLASH_ATTN_TYPE_DISABLED`.
@@ -239,14 +239,6 @@ impl ChatEngine {
         out
     }
 
-    /// Counts the tokens of a text with the model's tokenizer.
-    pub fn count_tokens(&self, text: &str) -> usize {
-        self.model
-            .vocab()
-            .tokenize(text.as_bytes(), false, false)
-            .len()
-    }
-
     /// Queues a generation. Events arrive on the returned receiver; dropping it cancels the work.
     pub fn generate(
         &self,
@@ -312,10 +304,7 @@ struct Seq {
     /// Index of this sequence's logits in the current batch.
     logits_at: Option<i32>,
     generated: u32,
-    utf8: Utf8Decoder,
-    stop: StopMatcher,
-    /// Set once a stop sequence matched: nothing after it may reach the client.
-    text_closed: bool,
+    text: TextStream,
 }
 
 impl Seq {
@@ -332,7 +321,7 @@ impl Seq {
             chain.push(LlamaSampler::dist(s.seed));
             Some(LlamaSampler::chain_simple(chain))
         };
-        let stop = StopMatcher::new(job.sampling.stop.clone());
+        let text = TextStream::new(job.sampling.stop.clone());
         Self {
             id,
             job,
@@ -342,24 +331,14 @@ impl Seq {
             next: None,
             logits_at: None,
             generated: 0,
-            utf8: Utf8Decoder::default(),
-            stop,
-            text_closed: false,
+            text,
         }
     }
 
     fn finish(&mut self, reason: FinishReason) {
-        if !self.text_closed {
-            let mut rest = self.utf8.finish();
-            if let StopOutcome::Continue(t) = self.stop.push(&rest) {
-                rest = t;
-            } else {
-                rest.clear();
-            }
-            rest.push_str(&self.stop.finish());
-            if !rest.is_empty() {
-                let _ = self.job.events.send(Event::Text(rest));
-            }
+        let rest = self.text.finish();
+        if !rest.is_empty() {
+            let _ = self.job.events.send(Event::Text(rest));
         }
         let _ = self.job.events.send(Event::Done {
             reason,
@@ -527,22 +506,10 @@ fn scheduler(
                 Some(FinishReason::Stop)
             } else {
                 seq.generated += 1;
-                let text = seq.utf8.push(&vocab.token_to_piece(token, false, None));
-                let stopped = match seq.stop.push(&text) {
-                    StopOutcome::Continue(t) => {
-                        if !t.is_empty() {
-                            let _ = seq.job.events.send(Event::Text(t));
-                        }
-                        false
-                    }
-                    StopOutcome::Stopped(t) => {
-                        if !t.is_empty() {
-                            let _ = seq.job.events.send(Event::Text(t));
-                        }
-                        seq.text_closed = true;
-                        true
-                    }
-                };
+                let (text, stopped) = seq.text.push(&vocab.token_to_piece(token, false, None));
+                if !text.is_empty() {
+                    let _ = seq.job.events.send(Event::Text(text));
+                }
                 if stopped {
                     Some(FinishReason::Stop)
                 } else if seq.generated >= seq.job.max_tokens || seq.pos >= window {

@@ -111,9 +111,74 @@ impl StopMatcher {
     }
 }
 
+/// Token bytes in, client text out: whole characters, cut at the first stop sequence.
+#[derive(Debug)]
+pub struct TextStream {
+    utf8: Utf8Decoder,
+    stop: StopMatcher,
+    /// Set once a stop sequence matched: nothing after it may reach the client.
+    stopped: bool,
+}
+
+impl TextStream {
+    pub fn new(stops: Vec<String>) -> Self {
+        Self {
+            utf8: Utf8Decoder::default(),
+            stop: StopMatcher::new(stops),
+            stopped: false,
+        }
+    }
+
+    /// The text a token releases, and whether a stop sequence has ended the answer.
+    pub fn push(&mut self, bytes: &[u8]) -> (String, bool) {
+        if self.stopped {
+            return (String::new(), true);
+        }
+        let text = self.utf8.push(bytes);
+        self.release(&text)
+    }
+
+    /// What was held back, when generation ends; nothing after a stop sequence.
+    pub fn finish(&mut self) -> String {
+        if self.stopped {
+            return String::new();
+        }
+        let tail = self.utf8.finish();
+        let (mut out, stopped) = self.release(&tail);
+        if !stopped {
+            out.push_str(&self.stop.finish());
+        }
+        out
+    }
+
+    fn release(&mut self, text: &str) -> (String, bool) {
+        match self.stop.push(text) {
+            StopOutcome::Continue(t) => (t, false),
+            StopOutcome::Stopped(t) => {
+                self.stopped = true;
+                (t, true)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_releases_text_before_a_stop_even_when_it_ends_on_a_partial_character() {
+        // "é" split across tokens, then the stream ends while "EN" might still start "END".
+        let mut t = TextStream::new(vec!["END".into()]);
+        assert_eq!(t.push(b"caf\xc3"), ("caf".to_string(), false));
+        assert_eq!(t.push(b"\xa9 EN"), ("\u{e9} ".to_string(), false));
+        assert_eq!(t.finish(), "EN");
+
+        let mut t = TextStream::new(vec!["END".into()]);
+        assert_eq!(t.push(b"a END b"), ("a ".to_string(), true));
+        assert_eq!(t.push(b"more"), (String::new(), true));
+        assert_eq!(t.finish(), "");
+    }
 
     fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
         let mut m = StopMatcher::new(stops.iter().map(|s| s.to_string()).collect());

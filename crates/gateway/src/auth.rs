@@ -25,7 +25,6 @@ pub async fn require_key(
     next: Next,
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, req.headers().get(AUTHORIZATION)).await?;
-    tracing::Span::current().record("key_id", principal.key_id.as_str());
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
 }
