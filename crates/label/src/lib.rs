@@ -2,11 +2,19 @@
 //!
 //! A [`Label`] is a hierarchical level, a set of compartments and caveats, and a releasability
 //! set. [`Label::dominates`] is the partial order ("may read"), [`Label::join`] the least upper
-//! bound (the high-water mark of several inputs). Pure: no I/O, no configuration, no clock; it must
-//! never decide anything but lattice questions. Marking schemes (parsing and printing banners such
-//! as `SECRET//SI//REL TO USA, GBR`) build on these types.
+//! bound (the high-water mark of several inputs). A [`Scheme`] is the grammar and ordering of one
+//! marking system (US CAPCO-style, German VS, NATO, EU, or one an operator defines): it parses
+//! banner and portion markings into labels and prints labels back in canonical form.
+//!
+//! Pure: no I/O, no configuration files, no clock. It must never decide anything but lattice
+//! questions, and parsing must never panic: every input yields a label or a [`ParseError`].
+
+mod scheme;
 
 use std::collections::BTreeSet;
+use std::fmt;
+
+pub use scheme::{CaveatDef, LevelDef, ParseError, Scheme, SchemeDef, SchemeError};
 
 /// A position in a scheme's ordered list of levels; higher is more sensitive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,6 +95,80 @@ impl Label {
     }
 }
 
+/// How two labels relate in the lattice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    Equal,
+    /// The first dominates the second and they differ.
+    Dominates,
+    /// The second dominates the first and they differ.
+    DominatedBy,
+    Incomparable,
+}
+
+impl fmt::Display for Relation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Relation::Equal => "equal",
+            Relation::Dominates => "dominates",
+            Relation::DominatedBy => "is dominated by",
+            Relation::Incomparable => "is incomparable with",
+        })
+    }
+}
+
+/// Why a clearance (or accreditation) does not dominate a label: each part that exceeds it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Shortfall {
+    /// The label's level, when it is above the clearance's.
+    pub level: Option<(Level, Level)>,
+    /// Compartments and caveats the label has and the clearance lacks.
+    pub compartments: BTreeSet<String>,
+    /// Nations the clearance carries that the label is not releasable to.
+    pub releasability: Option<BTreeSet<String>>,
+}
+
+impl Shortfall {
+    pub fn is_empty(&self) -> bool {
+        self.level.is_none() && self.compartments.is_empty() && self.releasability.is_none()
+    }
+}
+
+impl Label {
+    /// The relation of `self` to `other`.
+    pub fn relation(&self, other: &Label) -> Relation {
+        match (self.dominates(other), other.dominates(self)) {
+            (true, true) => Relation::Equal,
+            (true, false) => Relation::Dominates,
+            (false, true) => Relation::DominatedBy,
+            (false, false) => Relation::Incomparable,
+        }
+    }
+
+    /// What of `label` a holder of `self` may not read; empty exactly when `self.dominates(label)`.
+    pub fn shortfall(&self, label: &Label) -> Shortfall {
+        let level = (label.level > self.level).then_some((label.level, self.level));
+        let compartments = label
+            .compartments
+            .difference(&self.compartments)
+            .cloned()
+            .collect();
+        let releasability = match (&self.releasability, &label.releasability) {
+            (_, Releasability::Unrestricted) => None,
+            (Releasability::Unrestricted, Releasability::To(_)) => Some(BTreeSet::new()),
+            (Releasability::To(mine), Releasability::To(theirs)) => {
+                let outside: BTreeSet<String> = mine.difference(theirs).cloned().collect();
+                (!outside.is_empty()).then_some(outside)
+            }
+        };
+        Shortfall {
+            level,
+            compartments,
+            releasability,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +202,11 @@ mod tests {
             prop_assert!(a.dominates(&a));
             if a.dominates(&b) && b.dominates(&a) { prop_assert_eq!(&a, &b); }
             if a.dominates(&b) && b.dominates(&c) { prop_assert!(a.dominates(&c)); }
+        }
+
+        #[test]
+        fn shortfall_is_empty_exactly_when_dominated(a in label(), b in label()) {
+            prop_assert_eq!(a.shortfall(&b).is_empty(), a.dominates(&b));
         }
 
         #[test]

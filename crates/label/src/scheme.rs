@@ -1,0 +1,999 @@
+//! Marking schemes: the grammar of banner and portion markings, and the order of levels.
+//!
+//! Every scheme, built in or defined by an operator, is data ([`SchemeDef`]) run by one parser and
+//! one printer, so a nation that brings its own markings gets the same guarantees: parsing is
+//! total, printing is canonical, and `parse(print(l)) == l`.
+//!
+//! The grammar, with `//` between segments and `/` between items of a segment:
+//!
+//! ```text
+//! marking  := banner | "(" banner ")"            a portion mark is a banner in parentheses
+//! banner   := level [suffix] ("//" item ("/" item)*)*
+//! item     := compartment | caveat | noforn | "REL TO " code ("," code)* | "REL TO NONE"
+//! ```
+//!
+//! Words match case-insensitively with runs of white space as one space; a level, compartment or
+//! caveat may be written by its name, its portion abbreviation or any alias.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Label, Level, Releasability};
+
+/// A scheme as written in configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemeDef {
+    /// Short name, such as `US` or `DE`.
+    pub name: String,
+    /// The nation or organisation that owns the markings: a clearance given without
+    /// releasability carries it, and `NOFORN` means releasable to it alone.
+    pub owner: String,
+    /// Levels from least to most sensitive.
+    pub levels: Vec<LevelDef>,
+    /// Compartments (SCI control systems and the like), printed in their own segment.
+    #[serde(default)]
+    pub compartments: Vec<CaveatDef>,
+    /// Dissemination caveats that restrict readers (such as `ORCON`), printed with releasability.
+    #[serde(default)]
+    pub caveats: Vec<CaveatDef>,
+    /// The marking that means "releasable to the owner only", if the scheme has one.
+    #[serde(default)]
+    pub noforn: Option<CaveatDef>,
+    /// Phrases accepted after a level and dropped, such as `amtlich geheim gehalten`.
+    #[serde(default)]
+    pub suffixes: Vec<String>,
+    /// Codes `REL TO` accepts; empty accepts any code of 2 to 4 capital letters.
+    #[serde(default)]
+    pub countries: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelDef {
+    /// The banner form, such as `TOP SECRET`.
+    pub name: String,
+    /// The portion form, such as `TS`.
+    pub portion: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaveatDef {
+    /// The banner form, such as `NOFORN`.
+    pub name: String,
+    /// The portion form, such as `NF`; the name when absent.
+    #[serde(default)]
+    pub portion: Option<String>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+impl CaveatDef {
+    fn new(name: &str, portion: Option<&str>, aliases: &[&str]) -> Self {
+        Self {
+            name: name.to_string(),
+            portion: portion.map(str::to_string),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    fn portion(&self) -> &str {
+        self.portion.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A scheme definition that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemeError {
+    #[error("scheme `{0}` has no levels")]
+    NoLevels(String),
+    #[error("scheme `{0}` has more than 255 levels")]
+    TooManyLevels(String),
+    #[error("scheme `{scheme}`: `{word}` names two things ({first} and {second})")]
+    Ambiguous {
+        scheme: String,
+        word: String,
+        first: String,
+        second: String,
+    },
+    #[error("scheme `{scheme}`: `{word}` cannot be a marking word: {why}")]
+    BadWord {
+        scheme: String,
+        word: String,
+        why: &'static str,
+    },
+    #[error("scheme `{scheme}`: owner `{owner}` is not a code of 2 to 4 capital letters")]
+    BadOwner { scheme: String, owner: String },
+}
+
+/// Where parsing failed and what it expected there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("at column {column}: expected {expected}, found {found}")]
+pub struct ParseError {
+    /// 1-based character column in the input.
+    pub column: usize,
+    pub expected: String,
+    /// What was there, quoted, or `end of input`.
+    pub found: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Item {
+    Compartment(usize),
+    Caveat(usize),
+    Noforn,
+}
+
+/// A compiled scheme: parses and prints markings.
+#[derive(Debug, Clone)]
+pub struct Scheme {
+    def: SchemeDef,
+    /// Normalised level words, longest first, so `TOP SECRET` wins over a shorter prefix.
+    levels: Vec<(String, u8)>,
+    items: HashMap<String, Item>,
+    suffixes: Vec<String>,
+    countries: BTreeSet<String>,
+}
+
+/// Upper case, runs of white space as one space, trimmed.
+pub(crate) fn normalize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for word in s.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.chars().flat_map(char::to_uppercase));
+    }
+    out
+}
+
+fn is_code(s: &str) -> bool {
+    (2..=4).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+impl Scheme {
+    /// Compiles a definition, refusing one whose words are empty, reserved or ambiguous.
+    pub fn new(def: SchemeDef) -> Result<Self, SchemeError> {
+        let scheme = def.name.clone();
+        if def.levels.is_empty() {
+            return Err(SchemeError::NoLevels(scheme));
+        }
+        if def.levels.len() > 255 {
+            return Err(SchemeError::TooManyLevels(scheme));
+        }
+        if !is_code(&def.owner) {
+            return Err(SchemeError::BadOwner {
+                scheme,
+                owner: def.owner.clone(),
+            });
+        }
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut claim = |word: &str, what: String, in_level: bool| -> Result<String, SchemeError> {
+            let norm = normalize(word);
+            let bad = |why| SchemeError::BadWord {
+                scheme: def.name.clone(),
+                word: word.to_string(),
+                why,
+            };
+            if norm.is_empty() {
+                return Err(bad("it is empty"));
+            }
+            if norm.contains("//") || norm.contains('(') || norm.contains(')') {
+                return Err(bad("it contains `//` or a parenthesis"));
+            }
+            if !in_level && (norm.contains('/') || norm.contains(',')) {
+                return Err(bad("compartments and caveats cannot contain `/` or `,`"));
+            }
+            if norm.starts_with("REL TO") {
+                return Err(bad("`REL TO` is reserved for releasability"));
+            }
+            if let Some(first) = seen.insert(norm.clone(), what.clone()) {
+                if first != what {
+                    return Err(SchemeError::Ambiguous {
+                        scheme: def.name.clone(),
+                        word: word.to_string(),
+                        first,
+                        second: what,
+                    });
+                }
+            }
+            Ok(norm)
+        };
+        let mut levels = Vec::new();
+        for (i, l) in def.levels.iter().enumerate() {
+            let what = format!("level `{}`", l.name);
+            for word in [&l.name, &l.portion].into_iter().chain(&l.aliases) {
+                let norm = claim(word, what.clone(), true)?;
+                #[allow(clippy::cast_possible_truncation, reason = "at most 255 levels")]
+                levels.push((norm, i as u8));
+            }
+        }
+        let mut items = HashMap::new();
+        let groups = [
+            (&def.compartments, "compartment"),
+            (&def.caveats, "caveat"),
+        ];
+        for (defs, kind) in groups {
+            for (i, c) in defs.iter().enumerate() {
+                let what = format!("{kind} `{}`", c.name);
+                let item = if kind == "compartment" {
+                    Item::Compartment(i)
+                } else {
+                    Item::Caveat(i)
+                };
+                for word in [&c.name, c.portion()].into_iter().chain(c.aliases.iter().map(String::as_str)) {
+                    items.insert(claim(word, what.clone(), false)?, item);
+                }
+            }
+        }
+        if let Some(n) = &def.noforn {
+            let what = format!("`{}`", n.name);
+            for word in [&n.name, n.portion()].into_iter().chain(n.aliases.iter().map(String::as_str)) {
+                items.insert(claim(word, what.clone(), false)?, Item::Noforn);
+            }
+        }
+        levels.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        levels.dedup();
+        let suffixes = def.suffixes.iter().map(|s| normalize(s)).collect();
+        let countries = def.countries.iter().map(|c| normalize(c)).collect();
+        Ok(Self {
+            def,
+            levels,
+            items,
+            suffixes,
+            countries,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.def.owner
+    }
+
+    pub fn def(&self) -> &SchemeDef {
+        &self.def
+    }
+
+    /// Every word that can begin a marking: level names, portions and aliases.
+    pub fn level_words(&self) -> impl Iterator<Item = &str> {
+        self.def
+            .levels
+            .iter()
+            .flat_map(|l| [&l.name, &l.portion].into_iter().chain(&l.aliases))
+            .map(String::as_str)
+    }
+
+    /// The least sensitive label: the lowest level, nothing else.
+    pub fn lowest(&self) -> Label {
+        Label::level(0)
+    }
+
+    /// The most sensitive label the owner's own systems handle: the top level, every compartment
+    /// and caveat, releasable to the owner.
+    pub fn system_high(&self) -> Label {
+        #[allow(clippy::cast_possible_truncation, reason = "at most 255 levels")]
+        let top = (self.def.levels.len() - 1) as u8;
+        Label {
+            level: Level(top),
+            compartments: self
+                .def
+                .compartments
+                .iter()
+                .chain(&self.def.caveats)
+                .map(|c| c.name.clone())
+                .collect(),
+            releasability: Releasability::To(BTreeSet::from([self.def.owner.clone()])),
+        }
+    }
+
+    /// A label as a clearance: one with no releasability takes the owner nation.
+    pub fn clearance(&self, mut label: Label) -> Label {
+        if label.releasability == Releasability::Unrestricted {
+            label.releasability = Releasability::To(BTreeSet::from([self.def.owner.clone()]));
+        }
+        label
+    }
+
+    /// The banner or portion name of a level.
+    pub fn level_name(&self, level: Level, portion: bool) -> String {
+        match self.def.levels.get(usize::from(level.0)) {
+            Some(l) if portion => l.portion.clone(),
+            Some(l) => l.name.clone(),
+            None => format!("LEVEL {}", level.0),
+        }
+    }
+
+    /// Parses a banner (`SECRET//SI//NOFORN`) or portion mark (`(S//SI//NF)`).
+    pub fn parse(&self, input: &str) -> Result<Label, ParseError> {
+        let start = input.len() - input.trim_start().len();
+        let body = input.trim();
+        if let Some(inner) = body.strip_prefix('(') {
+            let Some(inner) = inner.strip_suffix(')') else {
+                return Err(error(input, input.trim_end().len(), "`)`", None));
+            };
+            return self.parse_body(input, start + 1, inner);
+        }
+        self.parse_body(input, start, body)
+    }
+
+    fn parse_body(&self, input: &str, base: usize, body: &str) -> Result<Label, ParseError> {
+        let mut segments = split(body, "//", base).into_iter();
+        let Some((at, first)) = segments.next() else {
+            return Err(error(input, base, "a level", None));
+        };
+        let level = self.parse_level(input, at, first)?;
+        let mut label = Label::level(level);
+        for (at, segment) in segments {
+            for (at, item) in split(segment, "/", at) {
+                self.parse_item(input, at, item, &mut label)?;
+            }
+        }
+        Ok(label)
+    }
+
+    fn parse_level(&self, input: &str, at: usize, text: &str) -> Result<u8, ParseError> {
+        let at = at + (text.len() - text.trim_start().len());
+        let norm = normalize(text);
+        for (word, level) in &self.levels {
+            if norm == *word {
+                return Ok(*level);
+            }
+            let Some(rest) = norm.strip_prefix(word.as_str()) else {
+                continue;
+            };
+            if !rest.starts_with([' ', '-', '\u{2013}', '\u{2014}', ',']) {
+                continue;
+            }
+            let rest = rest.trim_start_matches([' ', '-', '\u{2013}', '\u{2014}', ',']);
+            if self.suffixes.iter().any(|s| s == rest) {
+                return Ok(*level);
+            }
+            let expected = if self.suffixes.is_empty() {
+                "`//` or the end of the marking".to_string()
+            } else {
+                format!(
+                    "`//`, the end of the marking, or {}",
+                    quoted(&self.def.suffixes)
+                )
+            };
+            return Err(error(input, at, &expected, Some(text.trim())));
+        }
+        let words: Vec<&str> = self.def.levels.iter().map(|l| l.name.as_str()).collect();
+        Err(error(
+            input,
+            at,
+            &format!("a {} level ({})", self.def.name, quoted(&words)),
+            Some(text.trim()).filter(|t| !t.is_empty()),
+        ))
+    }
+
+    fn parse_item(
+        &self,
+        input: &str,
+        at: usize,
+        text: &str,
+        label: &mut Label,
+    ) -> Result<(), ParseError> {
+        let at = at + (text.len() - text.trim_start().len());
+        let norm = normalize(text);
+        if let Some(list) = norm.strip_prefix("REL TO ") {
+            let set = self.parse_countries(input, at + 7, list)?;
+            label.releasability = label.releasability.intersect(&Releasability::To(set));
+            return Ok(());
+        }
+        match self.items.get(&norm) {
+            Some(Item::Compartment(i)) => {
+                if let Some(c) = self.def.compartments.get(*i) {
+                    label.compartments.insert(c.name.clone());
+                }
+            }
+            Some(Item::Caveat(i)) => {
+                if let Some(c) = self.def.caveats.get(*i) {
+                    label.compartments.insert(c.name.clone());
+                }
+            }
+            Some(Item::Noforn) => {
+                let owner = Releasability::To(BTreeSet::from([self.def.owner.clone()]));
+                label.releasability = label.releasability.intersect(&owner);
+            }
+            None => {
+                let mut words: Vec<&str> = self
+                    .def
+                    .compartments
+                    .iter()
+                    .chain(&self.def.caveats)
+                    .chain(&self.def.noforn)
+                    .map(|c| c.name.as_str())
+                    .collect();
+                words.push("REL TO ...");
+                let found = if text.trim().is_empty() {
+                    None
+                } else {
+                    Some(text.trim())
+                };
+                return Err(error(
+                    input,
+                    at,
+                    &format!(
+                        "a compartment, caveat or releasability ({})",
+                        quoted(&words)
+                    ),
+                    found,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_countries(
+        &self,
+        input: &str,
+        at: usize,
+        list: &str,
+    ) -> Result<BTreeSet<String>, ParseError> {
+        if list == "NONE" {
+            return Ok(BTreeSet::new());
+        }
+        let mut set = BTreeSet::new();
+        // `list` is normalised, so offsets are approximate past multiple spaces; good enough to
+        // point at the code.
+        for (offset, code) in split(list, ",", 0) {
+            let code = code.trim();
+            let ok = is_code(code) && (self.countries.is_empty() || self.countries.contains(code));
+            if !ok {
+                let expected = if self.countries.is_empty() {
+                    "a country code of 2 to 4 capital letters".to_string()
+                } else {
+                    "a country code this scheme knows".to_string()
+                };
+                let found = (!code.is_empty()).then_some(code);
+                return Err(error(input, at + offset, &expected, found));
+            }
+            set.insert(code.to_string());
+        }
+        Ok(set)
+    }
+
+    /// The canonical banner, such as `TOP SECRET//SI/TK//REL TO USA, GBR`.
+    pub fn banner(&self, label: &Label) -> String {
+        self.render(label, false)
+    }
+
+    /// The canonical portion mark, such as `(TS//SI/TK//REL TO USA, GBR)`.
+    pub fn portion(&self, label: &Label) -> String {
+        format!("({})", self.render(label, true))
+    }
+
+    fn render(&self, label: &Label, portion: bool) -> String {
+        let name = |c: &CaveatDef| {
+            if portion {
+                c.portion().to_string()
+            } else {
+                c.name.clone()
+            }
+        };
+        let mut segments = vec![self.level_name(label.level, portion)];
+        let known: BTreeSet<&str> = self
+            .def
+            .compartments
+            .iter()
+            .chain(&self.def.caveats)
+            .map(|c| c.name.as_str())
+            .collect();
+        let mut compartments: Vec<String> = self
+            .def
+            .compartments
+            .iter()
+            .filter(|c| label.compartments.contains(&c.name))
+            .map(name)
+            .collect();
+        // Words no scheme definition names cannot come from parsing, but printing stays total.
+        compartments.extend(
+            label
+                .compartments
+                .iter()
+                .filter(|c| !known.contains(c.as_str()))
+                .cloned(),
+        );
+        if !compartments.is_empty() {
+            segments.push(compartments.join("/"));
+        }
+        let mut dissem: Vec<String> = self
+            .def
+            .caveats
+            .iter()
+            .filter(|c| label.compartments.contains(&c.name))
+            .map(name)
+            .collect();
+        if let Releasability::To(set) = &label.releasability {
+            let owner_only = set.len() == 1 && set.contains(&self.def.owner);
+            match &self.def.noforn {
+                Some(noforn) if owner_only => dissem.push(name(noforn)),
+                _ if set.is_empty() => dissem.push("REL TO NONE".to_string()),
+                _ => {
+                    let owner = set.get(&self.def.owner).into_iter();
+                    let others = set.iter().filter(|c| **c != self.def.owner);
+                    let codes: Vec<&str> = owner.chain(others).map(String::as_str).collect();
+                    dissem.push(format!("REL TO {}", codes.join(", ")));
+                }
+            }
+        }
+        if !dissem.is_empty() {
+            segments.push(dissem.join("/"));
+        }
+        segments.join("//")
+    }
+
+    /// The parts of a label in words, for people: one `(part, value)` per line.
+    pub fn describe(&self, label: &Label) -> Vec<(&'static str, String)> {
+        let caveats: BTreeSet<&str> = self.def.caveats.iter().map(|c| c.name.as_str()).collect();
+        let (cav, comp): (Vec<&String>, Vec<&String>) = label
+            .compartments
+            .iter()
+            .partition(|c| caveats.contains(c.as_str()));
+        let list = |v: Vec<&String>| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        };
+        vec![
+            ("scheme", self.def.name.clone()),
+            ("banner", self.banner(label)),
+            ("portion", self.portion(label)),
+            (
+                "level",
+                format!(
+                    "{} ({} of {})",
+                    self.level_name(label.level, false),
+                    label.level.0,
+                    self.def.levels.len() - 1
+                ),
+            ),
+            ("compartments", list(comp)),
+            ("caveats", list(cav)),
+            (
+                "releasable to",
+                match &label.releasability {
+                    Releasability::Unrestricted => "anyone cleared (no releasability marking)".into(),
+                    Releasability::To(set) if set.is_empty() => "no one".into(),
+                    Releasability::To(set) => {
+                        set.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                    }
+                },
+            ),
+        ]
+    }
+
+    /// Says in a sentence how `label` exceeds `clearance`, or `None` when it does not.
+    pub fn explain_shortfall(&self, clearance: &Label, label: &Label) -> Option<String> {
+        let s = clearance.shortfall(label);
+        if s.is_empty() {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if let Some((want, have)) = s.level {
+            parts.push(format!(
+                "level {} is above {}",
+                self.level_name(want, false),
+                self.level_name(have, false)
+            ));
+        }
+        if !s.compartments.is_empty() {
+            let list: Vec<&str> = s.compartments.iter().map(String::as_str).collect();
+            parts.push(format!("compartments/caveats {} are not held", list.join(", ")));
+        }
+        if let Some(outside) = s.releasability {
+            if outside.is_empty() {
+                parts.push("releasability is restricted and no nationality is held".to_string());
+            } else {
+                let list: Vec<&str> = outside.iter().map(String::as_str).collect();
+                parts.push(format!("it is not releasable to {}", list.join(", ")));
+            }
+        }
+        Some(parts.join("; "))
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.def.name)
+    }
+}
+
+/// `s` split on `sep`, each piece with its byte offset (plus `base`) in the original input.
+fn split<'a>(s: &'a str, sep: &str, base: usize) -> Vec<(usize, &'a str)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    for (i, _) in s.match_indices(sep) {
+        out.push((base + from, &s[from..i]));
+        from = i + sep.len();
+    }
+    out.push((base + from, &s[from..]));
+    out
+}
+
+fn quoted<S: AsRef<str>>(words: &[S]) -> String {
+    words
+        .iter()
+        .map(|w| format!("`{}`", w.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn error(input: &str, byte: usize, expected: &str, found: Option<&str>) -> ParseError {
+    let column = input
+        .char_indices()
+        .take_while(|(i, _)| *i < byte)
+        .count()
+        + 1;
+    ParseError {
+        column,
+        expected: expected.to_string(),
+        found: match found {
+            Some(f) => format!("`{f}`"),
+            None => "end of input".to_string(),
+        },
+    }
+}
+
+// ---------- the built-in schemes ----------
+
+fn level(name: &str, portion: &str, aliases: &[&str]) -> LevelDef {
+    LevelDef {
+        name: name.to_string(),
+        portion: portion.to_string(),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
+impl Scheme {
+    /// A built-in scheme by name: `US`, `DE`, `NATO` or `EU` (any case).
+    pub fn builtin(name: &str) -> Option<Scheme> {
+        let def = match normalize(name).as_str() {
+            "US" => us(),
+            "DE" => de(),
+            "NATO" => nato(),
+            "EU" => eu(),
+            _ => return None,
+        };
+        Scheme::new(def).ok()
+    }
+
+    /// Names of the built-in schemes.
+    pub const BUILTIN: [&'static str; 4] = ["US", "DE", "NATO", "EU"];
+}
+
+/// US, CAPCO-style.
+pub fn us() -> SchemeDef {
+    SchemeDef {
+        name: "US".into(),
+        owner: "USA".into(),
+        levels: vec![
+            level("UNCLASSIFIED", "U", &[]),
+            level("CUI", "CUI", &["CONTROLLED UNCLASSIFIED INFORMATION"]),
+            level("CONFIDENTIAL", "C", &[]),
+            level("SECRET", "S", &[]),
+            level("TOP SECRET", "TS", &[]),
+        ],
+        compartments: vec![
+            CaveatDef::new("SI", None, &["COMINT"]),
+            CaveatDef::new("SI-G", None, &["SI-GAMMA"]),
+            CaveatDef::new("TK", None, &["TALENT KEYHOLE"]),
+            CaveatDef::new("HCS", None, &[]),
+            CaveatDef::new("HCS-O", None, &[]),
+            CaveatDef::new("HCS-P", None, &[]),
+        ],
+        caveats: vec![
+            CaveatDef::new("ORCON", Some("OC"), &[]),
+            CaveatDef::new("IMCON", Some("IMC"), &[]),
+            CaveatDef::new("PROPIN", Some("PR"), &[]),
+        ],
+        noforn: Some(CaveatDef::new("NOFORN", Some("NF"), &[])),
+        suffixes: vec![],
+        countries: vec![],
+    }
+}
+
+/// Germany, Verschlusssachenanweisung (VSA).
+pub fn de() -> SchemeDef {
+    SchemeDef {
+        name: "DE".into(),
+        owner: "DEU".into(),
+        levels: vec![
+            level("OFFEN", "OFFEN", &[]),
+            level(
+                "VS-NUR FÜR DEN DIENSTGEBRAUCH",
+                "VS-NfD",
+                &["VS - NUR FÜR DEN DIENSTGEBRAUCH", "VS-NUR FUER DEN DIENSTGEBRAUCH"],
+            ),
+            level("VS-VERTRAULICH", "VS-Vertr.", &["VS - VERTRAULICH"]),
+            level("GEHEIM", "Geh.", &[]),
+            level("STRENG GEHEIM", "Str. Geh.", &["STR.GEH."]),
+        ],
+        compartments: vec![],
+        caveats: vec![],
+        noforn: None,
+        suffixes: vec!["amtlich geheim gehalten".into()],
+        countries: vec![],
+    }
+}
+
+/// NATO.
+pub fn nato() -> SchemeDef {
+    SchemeDef {
+        name: "NATO".into(),
+        owner: "NATO".into(),
+        levels: vec![
+            level("NATO UNCLASSIFIED", "NU", &[]),
+            level("NATO RESTRICTED", "NR", &[]),
+            level("NATO CONFIDENTIAL", "NC", &[]),
+            level("NATO SECRET", "NS", &[]),
+            level("COSMIC TOP SECRET", "CTS", &[]),
+        ],
+        compartments: vec![],
+        caveats: vec![
+            CaveatDef::new("ATOMAL", Some("A"), &[]),
+            CaveatDef::new("BOHEMIA", None, &[]),
+        ],
+        noforn: None,
+        suffixes: vec![],
+        countries: vec![],
+    }
+}
+
+/// European Union.
+pub fn eu() -> SchemeDef {
+    SchemeDef {
+        name: "EU".into(),
+        owner: "EU".into(),
+        levels: vec![
+            level("UNCLASSIFIED", "U", &["EU UNCLASSIFIED"]),
+            level(
+                "RESTREINT UE/EU RESTRICTED",
+                "R-UE",
+                &["RESTREINT UE", "EU RESTRICTED", "R-UE/EU-R"],
+            ),
+            level(
+                "CONFIDENTIEL UE/EU CONFIDENTIAL",
+                "C-UE",
+                &["CONFIDENTIEL UE", "EU CONFIDENTIAL", "C-UE/EU-C"],
+            ),
+            level(
+                "SECRET UE/EU SECRET",
+                "S-UE",
+                &["SECRET UE", "EU SECRET", "S-UE/EU-S"],
+            ),
+            level(
+                "TRES SECRET UE/EU TOP SECRET",
+                "TS-UE",
+                &[
+                    "TRÈS SECRET UE/EU TOP SECRET",
+                    "TRES SECRET UE",
+                    "TRÈS SECRET UE",
+                    "EU TOP SECRET",
+                    "TS-UE/EU-TS",
+                ],
+            ),
+        ],
+        compartments: vec![],
+        caveats: vec![],
+        noforn: None,
+        suffixes: vec![],
+        countries: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn schemes() -> Vec<Scheme> {
+        Scheme::BUILTIN
+            .iter()
+            .filter_map(|n| Scheme::builtin(n))
+            .collect()
+    }
+
+    fn us() -> Scheme {
+        Scheme::builtin("US").unwrap()
+    }
+
+    fn set(codes: &[&str]) -> BTreeSet<String> {
+        codes.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn builtins_compile() {
+        assert_eq!(schemes().len(), Scheme::BUILTIN.len());
+    }
+
+    #[test]
+    fn us_banners_and_portions() {
+        let us = us();
+        let l = us.parse("TOP SECRET//SI/TK//REL TO USA, GBR").unwrap();
+        assert_eq!(l.level, Level(4));
+        assert_eq!(l.compartments, set(&["SI", "TK"]));
+        assert_eq!(l.releasability, Releasability::To(set(&["USA", "GBR"])));
+        let p = us.parse("(TS//SI//REL TO USA, AUS)").unwrap();
+        assert_eq!(us.portion(&p), "(TS//SI//REL TO USA, AUS)");
+        assert_eq!(us.banner(&p), "TOP SECRET//SI//REL TO USA, AUS");
+        let nf = us.parse("(S//NF)").unwrap();
+        assert_eq!(us.banner(&nf), "SECRET//NOFORN");
+        assert_eq!(nf, us.parse("secret // noforn").unwrap());
+        assert_eq!(us.parse("(U)").unwrap(), Label::level(0));
+        assert_eq!(us.parse("(CUI)").unwrap(), Label::level(1));
+        assert_eq!(us.banner(&us.parse("S//SI-G//ORCON/NF").unwrap()), "SECRET//SI-G//ORCON/NOFORN");
+        // Releasability lists print with the owner first, then in order.
+        let r = us.parse("S//REL TO GBR, USA, AUS").unwrap();
+        assert_eq!(us.banner(&r), "SECRET//REL TO USA, AUS, GBR");
+    }
+
+    #[test]
+    fn releasability_narrows_and_noforn_is_the_owner() {
+        let us = us();
+        let a = us.parse("S//REL TO USA, GBR").unwrap();
+        let b = us.parse("S//REL TO USA, AUS").unwrap();
+        assert_eq!(us.banner(&a.join(&b)), "SECRET//NOFORN");
+        let gbr = us.parse("S//REL TO GBR").unwrap();
+        let aus = us.parse("S//REL TO AUS").unwrap();
+        assert_eq!(us.banner(&gbr.join(&aus)), "SECRET//REL TO NONE");
+        assert_eq!(us.parse("SECRET//REL TO NONE").unwrap(), gbr.join(&aus));
+        // A US reader reads NOFORN; a British one reads REL TO USA, GBR but not NOFORN.
+        let us_reader = us.clearance(us.parse("TS").unwrap());
+        let uk_reader = us.parse("TS//REL TO GBR").unwrap();
+        let noforn = us.parse("S//NF").unwrap();
+        assert!(us_reader.dominates(&noforn) && us_reader.dominates(&a));
+        assert!(uk_reader.dominates(&a) && !uk_reader.dominates(&noforn));
+    }
+
+    #[test]
+    fn german_levels_and_the_phrase() {
+        let de = Scheme::builtin("DE").unwrap();
+        let nfd = de.parse("VS-NfD").unwrap();
+        assert_eq!(de.banner(&nfd), "VS-NUR FÜR DEN DIENSTGEBRAUCH");
+        assert_eq!(de.parse("VS-Nur für den Dienstgebrauch").unwrap(), nfd);
+        assert_eq!(de.portion(&nfd), "(VS-NfD)");
+        assert_eq!(de.parse("GEHEIM – amtlich geheim gehalten").unwrap(), Label::level(3));
+        assert_eq!(de.parse("VS-Vertr.").unwrap(), Label::level(2));
+        assert_eq!(de.parse("Str. Geh.").unwrap(), Label::level(4));
+        assert_eq!(de.parse("(Geh.)").unwrap(), Label::level(3));
+        let err = de.parse("GEHEIM streng").unwrap_err();
+        assert_eq!(err.column, 1);
+        assert!(err.expected.contains("amtlich geheim gehalten"), "{err}");
+    }
+
+    #[test]
+    fn nato_and_eu_levels() {
+        let nato = Scheme::builtin("NATO").unwrap();
+        assert_eq!(nato.parse("COSMIC TOP SECRET//ATOMAL").unwrap().level, Level(4));
+        assert_eq!(nato.banner(&nato.parse("(NR)").unwrap()), "NATO RESTRICTED");
+        let eu = Scheme::builtin("EU").unwrap();
+        assert_eq!(eu.parse("RESTREINT UE/EU RESTRICTED").unwrap().level, Level(1));
+        assert_eq!(eu.parse("TRÈS SECRET UE/EU TOP SECRET").unwrap().level, Level(4));
+        assert_eq!(eu.banner(&eu.parse("EU SECRET").unwrap()), "SECRET UE/EU SECRET");
+        assert_eq!(eu.portion(&eu.parse("SECRET UE").unwrap()), "(S-UE)");
+    }
+
+    #[test]
+    fn errors_say_where_and_what() {
+        let us = us();
+        let e = us.parse("SECRET//XYZ").unwrap_err();
+        assert_eq!((e.column, e.found.as_str()), (9, "`XYZ`"));
+        assert!(e.expected.contains("NOFORN"), "{e}");
+        let e = us.parse("SEKRET").unwrap_err();
+        assert_eq!(e.column, 1);
+        assert!(e.expected.contains("TOP SECRET"), "{e}");
+        let e = us.parse("(S//NF").unwrap_err();
+        assert_eq!(e.expected, "`)`");
+        let e = us.parse("").unwrap_err();
+        assert_eq!(e.found, "end of input");
+        let e = us.parse("S//REL TO USA, g1").unwrap_err();
+        assert_eq!(e.found, "`G1`");
+        let e = us.parse("S//").unwrap_err();
+        assert_eq!((e.column, e.found.as_str()), (4, "end of input"));
+    }
+
+    #[test]
+    fn operator_schemes_are_checked() {
+        let mut def = super::us();
+        def.caveats.push(CaveatDef::new("SI", None, &[]));
+        assert!(matches!(Scheme::new(def), Err(SchemeError::Ambiguous { .. })));
+        let mut def = super::us();
+        def.levels.clear();
+        assert!(matches!(Scheme::new(def), Err(SchemeError::NoLevels(_))));
+        let mut def = super::us();
+        def.compartments.push(CaveatDef::new("A/B", None, &[]));
+        assert!(matches!(Scheme::new(def), Err(SchemeError::BadWord { .. })));
+    }
+
+    /// Labels a scheme can express: any level, any subset of its words, releasability among a few
+    /// codes that always include some the scheme's owner does not own.
+    fn label_in(scheme: &Scheme) -> impl Strategy<Value = Label> + use<> {
+        let words: Vec<String> = scheme
+            .def
+            .compartments
+            .iter()
+            .chain(&scheme.def.caveats)
+            .map(|c| c.name.clone())
+            .collect();
+        let n = scheme.def.levels.len();
+        let codes = vec![scheme.owner().to_string(), "GBR".into(), "AUS".into(), "FRA".into()];
+        let rel = prop_oneof![
+            Just(Releasability::Unrestricted),
+            proptest::sample::subsequence(codes.clone(), 0..=codes.len())
+                .prop_map(|c| Releasability::To(c.into_iter().collect())),
+        ];
+        let comps = proptest::sample::subsequence(words.clone(), 0..=words.len());
+        (0..n, comps, rel).prop_map(|(l, c, r)| Label {
+            level: Level(u8::try_from(l).unwrap()),
+            compartments: c.into_iter().collect(),
+            releasability: r,
+        })
+    }
+
+    fn scheme_and_labels() -> impl Strategy<Value = (Scheme, Label, Label, Label)> {
+        (0..Scheme::BUILTIN.len()).prop_flat_map(|i| {
+            let s = Scheme::builtin(Scheme::BUILTIN[i]).unwrap();
+            (Just(s.clone()), label_in(&s), label_in(&s), label_in(&s))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn print_then_parse_round_trips((s, a, _, _) in scheme_and_labels()) {
+            prop_assert_eq!(s.parse(&s.banner(&a)).unwrap(), a.clone());
+            prop_assert_eq!(s.parse(&s.portion(&a)).unwrap(), a.clone());
+            prop_assert_eq!(s.parse(&s.banner(&a).to_lowercase()).unwrap(), a);
+        }
+
+        #[test]
+        fn lattice_laws_hold_in_every_scheme((_s, a, b, c) in scheme_and_labels()) {
+            prop_assert!(a.dominates(&a));
+            if a.dominates(&b) && b.dominates(&a) { prop_assert_eq!(&a, &b); }
+            if a.dominates(&b) && b.dominates(&c) { prop_assert!(a.dominates(&c)); }
+            let j = a.join(&b);
+            prop_assert!(j.dominates(&a) && j.dominates(&b));
+            prop_assert_eq!(&j, &b.join(&a));
+            prop_assert_eq!(a.join(&a), a.clone());
+            prop_assert_eq!(a.join(&b).join(&c), a.join(&b.join(&c)));
+            if c.dominates(&a) && c.dominates(&b) { prop_assert!(c.dominates(&j)); }
+        }
+
+        #[test]
+        fn parsing_is_total(input in "\\PC{0,40}", i in 0..Scheme::BUILTIN.len()) {
+            let s = Scheme::builtin(Scheme::BUILTIN[i]).unwrap();
+            if let Ok(l) = s.parse(&input) {
+                prop_assert_eq!(s.parse(&s.banner(&l)).unwrap(), l);
+            }
+        }
+
+        #[test]
+        fn parsing_near_markings_is_total(
+            parts in proptest::collection::vec(prop_oneof![
+                Just("S"), Just("TS"), Just("//"), Just("/"), Just("("), Just(")"), Just("REL TO "),
+                Just("USA"), Just(", "), Just("NF"), Just("SI"), Just(" "), Just("ü"), Just("GEHEIM"),
+            ], 0..10),
+            i in 0..Scheme::BUILTIN.len(),
+        ) {
+            let s = Scheme::builtin(Scheme::BUILTIN[i]).unwrap();
+            let input: String = parts.concat();
+            match s.parse(&input) {
+                Ok(l) => prop_assert_eq!(s.parse(&s.banner(&l)).unwrap(), l),
+                Err(e) => prop_assert!(e.column >= 1 && e.column <= input.chars().count() + 1),
+            }
+        }
+    }
+}
