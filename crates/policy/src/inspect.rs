@@ -1,0 +1,701 @@
+//! Content inspection: classification markings and personal data, found in one pass.
+//!
+//! Every pattern is compiled into one multi-pattern regex (`regex-automata`'s meta regex), so the
+//! text is scanned once whatever the number of kinds; each candidate is then confirmed by a cheap
+//! check on the matched span alone — a marking must parse in the scheme in force, an IBAN must pass
+//! ISO 13616's mod-97, a card number Luhn and an issuer prefix, a tax id its ISO 7064 check digit.
+//! The checks are what keep the false-positive rate low: a detector that cries wolf gets switched
+//! off.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use enclave_label::{Label, Scheme};
+use regex_automata::meta::Regex;
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input, MatchKind};
+use serde::Serialize;
+
+/// What a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A banner or portion marking of the scheme in force.
+    Marking,
+    Email,
+    Phone,
+    Iban,
+    PaymentCard,
+    UsSsn,
+    DeTaxId,
+    DeIdCard,
+    DePassport,
+    IpAddress,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::Marking,
+        Kind::Email,
+        Kind::Phone,
+        Kind::Iban,
+        Kind::PaymentCard,
+        Kind::UsSsn,
+        Kind::DeTaxId,
+        Kind::DeIdCard,
+        Kind::DePassport,
+        Kind::IpAddress,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Marking => "marking",
+            Kind::Email => "email",
+            Kind::Phone => "phone",
+            Kind::Iban => "iban",
+            Kind::PaymentCard => "payment_card",
+            Kind::UsSsn => "us_ssn",
+            Kind::DeTaxId => "de_tax_id",
+            Kind::DeIdCard => "de_id_card",
+            Kind::DePassport => "de_passport",
+            Kind::IpAddress => "ip_address",
+        }
+    }
+
+    /// Whether this kind is personal data (everything but markings).
+    pub fn is_personal(self) -> bool {
+        self != Kind::Marking
+    }
+
+    /// The word placeholders of this kind use, such as `IBAN` in `[IBAN_1]`.
+    pub fn placeholder(self) -> &'static str {
+        match self {
+            Kind::Marking => "MARKING",
+            Kind::Email => "EMAIL",
+            Kind::Phone => "PHONE",
+            Kind::Iban => "IBAN",
+            Kind::PaymentCard => "CARD",
+            Kind::UsSsn => "SSN",
+            Kind::DeTaxId => "TAX_ID",
+            Kind::DeIdCard => "ID_CARD",
+            Kind::DePassport => "PASSPORT",
+            Kind::IpAddress => "IP",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing found, as a byte range of the inspected text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: Kind,
+    pub start: usize,
+    pub end: usize,
+    /// For markings: the label it denotes.
+    pub label: Option<Label>,
+}
+
+/// What inspecting a whole request found: never the matched text, only what it means.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The join of every marking found.
+    pub label: Option<Label>,
+    /// How many of each kind.
+    pub counts: BTreeMap<Kind, usize>,
+}
+
+impl Summary {
+    pub fn add(&mut self, findings: &[Finding]) {
+        for f in findings {
+            *self.counts.entry(f.kind).or_default() += 1;
+            if let Some(l) = &f.label {
+                self.label = Some(match self.label.take() {
+                    Some(prev) => prev.join(l),
+                    None => l.clone(),
+                });
+            }
+        }
+    }
+
+    pub fn personal_data(&self) -> bool {
+        self.counts.keys().any(|k| k.is_personal())
+    }
+}
+
+/// The patterns, in priority order: where two start at the same place, the earlier wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pattern {
+    Portion,
+    Banner,
+    LevelWord,
+    Email,
+    Iban,
+    Ssn,
+    Card,
+    TaxId,
+    Document,
+    PhoneIntl,
+    PhoneNational,
+    PhoneUs,
+    Ipv4,
+    Ipv6,
+}
+
+const PATTERNS: [Pattern; 14] = [
+    Pattern::Portion,
+    Pattern::Banner,
+    Pattern::LevelWord,
+    Pattern::Email,
+    Pattern::Iban,
+    Pattern::Ssn,
+    Pattern::Card,
+    Pattern::TaxId,
+    Pattern::Document,
+    Pattern::PhoneIntl,
+    Pattern::PhoneNational,
+    Pattern::PhoneUs,
+    Pattern::Ipv4,
+    Pattern::Ipv6,
+];
+
+/// Finds markings of one scheme and personal data. Build once, share; `inspect` takes `&self`.
+#[derive(Debug)]
+pub struct Inspector {
+    scheme: Scheme,
+    regex: Regex,
+}
+
+/// Errors building an inspector (a scheme whose words do not make a valid pattern).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the content inspector: {0}")]
+pub struct BuildError(String);
+
+fn escape_word(w: &str) -> String {
+    regex_syntax_escape(w)
+}
+
+/// Escapes regex meta characters; hand-written because `regex-automata` does not re-export
+/// `regex_syntax::escape` and a dependency for one function is not worth it.
+fn regex_syntax_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        if c == ' ' {
+            out.push_str("[ \\t]+");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Inspector {
+    pub fn new(scheme: Scheme) -> Result<Self, BuildError> {
+        // Level words long or distinctive enough to count as a marking anywhere they appear as
+        // written (upper case, or the scheme's own spelling): `TOP SECRET`, `VS-NfD`, `GEHEIM`.
+        // Short ones (`S`, `C`, `TS`) count only inside a portion mark or a `//` banner.
+        let mut words: Vec<String> = Vec::new();
+        for l in &scheme.def().levels {
+            for w in [&l.name, &l.portion].into_iter().chain(&l.aliases) {
+                let distinctive = w.chars().count() >= 6 || w.contains('-');
+                if distinctive && !words.contains(w) {
+                    words.push(w.clone());
+                }
+            }
+        }
+        words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+        let level_words = words
+            .iter()
+            .map(|w| escape_word(w))
+            .collect::<Vec<_>>()
+            .join("|");
+        let suffix = scheme
+            .def()
+            .suffixes
+            .iter()
+            .map(|s| escape_word(s))
+            .collect::<Vec<_>>()
+            .join("|");
+        let suffix = if suffix.is_empty() {
+            String::new()
+        } else {
+            format!("(?:[ \\t]*[-–,]?[ \\t]*(?i:{suffix}))?")
+        };
+        let level_word = if level_words.is_empty() {
+            // Matches nothing: a scheme whose level words are all short.
+            "[^\\s\\S]".to_string()
+        } else {
+            format!("(?-u:\\b)(?:{level_words}){suffix}(?-u:\\b)")
+        };
+        let source = |p: Pattern| -> String {
+            match p {
+                // `(S//NF)`, `(TS//SI//REL TO USA, AUS)`, `(VS-NfD)`, `(U)`.
+                Pattern::Portion => r"\([A-Z][A-Za-zÄÖÜÈÉäöüèé.\- /,]{0,120}\)".to_string(),
+                // `TOP SECRET//SI//NOFORN`: upper-case words, then `//` and more.
+                Pattern::Banner => {
+                    r"(?-u:\b)[A-Z][A-ZÄÖÜÈÉ.\- /]{0,40}//[A-Z0-9ÄÖÜ][A-Z0-9ÄÖÜ/ ,.\-]{0,160}".to_string()
+                }
+                Pattern::LevelWord => level_word.clone(),
+                Pattern::Email => {
+                    r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,24}".to_string()
+                }
+                Pattern::Iban => {
+                    r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)".to_string()
+                }
+                Pattern::Ssn => r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)".to_string(),
+                Pattern::Card => r"(?-u:\b)[0-9](?:[ \-]?[0-9]){12,18}(?-u:\b)".to_string(),
+                Pattern::TaxId => {
+                    r"(?-u:\b)[0-9]{2} ?[0-9]{3} ?[0-9]{3} ?[0-9]{3}(?-u:\b)".to_string()
+                }
+                Pattern::Document => {
+                    r"(?-u:\b)[CFGHJKLMNPRTVWXYZ][CFGHJKLMNPRTVWXYZ0-9]{8}[0-9]?(?-u:\b)".to_string()
+                }
+                // `+49 30 1234567`, `+49 (0)30 123 45 67`, `+1-555-010-9999`, `001-555-...`.
+                Pattern::PhoneIntl => {
+                    r"(?:\+|(?-u:\b)00)[1-9][0-9]{0,2}[ \-./]?(?:\(0\)[ \-]?)?\(?[0-9]{1,5}\)?(?:[ \-./]?[0-9]{2,}){1,5}(?:[ ]?(?:x|ext\.?|-)[0-9]{1,5})?(?-u:\b)".to_string()
+                }
+                // German national: `030 1234567`, `(030) 123 45 67`, `0171-1234567`, `089/123456`.
+                Pattern::PhoneNational => {
+                    r"(?:\(0[1-9][0-9]{1,4}\)|(?-u:\b)0[1-9][0-9]{1,4})[ \-/]?[0-9]{3,}(?:[ \-][0-9]{2,})*(?-u:\b)".to_string()
+                }
+                // North American: `(555) 010-9999`, `555-010-9999`, `555.010.9999x123`.
+                Pattern::PhoneUs => {
+                    r"(?:\([0-9]{3}\) ?|(?-u:\b)[0-9]{3}[\-.])[0-9]{3}[\-.][0-9]{4}(?:[ ]?x[0-9]{1,5})?(?-u:\b)".to_string()
+                }
+                Pattern::Ipv4 => {
+                    r"(?-u:\b)[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?-u:\b)".to_string()
+                }
+                Pattern::Ipv6 => {
+                    r"(?:[0-9A-Fa-f]{1,4}:){1,7}:?(?:[0-9A-Fa-f]{1,4}:?){1,7}|::(?:[0-9A-Fa-f]{1,4}:?){1,7}".to_string()
+                }
+            }
+        };
+        let sources: Vec<String> = PATTERNS.iter().map(|p| source(*p)).collect();
+        let regex = Regex::builder()
+            .syntax(syntax::Config::new().unicode(true))
+            .configure(Regex::config().match_kind(MatchKind::LeftmostFirst))
+            .build_many(&sources)
+            .map_err(|e| BuildError(e.to_string()))?;
+        Ok(Self { scheme, regex })
+    }
+
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    /// Every marking and personal-data item in `text`, in order, not overlapping.
+    pub fn inspect(&self, text: &str) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < text.len() {
+            let input = Input::new(text).range(at..);
+            let Some(m) = self.regex.search(&input) else {
+                break;
+            };
+            let pattern = PATTERNS
+                .get(m.pattern().as_usize())
+                .copied()
+                .unwrap_or(Pattern::Ipv6);
+            match self.confirm(pattern, text, m.start(), m.end()) {
+                Some(f) => {
+                    at = f.end.max(m.start() + 1);
+                    out.push(f);
+                }
+                None => {
+                    // A refused candidate may hide a shorter match of a later pattern at the same
+                    // place (a failed card number that is a phone number): try them, anchored.
+                    if let Some(f) = self.retry_later(pattern, text, m.start()) {
+                        at = f.end.max(m.start() + 1);
+                        out.push(f);
+                    } else {
+                        // Skip the whole refused span: pieces of a broken IBAN or card number
+                        // are not phone numbers either.
+                        at = m.end().max(next_char(text, m.start()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn retry_later(&self, failed: Pattern, text: &str, start: usize) -> Option<Finding> {
+        let index = PATTERNS.iter().position(|p| *p == failed)?;
+        for (i, p) in PATTERNS.iter().enumerate().skip(index + 1) {
+            let pid = regex_automata::PatternID::new(i).ok()?;
+            let input = Input::new(text)
+                .range(start..)
+                .anchored(Anchored::Pattern(pid));
+            if let Some(m) = self.regex.search(&input) {
+                if let Some(f) = self.confirm(*p, text, m.start(), m.end()) {
+                    return Some(f);
+                }
+            }
+        }
+        None
+    }
+
+    fn confirm(&self, p: Pattern, text: &str, start: usize, end: usize) -> Option<Finding> {
+        let s = text.get(start..end)?;
+        let found = |kind, len: usize| {
+            Some(Finding {
+                kind,
+                start,
+                end: start + len,
+                label: None,
+            })
+        };
+        match p {
+            Pattern::Portion | Pattern::Banner | Pattern::LevelWord => {
+                let (label, len) = self.marking(s, p == Pattern::Banner)?;
+                Some(Finding {
+                    kind: Kind::Marking,
+                    start,
+                    end: start + len,
+                    label: Some(label),
+                })
+            }
+            Pattern::Email => found(Kind::Email, s.len()),
+            Pattern::Iban => longest_valid(s, iban_valid).and_then(|n| found(Kind::Iban, n)),
+            Pattern::Ssn => ssn_valid(s).then_some(()).and_then(|()| found(Kind::UsSsn, s.len())),
+            Pattern::Card => {
+                longest_valid(s, card_valid).and_then(|n| found(Kind::PaymentCard, n))
+            }
+            Pattern::TaxId => {
+                de_tax_id_valid(s).then_some(()).and_then(|()| found(Kind::DeTaxId, s.len()))
+            }
+            Pattern::Document => {
+                let kind = if s.starts_with(['C', 'F', 'G', 'H', 'J', 'K']) {
+                    Kind::DePassport
+                } else {
+                    Kind::DeIdCard
+                };
+                document_valid(s, &text[..start]).then_some(()).and_then(|()| found(kind, s.len()))
+            }
+            Pattern::PhoneIntl | Pattern::PhoneNational | Pattern::PhoneUs => {
+                let digits = s.bytes().filter(u8::is_ascii_digit).count();
+                (7..=15)
+                    .contains(&digits)
+                    .then_some(())
+                    .and_then(|()| found(Kind::Phone, s.len()))
+            }
+            Pattern::Ipv4 => s
+                .parse::<Ipv4Addr>()
+                .ok()
+                .and_then(|_| found(Kind::IpAddress, s.len())),
+            Pattern::Ipv6 => {
+                let t = s.trim_end_matches(':');
+                let hexish = t.bytes().filter(u8::is_ascii_hexdigit).count();
+                (t.matches(':').count() >= 2 && hexish >= 2)
+                    .then(|| t.parse::<Ipv6Addr>().ok())
+                    .flatten()
+                    .and_then(|_| found(Kind::IpAddress, t.len()))
+            }
+        }
+    }
+
+    /// Parses a marking candidate; a banner candidate may run on into ordinary upper-case text,
+    /// so it is cut back a word at a time until it parses.
+    fn marking(&self, s: &str, banner: bool) -> Option<(Label, usize)> {
+        if let Ok(l) = self.scheme.parse(s) {
+            return Some((l, s.len()));
+        }
+        if !banner {
+            return None;
+        }
+        let mut cut = s.trim_end_matches([' ', ',', '/', '.', '-']);
+        for _ in 0..12 {
+            let at = cut.rfind([' ', '/', ','])?;
+            cut = cut[..at].trim_end_matches([' ', ',', '/', '.', '-']);
+            if !cut.contains("//") {
+                return None;
+            }
+            if let Ok(l) = self.scheme.parse(cut) {
+                return Some((l, cut.len()));
+            }
+        }
+        None
+    }
+}
+
+fn next_char(text: &str, at: usize) -> usize {
+    text[at..]
+        .chars()
+        .next()
+        .map_or(text.len(), |c| at + c.len_utf8())
+}
+
+/// The length of the longest prefix of `s`, ending at a group boundary, that `valid` accepts.
+fn longest_valid(s: &str, valid: fn(&str) -> bool) -> Option<usize> {
+    if valid(s) {
+        return Some(s.len());
+    }
+    let mut cut = s;
+    while let Some(at) = cut.rfind([' ', '-']) {
+        cut = &cut[..at];
+        if valid(cut) {
+            return Some(cut.len());
+        }
+    }
+    None
+}
+
+fn digits(s: &str) -> Vec<u8> {
+    s.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect()
+}
+
+/// ISO 13616: country length and mod-97 over the rearranged characters.
+pub fn iban_valid(s: &str) -> bool {
+    let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').collect();
+    if compact.len() < 15 || compact.len() > 34 {
+        return false;
+    }
+    if let Some(expected) = iban_length(&compact[..2]) {
+        if compact.len() != expected {
+            return false;
+        }
+    }
+    let rearranged = compact[4..].iter().chain(&compact[..4]);
+    let mut rem: u32 = 0;
+    for &b in rearranged {
+        let v = match b {
+            b'0'..=b'9' => u32::from(b - b'0'),
+            b'A'..=b'Z' => u32::from(b - b'A') + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+/// IBAN lengths of the countries most often seen here; others are checked by mod-97 alone.
+fn iban_length(country: &[u8]) -> Option<usize> {
+    Some(match country {
+        b"DE" => 22,
+        b"AT" => 20,
+        b"BE" => 16,
+        b"CH" | b"LI" => 21,
+        b"ES" | b"SE" => 24,
+        b"FR" | b"IT" | b"MC" => 27,
+        b"GB" | b"IE" => 22,
+        b"NL" => 18,
+        b"PL" => 28,
+        b"LU" => 20,
+        b"DK" | b"FI" => 18,
+        b"NO" => 15,
+        b"PT" => 25,
+        _ => return None,
+    })
+}
+
+/// Luhn, a card length, and an issuer prefix (Visa, Mastercard, Amex, Discover, JCB, Diners).
+pub fn card_valid(s: &str) -> bool {
+    let d = digits(s);
+    if !(13..=19).contains(&d.len()) {
+        return false;
+    }
+    let prefix = |n: usize| d.iter().take(n).fold(0u32, |a, x| a * 10 + u32::from(*x));
+    let len = d.len();
+    let issuer = match d.first() {
+        Some(4) => matches!(len, 13 | 16 | 19),
+        Some(5) => (51..=55).contains(&prefix(2)) && len == 16,
+        Some(2) => (2221..=2720).contains(&prefix(4)) && len == 16,
+        Some(3) if matches!(prefix(2), 34 | 37) => len == 15,
+        Some(3) if (3528..=3589).contains(&prefix(4)) => len >= 16,
+        Some(3) => (matches!(prefix(2), 36 | 38 | 39) || (300..=305).contains(&prefix(3))) && len >= 14,
+        Some(6) => {
+            (prefix(4) == 6011 || prefix(2) == 65 || (644..=649).contains(&prefix(3))) && len >= 16
+        }
+        _ => false,
+    };
+    issuer && luhn(&d)
+}
+
+fn luhn(d: &[u8]) -> bool {
+    let sum: u32 = d
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &x)| {
+            let x = u32::from(x);
+            if i % 2 == 1 {
+                let y = x * 2;
+                if y > 9 { y - 9 } else { y }
+            } else {
+                x
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+/// US SSN: area not 000, 666 or 9xx; group not 00; serial not 0000.
+pub fn ssn_valid(s: &str) -> bool {
+    let d = digits(s);
+    if d.len() != 9 {
+        return false;
+    }
+    let area = u32::from(d[0]) * 100 + u32::from(d[1]) * 10 + u32::from(d[2]);
+    let group = u32::from(d[3]) * 10 + u32::from(d[4]);
+    let serial: u32 = d[5..].iter().fold(0, |a, x| a * 10 + u32::from(*x));
+    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
+}
+
+/// German Steuerliche Identifikationsnummer: 11 digits, no leading zero, in the first ten one digit
+/// appears twice or three times and the rest at most once, and an ISO 7064 MOD 11,10 check digit.
+pub fn de_tax_id_valid(s: &str) -> bool {
+    let d = digits(s);
+    if d.len() != 11 || d[0] == 0 {
+        return false;
+    }
+    let mut counts = [0u8; 10];
+    for &x in &d[..10] {
+        counts[usize::from(x)] += 1;
+    }
+    let repeated = counts.iter().filter(|&&c| c >= 2).count();
+    if repeated != 1 || counts.iter().any(|&c| c > 3) {
+        return false;
+    }
+    let mut product: u32 = 10;
+    for &x in &d[..10] {
+        let mut sum = (u32::from(x) + product) % 10;
+        if sum == 0 {
+            sum = 10;
+        }
+        product = (sum * 2) % 11;
+    }
+    let check = (11 - product) % 10;
+    check == u32::from(d[10])
+}
+
+/// German identity card and passport serial numbers (nine characters of a restricted alphabet).
+/// Accepted when they carry a valid 7-3-1 check digit, or when the text just before names the
+/// document; a bare nine-character code is too common in administrative text to count alone.
+fn document_valid(s: &str, before: &str) -> bool {
+    if !s.bytes().any(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    if s.len() == 10 && check_731(s) {
+        return true;
+    }
+    let from = before.len().saturating_sub(80);
+    let from = (from..before.len())
+        .find(|i| before.is_char_boundary(*i))
+        .unwrap_or(before.len());
+    let context = before[from..].to_lowercase();
+    const WORDS: [&str; 9] = [
+        "ausweis",
+        "reisepass",
+        "passnummer",
+        "pass-nr",
+        "pass nr",
+        "passport",
+        "id card",
+        "identity card",
+        "dokumentennummer",
+    ];
+    WORDS.iter().any(|w| context.contains(w))
+}
+
+/// ICAO 9303 check digit (weights 7, 3, 1) over the first nine characters, compared to the tenth.
+fn check_731(s: &str) -> bool {
+    let b = s.as_bytes();
+    let value = |c: u8| match c {
+        b'0'..=b'9' => u32::from(c - b'0'),
+        b'A'..=b'Z' => u32::from(c - b'A') + 10,
+        _ => 0,
+    };
+    let sum: u32 = b[..9]
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| value(c) * [7, 3, 1][i % 3])
+        .sum();
+    u32::from(b[9].wrapping_sub(b'0')) == sum % 10
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us() -> Inspector {
+        Inspector::new(Scheme::builtin("US").unwrap()).unwrap()
+    }
+
+    fn kinds(i: &Inspector, text: &str) -> Vec<(Kind, String)> {
+        i.inspect(text)
+            .into_iter()
+            .map(|f| (f.kind, text[f.start..f.end].to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn finds_markings() {
+        let i = us();
+        let f = i.inspect("Summarize: (TS//SI) The source reports movement.");
+        assert_eq!(f.len(), 1);
+        let l = f[0].label.clone().unwrap();
+        assert_eq!(i.scheme().banner(&l), "TOP SECRET//SI");
+        let f = kinds(&i, "SECRET//NOFORN\nThe meeting is at noon.");
+        assert_eq!(f, vec![(Kind::Marking, "SECRET//NOFORN".to_string())]);
+        let f = kinds(&i, "TOP SECRET//SI//REL TO USA, GBR THE FOLLOWING");
+        assert_eq!(f[0].1, "TOP SECRET//SI//REL TO USA, GBR");
+        assert!(kinds(&i, "The applicant(s) from the USA (see annex) paid.").is_empty());
+        let de = Inspector::new(Scheme::builtin("DE").unwrap()).unwrap();
+        let f = de.inspect("Betreff: VS-NfD – Lagebericht");
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].label.as_ref().unwrap().level.0, 1);
+        let f = de.inspect("GEHEIM – amtlich geheim gehalten\nText");
+        assert_eq!(f[0].label.as_ref().unwrap().level.0, 3);
+    }
+
+    #[test]
+    fn finds_personal_data_with_checks() {
+        let i = us();
+        let text = "Mail max.mustermann@example.org, IBAN DE89 3704 0044 0532 0130 00, \
+                    card 4111 1111 1111 1111, SSN 123-45-6789, Steuer-ID 86095742719, \
+                    Tel. +49 30 1234567, host 192.168.10.20, Personalausweis T22000129.";
+        let got: Vec<Kind> = i.inspect(text).into_iter().map(|f| f.kind).collect();
+        assert_eq!(
+            got,
+            vec![
+                Kind::Email,
+                Kind::Iban,
+                Kind::PaymentCard,
+                Kind::UsSsn,
+                Kind::DeTaxId,
+                Kind::Phone,
+                Kind::IpAddress,
+                Kind::DeIdCard
+            ]
+        );
+        // The same shapes with broken checksums are not personal data.
+        let clean = "IBAN DE89 3704 0044 0532 0130 01, card 4111 1111 1111 1112, \
+                     SSN 666-45-6789, id 86095742718, code T22000129, version 1.2.300.4";
+        assert_eq!(kinds(&i, clean), vec![]);
+    }
+
+    #[test]
+    fn checksums() {
+        assert!(iban_valid("GB82 WEST 1234 5698 7654 32"));
+        assert!(!iban_valid("GB82 WEST 1234 5698 7654 33"));
+        assert!(card_valid("378282246310005"));
+        assert!(!card_valid("1234567812345670"));
+        assert!(de_tax_id_valid("86095742719"));
+        assert!(!de_tax_id_valid("86095742711"));
+        assert!(check_731("T220001293"));
+    }
+}
