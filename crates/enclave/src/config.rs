@@ -22,6 +22,9 @@ pub struct Config {
     pub wheelhouse: Option<PathBuf>,
     pub chat: ChatSection,
     pub log: LogSection,
+    /// Marking scheme, Cedar policy file, deployments and tenant policies.
+    #[serde(flatten)]
+    pub policy: enclave_gateway::policy::PolicyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +61,7 @@ impl Default for Config {
             wheelhouse: None,
             chat: ChatSection::default(),
             log: LogSection::default(),
+            policy: Default::default(),
         }
     }
 }
@@ -125,6 +129,24 @@ impl Config {
             threads: self.chat.threads,
             max_queue: self.chat.max_queue,
         }
+    }
+
+    /// Builds the policy in force, reading the Cedar policy file if one is named.
+    pub fn policy(&self) -> anyhow::Result<enclave_gateway::policy::Policy> {
+        use anyhow::Context as _;
+        let cedar = match &self.policy.policy_file {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the policy file {}", path.display()))?,
+            )),
+            None => None,
+        };
+        enclave_gateway::policy::Policy::from_config(
+            &self.policy,
+            cedar.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+        )
+        .context("the policy configuration is not valid")
     }
 
     pub fn pip(&self) -> enclave_engine::models::PipOptions {

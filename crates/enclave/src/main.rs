@@ -75,6 +75,39 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Parse, print and compare classification labels in the scheme in force.
+    #[command(subcommand)]
+    Label(LabelCommand),
+    /// Check a configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LabelCommand {
+    /// Parse a banner or portion marking and print its canonical forms and parts.
+    ///
+    /// Example: enclave label check "(TS//SI//REL TO USA, GBR)"
+    Check {
+        /// A banner such as `SECRET//NOFORN` or a portion mark such as `(S//NF)`.
+        label: String,
+    },
+    /// Print how two labels relate: equal, dominates, is dominated by, or incomparable.
+    ///
+    /// Example: enclave label compare "TS//SI" "S//NF"
+    Compare { a: String, b: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file (scheme, deployments, tenants, Cedar policies) and print
+    /// what Enclave understood from it. Exits non-zero on the first problem.
+    ///
+    /// Example: enclave config check /etc/enclave/enclave.toml
+    Check {
+        /// The file to check; the one from `--config`/`ENCLAVE_CONFIG` when omitted.
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,7 +135,7 @@ enum TenantsCommand {
 enum KeysCommand {
     /// Create an API key. The key is printed once, alone on standard output; only its hash is kept.
     ///
-    /// Example: KEY=$(enclave keys create --tenant default --role user)
+    /// Example: KEY=$(enclave keys create --tenant default --clearance SECRET --role user)
     Create {
         /// The tenant the key belongs to.
         #[arg(long)]
@@ -110,6 +143,11 @@ enum KeysCommand {
         /// `user` calls models; `admin` manages its tenant; `auditor` reads audit records.
         #[arg(long, default_value = "user")]
         role: Role,
+        /// The highest label the key may read, e.g. `SECRET//NOFORN` or `TS//SI//REL TO USA, GBR`.
+        /// A clearance without releasability carries the scheme's owner nation. Default: the
+        /// scheme's lowest level.
+        #[arg(long, value_name = "LABEL")]
+        clearance: Option<String>,
         /// A note to recognise the key by in lists.
         #[arg(long)]
         name: Option<String>,
@@ -165,6 +203,8 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         }
         Command::Models(ModelsCommand::Pull) => pull_all(&config),
         Command::Models(ModelsCommand::List) => list_models(&config),
+        Command::Label(cmd) => label_command(&config, cmd),
+        Command::Config(ConfigCommand::Check { file }) => config_check(file, config).await,
         Command::Tenants(cmd) => {
             let store = open_store(&config).await?;
             match cmd {
@@ -191,12 +231,25 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         Command::Keys(cmd) => {
             let store = open_store(&config).await?;
             match cmd {
-                KeysCommand::Create { tenant, role, name } => {
+                KeysCommand::Create {
+                    tenant,
+                    role,
+                    name,
+                    clearance,
+                } => {
+                    let policy = config.policy()?;
+                    let clearance = match clearance {
+                        Some(text) => policy.scheme.clearance(policy.scheme.parse(&text).with_context(|| {
+                            format!("`{text}` is not a label of scheme {}", policy.scheme.name())
+                        })?),
+                        None => policy.scheme.clearance(policy.scheme.lowest()),
+                    };
+                    let clearance = policy.scheme.banner(&clearance);
                     let tenant = store
                         .tenant_by_name(&tenant)
                         .await?
                         .with_context(|| format!("no tenant named `{tenant}`: create it with `enclave tenants create {tenant}`"))?;
-                    create_key(&store, &tenant, role, name).await?;
+                    create_key(&store, &tenant, role, name, clearance).await?;
                 }
                 KeysCommand::Revoke { id } => {
                     let id = id.strip_prefix("ek_").unwrap_or(&id).to_string();
@@ -246,6 +299,67 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
     }
 }
 
+fn label_command(config: &Config, cmd: LabelCommand) -> Result<()> {
+    let policy = config.policy()?;
+    let scheme = &policy.scheme;
+    let parse = |text: &str| {
+        scheme
+            .parse(text)
+            .with_context(|| format!("`{text}` is not a label of scheme {}", scheme.name()))
+    };
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        LabelCommand::Check { label } => {
+            let l = parse(&label)?;
+            for (part, value) in scheme.describe(&l) {
+                writeln!(out, "{:<14} {value}", format!("{part}:"))?;
+            }
+        }
+        LabelCommand::Compare { a, b } => {
+            let (la, lb) = (parse(&a)?, parse(&b)?);
+            let (ba, bb) = (scheme.banner(&la), scheme.banner(&lb));
+            writeln!(out, "{ba} {} {bb}", la.relation(&lb))?;
+            writeln!(out, "join (high-water mark): {}", scheme.banner(&la.join(&lb)))?;
+            if let Some(why) = scheme.explain_shortfall(&la, &lb) {
+                writeln!(out, "a holder of {ba} may not read {bb}: {why}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn config_check(file: Option<PathBuf>, config: Config) -> Result<()> {
+    let config = match file {
+        Some(path) => {
+            if !path.exists() {
+                bail!("no file {}", path.display());
+            }
+            Config::load(Some(&path))
+                .with_context(|| format!("{} is not a valid configuration", path.display()))?
+        }
+        None => config,
+    };
+    let policy = config.policy()?;
+    // Tenants known to the database, if there is one (checking never creates it).
+    let mut tenants: Vec<String> = Vec::new();
+    if config.db_path().exists()
+        && let Ok(store) = SqliteStore::open(&config.db_path()).await
+    {
+        tenants = store
+            .list_tenants()
+            .await
+            .map(|ts| ts.into_iter().map(|t| t.name).collect())
+            .unwrap_or_default();
+    }
+    let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listen: {}", config.listen)?;
+    writeln!(out, "data dir: {}", config.data_dir.display())?;
+    write!(out, "{}", policy.describe(&names))?;
+    writeln!(out, "configuration OK")?;
+    Ok(())
+}
+
 fn timestamp(unix: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     time::OffsetDateTime::from_unix_timestamp(unix)
@@ -292,6 +406,7 @@ async fn create_key(
     tenant: &Tenant,
     role: Role,
     name: Option<String>,
+    clearance: String,
 ) -> Result<()> {
     let minted = keys::mint();
     store
@@ -300,12 +415,13 @@ async fn create_key(
             tenant_id: tenant.id.clone(),
             name,
             role,
+            clearance: clearance.clone(),
             secret_hash: minted.hash,
             created_at: now(),
         })
         .await?;
     eprintln!(
-        "created {role} key {} for tenant `{}`; it is shown once, store it now:",
+        "created {role} key {} for tenant `{}`, cleared to {clearance}; it is shown once, store it now:",
         minted.id, tenant.name
     );
     let mut out = std::io::stdout().lock();
@@ -397,6 +513,7 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
         let pull_config = config.clone();
         tokio::task::spawn_blocking(move || pull_all(&pull_config)).await??;
     }
+    let policy = Arc::new(config.policy()?);
     if store.list_tenants().await?.is_empty() {
         let tenant = create_tenant(store.as_ref(), "default").await?;
         eprintln!("first start: created tenant `default`");
@@ -405,13 +522,14 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
             &tenant,
             Role::Admin,
             Some("first admin".into()),
+            policy.scheme.banner(&policy.scheme.clearance(policy.scheme.lowest())),
         )
         .await?;
     }
 
     let metrics = Metrics::install()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
-    let state = AppState::new(store, metrics);
+    let state = AppState::new(store, policy, metrics);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

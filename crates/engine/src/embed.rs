@@ -81,6 +81,12 @@ impl EmbeddingEngine {
         })
     }
 
+    /// The text token ids stand for, so content sent as ids is inspected like text. Ids outside
+    /// the vocabulary decode to nothing.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.tokenizer.decode(ids, true).unwrap_or_default()
+    }
+
     /// Width of every vector.
     pub fn dims(&self) -> usize {
         self.dims

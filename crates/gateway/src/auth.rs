@@ -16,6 +16,8 @@ pub struct Principal {
     pub tenant_id: String,
     pub tenant_name: String,
     pub role: Role,
+    /// The stored clearance banner; parsed against the scheme in force on each request.
+    pub clearance: String,
 }
 
 /// Rejects a request without a valid, unrevoked key; otherwise attaches its [`Principal`].
@@ -62,5 +64,6 @@ async fn authenticate(
         tenant_id: key.tenant_id,
         tenant_name: key.tenant_name,
         role: key.role,
+        clearance: key.clearance,
     })
 }

@@ -1,76 +1,148 @@
-//! `POST /v1/chat/completions`, streamed and not.
+//! `POST /v1/chat/completions`, streamed and not, from the embedded engine or an upstream.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use enclave_engine::{ChatEngine, Event};
-use tokio::sync::mpsc::UnboundedReceiver;
+use enclave_policy::{Action, Redactions};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::OpenAiJson;
+use crate::mac::{self, EnclaveInfo, LABEL_HEADER};
 use crate::openai::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
     ChunkChoice, Delta, Usage,
 };
-use crate::{AppState, CHAT_MODEL, EMBEDDING_MODEL};
+use crate::policy::Backend;
+use crate::{AppState, CHAT_MODEL};
 
 /// Names the build in `system_fingerprint`, so a client can tell answers of different builds apart.
 const FINGERPRINT: &str = concat!("enclave-", env!("CARGO_PKG_VERSION"));
 
-pub(crate) fn chat_engine(state: &AppState, model: &str) -> Result<Arc<ChatEngine>, ApiError> {
-    match model {
-        CHAT_MODEL => state
-            .models
-            .chat
-            .get()
-            .cloned()
-            .ok_or_else(|| ApiError::ModelLoading(model.to_string())),
-        EMBEDDING_MODEL => Err(ApiError::WrongModelKind {
-            model: model.to_string(),
-            actual: "an embedding",
-            route: "chat completions",
-        }),
-        _ => Err(ApiError::ModelNotFound(model.to_string())),
-    }
+fn embedded_chat(state: &AppState) -> Result<Arc<ChatEngine>, ApiError> {
+    state
+        .models
+        .chat
+        .get()
+        .cloned()
+        .ok_or_else(|| ApiError::ModelLoading(CHAT_MODEL.to_string()))
 }
 
 pub async fn completions(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
+    headers: HeaderMap,
+    OpenAiJson(mut req): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let model = req.model.clone();
-    let engine = chat_engine(&state, &model)?;
+    let metadata = req.metadata.take();
     let mut chat = req.validate()?;
-    // Rendering and tokenizing a prompt of up to `MAX_BODY_BYTES` takes long enough to stall a
-    // runtime worker, so it runs on the blocking pool.
-    let prompt = {
-        let engine = Arc::clone(&engine);
-        let messages = std::mem::take(&mut chat.messages);
-        tokio::task::spawn_blocking(move || engine.prompt(&messages))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "prompt task failed");
-                ApiError::Internal
-            })??
+    let mut texts: Vec<String> = chat
+        .messages
+        .iter_mut()
+        .map(|m| std::mem::take(&mut m.content))
+        .collect();
+    let admitted = match mac::admit(
+        &state.policy,
+        &principal,
+        Action::Chat,
+        &model,
+        &headers,
+        metadata.as_ref(),
+        &mut texts,
+    ) {
+        Ok(a) => a,
+        Err((e, decision)) => {
+            mac::audit(&principal, "chat.completions", &decision);
+            return Err(e);
+        }
     };
-    let started = Instant::now();
-    let rx = engine.generate(prompt, chat.sampling, chat.max_tokens)?;
-    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
-    tracing::debug!(tenant = %principal.tenant_name, key = %principal.key_id, %id, "chat completion");
-    let created = enclave_store::now();
-    if chat.stream {
-        return Ok(stream(rx, id, model, created, chat.include_usage, started).into_response());
+    mac::audit(&principal, "chat.completions", &admitted.decision);
+    for (m, t) in chat.messages.iter_mut().zip(texts) {
+        m.content = t;
     }
-    collect(rx, id, model, created)
-        .await
-        .map(|c| Json(c).into_response())
+    let started = Instant::now();
+    let rx = match &admitted.deployment.backend {
+        Backend::Embedded => {
+            let engine = embedded_chat(&state)?;
+            // Rendering and tokenizing a prompt of up to `MAX_BODY_BYTES` takes long enough to
+            // stall a runtime worker, so it runs on the blocking pool.
+            let prompt = {
+                let engine = Arc::clone(&engine);
+                let messages = std::mem::take(&mut chat.messages);
+                tokio::task::spawn_blocking(move || engine.prompt(&messages))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "prompt task failed");
+                        ApiError::Internal
+                    })??
+            };
+            engine.generate(prompt, chat.sampling, chat.max_tokens)?
+        }
+        Backend::OpenAi(upstream) => {
+            upstream
+                .chat(&chat.messages, &chat.sampling, chat.max_tokens, chat.stream)
+                .await?
+        }
+    };
+    let header = admitted.header();
+    let rx = match admitted.redactions {
+        Some(r) if !r.is_empty() => restoring(rx, r),
+        _ => rx,
+    };
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    tracing::debug!(tenant = %principal.tenant_name, key = %principal.key_id, %id, deployment = %admitted.info.deployment, "chat completion");
+    let created = enclave_store::now();
+    let info = admitted.info;
+    let mut response = if chat.stream {
+        stream(rx, id, model, created, chat.include_usage, started, info).into_response()
+    } else {
+        collect(rx, id, model, created, info)
+            .await
+            .map(|c| Json(c).into_response())?
+    };
+    response.headers_mut().insert(LABEL_HEADER, header);
+    Ok(response)
+}
+
+/// Puts redacted personal data back into the answer as it streams, holding back only text that
+/// may still be the start of a placeholder.
+fn restoring(mut rx: UnboundedReceiver<Event>, redactions: Redactions) -> UnboundedReceiver<Event> {
+    let (tx, out) = unbounded_channel();
+    tokio::spawn(async move {
+        let mut restorer = redactions.restorer();
+        while let Some(event) = rx.recv().await {
+            let event = match event {
+                Event::Text(t) => {
+                    let text = restorer.push(&t);
+                    if text.is_empty() {
+                        continue;
+                    }
+                    Event::Text(text)
+                }
+                done @ Event::Done { .. } => {
+                    let rest = restorer.finish();
+                    if !rest.is_empty() && tx.send(Event::Text(rest)).is_err() {
+                        return;
+                    }
+                    done
+                }
+                other => other,
+            };
+            if tx.send(event).is_err() {
+                return; // the client left; dropping `rx` frees the sequence
+            }
+        }
+    });
+    out
 }
 
 async fn collect(
@@ -78,6 +150,7 @@ async fn collect(
     id: String,
     model: String,
     created: i64,
+    info: EnclaveInfo,
 ) -> Result<ChatCompletion, ApiError> {
     let mut content = String::new();
     while let Some(event) = rx.recv().await {
@@ -106,6 +179,7 @@ async fn collect(
                     }],
                     usage: Usage::new(prompt_tokens, completion_tokens),
                     system_fingerprint: FINGERPRINT,
+                    enclave: Some(info),
                 });
             }
             Event::Error(msg) => {
@@ -139,6 +213,7 @@ fn stream(
     created: i64,
     include_usage: bool,
     started: Instant,
+    info: EnclaveInfo,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let usage_field = include_usage.then_some(None);
     let events = async_stream::stream! {
@@ -150,8 +225,11 @@ fn stream(
             system_fingerprint: FINGERPRINT,
             choices: vec![ChunkChoice { index: 0, delta, logprobs: None, finish_reason: finish }],
             usage: usage_field,
+            enclave: None,
         };
-        yield Ok(chunk_event(&chunk(Delta { role: Some("assistant"), content: Some(String::new()) }, None)));
+        let mut opening = chunk(Delta { role: Some("assistant"), content: Some(String::new()) }, None);
+        opening.enclave = Some(&info);
+        yield Ok(chunk_event(&opening));
         let mut first = true;
         while let Some(event) = rx.recv().await {
             match event {
@@ -174,6 +252,7 @@ fn stream(
                             system_fingerprint: FINGERPRINT,
                             choices: vec![],
                             usage: Some(Some(Usage::new(prompt_tokens, completion_tokens))),
+                            enclave: None,
                         };
                         yield Ok(chunk_event(&last));
                     }

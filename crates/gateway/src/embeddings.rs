@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine as _;
 use enclave_engine::EmbeddingEngine;
@@ -13,36 +15,62 @@ use crate::extract::OpenAiJson;
 use crate::openai::{
     EmbeddingItem, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector,
 };
-use crate::{AppState, CHAT_MODEL, EMBEDDING_MODEL};
+use crate::mac::{self, LABEL_HEADER};
+use crate::{AppState, EMBEDDING_MODEL};
+use enclave_engine::EmbedInput;
+use enclave_policy::Action;
 
 enum Format {
     Float,
     Base64,
 }
 
-fn embedding_engine(state: &AppState, model: &str) -> Result<Arc<EmbeddingEngine>, ApiError> {
-    match model {
-        EMBEDDING_MODEL => state
-            .models
-            .embedding
-            .get()
-            .cloned()
-            .ok_or_else(|| ApiError::ModelLoading(model.to_string())),
-        CHAT_MODEL => Err(ApiError::WrongModelKind {
-            model: model.to_string(),
-            actual: "a chat",
-            route: "embeddings",
-        }),
-        _ => Err(ApiError::ModelNotFound(model.to_string())),
-    }
+fn embedded(state: &AppState) -> Result<Arc<EmbeddingEngine>, ApiError> {
+    state
+        .models
+        .embedding
+        .get()
+        .cloned()
+        .ok_or_else(|| ApiError::ModelLoading(EMBEDDING_MODEL.to_string()))
 }
 
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
     OpenAiJson(req): OpenAiJson<EmbeddingRequest>,
-) -> Result<Json<EmbeddingResponse>, ApiError> {
-    let engine = embedding_engine(&state, &req.model)?;
+) -> Result<Response, ApiError> {
+    let inputs = req.input.into_inputs()?;
+    // Token ids are inspected as the text they stand for; before the model loads, there is no
+    // vocabulary to decode them with.
+    let decoder = state.models.embedding.get().cloned();
+    let mut texts: Vec<String> = Vec::with_capacity(inputs.len());
+    for input in &inputs {
+        texts.push(match input {
+            EmbedInput::Text(s) => s.clone(),
+            EmbedInput::Tokens(ids) => match &decoder {
+                Some(engine) => engine.decode(ids),
+                None => return Err(ApiError::ModelLoading(req.model.clone())),
+            },
+        });
+    }
+    let admitted = match mac::admit(
+        &state.policy,
+        &principal,
+        Action::Embed,
+        &req.model,
+        &headers,
+        None,
+        &mut texts,
+    ) {
+        Ok(a) => a,
+        Err((e, decision)) => {
+            mac::audit(&principal, "embeddings", &decision);
+            return Err(e);
+        }
+    };
+    mac::audit(&principal, "embeddings", &admitted.decision);
+    let engine = embedded(&state)?;
     let format = match req.encoding_format.as_deref() {
         None | Some("float") => Format::Float,
         Some("base64") => Format::Base64,
@@ -67,7 +95,6 @@ pub async fn create(
             ));
         }
     }
-    let inputs = req.input.into_inputs()?;
     tracing::debug!(tenant = %principal.tenant_name, inputs = inputs.len(), "embeddings");
     let worker = Arc::clone(&engine);
     let out = tokio::task::spawn_blocking(move || worker.embed(&inputs))
@@ -93,7 +120,8 @@ pub async fn create(
             },
         })
         .collect();
-    Ok(Json(EmbeddingResponse {
+    let header = admitted.header();
+    let mut response = Json(EmbeddingResponse {
         object: "list",
         data,
         model: req.model,
@@ -101,5 +129,9 @@ pub async fn create(
             prompt_tokens: out.tokens,
             total_tokens: out.tokens,
         },
-    }))
+        enclave: Some(admitted.info),
+    })
+    .into_response();
+    response.headers_mut().insert(LABEL_HEADER, header);
+    Ok(response)
 }

@@ -40,6 +40,20 @@ pub enum ApiError {
     NoRoute(String),
     #[error("this route does not accept that HTTP method")]
     MethodNotAllowed,
+    #[error("{message}")]
+    InvalidLabel { param: String, message: String },
+    #[error("{0}")]
+    InvalidClearance(String),
+    #[error("{0}")]
+    LabelExceedsClearance(String),
+    #[error("{0}")]
+    ForbiddenByPolicy(String),
+    #[error("{0}")]
+    NoAccreditedDeployment(String),
+    #[error("the upstream `{0}` cannot be reached")]
+    UpstreamUnavailable(String),
+    #[error("{0}")]
+    UpstreamFailed(String),
     #[error("the model `{0}` is still loading: retry when `GET /readyz` answers 200")]
     ModelLoading(String),
     #[error("the model is busy: {0}; retry after a second")]
@@ -70,6 +84,7 @@ impl ApiError {
     pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use ApiError::*;
         const INVALID: &str = "invalid_request_error";
+        const DENIED: &str = "permission_error";
         match self {
             MissingKey => (StatusCode::UNAUTHORIZED, INVALID, "missing_api_key"),
             InvalidKey => (StatusCode::UNAUTHORIZED, INVALID, "invalid_api_key"),
@@ -92,6 +107,21 @@ impl ApiError {
                 INVALID,
                 "method_not_allowed",
             ),
+            InvalidLabel { .. } => (StatusCode::BAD_REQUEST, INVALID, "invalid_label"),
+            InvalidClearance(_) => (StatusCode::FORBIDDEN, DENIED, "invalid_clearance"),
+            LabelExceedsClearance(_) => {
+                (StatusCode::FORBIDDEN, DENIED, "label_exceeds_clearance")
+            }
+            ForbiddenByPolicy(_) => (StatusCode::FORBIDDEN, DENIED, "forbidden_by_policy"),
+            NoAccreditedDeployment(_) => {
+                (StatusCode::FORBIDDEN, DENIED, "no_accredited_deployment")
+            }
+            UpstreamUnavailable(_) => (
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                "upstream_unavailable",
+            ),
+            UpstreamFailed(_) => (StatusCode::BAD_GATEWAY, "server_error", "upstream_error"),
             ModelLoading(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
@@ -121,7 +151,9 @@ impl ApiError {
 
     pub fn param(&self) -> Option<String> {
         match self {
-            ApiError::InvalidParam { param, .. } | ApiError::UnsupportedParam { param, .. } => {
+            ApiError::InvalidParam { param, .. }
+            | ApiError::UnsupportedParam { param, .. }
+            | ApiError::InvalidLabel { param, .. } => {
                 Some(param.clone())
             }
             ApiError::ModelNotFound(_) | ApiError::WrongModelKind { .. } => Some("model".into()),
@@ -159,7 +191,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, _, _) = self.parts();
+        let (status, _, code) = self.parts();
+        if status == axum::http::StatusCode::UNAUTHORIZED
+            || status == axum::http::StatusCode::FORBIDDEN
+        {
+            metrics::counter!("enclave_denials_total", "code" => code).increment(1);
+        }
         let mut response = (status, axum::Json(self.body())).into_response();
         if matches!(self, ApiError::Overloaded(_)) {
             response

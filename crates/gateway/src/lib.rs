@@ -7,6 +7,9 @@
 //!
 //! - [`routes`]: the route table and nothing else.
 //! - [`auth`]: API key → principal, as a middleware on `/v1`.
+//! - [`mac`]: the reference monitor on the request path: label, clearance, authorize, route,
+//!   redact ([`policy`] is what it consults, built once from the configuration).
+//! - [`upstream`]: pass-through to OpenAI-compatible servers.
 //! - [`chat`], [`embeddings`], [`models`], [`health`]: handlers.
 //! - [`openai`]: wire types and their validation; [`extract`]: the JSON extractor; [`error`]: the
 //!   error table.
@@ -18,10 +21,13 @@ pub mod embeddings;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod mac;
 pub mod metrics;
 pub mod models;
 pub mod openai;
+pub mod policy;
 pub mod routes;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,16 +60,22 @@ pub const EMBEDDING_MODEL: &str = enclave_engine::models::MINILM.id;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub models: Arc<Models>,
+    pub policy: Arc<policy::Policy>,
     pub metrics: metrics::Metrics,
     /// When the server started, as the `created` of model objects.
     pub started: i64,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, metrics: metrics::Metrics) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy: Arc<policy::Policy>,
+        metrics: metrics::Metrics,
+    ) -> Self {
         Self {
             store,
             models: Arc::new(Models::default()),
+            policy,
             metrics,
             started: enclave_store::now(),
         }

@@ -1,11 +1,14 @@
-//! `GET /v1/models` and `GET /v1/models/{id}`.
+//! `GET /v1/models` and `GET /v1/models/{id}`: the models the caller's key may use.
 
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use enclave_policy::{Action, Subject};
 
+use crate::AppState;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::openai::{ModelList, ModelObject};
-use crate::{AppState, CHAT_MODEL, EMBEDDING_MODEL};
+use crate::policy::ModelKind;
 
 fn object(state: &AppState, id: &str) -> ModelObject {
     ModelObject {
@@ -16,10 +19,34 @@ fn object(state: &AppState, id: &str) -> ModelObject {
     }
 }
 
-pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
+fn visible(state: &AppState, principal: &Principal) -> Vec<String> {
+    let subject = Subject {
+        key_id: &principal.key_id,
+        tenant: &principal.tenant_name,
+        role: principal.role.as_str(),
+    };
+    state
+        .policy
+        .models()
+        .into_iter()
+        .filter(|(id, kind)| {
+            let action = match kind {
+                ModelKind::Chat => Action::Chat,
+                ModelKind::Embedding => Action::Embed,
+            };
+            state.policy.authz.is_allowed(subject, action, id)
+        })
+        .map(|(id, _)| id.to_string())
+        .collect()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
-        data: [CHAT_MODEL, EMBEDDING_MODEL]
+        data: visible(&state, &principal)
             .iter()
             .map(|id| object(&state, id))
             .collect(),
@@ -28,9 +55,10 @@ pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
 
 pub async fn get(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelObject>, ApiError> {
-    if id == CHAT_MODEL || id == EMBEDDING_MODEL {
+    if visible(&state, &principal).contains(&id) {
         Ok(Json(object(&state, &id)))
     } else {
         Err(ApiError::ModelNotFound(id))

@@ -313,6 +313,9 @@ pub struct ChatCompletion {
     pub choices: Vec<Choice>,
     pub usage: Usage,
     pub system_fingerprint: &'static str,
+    /// Enclave's addition: the answer's label and the deployment that produced it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enclave: Option<crate::mac::EnclaveInfo>,
 }
 
 #[derive(Debug, Serialize)]
@@ -358,6 +361,9 @@ pub struct ChatCompletionChunk<'a> {
     /// Present (as null) on every chunk when usage was asked for, filled on the last one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Option<Usage>>,
+    /// Enclave's addition, on the first chunk: the answer's label and deployment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enclave: Option<&'a crate::mac::EnclaveInfo>,
 }
 
 #[derive(Debug, Serialize)]
@@ -448,6 +454,8 @@ pub struct EmbeddingResponse {
     pub data: Vec<EmbeddingItem>,
     pub model: String,
     pub usage: EmbeddingUsage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enclave: Option<crate::mac::EnclaveInfo>,
 }
 
 #[derive(Debug, Serialize)]

@@ -77,6 +77,8 @@ pub struct ApiKey {
     pub tenant_name: String,
     pub name: Option<String>,
     pub role: Role,
+    /// The highest label the key may read, as a canonical banner; empty means the lowest level.
+    pub clearance: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
 }
@@ -88,6 +90,7 @@ pub struct NewKey {
     pub tenant_id: String,
     pub name: Option<String>,
     pub role: Role,
+    pub clearance: String,
     pub secret_hash: [u8; 32],
     pub created_at: i64,
 }

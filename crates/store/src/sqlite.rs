@@ -45,7 +45,7 @@ impl SqliteStore {
 macro_rules! key_query {
     ($tail:literal) => {
         concat!(
-            "SELECT k.id, k.tenant_id, t.name AS tenant_name, k.name, k.role, k.created_at, k.revoked_at, k.secret_hash \
+            "SELECT k.id, k.tenant_id, t.name AS tenant_name, k.name, k.role, k.clearance, k.created_at, k.revoked_at, k.secret_hash \
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id ",
             $tail
         )
@@ -60,6 +60,7 @@ fn key_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
         tenant_name: row.try_get("tenant_name")?,
         name: row.try_get("name")?,
         role: Role::from_str(&role)?,
+        clearance: row.try_get("clearance")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
     })
@@ -117,12 +118,13 @@ impl Store for SqliteStore {
 
     async fn create_key(&self, key: &NewKey) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, name, role, secret_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, tenant_id, name, role, clearance, secret_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.id)
         .bind(&key.tenant_id)
         .bind(&key.name)
         .bind(key.role.as_str())
+        .bind(&key.clearance)
         .bind(key.secret_hash.as_slice())
         .bind(key.created_at)
         .execute(&self.pool)

@@ -28,6 +28,7 @@ async fn key(store: &dyn Store, tenant: &Tenant, role: Role) -> keys::MintedKey 
             tenant_id: tenant.id.clone(),
             name: None,
             role,
+            clearance: "SECRET//NOFORN".into(),
             secret_hash: minted.hash,
             created_at: now(),
         })

@@ -1,0 +1,312 @@
+//! Mandatory access control on the request path: label the request, check it against the
+//! caller's clearance, authorize, route, redact. One function, [`admit`], in that order, so no
+//! handler can skip a step or take them out of order.
+
+use axum::http::{HeaderMap, HeaderValue};
+use enclave_label::Label;
+use enclave_policy::{Action, Decision, Redactions, Subject, check_clearance, label_request};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::policy::{Deployment, ModelKind, Policy};
+
+/// The header a caller declares its request label in, and the answer carries its label in.
+pub const LABEL_HEADER: &str = "enclave-label";
+/// Where in a body's `metadata` a label may be declared instead.
+pub const LABEL_METADATA: &str = "enclave_label";
+
+/// The `enclave` field of an answer: its label and where it was computed. SDKs ignore it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnclaveInfo {
+    pub label: String,
+    pub deployment: String,
+    pub jurisdiction: String,
+    pub redacted: bool,
+}
+
+/// A request the reference monitor let through.
+#[derive(Debug)]
+pub struct Admitted {
+    pub label: Label,
+    pub deployment: Deployment,
+    /// Set when personal data was replaced by placeholders; restore the answer with it.
+    pub redactions: Option<Redactions>,
+    pub decision: Decision,
+    pub info: EnclaveInfo,
+}
+
+impl Admitted {
+    /// The label as a response header value.
+    pub fn header(&self) -> HeaderValue {
+        header_value(&self.info.label)
+    }
+}
+
+/// A header value for a banner: non-ASCII bytes (`FÜR`) are percent-encoded, since header values
+/// are ASCII.
+pub fn header_value(banner: &str) -> HeaderValue {
+    let mut out = String::with_capacity(banner.len());
+    for b in banner.bytes() {
+        if b.is_ascii_graphic() || b == b' ' {
+            if b == b'%' {
+                out.push_str("%25");
+            } else {
+                out.push(char::from(b));
+            }
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Reverses [`header_value`]'s encoding on a declared label.
+fn decode_header(raw: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' && i + 2 < raw.len() {
+            let hex = std::str::from_utf8(&raw[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The label a caller declared, from the header or else `metadata.enclave_label`, with where.
+fn declared(
+    headers: &HeaderMap,
+    metadata: Option<&Value>,
+) -> Result<Option<(&'static str, String)>, ApiError> {
+    if let Some(v) = headers.get(LABEL_HEADER) {
+        let text = decode_header(v.as_bytes()).ok_or_else(|| ApiError::InvalidLabel {
+            param: "Enclave-Label".into(),
+            message: "the `Enclave-Label` header is not valid UTF-8 or has a broken %-escape"
+                .into(),
+        })?;
+        return Ok(Some(("Enclave-Label", text)));
+    }
+    match metadata.and_then(|m| m.get(LABEL_METADATA)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(("metadata.enclave_label", s.clone()))),
+        Some(_) => Err(ApiError::InvalidLabel {
+            param: "metadata.enclave_label".into(),
+            message: "`metadata.enclave_label` must be a string such as \"SECRET//NOFORN\"".into(),
+        }),
+    }
+}
+
+fn deny(err: ApiError, label: Option<&Label>, policy: &Policy, reason: String) -> (ApiError, Decision) {
+    let decision = Decision {
+        allowed: false,
+        code: Some(err.code()),
+        label: label.map(|l| policy.scheme.banner(l)),
+        findings: Default::default(),
+        deployment: None,
+        redacted: 0,
+        reason,
+    };
+    (err, decision)
+}
+
+/// Runs the reference monitor over a request: `texts` is everything the request sends (every
+/// message, system prompt and earlier turn); it is redacted in place when routing requires it.
+#[allow(clippy::too_many_arguments, reason = "each is one input of the decision")]
+pub fn admit(
+    policy: &Policy,
+    principal: &Principal,
+    action: Action,
+    model: &str,
+    headers: &HeaderMap,
+    metadata: Option<&Value>,
+    texts: &mut [String],
+) -> Result<Admitted, (ApiError, Decision)> {
+    let want = match action {
+        Action::Chat => ModelKind::Chat,
+        Action::Embed => ModelKind::Embedding,
+    };
+    let candidates: Vec<&Deployment> = policy.deployments_for(model).collect();
+    let Some(first) = candidates.first() else {
+        let e = ApiError::ModelNotFound(model.to_string());
+        let reason = e.to_string();
+        return Err(deny(e, None, policy, reason));
+    };
+    if first.kind != want {
+        let e = ApiError::WrongModelKind {
+            model: model.to_string(),
+            actual: match first.kind {
+                ModelKind::Chat => "a chat",
+                ModelKind::Embedding => "an embedding",
+            },
+            route: match action {
+                Action::Chat => "chat completions",
+                Action::Embed => "embeddings",
+            },
+        };
+        let reason = e.to_string();
+        return Err(deny(e, None, policy, reason));
+    }
+
+    // 1. The label: declared or the tenant's default, joined with what inspection finds.
+    let clearance = policy.clearance(&principal.clearance).map_err(|e| {
+        let err = ApiError::InvalidClearance(format!(
+            "the key's stored clearance `{}` is not a label of scheme {}: {e}; an admin must issue a new key",
+            principal.clearance,
+            policy.scheme.name()
+        ));
+        let reason = err.to_string();
+        deny(err, None, policy, reason)
+    })?;
+    let tenant = policy.tenant(&principal.tenant_name);
+    let declared_label = match declared(headers, metadata).map_err(|e| {
+        let reason = e.to_string();
+        deny(e, None, policy, reason)
+    })? {
+        Some((source, text)) => policy.scheme.parse(&text).map_err(|e| {
+            let err = ApiError::InvalidLabel {
+                param: source.to_string(),
+                message: format!(
+                    "`{text}` in `{source}` is not a label of scheme {}: {e}",
+                    policy.scheme.name()
+                ),
+            };
+            let reason = err.to_string();
+            deny(err, None, policy, reason)
+        })?,
+        None => tenant.default_label.clone(),
+    };
+    let labelled = label_request(
+        &policy.inspector,
+        &declared_label,
+        texts.iter().map(String::as_str),
+    );
+    let label = labelled.label.clone();
+    let with_findings = |(e, mut d): (ApiError, Decision)| {
+        d.findings = labelled.summary.counts.clone();
+        (e, d)
+    };
+
+    // 2. Never above the caller's clearance.
+    check_clearance(&policy.scheme, &clearance, &label).map_err(|why| {
+        let err = ApiError::LabelExceedsClearance(why.clone());
+        with_findings(deny(err, Some(&label), policy, why))
+    })?;
+
+    // 3. Who may call what: Cedar, on roles and tenants only.
+    let subject = Subject {
+        key_id: &principal.key_id,
+        tenant: &principal.tenant_name,
+        role: principal.role.as_str(),
+    };
+    if !policy.authz.is_allowed(subject, action, model) {
+        let why = format!(
+            "the policy does not allow a `{}` key of tenant `{}` to use `{model}`",
+            principal.role, principal.tenant_name
+        );
+        let err = ApiError::ForbiddenByPolicy(why.clone());
+        return Err(with_findings(deny(err, Some(&label), policy, why)));
+    }
+
+    // 4. Only deployments accredited for the label, in jurisdictions the tenant allows.
+    let placements: Vec<_> = candidates.iter().map(|d| d.placement.clone()).collect();
+    let personal = labelled.summary.personal_data();
+    let chosen = enclave_policy::route(&policy.scheme, &label, personal, tenant, &placements)
+        .map_err(|refused| {
+            let list: Vec<String> = refused
+                .iter()
+                .map(|r| format!("`{}`: {}", r.deployment, r.reason))
+                .collect();
+            let why = format!(
+                "no deployment of `{model}` may receive a request labelled {}{}: {}",
+                policy.scheme.banner(&label),
+                if personal { " containing personal data" } else { "" },
+                list.join("; ")
+            );
+            let err = ApiError::NoAccreditedDeployment(why.clone());
+            with_findings(deny(err, Some(&label), policy, why))
+        })?;
+    let Some(choice) = chosen.first().copied() else {
+        let err = ApiError::Internal;
+        return Err(with_findings(deny(err, Some(&label), policy, "routing chose nothing".into())));
+    };
+    let Some(deployment) = candidates.get(choice.index).map(|d| (*d).clone()) else {
+        let err = ApiError::Internal;
+        return Err(with_findings(deny(err, Some(&label), policy, "routing chose nothing".into())));
+    };
+
+    // 5. Personal data leaves only as placeholders.
+    let redactions = if choice.redact {
+        let mut r = Redactions::default();
+        for (text, findings) in texts.iter_mut().zip(&labelled.findings) {
+            *text = r.redact(text, findings);
+        }
+        Some(r)
+    } else {
+        None
+    };
+    let redacted = redactions.as_ref().map_or(0, Redactions::len);
+    let banner = policy.scheme.banner(&label);
+    let decision = Decision {
+        allowed: true,
+        code: None,
+        label: Some(banner.clone()),
+        findings: labelled.summary.counts.clone(),
+        deployment: Some(deployment.placement.name.clone()),
+        redacted,
+        reason: format!(
+            "routed to `{}` ({}, accredited to {})",
+            deployment.placement.name,
+            deployment.placement.jurisdiction,
+            policy.scheme.banner(&deployment.placement.accreditation)
+        ),
+    };
+    let info = EnclaveInfo {
+        label: banner,
+        deployment: deployment.placement.name.clone(),
+        jurisdiction: deployment.placement.jurisdiction.clone(),
+        redacted: redacted > 0,
+    };
+    Ok(Admitted {
+        label,
+        deployment,
+        redactions,
+        decision,
+        info,
+    })
+}
+
+/// Hands a decision to the audit step. Until the audit log exists this is a structured event on
+/// the `enclave::audit` target; it never carries matched text, only kinds and counts.
+pub fn audit(principal: &Principal, route: &'static str, decision: &Decision) {
+    let json = serde_json::to_string(decision).unwrap_or_default();
+    tracing::info!(
+        target: "enclave::audit",
+        tenant = %principal.tenant_name,
+        key = %principal.key_id,
+        route,
+        allowed = decision.allowed,
+        decision = %json,
+        "decision"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_round_trip_non_ascii() {
+        let banner = "VS-NUR FÜR DEN DIENSTGEBRAUCH";
+        let v = header_value(banner);
+        assert_eq!(v.to_str().unwrap(), "VS-NUR F%C3%9CR DEN DIENSTGEBRAUCH");
+        assert_eq!(decode_header(v.as_bytes()).unwrap(), banner);
+        assert_eq!(decode_header(b"S//NF").unwrap(), "S//NF");
+        assert_eq!(decode_header(b"50%").unwrap(), "50%");
+    }
+}

@@ -1,0 +1,432 @@
+//! The policy in force: marking scheme, deployments, tenant policies and Cedar authorization,
+//! built once at start-up from the configuration and refused whole if any part is wrong.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use enclave_label::{Label, Scheme, SchemeDef};
+use enclave_policy::{Authorizer, ENCLAVE, Inspector, Placement, TenantPolicy};
+use serde::{Deserialize, Serialize};
+
+use crate::upstream::Upstream;
+use crate::{CHAT_MODEL, EMBEDDING_MODEL};
+
+/// The `scheme`, `policy_file`, `[[deployments]]` and `[tenants.NAME]` parts of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PolicyConfig {
+    /// `US`, `DE`, `NATO`, `EU`, or a table defining the operator's own scheme.
+    pub scheme: SchemeChoice,
+    /// Cedar policies added to the defaults; validated against the schema at start-up.
+    pub policy_file: Option<PathBuf>,
+    pub deployments: Vec<DeploymentConfig>,
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SchemeChoice {
+    Builtin(String),
+    Custom(SchemeDef),
+}
+
+impl Default for SchemeChoice {
+    fn default() -> Self {
+        SchemeChoice::Builtin("US".to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The models Enclave runs itself.
+    Embedded,
+    /// Any server speaking OpenAI's chat completions API.
+    Openai,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Unique; appears in answers and audit records.
+    pub name: String,
+    /// The model name clients send. Several deployments may serve one model.
+    pub model: String,
+    pub backend: BackendKind,
+    /// The highest label it may process. Embedded: system high when unset. Required otherwise.
+    #[serde(default)]
+    pub accreditation: Option<String>,
+    /// `enclave`, or where data goes (`eu`, `us`, ...). Embedded: always `enclave`.
+    #[serde(default)]
+    pub jurisdiction: Option<String>,
+    /// OpenAI backends: the base URL, such as `http://10.0.0.5:8000/v1`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// OpenAI backends: the model name upstream; the `model` when unset.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// OpenAI backends: the variable holding the upstream's API key (never the key itself).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// OpenAI backends: seconds before an upstream call is abandoned.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The label of a request that declares none; the scheme's lowest when unset.
+    pub default_label: Option<String>,
+    /// Jurisdictions outside the enclave this tenant's data may go to.
+    pub jurisdictions: Vec<String>,
+    /// Of those, where personal data may go after redaction.
+    pub redact_pii_for: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Chat,
+    Embedding,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Chat => "chat",
+            ModelKind::Embedding => "embedding",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Embedded,
+    OpenAi(Upstream),
+}
+
+/// A deployment in force.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub placement: Placement,
+    pub model: String,
+    pub kind: ModelKind,
+    pub backend: Backend,
+}
+
+/// A configuration that cannot be served, said so an operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("scheme: `{0}` is not a built-in scheme (US, DE, NATO, EU); define it as a table")]
+    UnknownScheme(String),
+    #[error("scheme: {0}")]
+    Scheme(#[from] enclave_label::SchemeError),
+    #[error("{at}: `{value}` is not a label of scheme {scheme}: {error}")]
+    Label {
+        at: String,
+        value: String,
+        scheme: String,
+        error: enclave_label::ParseError,
+    },
+    #[error("{at}: {message}")]
+    Invalid { at: String, message: String },
+    #[error("content inspection: {0}")]
+    Inspector(#[from] enclave_policy::inspect::BuildError),
+    #[error("{0}")]
+    Authz(#[from] enclave_policy::AuthzError),
+}
+
+/// Everything the reference monitor needs, built once.
+#[derive(Debug)]
+pub struct Policy {
+    pub scheme: Scheme,
+    pub inspector: Inspector,
+    pub authz: Authorizer,
+    pub deployments: Vec<Deployment>,
+    tenants: HashMap<String, TenantPolicy>,
+    default_tenant: TenantPolicy,
+}
+
+fn invalid(at: impl Into<String>, message: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid {
+        at: at.into(),
+        message: message.into(),
+    }
+}
+
+impl Policy {
+    /// The built-in default: US scheme, the embedded models at system high in the enclave.
+    pub fn default_policy() -> Result<Self, PolicyError> {
+        Self::from_config(&PolicyConfig::default(), None)
+    }
+
+    /// Builds the policy; `cedar` is the operator's policy file (name, text) when there is one.
+    pub fn from_config(
+        config: &PolicyConfig,
+        cedar: Option<(&str, &str)>,
+    ) -> Result<Self, PolicyError> {
+        let scheme = match &config.scheme {
+            SchemeChoice::Builtin(name) => {
+                Scheme::builtin(name).ok_or_else(|| PolicyError::UnknownScheme(name.clone()))?
+            }
+            SchemeChoice::Custom(def) => Scheme::new(def.clone())?,
+        };
+        let label = |at: &str, value: &str| {
+            scheme.parse(value).map_err(|error| PolicyError::Label {
+                at: at.to_string(),
+                value: value.to_string(),
+                scheme: scheme.name().to_string(),
+                error,
+            })
+        };
+        let mut deployments = Vec::new();
+        let mut names = BTreeSet::new();
+        for (i, d) in config.deployments.iter().enumerate() {
+            let at = format!("deployments[{i}] (`{}`)", d.name);
+            if d.name.is_empty() || d.model.is_empty() {
+                return Err(invalid(at, "`name` and `model` must not be empty"));
+            }
+            if !names.insert(d.name.clone()) {
+                return Err(invalid(at, "another deployment has this name"));
+            }
+            let accreditation = d
+                .accreditation
+                .as_deref()
+                .map(|a| label(&format!("{at}.accreditation"), a))
+                .transpose()?
+                .map(|l| scheme.clearance(l));
+            let deployment = match d.backend {
+                BackendKind::Embedded => {
+                    let kind = match d.model.as_str() {
+                        CHAT_MODEL => ModelKind::Chat,
+                        EMBEDDING_MODEL => ModelKind::Embedding,
+                        other => {
+                            return Err(invalid(
+                                at,
+                                format!(
+                                    "`{other}` is not an embedded model (`{CHAT_MODEL}`, `{EMBEDDING_MODEL}`)"
+                                ),
+                            ));
+                        }
+                    };
+                    if d.jurisdiction.as_deref().is_some_and(|j| j != ENCLAVE) {
+                        return Err(invalid(at, "an embedded deployment's jurisdiction is `enclave`"));
+                    }
+                    if d.base_url.is_some() || d.upstream_model.is_some() || d.api_key_env.is_some() {
+                        return Err(invalid(
+                            at,
+                            "`base_url`, `upstream_model` and `api_key_env` are for `backend = \"openai\"`",
+                        ));
+                    }
+                    Deployment {
+                        placement: Placement {
+                            name: d.name.clone(),
+                            accreditation: accreditation.unwrap_or_else(|| scheme.system_high()),
+                            jurisdiction: ENCLAVE.to_string(),
+                        },
+                        model: d.model.clone(),
+                        kind,
+                        backend: Backend::Embedded,
+                    }
+                }
+                BackendKind::Openai => {
+                    let base_url = d
+                        .base_url
+                        .clone()
+                        .ok_or_else(|| invalid(&at, "an `openai` deployment needs `base_url`"))?;
+                    let accreditation = accreditation.ok_or_else(|| {
+                        invalid(
+                            &at,
+                            "an `openai` deployment needs an explicit `accreditation`: the highest label it may receive",
+                        )
+                    })?;
+                    let jurisdiction = d.jurisdiction.clone().ok_or_else(|| {
+                        invalid(
+                            &at,
+                            "an `openai` deployment needs a `jurisdiction`: `enclave` if it runs on your hardware, else where it is (`eu`, `us`, ...)",
+                        )
+                    })?;
+                    let api_key = match &d.api_key_env {
+                        Some(var) => Some(std::env::var(var).map_err(|_| {
+                            invalid(&at, format!("the variable `{var}` named by `api_key_env` is not set"))
+                        })?),
+                        None => None,
+                    };
+                    let upstream = Upstream::new(
+                        &base_url,
+                        d.upstream_model.clone().unwrap_or_else(|| d.model.clone()),
+                        api_key,
+                        d.timeout_secs.unwrap_or(120),
+                    )
+                    .map_err(|e| invalid(&at, e.to_string()))?;
+                    Deployment {
+                        placement: Placement {
+                            name: d.name.clone(),
+                            accreditation,
+                            jurisdiction,
+                        },
+                        model: d.model.clone(),
+                        kind: ModelKind::Chat,
+                        backend: Backend::OpenAi(upstream),
+                    }
+                }
+            };
+            deployments.push(deployment);
+        }
+        // The embedded models are deployments too, unless configured above.
+        for (model, kind, name) in [
+            (CHAT_MODEL, ModelKind::Chat, "embedded-chat"),
+            (EMBEDDING_MODEL, ModelKind::Embedding, "embedded-embeddings"),
+        ] {
+            let configured = deployments
+                .iter()
+                .any(|d| d.model == model && matches!(d.backend, Backend::Embedded));
+            if !configured && !names.contains(name) {
+                deployments.push(Deployment {
+                    placement: Placement {
+                        name: name.to_string(),
+                        accreditation: scheme.system_high(),
+                        jurisdiction: ENCLAVE.to_string(),
+                    },
+                    model: model.to_string(),
+                    kind,
+                    backend: Backend::Embedded,
+                });
+            }
+        }
+        let mut tenants = HashMap::new();
+        for (name, t) in &config.tenants {
+            let at = format!("tenants.{name}");
+            let default_label = match &t.default_label {
+                Some(l) => label(&format!("{at}.default_label"), l)?,
+                None => scheme.lowest(),
+            };
+            let jurisdictions: BTreeSet<String> = t.jurisdictions.iter().cloned().collect();
+            let redact: BTreeSet<String> = t.redact_pii_for.iter().cloned().collect();
+            if let Some(j) = redact.difference(&jurisdictions).next() {
+                return Err(invalid(
+                    at,
+                    format!("`redact_pii_for` names `{j}`, which `jurisdictions` does not allow"),
+                ));
+            }
+            if redact.contains(ENCLAVE) {
+                return Err(invalid(at, "personal data is never redacted inside the enclave; remove `enclave` from `redact_pii_for`"));
+            }
+            tenants.insert(
+                name.clone(),
+                TenantPolicy {
+                    default_label,
+                    jurisdictions,
+                    redact_pii_for: redact,
+                },
+            );
+        }
+        let inspector = Inspector::new(scheme.clone())?;
+        let authz = Authorizer::new(cedar)?;
+        let default_tenant = TenantPolicy::enclave_only(scheme.lowest());
+        Ok(Self {
+            scheme,
+            inspector,
+            authz,
+            deployments,
+            tenants,
+            default_tenant,
+        })
+    }
+
+    /// The policy of a tenant; one not configured keeps its data in the enclave.
+    pub fn tenant(&self, name: &str) -> &TenantPolicy {
+        self.tenants.get(name).unwrap_or(&self.default_tenant)
+    }
+
+    /// A key's clearance: its stored banner, or the scheme's lowest level when empty; the owner
+    /// nation is added when it names none.
+    pub fn clearance(&self, stored: &str) -> Result<Label, enclave_label::ParseError> {
+        if stored.trim().is_empty() {
+            return Ok(self.scheme.clearance(self.scheme.lowest()));
+        }
+        self.scheme.parse(stored).map(|l| self.scheme.clearance(l))
+    }
+
+    /// The deployments serving `model`, in order of preference.
+    pub fn deployments_for<'a>(&'a self, model: &'a str) -> impl Iterator<Item = &'a Deployment> {
+        self.deployments.iter().filter(move |d| d.model == model)
+    }
+
+    /// Distinct model names, in configuration order, with their kind.
+    pub fn models(&self) -> Vec<(&str, ModelKind)> {
+        let mut seen = BTreeSet::new();
+        self.deployments
+            .iter()
+            .filter(|d| seen.insert(d.model.as_str()))
+            .map(|d| (d.model.as_str(), d.kind))
+            .collect()
+    }
+
+    /// What the server understood, for `enclave config check`.
+    pub fn describe(&self, tenants: &[&str]) -> String {
+        let s = &self.scheme;
+        let mut out = String::new();
+        let _ = writeln!(out, "marking scheme: {} (owner {})", s.name(), s.owner());
+        let levels: Vec<String> = s
+            .def()
+            .levels
+            .iter()
+            .map(|l| format!("{} ({})", l.name, l.portion))
+            .collect();
+        let _ = writeln!(out, "  levels, low to high: {}", levels.join(" < "));
+        let _ = writeln!(out, "  system high: {}", s.banner(&s.system_high()));
+        let _ = writeln!(out, "deployments:");
+        for d in &self.deployments {
+            let backend = match &d.backend {
+                Backend::Embedded => "embedded".to_string(),
+                Backend::OpenAi(u) => format!("openai {}", u.base_url()),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<22} model {:<24} {:<9} jurisdiction {:<8} accredited to {}  [{backend}]",
+                d.placement.name,
+                d.model,
+                d.kind.as_str(),
+                d.placement.jurisdiction,
+                s.banner(&d.placement.accreditation)
+            );
+        }
+        let _ = writeln!(out, "tenants:");
+        let mut names: Vec<&str> = self.tenants.keys().map(String::as_str).collect();
+        names.extend(tenants.iter().filter(|t| !self.tenants.contains_key(**t)));
+        names.sort_unstable();
+        names.dedup();
+        let _ = writeln!(
+            out,
+            "  (any tenant not listed: default label {}, data stays in the enclave)",
+            s.banner(&self.default_tenant.default_label)
+        );
+        for name in names {
+            let t = self.tenant(name);
+            let list = |set: &BTreeSet<String>| {
+                if set.is_empty() {
+                    "none".to_string()
+                } else {
+                    set.iter().cloned().collect::<Vec<_>>().join(", ")
+                }
+            };
+            let _ = writeln!(
+                out,
+                "  {:<22} default label {}; may go to: enclave{}{}; personal data may leave redacted to: {}",
+                name,
+                s.banner(&t.default_label),
+                if t.jurisdictions.is_empty() { "" } else { ", " },
+                t.jurisdictions.iter().cloned().collect::<Vec<_>>().join(", "),
+                list(&t.redact_pii_for)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "authorization: {} Cedar policies, valid against the schema (strict)",
+            self.authz.policy_count()
+        );
+        out
+    }
+}
