@@ -237,14 +237,14 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                     name,
                     clearance,
                 } => {
-                    let policy = config.policy()?;
+                    let scheme = config.policy.scheme()?;
                     let clearance = match clearance {
-                        Some(text) => policy.scheme.clearance(policy.scheme.parse(&text).with_context(|| {
-                            format!("`{text}` is not a label of scheme {}", policy.scheme.name())
+                        Some(text) => scheme.clearance(scheme.parse(&text).with_context(|| {
+                            format!("`{text}` is not a label of scheme {}", scheme.name())
                         })?),
-                        None => policy.scheme.clearance(policy.scheme.lowest()),
+                        None => scheme.clearance(scheme.lowest()),
                     };
-                    let clearance = policy.scheme.banner(&clearance);
+                    let clearance = scheme.banner(&clearance);
                     let tenant = store
                         .tenant_by_name(&tenant)
                         .await?
@@ -300,8 +300,7 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
 }
 
 fn label_command(config: &Config, cmd: LabelCommand) -> Result<()> {
-    let policy = config.policy()?;
-    let scheme = &policy.scheme;
+    let scheme = &config.policy.scheme()?;
     let parse = |text: &str| {
         scheme
             .parse(text)

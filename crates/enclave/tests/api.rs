@@ -14,7 +14,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    common::http().build().unwrap()
 }
 
 async fn post(s: &Server, key: &str, path: &str, body: Value) -> (u16, Value) {

@@ -155,6 +155,18 @@ fn invalid(at: impl Into<String>, message: impl Into<String>) -> PolicyError {
     }
 }
 
+impl PolicyConfig {
+    /// The marking scheme alone, for commands that need no more of the policy.
+    pub fn scheme(&self) -> Result<Scheme, PolicyError> {
+        match &self.scheme {
+            SchemeChoice::Builtin(name) => {
+                Scheme::builtin(name).ok_or_else(|| PolicyError::UnknownScheme(name.clone()))
+            }
+            SchemeChoice::Custom(def) => Ok(Scheme::new(def.clone())?),
+        }
+    }
+}
+
 impl Policy {
     /// The built-in default: US scheme, the embedded models at system high in the enclave.
     pub fn default_policy() -> Result<Self, PolicyError> {
@@ -166,12 +178,7 @@ impl Policy {
         config: &PolicyConfig,
         cedar: Option<(&str, &str)>,
     ) -> Result<Self, PolicyError> {
-        let scheme = match &config.scheme {
-            SchemeChoice::Builtin(name) => {
-                Scheme::builtin(name).ok_or_else(|| PolicyError::UnknownScheme(name.clone()))?
-            }
-            SchemeChoice::Custom(def) => Scheme::new(def.clone())?,
-        };
+        let scheme = config.scheme()?;
         let label = |at: &str, value: &str| {
             scheme.parse(value).map_err(|error| PolicyError::Label {
                 at: at.to_string(),

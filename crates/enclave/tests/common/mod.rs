@@ -45,6 +45,13 @@ pub fn models_dir() -> PathBuf {
     .clone()
 }
 
+/// An HTTP client for tests. reqwest is built with rustls and no bundled crypto provider (the
+/// gateway picks ring), so the process installs it once first.
+pub fn http() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// Python with the `openai` package: `ENCLAVE_TEST_PYTHON`, else the repository's `.venv`.
 pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("ENCLAVE_TEST_PYTHON") {
@@ -63,6 +70,7 @@ pub struct Server {
     pub base: String,
     pub admin_key: String,
     pub data: tempfile::TempDir,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -127,6 +135,10 @@ impl Server {
             base: format!("http://{addr}"),
             admin_key,
             data,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.wait_ready();
         server
@@ -155,6 +167,7 @@ impl Server {
             .args(args)
             .arg("--data-dir")
             .arg(self.data.path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .unwrap();
         (
@@ -162,6 +175,22 @@ impl Server {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Creates a key with a clearance and returns the secret.
+    pub fn cleared_key(&self, tenant: &str, role: &str, clearance: &str) -> String {
+        let (ok, out, err) = self.cli(&[
+            "keys",
+            "create",
+            "--tenant",
+            tenant,
+            "--role",
+            role,
+            "--clearance",
+            clearance,
+        ]);
+        assert!(ok, "keys create failed: {err}");
+        out.trim().to_string()
     }
 
     /// Creates a key with the CLI and returns the secret.
@@ -185,6 +214,22 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A blocking GET of a small body (metrics), over a plain TCP stream.
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf
 }
 
 /// A bare-bones HTTP GET returning the status, over a plain TCP stream: readiness polling must
