@@ -143,11 +143,12 @@ enum Pattern {
     PhoneIntl,
     PhoneNational,
     PhoneUs,
+    PhoneBare,
     Ipv4,
     Ipv6,
 }
 
-const PATTERNS: [Pattern; 14] = [
+const PATTERNS: [Pattern; 15] = [
     Pattern::Portion,
     Pattern::Banner,
     Pattern::LevelWord,
@@ -160,6 +161,7 @@ const PATTERNS: [Pattern; 14] = [
     Pattern::PhoneIntl,
     Pattern::PhoneNational,
     Pattern::PhoneUs,
+    Pattern::PhoneBare,
     Pattern::Ipv4,
     Pattern::Ipv6,
 ];
@@ -251,7 +253,7 @@ impl Inspector {
                     r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)".to_string()
                 }
                 Pattern::Ssn => r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)".to_string(),
-                Pattern::Card => r"(?-u:\b)[0-9](?:[ \-]?[0-9]){12,18}(?-u:\b)".to_string(),
+                Pattern::Card => r"(?-u:\b)[0-9](?:[ \-]?[0-9]){11,18}(?-u:\b)".to_string(),
                 Pattern::TaxId => {
                     r"(?-u:\b)[0-9]{2} ?[0-9]{3} ?[0-9]{3} ?[0-9]{3}(?-u:\b)".to_string()
                 }
@@ -270,6 +272,9 @@ impl Inspector {
                 Pattern::PhoneUs => {
                     r"(?:\([0-9]{3}\) ?|(?-u:\b)[0-9]{3}[\-.])[0-9]{3}[\-.][0-9]{4}(?:[ ]?x[0-9]{1,5})?(?-u:\b)".to_string()
                 }
+                // `5550109999`: ten bare digits in the North American plan, only where the text
+                // just before says it is a phone number.
+                Pattern::PhoneBare => r"(?-u:\b)[2-9][0-9]{2}[2-9][0-9]{6}(?-u:\b)".to_string(),
                 Pattern::Ipv4 => {
                     r"(?-u:\b)[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?-u:\b)".to_string()
                 }
@@ -379,8 +384,18 @@ impl Inspector {
                 };
                 document_valid(s, &text[..start]).then_some(()).and_then(|()| found(kind, s.len()))
             }
+            Pattern::PhoneBare => {
+                let context = preceding(text, start, 32).to_lowercase();
+                const WORDS: [&str; 8] =
+                    ["tel", "phone", "call", "fax", "mobil", "erreichbar", "ruf", "cell"];
+                names_any(&context, &WORDS)
+                    .then_some(())
+                    .and_then(|()| found(Kind::Phone, s.len()))
+            }
             Pattern::PhoneIntl | Pattern::PhoneNational | Pattern::PhoneUs => {
-                let digits = s.bytes().filter(u8::is_ascii_digit).count();
+                // An extension (`x123`) is not part of the number's length.
+                let number = s.split(['x', 'e']).next().unwrap_or(s);
+                let digits = number.bytes().filter(u8::is_ascii_digit).count();
                 (7..=15)
                     .contains(&digits)
                     .then_some(())
@@ -423,6 +438,13 @@ impl Inspector {
         }
         None
     }
+}
+
+/// Up to `n` bytes of `text` before `at`, cut at a character boundary.
+fn preceding(text: &str, at: usize, n: usize) -> &str {
+    let from = at.saturating_sub(n);
+    let from = (from..at).find(|i| text.is_char_boundary(*i)).unwrap_or(at);
+    text.get(from..at).unwrap_or_default()
 }
 
 fn next_char(text: &str, at: usize) -> usize {
@@ -502,26 +524,37 @@ fn iban_length(country: &[u8]) -> Option<usize> {
     })
 }
 
-/// Luhn, a card length, and an issuer prefix (Visa, Mastercard, Amex, Discover, JCB, Diners).
+/// Luhn, a card length, and an issuer prefix (Visa, Mastercard, Maestro, Amex, Discover, JCB,
+/// Diners).
 pub fn card_valid(s: &str) -> bool {
     let d = digits(s);
-    if !(13..=19).contains(&d.len()) {
+    if !(12..=19).contains(&d.len()) {
         return false;
     }
     let prefix = |n: usize| d.iter().take(n).fold(0u32, |a, x| a * 10 + u32::from(*x));
     let len = d.len();
-    let issuer = match d.first() {
-        Some(4) => matches!(len, 13 | 16 | 19),
-        Some(5) => (51..=55).contains(&prefix(2)) && len == 16,
-        Some(2) => (2221..=2720).contains(&prefix(4)) && len == 16,
-        Some(3) if matches!(prefix(2), 34 | 37) => len == 15,
-        Some(3) if (3528..=3589).contains(&prefix(4)) => len >= 16,
-        Some(3) => (matches!(prefix(2), 36 | 38 | 39) || (300..=305).contains(&prefix(3))) && len >= 14,
-        Some(6) => {
-            (prefix(4) == 6011 || prefix(2) == 65 || (644..=649).contains(&prefix(3))) && len >= 16
-        }
-        _ => false,
-    };
+    // Maestro: 12 to 19 digits.
+    let maestro = matches!(prefix(4), 5018 | 5020 | 5038 | 6304 | 6759 | 6761..=6763 | 604 | 6390)
+        || (56..=58).contains(&prefix(2));
+    let issuer = maestro
+        || match d.first() {
+            Some(4) => matches!(len, 13 | 16 | 19),
+            Some(5) => (51..=55).contains(&prefix(2)) && len == 16,
+            Some(2) if prefix(4) == 2131 => len == 15,
+            Some(2) => (2221..=2720).contains(&prefix(4)) && len == 16,
+            Some(1) => prefix(4) == 1800 && len == 15,
+            Some(3) if matches!(prefix(2), 34 | 37) => len == 15,
+            // JCB is 3528-3589; generators (and some issuers' test ranges) use all of 35xx.
+            Some(3) if prefix(2) == 35 => len >= 16,
+            Some(3) => {
+                (matches!(prefix(2), 36 | 38 | 39) || (300..=305).contains(&prefix(3))) && len >= 14
+            }
+            Some(6) => {
+                (prefix(4) == 6011 || prefix(2) == 65 || (644..=649).contains(&prefix(3)))
+                    && len >= 16
+            }
+            _ => false,
+        };
     issuer && luhn(&d)
 }
 
@@ -592,11 +625,7 @@ fn document_valid(s: &str, before: &str) -> bool {
     if s.len() == 10 && check_731(s) {
         return true;
     }
-    let from = before.len().saturating_sub(80);
-    let from = (from..before.len())
-        .find(|i| before.is_char_boundary(*i))
-        .unwrap_or(before.len());
-    let context = before[from..].to_lowercase();
+    let context = preceding(before, before.len(), 80).to_lowercase();
     const WORDS: [&str; 9] = [
         "ausweis",
         "reisepass",
@@ -608,7 +637,21 @@ fn document_valid(s: &str, before: &str) -> bool {
         "identity card",
         "dokumentennummer",
     ];
+    // Substrings, not word starts: German compounds (`Personalausweisnummer`) name the document.
     WORDS.iter().any(|w| context.contains(w))
+}
+
+/// Whether `context` has a word starting with one of `words` (`tel` in `Tel.`, `Telefon`, not in
+/// `Hotel` or `Bestellung`).
+fn names_any(context: &str, words: &[&str]) -> bool {
+    words.iter().any(|w| {
+        context.match_indices(w).any(|(i, _)| {
+            context[..i]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !c.is_alphanumeric())
+        })
+    })
 }
 
 /// ICAO 9303 check digit (weights 7, 3, 1) over the first nine characters, compared to the tenth.
