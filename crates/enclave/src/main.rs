@@ -318,7 +318,11 @@ fn label_command(config: &Config, cmd: LabelCommand) -> Result<()> {
             let (la, lb) = (parse(&a)?, parse(&b)?);
             let (ba, bb) = (scheme.banner(&la), scheme.banner(&lb));
             writeln!(out, "{ba} {} {bb}", la.relation(&lb))?;
-            writeln!(out, "join (high-water mark): {}", scheme.banner(&la.join(&lb)))?;
+            writeln!(
+                out,
+                "join (high-water mark): {}",
+                scheme.banner(&la.join(&lb))
+            )?;
             if let Some(why) = scheme.explain_shortfall(&la, &lb) {
                 writeln!(out, "a holder of {ba} may not read {bb}: {why}")?;
             }
@@ -521,7 +525,9 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
             &tenant,
             Role::Admin,
             Some("first admin".into()),
-            policy.scheme.banner(&policy.scheme.clearance(policy.scheme.lowest())),
+            policy
+                .scheme
+                .banner(&policy.scheme.clearance(policy.scheme.lowest())),
         )
         .await?;
     }

@@ -99,10 +99,7 @@ async fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
     assert!(ok, "{err}");
     // No connection reuse: the server closes the connection it refused an oversized body on, and
     // a pooled client could pick that connection again for the next case.
-    let client = common::http()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let client = common::http().pool_max_idle_per_host(0).build().unwrap();
     let mut failures = vec![];
     for case in cases() {
         let url = s.url(case.path);
@@ -190,7 +187,9 @@ async fn keys_are_shown_once_and_listed_without_secrets() {
     let (_, list, _) = s.cli(&["keys", "list"]);
     assert!(list.contains(&secret[3..15]), "the id is listed");
     assert!(!list.contains(&secret[16..]), "the secret is never listed");
-    let r = common::http().build().unwrap()
+    let r = common::http()
+        .build()
+        .unwrap()
         .get(s.url("/v1/models"))
         .bearer_auth(secret)
         .send()

@@ -119,8 +119,14 @@ jurisdictions = ["eu"]
         .unwrap();
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{text}");
-    assert!(text.contains("cloud-eu") && text.contains("jurisdiction eu"), "{text}");
-    assert!(text.contains("accredited to UNCLASSIFIED//NOFORN"), "{text}");
+    assert!(
+        text.contains("cloud-eu") && text.contains("jurisdiction eu"),
+        "{text}"
+    );
+    assert!(
+        text.contains("accredited to UNCLASSIFIED//NOFORN"),
+        "{text}"
+    );
 
     let s = Server::start_with(&[("ENCLAVE_CONFIG", config)]);
     for t in ["agency-eu", "agency-strict"] {
@@ -132,7 +138,10 @@ jurisdictions = ["eu"]
     let strict = s.key("agency-strict", "user");
     let auditor = s.key("default", "auditor");
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/sdk/test_labels.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/sdk/test_labels.py"
+    );
     let out = Command::new(common::python())
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script])
         .env("ENCLAVE_BASE_URL", &s.base)
@@ -155,7 +164,10 @@ jurisdictions = ["eu"]
     assert_eq!(seen.len(), 2, "upstream saw {seen:#?}");
     for body in seen.iter() {
         let sent = body.to_string();
-        assert!(!sent.contains(IBAN) && !sent.contains("DE89"), "leaked: {sent}");
+        assert!(
+            !sent.contains(IBAN) && !sent.contains("DE89"),
+            "leaked: {sent}"
+        );
         assert!(sent.contains("[IBAN_1]"), "no placeholder: {sent}");
         assert!(sent.contains("[EMAIL_1]"), "no placeholder: {sent}");
         assert_eq!(body["model"], "provider-small");

@@ -60,9 +60,9 @@ pub async fn completions(
         &mut texts,
     ) {
         Ok(a) => a,
-        Err((e, decision)) => {
-            mac::audit(&principal, "chat.completions", &decision);
-            return Err(e);
+        Err(denied) => {
+            mac::audit(&principal, "chat.completions", &denied.decision);
+            return Err(denied.error);
         }
     };
     mac::audit(&principal, "chat.completions", &admitted.decision);

@@ -12,10 +12,10 @@ use enclave_engine::EmbeddingEngine;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::OpenAiJson;
+use crate::mac::{self, LABEL_HEADER};
 use crate::openai::{
     EmbeddingItem, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector,
 };
-use crate::mac::{self, LABEL_HEADER};
 use crate::{AppState, EMBEDDING_MODEL};
 use enclave_engine::EmbedInput;
 use enclave_policy::Action;
@@ -64,9 +64,9 @@ pub async fn create(
         &mut texts,
     ) {
         Ok(a) => a,
-        Err((e, decision)) => {
-            mac::audit(&principal, "embeddings", &decision);
-            return Err(e);
+        Err(denied) => {
+            mac::audit(&principal, "embeddings", &denied.decision);
+            return Err(denied.error);
         }
     };
     mac::audit(&principal, "embeddings", &admitted.decision);

@@ -109,9 +109,7 @@ impl ApiError {
             ),
             InvalidLabel { .. } => (StatusCode::BAD_REQUEST, INVALID, "invalid_label"),
             InvalidClearance(_) => (StatusCode::FORBIDDEN, DENIED, "invalid_clearance"),
-            LabelExceedsClearance(_) => {
-                (StatusCode::FORBIDDEN, DENIED, "label_exceeds_clearance")
-            }
+            LabelExceedsClearance(_) => (StatusCode::FORBIDDEN, DENIED, "label_exceeds_clearance"),
             ForbiddenByPolicy(_) => (StatusCode::FORBIDDEN, DENIED, "forbidden_by_policy"),
             NoAccreditedDeployment(_) => {
                 (StatusCode::FORBIDDEN, DENIED, "no_accredited_deployment")
@@ -153,9 +151,7 @@ impl ApiError {
         match self {
             ApiError::InvalidParam { param, .. }
             | ApiError::UnsupportedParam { param, .. }
-            | ApiError::InvalidLabel { param, .. } => {
-                Some(param.clone())
-            }
+            | ApiError::InvalidLabel { param, .. } => Some(param.clone()),
             ApiError::ModelNotFound(_) | ApiError::WrongModelKind { .. } => Some("model".into()),
             ApiError::ContextLength(_) => Some("messages".into()),
             _ => None,

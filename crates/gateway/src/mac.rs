@@ -102,7 +102,14 @@ fn declared(
     }
 }
 
-fn deny(err: ApiError, label: Option<&Label>, policy: &Policy, reason: String) -> (ApiError, Decision) {
+/// A request the reference monitor refused: the error for the caller, the decision for the audit.
+#[derive(Debug)]
+pub struct Denied {
+    pub error: ApiError,
+    pub decision: Decision,
+}
+
+fn deny(err: ApiError, label: Option<&Label>, policy: &Policy, reason: String) -> Box<Denied> {
     let decision = Decision {
         allowed: false,
         code: Some(err.code()),
@@ -112,12 +119,18 @@ fn deny(err: ApiError, label: Option<&Label>, policy: &Policy, reason: String) -
         redacted: 0,
         reason,
     };
-    (err, decision)
+    Box::new(Denied {
+        error: err,
+        decision,
+    })
 }
 
 /// Runs the reference monitor over a request: `texts` is everything the request sends (every
 /// message, system prompt and earlier turn); it is redacted in place when routing requires it.
-#[allow(clippy::too_many_arguments, reason = "each is one input of the decision")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each is one input of the decision"
+)]
 pub fn admit(
     policy: &Policy,
     principal: &Principal,
@@ -126,7 +139,7 @@ pub fn admit(
     headers: &HeaderMap,
     metadata: Option<&Value>,
     texts: &mut [String],
-) -> Result<Admitted, (ApiError, Decision)> {
+) -> Result<Admitted, Box<Denied>> {
     let want = match action {
         Action::Chat => ModelKind::Chat,
         Action::Embed => ModelKind::Embedding,
@@ -187,9 +200,9 @@ pub fn admit(
         texts.iter().map(String::as_str),
     );
     let label = labelled.label.clone();
-    let with_findings = |(e, mut d): (ApiError, Decision)| {
-        d.findings = labelled.summary.counts.clone();
-        (e, d)
+    let with_findings = |mut d: Box<Denied>| {
+        d.decision.findings = labelled.summary.counts.clone();
+        d
     };
 
     // 2. Never above the caller's clearance.
@@ -225,7 +238,11 @@ pub fn admit(
             let why = format!(
                 "no deployment of `{model}` may receive a request labelled {}{}: {}",
                 policy.scheme.banner(&label),
-                if personal { " containing personal data" } else { "" },
+                if personal {
+                    " containing personal data"
+                } else {
+                    ""
+                },
                 list.join("; ")
             );
             let err = ApiError::NoAccreditedDeployment(why.clone());
@@ -233,11 +250,21 @@ pub fn admit(
         })?;
     let Some(choice) = chosen.first().copied() else {
         let err = ApiError::Internal;
-        return Err(with_findings(deny(err, Some(&label), policy, "routing chose nothing".into())));
+        return Err(with_findings(deny(
+            err,
+            Some(&label),
+            policy,
+            "routing chose nothing".into(),
+        )));
     };
     let Some(deployment) = candidates.get(choice.index).map(|d| (*d).clone()) else {
         let err = ApiError::Internal;
-        return Err(with_findings(deny(err, Some(&label), policy, "routing chose nothing".into())));
+        return Err(with_findings(deny(
+            err,
+            Some(&label),
+            policy,
+            "routing chose nothing".into(),
+        )));
     };
 
     // 5. Personal data leaves only as placeholders.

@@ -28,7 +28,7 @@ pub struct PolicyConfig {
 #[serde(untagged)]
 pub enum SchemeChoice {
     Builtin(String),
-    Custom(SchemeDef),
+    Custom(Box<SchemeDef>),
 }
 
 impl Default for SchemeChoice {
@@ -127,7 +127,7 @@ pub enum PolicyError {
         at: String,
         value: String,
         scheme: String,
-        error: enclave_label::ParseError,
+        error: Box<enclave_label::ParseError>,
     },
     #[error("{at}: {message}")]
     Invalid { at: String, message: String },
@@ -162,7 +162,7 @@ impl PolicyConfig {
             SchemeChoice::Builtin(name) => {
                 Scheme::builtin(name).ok_or_else(|| PolicyError::UnknownScheme(name.clone()))
             }
-            SchemeChoice::Custom(def) => Ok(Scheme::new(def.clone())?),
+            SchemeChoice::Custom(def) => Ok(Scheme::new(def.as_ref().clone())?),
         }
     }
 }
@@ -184,7 +184,7 @@ impl Policy {
                 at: at.to_string(),
                 value: value.to_string(),
                 scheme: scheme.name().to_string(),
-                error,
+                error: Box::new(error),
             })
         };
         let mut deployments = Vec::new();
@@ -218,9 +218,13 @@ impl Policy {
                         }
                     };
                     if d.jurisdiction.as_deref().is_some_and(|j| j != ENCLAVE) {
-                        return Err(invalid(at, "an embedded deployment's jurisdiction is `enclave`"));
+                        return Err(invalid(
+                            at,
+                            "an embedded deployment's jurisdiction is `enclave`",
+                        ));
                     }
-                    if d.base_url.is_some() || d.upstream_model.is_some() || d.api_key_env.is_some() {
+                    if d.base_url.is_some() || d.upstream_model.is_some() || d.api_key_env.is_some()
+                    {
                         return Err(invalid(
                             at,
                             "`base_url`, `upstream_model` and `api_key_env` are for `backend = \"openai\"`",
@@ -256,7 +260,10 @@ impl Policy {
                     })?;
                     let api_key = match &d.api_key_env {
                         Some(var) => Some(std::env::var(var).map_err(|_| {
-                            invalid(&at, format!("the variable `{var}` named by `api_key_env` is not set"))
+                            invalid(
+                                &at,
+                                format!("the variable `{var}` named by `api_key_env` is not set"),
+                            )
                         })?),
                         None => None,
                     };
@@ -318,7 +325,10 @@ impl Policy {
                 ));
             }
             if redact.contains(ENCLAVE) {
-                return Err(invalid(at, "personal data is never redacted inside the enclave; remove `enclave` from `redact_pii_for`"));
+                return Err(invalid(
+                    at,
+                    "personal data is never redacted inside the enclave; remove `enclave` from `redact_pii_for`",
+                ));
             }
             tenants.insert(
                 name.clone(),
@@ -425,7 +435,11 @@ impl Policy {
                 name,
                 s.banner(&t.default_label),
                 if t.jurisdictions.is_empty() { "" } else { ", " },
-                t.jurisdictions.iter().cloned().collect::<Vec<_>>().join(", "),
+                t.jurisdictions
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 list(&t.redact_pii_for)
             );
         }

@@ -114,7 +114,9 @@ impl Upstream {
         let (tx, rx) = unbounded_channel();
         if !stream {
             let completion: Completion = response.json().await.map_err(|e| {
-                ApiError::UpstreamFailed(format!("the upstream's answer is not a chat completion: {e}"))
+                ApiError::UpstreamFailed(format!(
+                    "the upstream's answer is not a chat completion: {e}"
+                ))
             })?;
             let choice = completion.choices.into_iter().next();
             let (text, reason) = choice
@@ -147,17 +149,19 @@ impl Upstream {
                     break;
                 }
                 let Ok(chunk) = serde_json::from_str::<Chunk>(&event.data) else {
-                    let _ = tx.send(Event::Error("upstream sent a chunk that is not JSON".into()));
+                    let _ = tx.send(Event::Error(
+                        "upstream sent a chunk that is not JSON".into(),
+                    ));
                     return;
                 };
                 if let Some(u) = chunk.usage {
                     usage = u;
                 }
                 for c in chunk.choices {
-                    if let Some(text) = c.delta.content.filter(|t| !t.is_empty()) {
-                        if tx.send(Event::Text(text)).is_err() {
-                            return; // the client left: dropping the response closes upstream
-                        }
+                    if let Some(text) = c.delta.content.filter(|t| !t.is_empty())
+                        && tx.send(Event::Text(text)).is_err()
+                    {
+                        return; // the client left: dropping the response closes upstream
                     }
                     if c.finish_reason.is_some() {
                         reason = c.finish_reason;

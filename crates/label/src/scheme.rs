@@ -192,15 +192,15 @@ impl Scheme {
             if norm.starts_with("REL TO") {
                 return Err(bad("`REL TO` is reserved for releasability"));
             }
-            if let Some(first) = seen.insert(norm.clone(), what.clone()) {
-                if first != what {
-                    return Err(SchemeError::Ambiguous {
-                        scheme: def.name.clone(),
-                        word: word.to_string(),
-                        first,
-                        second: what,
-                    });
-                }
+            if let Some(first) = seen.insert(norm.clone(), what.clone())
+                && first != what
+            {
+                return Err(SchemeError::Ambiguous {
+                    scheme: def.name.clone(),
+                    word: word.to_string(),
+                    first,
+                    second: what,
+                });
             }
             Ok(norm)
         };
@@ -214,10 +214,7 @@ impl Scheme {
             }
         }
         let mut items = HashMap::new();
-        let groups = [
-            (&def.compartments, "compartment"),
-            (&def.caveats, "caveat"),
-        ];
+        let groups = [(&def.compartments, "compartment"), (&def.caveats, "caveat")];
         for (defs, kind) in groups {
             for (i, c) in defs.iter().enumerate() {
                 let what = format!("{kind} `{}`", c.name);
@@ -226,14 +223,20 @@ impl Scheme {
                 } else {
                     Item::Caveat(i)
                 };
-                for word in [&c.name, c.portion()].into_iter().chain(c.aliases.iter().map(String::as_str)) {
+                for word in [&c.name, c.portion()]
+                    .into_iter()
+                    .chain(c.aliases.iter().map(String::as_str))
+                {
                     items.insert(claim(word, what.clone(), false)?, item);
                 }
             }
         }
         if let Some(n) = &def.noforn {
             let what = format!("`{}`", n.name);
-            for word in [&n.name, n.portion()].into_iter().chain(n.aliases.iter().map(String::as_str)) {
+            for word in [&n.name, n.portion()]
+                .into_iter()
+                .chain(n.aliases.iter().map(String::as_str))
+            {
                 items.insert(claim(word, what.clone(), false)?, Item::Noforn);
             }
         }
@@ -564,11 +567,15 @@ impl Scheme {
             (
                 "releasable to",
                 match &label.releasability {
-                    Releasability::Unrestricted => "anyone cleared (no releasability marking)".into(),
-                    Releasability::To(set) if set.is_empty() => "no one".into(),
-                    Releasability::To(set) => {
-                        set.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                    Releasability::Unrestricted => {
+                        "anyone cleared (no releasability marking)".into()
                     }
+                    Releasability::To(set) if set.is_empty() => "no one".into(),
+                    Releasability::To(set) => set
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 },
             ),
         ]
@@ -590,7 +597,10 @@ impl Scheme {
         }
         if !s.compartments.is_empty() {
             let list: Vec<&str> = s.compartments.iter().map(String::as_str).collect();
-            parts.push(format!("compartments/caveats {} are not held", list.join(", ")));
+            parts.push(format!(
+                "compartments/caveats {} are not held",
+                list.join(", ")
+            ));
         }
         if let Some(outside) = s.releasability {
             if outside.is_empty() {
@@ -631,11 +641,7 @@ fn quoted<S: AsRef<str>>(words: &[S]) -> String {
 }
 
 fn error(input: &str, byte: usize, expected: &str, found: Option<&str>) -> ParseError {
-    let column = input
-        .char_indices()
-        .take_while(|(i, _)| *i < byte)
-        .count()
-        + 1;
+    let column = input.char_indices().take_while(|(i, _)| *i < byte).count() + 1;
     ParseError {
         column,
         expected: expected.to_string(),
@@ -714,7 +720,10 @@ pub fn de() -> SchemeDef {
             level(
                 "VS-NUR FÜR DEN DIENSTGEBRAUCH",
                 "VS-NfD",
-                &["VS - NUR FÜR DEN DIENSTGEBRAUCH", "VS-NUR FUER DEN DIENSTGEBRAUCH"],
+                &[
+                    "VS - NUR FÜR DEN DIENSTGEBRAUCH",
+                    "VS-NUR FUER DEN DIENSTGEBRAUCH",
+                ],
             ),
             level("VS-VERTRAULICH", "VS-Vertr.", &["VS - VERTRAULICH"]),
             level("GEHEIM", "Geh.", &[]),
@@ -833,7 +842,10 @@ mod tests {
         assert_eq!(nf, us.parse("secret // noforn").unwrap());
         assert_eq!(us.parse("(U)").unwrap(), Label::level(0));
         assert_eq!(us.parse("(CUI)").unwrap(), Label::level(1));
-        assert_eq!(us.banner(&us.parse("S//SI-G//ORCON/NF").unwrap()), "SECRET//SI-G//ORCON/NOFORN");
+        assert_eq!(
+            us.banner(&us.parse("S//SI-G//ORCON/NF").unwrap()),
+            "SECRET//SI-G//ORCON/NOFORN"
+        );
         // Releasability lists print with the owner first, then in order.
         let r = us.parse("S//REL TO GBR, USA, AUS").unwrap();
         assert_eq!(us.banner(&r), "SECRET//REL TO USA, AUS, GBR");
@@ -864,7 +876,10 @@ mod tests {
         assert_eq!(de.banner(&nfd), "VS-NUR FÜR DEN DIENSTGEBRAUCH");
         assert_eq!(de.parse("VS-Nur für den Dienstgebrauch").unwrap(), nfd);
         assert_eq!(de.portion(&nfd), "(VS-NfD)");
-        assert_eq!(de.parse("GEHEIM – amtlich geheim gehalten").unwrap(), Label::level(3));
+        assert_eq!(
+            de.parse("GEHEIM – amtlich geheim gehalten").unwrap(),
+            Label::level(3)
+        );
         assert_eq!(de.parse("VS-Vertr.").unwrap(), Label::level(2));
         assert_eq!(de.parse("Str. Geh.").unwrap(), Label::level(4));
         assert_eq!(de.parse("(Geh.)").unwrap(), Label::level(3));
@@ -876,12 +891,24 @@ mod tests {
     #[test]
     fn nato_and_eu_levels() {
         let nato = Scheme::builtin("NATO").unwrap();
-        assert_eq!(nato.parse("COSMIC TOP SECRET//ATOMAL").unwrap().level, Level(4));
+        assert_eq!(
+            nato.parse("COSMIC TOP SECRET//ATOMAL").unwrap().level,
+            Level(4)
+        );
         assert_eq!(nato.banner(&nato.parse("(NR)").unwrap()), "NATO RESTRICTED");
         let eu = Scheme::builtin("EU").unwrap();
-        assert_eq!(eu.parse("RESTREINT UE/EU RESTRICTED").unwrap().level, Level(1));
-        assert_eq!(eu.parse("TRÈS SECRET UE/EU TOP SECRET").unwrap().level, Level(4));
-        assert_eq!(eu.banner(&eu.parse("EU SECRET").unwrap()), "SECRET UE/EU SECRET");
+        assert_eq!(
+            eu.parse("RESTREINT UE/EU RESTRICTED").unwrap().level,
+            Level(1)
+        );
+        assert_eq!(
+            eu.parse("TRÈS SECRET UE/EU TOP SECRET").unwrap().level,
+            Level(4)
+        );
+        assert_eq!(
+            eu.banner(&eu.parse("EU SECRET").unwrap()),
+            "SECRET UE/EU SECRET"
+        );
         assert_eq!(eu.portion(&eu.parse("SECRET UE").unwrap()), "(S-UE)");
     }
 
@@ -908,7 +935,10 @@ mod tests {
     fn operator_schemes_are_checked() {
         let mut def = super::us();
         def.caveats.push(CaveatDef::new("SI", None, &[]));
-        assert!(matches!(Scheme::new(def), Err(SchemeError::Ambiguous { .. })));
+        assert!(matches!(
+            Scheme::new(def),
+            Err(SchemeError::Ambiguous { .. })
+        ));
         let mut def = super::us();
         def.levels.clear();
         assert!(matches!(Scheme::new(def), Err(SchemeError::NoLevels(_))));
@@ -928,7 +958,12 @@ mod tests {
             .map(|c| c.name.clone())
             .collect();
         let n = scheme.def.levels.len();
-        let codes = vec![scheme.owner().to_string(), "GBR".into(), "AUS".into(), "FRA".into()];
+        let codes = vec![
+            scheme.owner().to_string(),
+            "GBR".into(),
+            "AUS".into(),
+            "FRA".into(),
+        ];
         let rel = prop_oneof![
             Just(Releasability::Unrestricted),
             proptest::sample::subsequence(codes.clone(), 0..=codes.len())

@@ -150,8 +150,14 @@ fn main() {
 
     println!("\ncontent inspection over the detection corpus ({mb:.2} MB, best of 10)");
     println!("{:<44} {:>10} {:>12}", "detector", "MB/s", "candidates");
-    println!("{:<44} {:>10.0} {:>12}", "enclave: one pass, confirmed (goal ≥ 200)", ours, n_ours);
-    println!("{:<44} {:>10.0} {:>12}", "peer: one regex per kind, unconfirmed", theirs, n_theirs);
+    println!(
+        "{:<44} {:>10.0} {:>12}",
+        "enclave: one pass, confirmed (goal ≥ 200)", ours, n_ours
+    );
+    println!(
+        "{:<44} {:>10.0} {:>12}",
+        "peer: one regex per kind, unconfirmed", theirs, n_theirs
+    );
     println!("{:<44} {:>10.2}×", "enclave ÷ peer", ours / theirs);
     println!("\nper request, 2 KB prompt, 20 000 requests");
     println!("{:<44} {:>10} {:>10}", "step", "p50 µs", "p99 µs");

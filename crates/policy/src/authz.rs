@@ -102,8 +102,8 @@ fn type_name(s: &str) -> Result<EntityTypeName, AuthzError> {
 impl Authorizer {
     /// The default policies plus the operator's (`extra`: source name and text), validated.
     pub fn new(extra: Option<(&str, &str)>) -> Result<Self, AuthzError> {
-        let (schema, _) = Schema::from_cedarschema_str(SCHEMA)
-            .map_err(|e| AuthzError::Schema(e.to_string()))?;
+        let (schema, _) =
+            Schema::from_cedarschema_str(SCHEMA).map_err(|e| AuthzError::Schema(e.to_string()))?;
         let mut text = DEFAULT_POLICIES.to_string();
         let mut source_name = "the default policies".to_string();
         if let Some((name, src)) = extra {
@@ -174,7 +174,9 @@ impl Authorizer {
             Some(&self.schema),
         )
         .ok()?;
-        let response = self.cedar.is_authorized(&request, &self.policies, &entities);
+        let response = self
+            .cedar
+            .is_authorized(&request, &self.policies, &entities);
         if response.diagnostics().errors().next().is_some() {
             return Some(false);
         }

@@ -347,10 +347,10 @@ impl Inspector {
             let input = Input::new(text)
                 .range(start..)
                 .anchored(Anchored::Pattern(pid));
-            if let Some(m) = self.regex.search(&input) {
-                if let Some(f) = self.confirm(*p, text, start, m.start(), m.end()) {
-                    return Some(f);
-                }
+            if let Some(m) = self.regex.search(&input)
+                && let Some(f) = self.confirm(*p, text, start, m.start(), m.end())
+            {
+                return Some(f);
             }
         }
         None
@@ -401,25 +401,35 @@ impl Inspector {
             }
             Pattern::Email => found(Kind::Email, s.len()),
             Pattern::Iban => longest_valid(s, iban_valid).and_then(|n| found(Kind::Iban, n)),
-            Pattern::Ssn => ssn_valid(s).then_some(()).and_then(|()| found(Kind::UsSsn, s.len())),
-            Pattern::Card => {
-                longest_valid(s, card_valid).and_then(|n| found(Kind::PaymentCard, n))
-            }
-            Pattern::TaxId => {
-                de_tax_id_valid(s).then_some(()).and_then(|()| found(Kind::DeTaxId, s.len()))
-            }
+            Pattern::Ssn => ssn_valid(s)
+                .then_some(())
+                .and_then(|()| found(Kind::UsSsn, s.len())),
+            Pattern::Card => longest_valid(s, card_valid).and_then(|n| found(Kind::PaymentCard, n)),
+            Pattern::TaxId => de_tax_id_valid(s)
+                .then_some(())
+                .and_then(|()| found(Kind::DeTaxId, s.len())),
             Pattern::Document => {
                 let kind = if s.starts_with(['C', 'F', 'G', 'H', 'J', 'K']) {
                     Kind::DePassport
                 } else {
                     Kind::DeIdCard
                 };
-                document_valid(s, &text[..start]).then_some(()).and_then(|()| found(kind, s.len()))
+                document_valid(s, &text[..start])
+                    .then_some(())
+                    .and_then(|()| found(kind, s.len()))
             }
             Pattern::PhoneBare => {
                 let context = preceding(text, start, 32).to_lowercase();
-                const WORDS: [&str; 8] =
-                    ["tel", "phone", "call", "fax", "mobil", "erreichbar", "ruf", "cell"];
+                const WORDS: [&str; 8] = [
+                    "tel",
+                    "phone",
+                    "call",
+                    "fax",
+                    "mobil",
+                    "erreichbar",
+                    "ruf",
+                    "cell",
+                ];
                 names_any(&context, &WORDS)
                     .then_some(())
                     .and_then(|()| found(Kind::Phone, s.len()))
@@ -514,10 +524,10 @@ pub fn iban_valid(s: &str) -> bool {
     if compact.len() < 15 || compact.len() > 34 {
         return false;
     }
-    if let Some(expected) = iban_length(&compact[..2]) {
-        if compact.len() != expected {
-            return false;
-        }
+    if let Some(expected) = iban_length(&compact[..2])
+        && compact.len() != expected
+    {
+        return false;
     }
     let rearranged = compact[4..].iter().chain(&compact[..4]);
     let mut rem: u32 = 0;
@@ -566,8 +576,10 @@ pub fn card_valid(s: &str) -> bool {
     let prefix = |n: usize| d.iter().take(n).fold(0u32, |a, x| a * 10 + u32::from(*x));
     let len = d.len();
     // Maestro: 12 to 19 digits.
-    let maestro = matches!(prefix(4), 5018 | 5020 | 5038 | 6304 | 6759 | 6761..=6763 | 604 | 6390)
-        || (56..=58).contains(&prefix(2));
+    let maestro = matches!(
+        prefix(4),
+        5018 | 5020 | 5038 | 6304 | 6759 | 6761..=6763 | 604 | 6390
+    ) || (56..=58).contains(&prefix(2));
     let issuer = maestro
         || match d.first() {
             Some(4) => matches!(len, 13 | 16 | 19),
@@ -605,7 +617,7 @@ fn luhn(d: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// US SSN: area not 000, 666 or 9xx; group not 00; serial not 0000.

@@ -164,7 +164,10 @@ mod tests {
         assert_eq!(r.restore(&red), text);
         // A second message of the same request reuses the numbering.
         let more = "also GB82 WEST 1234 5698 7654 32 and DE89 3704 0044 0532 0130 00";
-        assert_eq!(r.redact(more, &i.inspect(more)), "also [IBAN_2] and [IBAN_1]");
+        assert_eq!(
+            r.redact(more, &i.inspect(more)),
+            "also [IBAN_2] and [IBAN_1]"
+        );
     }
 
     #[test]

@@ -247,11 +247,26 @@ mod tests {
         let tenant = TenantPolicy::enclave_only(Label::level(0));
         let ts = s.parse("TS//SI").unwrap();
         let refused = route(&s, &ts, false, &tenant, &cands).unwrap_err();
-        assert!(refused[0].reason.contains("accredited only to SECRET//NOFORN"), "{refused:?}");
-        assert!(refused[0].reason.contains("level TOP SECRET is above SECRET"));
+        assert!(
+            refused[0]
+                .reason
+                .contains("accredited only to SECRET//NOFORN"),
+            "{refused:?}"
+        );
+        assert!(
+            refused[0]
+                .reason
+                .contains("level TOP SECRET is above SECRET")
+        );
         assert!(refused[1].reason.contains("accredited only to"));
         let u = Label::level(0);
         let ok = route(&s, &u, true, &tenant, &cands).unwrap();
-        assert_eq!(ok, vec![Choice { index: 0, redact: false }]);
+        assert_eq!(
+            ok,
+            vec![Choice {
+                index: 0,
+                redact: false
+            }]
+        );
     }
 }

@@ -93,7 +93,11 @@ fn detection_meets_its_goals_on_the_corpus() {
         if let Some(f) = got.first() {
             flagged += 1;
             if notes.len() < 60 {
-                notes.push(format!("clean flagged {}: {:?}", f.kind, &text[f.start..f.end]));
+                notes.push(format!(
+                    "clean flagged {}: {:?}",
+                    f.kind,
+                    &text[f.start..f.end]
+                ));
             }
         }
     }
