@@ -93,3 +93,143 @@ fn help_teaches() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("KEY=$(enclave keys create"), "{help}");
 }
+
+#[test]
+fn label_commands_print_canonical_forms_and_relations() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, out, _) = enclave(
+        &["label", "check", "(TS//SI//REL TO GBR, USA)"],
+        data.path(),
+    );
+    assert!(ok);
+    assert!(
+        out.contains("banner:        TOP SECRET//SI//REL TO USA, GBR"),
+        "{out}"
+    );
+    assert!(
+        out.contains("portion:       (TS//SI//REL TO USA, GBR)"),
+        "{out}"
+    );
+    let (ok, out, _) = enclave(&["label", "compare", "TS//SI", "S"], data.path());
+    assert!(ok);
+    assert!(out.contains("TOP SECRET//SI dominates SECRET"), "{out}");
+    let (ok, _, err) = enclave(&["label", "check", "SECRET//BOGUS"], data.path());
+    assert!(!ok);
+    assert!(
+        err.contains("at column 9") && err.contains("`BOGUS`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_check_explains_a_good_file_and_refuses_a_bad_one() {
+    let data = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/enclave.toml");
+    let out = Command::new(common::bin())
+        .args(["config", "check", example, "--data-dir"])
+        .arg(data.path())
+        .env("PROVIDER_EU_KEY", "sk-test")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("provider-eu") && text.contains("accredited to UNCLASSIFIED//NOFORN"),
+        "{text}"
+    );
+    assert!(
+        text.contains("citizen-services") && text.contains("configuration OK"),
+        "{text}"
+    );
+    assert!(
+        !data.path().join("enclave.db").exists(),
+        "checking must not create state"
+    );
+
+    let bad = data.path().join("bad.toml");
+    let cases = [
+        (
+            "[[deployments]]\nname = \"x\"\nmodel = \"m\"\nbackend = \"openai\"\nbase_url = \"http://h/v1\"\naccreditation = \"SECRET//XX\"\njurisdiction = \"eu\"\n",
+            "deployments[0] (`x`).accreditation",
+        ),
+        ("scheme = \"FR\"\n", "not a built-in scheme"),
+        (
+            "[tenants.a]\njurisdictions = []\nredact_pii_for = [\"eu\"]\n",
+            "`redact_pii_for` names `eu`",
+        ),
+    ];
+    for (toml, expect) in cases {
+        std::fs::write(&bad, toml).unwrap();
+        let (ok, _, err) = enclave(&["config", "check", bad.to_str().unwrap()], data.path());
+        assert!(!ok, "accepted {toml}");
+        assert!(err.contains(expect), "for {toml}: {err}");
+    }
+    let policy = data.path().join("p.cedar");
+    std::fs::write(
+        &policy,
+        "permit (principal, action, resource) when { principal.rolle == \"x\" };",
+    )
+    .unwrap();
+    std::fs::write(&bad, format!("policy_file = \"{}\"\n", policy.display())).unwrap();
+    let (ok, _, err) = enclave(&["config", "check", bad.to_str().unwrap()], data.path());
+    assert!(!ok);
+    assert!(
+        err.contains("do not validate") && err.contains("rolle"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_operator_defined_scheme_comes_from_the_configuration() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("fr.toml");
+    std::fs::write(
+        &file,
+        r#"
+[scheme]
+name = "FR"
+owner = "FRA"
+levels = [
+  { name = "NON PROTÉGÉ", portion = "NP" },
+  { name = "DIFFUSION RESTREINTE", portion = "DR" },
+  { name = "SECRET", portion = "S" },
+  { name = "TRÈS SECRET", portion = "TS", aliases = ["TRES SECRET"] },
+]
+compartments = [{ name = "SPECIAL FRANCE", portion = "SF" }]
+"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(common::bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("ENCLAVE_CONFIG", &file)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = run(&["label", "check", "(tres secret//SF)"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("banner:        TRÈS SECRET//SPECIAL FRANCE"),
+        "{out}"
+    );
+    let (ok, out) = run(&["label", "compare", "DR", "NP"]);
+    assert!(
+        ok && out.contains("DIFFUSION RESTREINTE dominates NON PROTÉGÉ"),
+        "{out}"
+    );
+    let (ok, out) = run(&["config", "check"]);
+    assert!(
+        ok && out.contains("marking scheme: FR (owner FRA)"),
+        "{out}"
+    );
+}
