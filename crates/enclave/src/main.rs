@@ -272,8 +272,8 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                     let mut out = std::io::stdout().lock();
                     writeln!(
                         out,
-                        "{:<14} {:<20} {:<8} {:<20} {:<10} NAME",
-                        "ID", "TENANT", "ROLE", "CREATED", "STATE"
+                        "{:<14} {:<20} {:<8} {:<20} {:<10} {:<28} NAME",
+                        "ID", "TENANT", "ROLE", "CREATED", "STATE", "CLEARANCE"
                     )?;
                     for k in store.list_keys(tenant_id.as_deref()).await? {
                         let state = if k.revoked_at.is_some() {
@@ -283,12 +283,17 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                         };
                         writeln!(
                             out,
-                            "{:<14} {:<20} {:<8} {:<20} {:<10} {}",
+                            "{:<14} {:<20} {:<8} {:<20} {:<10} {:<28} {}",
                             k.id,
                             k.tenant_name,
                             k.role,
                             timestamp(k.created_at),
                             state,
+                            if k.clearance.is_empty() {
+                                "(lowest)"
+                            } else {
+                                &k.clearance
+                            },
                             k.name.unwrap_or_default()
                         )?;
                     }

@@ -187,6 +187,33 @@ async fn keys_are_shown_once_and_listed_without_secrets() {
     let (_, list, _) = s.cli(&["keys", "list"]);
     assert!(list.contains(&secret[3..15]), "the id is listed");
     assert!(!list.contains(&secret[16..]), "the secret is never listed");
+    let (ok, out, err) = s.cli(&[
+        "keys",
+        "create",
+        "--tenant",
+        "agency-b",
+        "--clearance",
+        "ts//si",
+    ]);
+    assert!(
+        ok && err.contains("cleared to TOP SECRET//SI//NOFORN"),
+        "{err}"
+    );
+    let (_, list, _) = s.cli(&["keys", "list", "--tenant", "agency-b"]);
+    let row = list
+        .lines()
+        .find(|l| l.contains(&out.trim()[3..15]))
+        .unwrap();
+    assert!(row.contains("TOP SECRET//SI//NOFORN"), "{list}");
+    let (ok, _, err) = s.cli(&[
+        "keys",
+        "create",
+        "--tenant",
+        "agency-b",
+        "--clearance",
+        "TS//ZZ",
+    ]);
+    assert!(!ok && err.contains("expected a compartment"), "{err}");
     let r = common::http()
         .build()
         .unwrap()
