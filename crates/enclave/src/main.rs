@@ -286,7 +286,7 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                             "{:<14} {:<20} {:<8} {:<20} {:<10} {:<28} {}",
                             k.id,
                             k.tenant_name,
-                            k.role,
+                            k.role.as_str(),
                             timestamp(k.created_at),
                             state,
                             if k.clearance.is_empty() {
