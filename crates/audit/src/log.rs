@@ -1,0 +1,331 @@
+//! The durable log: records appended to one file by one writer thread, in batches (group commit:
+//! one `fdatasync` for every record that arrived while the previous batch was syncing). A record
+//! enters the tree, and so any checkpoint, proof or acknowledgement, only after its batch is on
+//! disk.
+//!
+//! File format (`records.log`): for each record, its length as 4 bytes little-endian, then its
+//! canonical bytes. A torn tail (a crash mid-write, never acknowledged) is cut off at open.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tlog_tiles::tlog::Hash;
+use tokio::sync::oneshot;
+
+use crate::key::{KeyError, LogKey};
+use crate::record::Record;
+use crate::tree::Tree;
+
+/// Where records are stored. The file is the real one; tests add one that loses unsynced writes.
+pub trait Storage: Send + 'static {
+    /// Appends bytes (not yet durable).
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Makes every appended byte durable.
+    fn sync(&mut self) -> std::io::Result<()>;
+    /// Everything stored.
+    fn read_all(&mut self) -> std::io::Result<Vec<u8>>;
+    /// Cuts the store to `len` bytes.
+    fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+/// The records file.
+pub struct FileStorage {
+    file: File,
+}
+
+impl FileStorage {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        Ok(Self { file })
+    }
+}
+
+impl Storage for FileStorage {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+    fn read_all(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.read_to_end(&mut out)?;
+        Ok(out)
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)?;
+        self.file.sync_all()
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    #[error("the audit log cannot write: {0}")]
+    Unavailable(String),
+    #[error("the audit log is closed")]
+    Closed,
+    #[error("{0}")]
+    Proof(String),
+    #[error("{0}")]
+    Key(String),
+}
+
+impl From<KeyError> for LogError {
+    fn from(e: KeyError) -> Self {
+        LogError::Key(e.to_string())
+    }
+}
+
+struct Pending {
+    bytes: Vec<u8>,
+    ack: oneshot::Sender<Result<u64, LogError>>,
+}
+
+struct State {
+    tree: Tree,
+    /// Each record's canonical bytes, by index.
+    records: Vec<Vec<u8>>,
+}
+
+/// The audit log. Cheap to share (`Arc` inside); appends from any task.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: Sender<Pending>,
+    state: Arc<Mutex<State>>,
+    healthy: Arc<AtomicBool>,
+    key: Arc<LogKey>,
+}
+
+/// Splits stored bytes into complete records; returns them and the length they cover.
+fn parse_records(bytes: &[u8]) -> (Vec<Vec<u8>>, u64) {
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    while at + 4 <= bytes.len() {
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&bytes[at..at + 4]);
+        let len = u32::from_le_bytes(len) as usize;
+        let Some(body) = bytes.get(at + 4..at + 4 + len) else {
+            break;
+        };
+        records.push(body.to_vec());
+        at += 4 + len;
+    }
+    (records, at as u64)
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log in `dir`: `records.log` and the signing key `log.key`.
+    pub fn open(dir: &Path, origin: &str) -> Result<Self, LogError> {
+        std::fs::create_dir_all(dir).map_err(|e| LogError::Unavailable(e.to_string()))?;
+        let key = LogKey::load_or_create(&dir.join("log.key"), origin)?;
+        let storage = FileStorage::open(&dir.join("records.log"))
+            .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        Self::with_storage(Box::new(storage), key)
+    }
+
+    /// Opens a log over any storage (tests use one that loses unsynced writes).
+    pub fn with_storage(mut storage: Box<dyn Storage>, key: LogKey) -> Result<Self, LogError> {
+        let bytes = storage
+            .read_all()
+            .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        let (records, good) = parse_records(&bytes);
+        if good < bytes.len() as u64 {
+            tracing::warn!(
+                cut = bytes.len() as u64 - good,
+                "audit log: cutting a torn tail that was never acknowledged"
+            );
+            storage
+                .truncate(good)
+                .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        }
+        let mut tree = Tree::new();
+        for r in &records {
+            tree.append(r)
+                .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        }
+        let state = Arc::new(Mutex::new(State { tree, records }));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (tx, rx) = mpsc::channel();
+        {
+            let state = Arc::clone(&state);
+            let healthy = Arc::clone(&healthy);
+            std::thread::Builder::new()
+                .name("audit-writer".into())
+                .spawn(move || writer(storage, rx, state, healthy))
+                .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        }
+        Ok(Self {
+            tx,
+            state,
+            healthy,
+            key: Arc::new(key),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a writer panicked mid-update; the data is append-only and the
+        // tree is updated after the records, so reading on is safe.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends a record; resolves with its index once it is durable.
+    pub async fn append(&self, record: &Record) -> Result<u64, LogError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Pending {
+                bytes: record.canonical(),
+                ack,
+            })
+            .map_err(|_| LogError::Closed)?;
+        done.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Whether the last batch reached the disk.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.state().tree.size()
+    }
+
+    pub fn public_key(&self) -> String {
+        self.key.public_key()
+    }
+
+    /// A signed checkpoint of the current tree.
+    pub fn checkpoint(&self) -> Result<String, LogError> {
+        let (size, root) = {
+            let s = self.state();
+            let size = s.tree.size();
+            (
+                size,
+                s.tree
+                    .root(size)
+                    .map_err(|e| LogError::Proof(e.to_string()))?,
+            )
+        };
+        Ok(self.key.checkpoint(size, root)?)
+    }
+
+    pub fn root(&self, size: u64) -> Result<Hash, LogError> {
+        self.state()
+            .tree
+            .root(size)
+            .map_err(|e| LogError::Proof(e.to_string()))
+    }
+
+    pub fn inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
+        if index >= size {
+            return Err(LogError::Proof(format!(
+                "index {index} is not below tree size {size}"
+            )));
+        }
+        self.state()
+            .tree
+            .inclusion(index, size)
+            .map_err(|e| LogError::Proof(e.to_string()))
+    }
+
+    pub fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, LogError> {
+        self.state()
+            .tree
+            .consistency(from, to)
+            .map_err(|e| LogError::Proof(e.to_string()))
+    }
+
+    /// Records `from..to` (clamped), with their indices.
+    pub fn records(&self, from: u64, to: u64) -> Vec<(u64, Vec<u8>)> {
+        let s = self.state();
+        let to = to.min(s.records.len() as u64);
+        (from..to)
+            .filter_map(|i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|u| s.records.get(u))
+                    .map(|r| (i, r.clone()))
+            })
+            .collect()
+    }
+
+    /// Writes an export an auditor verifies offline: `records.jsonl` (each line a record's
+    /// canonical bytes), `leaf-hashes.txt` (hex, one per line) and `checkpoint` (signed).
+    pub fn export(&self, out: &Path) -> Result<PathBuf, LogError> {
+        let io = |e: std::io::Error| LogError::Unavailable(e.to_string());
+        std::fs::create_dir_all(out).map_err(io)?;
+        let checkpoint = self.checkpoint()?;
+        let s = self.state();
+        let mut records = Vec::new();
+        let mut leaves = String::new();
+        let size = s.tree.size();
+        for (i, r) in s.records.iter().enumerate().take(size as usize) {
+            records.extend_from_slice(r);
+            records.push(b'\n');
+            if let Some(h) = s.tree.leaf(i as u64) {
+                leaves.push_str(&hex::encode(h.0));
+                leaves.push('\n');
+            }
+        }
+        drop(s);
+        std::fs::write(out.join("records.jsonl"), records).map_err(io)?;
+        std::fs::write(out.join("leaf-hashes.txt"), leaves).map_err(io)?;
+        std::fs::write(out.join("checkpoint"), checkpoint).map_err(io)?;
+        Ok(out.to_path_buf())
+    }
+}
+
+/// The writer thread: take every waiting record, write them in one go, sync once, then make them
+/// visible and acknowledge them.
+fn writer(
+    mut storage: Box<dyn Storage>,
+    rx: Receiver<Pending>,
+    state: Arc<Mutex<State>>,
+    healthy: Arc<AtomicBool>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+            if batch.len() >= 65_536 {
+                break;
+            }
+        }
+        let mut buf = Vec::with_capacity(batch.iter().map(|p| p.bytes.len() + 4).sum());
+        for p in &batch {
+            let len = u32::try_from(p.bytes.len()).unwrap_or(u32::MAX);
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(&p.bytes);
+        }
+        let written = storage.append(&buf).and_then(|()| storage.sync());
+        if let Err(e) = written {
+            tracing::error!(error = %e, records = batch.len(), "audit log write failed; failing the calls");
+            healthy.store(false, Ordering::SeqCst);
+            // What may have reached the file is cut at the next open; nothing was acknowledged.
+            for p in batch {
+                let _ = p.ack.send(Err(LogError::Unavailable(e.to_string())));
+            }
+            continue;
+        }
+        healthy.store(true, Ordering::SeqCst);
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        for p in batch {
+            let result = s
+                .tree
+                .append(&p.bytes)
+                .map_err(|e| LogError::Unavailable(e.to_string()));
+            if result.is_ok() {
+                s.records.push(p.bytes);
+            }
+            let _ = p.ack.send(result.map(|(index, _)| index));
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! One audit record and its canonical bytes.
+//!
+//! Format `v1`: a JSON object with exactly these keys in this order, no white space, strings in
+//! serde_json's escaping, absent values as `null`, `findings` with keys in byte order. The bytes
+//! are the leaf: leaf hash = SHA-256(0x00 ‖ bytes) (RFC 9162 §2.1.1). A verifier in another
+//! language recomputes the leaf from the exported line without parsing it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What happened, when, where, who, with what outcome (NIST SP 800-53 AU-3), plus Enclave's
+/// labels and inspection findings. Never a secret; never prompt or answer text, only digests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Format version: 1.
+    pub v: u32,
+    /// UTC time, RFC 3339 with nanoseconds.
+    pub time: String,
+    /// The node that served the call.
+    pub node: String,
+    /// `api` for API calls, `admin` for administrative actions.
+    pub kind: String,
+    /// Route or administrative operation, e.g. `POST /v1/chat/completions`, `keys.create`.
+    pub operation: String,
+    pub client: Option<String>,
+    pub tenant: Option<String>,
+    pub key_id: Option<String>,
+    pub role: Option<String>,
+    pub model: Option<String>,
+    pub deployment: Option<String>,
+    /// HTTP status, or 0 for an administrative action.
+    pub status: u16,
+    /// The stable error code of a failure or denial.
+    pub code: Option<String>,
+    pub request_label: Option<String>,
+    pub answer_label: Option<String>,
+    /// Inspection findings by kind: counts only.
+    pub findings: BTreeMap<String, u64>,
+    pub redacted: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub latency_ms: u64,
+    /// SHA-256 of the request body, hex.
+    pub request_sha256: Option<String>,
+    /// A sentence: the decision's reason or the administrative detail.
+    pub detail: Option<String>,
+}
+
+impl Record {
+    /// The canonical bytes of this record.
+    pub fn canonical(&self) -> Vec<u8> {
+        // Serialising a struct of strings, integers, options and a BTreeMap cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
