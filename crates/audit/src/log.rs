@@ -160,7 +160,7 @@ impl AuditLog {
             let healthy = Arc::clone(&healthy);
             std::thread::Builder::new()
                 .name("audit-writer".into())
-                .spawn(move || writer(storage, rx, state, healthy))
+                .spawn(move || writer(storage, good, rx, state, healthy))
                 .map_err(|e| LogError::Unavailable(e.to_string()))?;
         }
         Ok(Self {
@@ -287,10 +287,14 @@ impl AuditLog {
 /// visible and acknowledge them.
 fn writer(
     mut storage: Box<dyn Storage>,
+    mut durable: u64,
     rx: Receiver<Pending>,
     state: Arc<Mutex<State>>,
     healthy: Arc<AtomicBool>,
 ) {
+    // Set when a failed batch could not be cut off the file: appending after it would let
+    // unacknowledged records reappear at restart, so nothing more is written until then.
+    let mut poisoned = false;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -305,16 +309,27 @@ fn writer(
             buf.extend_from_slice(&len.to_le_bytes());
             buf.extend_from_slice(&p.bytes);
         }
-        let written = storage.append(&buf).and_then(|()| storage.sync());
+        let written = if poisoned {
+            Err(std::io::Error::other(
+                "an earlier failed write could not be undone; restart to recover",
+            ))
+        } else {
+            storage.append(&buf).and_then(|()| storage.sync())
+        };
         if let Err(e) = written {
             tracing::error!(error = %e, records = batch.len(), "audit log write failed; failing the calls");
             healthy.store(false, Ordering::SeqCst);
-            // What may have reached the file is cut at the next open; nothing was acknowledged.
+            // Cut what may have reached the file, so the next batch follows the last durable
+            // one; nothing of this batch was acknowledged.
+            if !poisoned && storage.truncate(durable).is_err() {
+                poisoned = true;
+            }
             for p in batch {
                 let _ = p.ack.send(Err(LogError::Unavailable(e.to_string())));
             }
             continue;
         }
+        durable += buf.len() as u64;
         healthy.store(true, Ordering::SeqCst);
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         for p in batch {
