@@ -132,6 +132,27 @@ impl AuditLog {
         Self::with_storage(Box::new(storage), key)
     }
 
+    /// Opens the log in `dir` to read and export only, beside a server that may be writing: a
+    /// partial last record is ignored, never cut, and appends are refused.
+    pub fn open_read_only(dir: &Path, origin: &str) -> Result<Self, LogError> {
+        let key = LogKey::load_or_create(&dir.join("log.key"), origin)?;
+        let bytes = std::fs::read(dir.join("records.log"))
+            .map_err(|e| LogError::Unavailable(format!("{}: {e}", dir.display())))?;
+        let (records, _) = parse_records(&bytes);
+        let mut tree = Tree::new();
+        for r in &records {
+            tree.append(r)
+                .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        }
+        let (tx, _) = mpsc::channel();
+        Ok(Self {
+            tx,
+            state: Arc::new(Mutex::new(State { tree, records })),
+            healthy: Arc::new(AtomicBool::new(true)),
+            key: Arc::new(key),
+        })
+    }
+
     /// Opens a log over any storage (tests use one that loses unsynced writes).
     pub fn with_storage(mut storage: Box<dyn Storage>, key: LogKey) -> Result<Self, LogError> {
         let bytes = storage

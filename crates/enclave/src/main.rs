@@ -81,6 +81,31 @@ enum Command {
     /// Check a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The tamper-evident audit log: its public key, exports, and offline verification.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the log's verifier key (signed-note form), to give to auditors.
+    PublicKey,
+    /// Write every record and a signed checkpoint to a directory an auditor verifies offline.
+    ///
+    /// Example: enclave audit export --out /media/usb/audit-2026-11-22
+    Export {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Verify an export against a public key, trusting nothing else: recomputes every leaf and
+    /// the tree, checks the checkpoint's signature, and names the first record that fails.
+    ///
+    /// Example: enclave audit verify /media/usb/audit-2026-11-22 --public-key "enclave/audit+1a2b3c4d+AbC..."
+    Verify {
+        dir: PathBuf,
+        #[arg(long, value_name = "KEY")]
+        public_key: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +229,7 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         Command::Models(ModelsCommand::Pull) => pull_all(&config),
         Command::Models(ModelsCommand::List) => list_models(&config),
         Command::Label(cmd) => label_command(&config, cmd),
+        Command::Audit(cmd) => audit_command(&config, cmd),
         Command::Config(ConfigCommand::Check { file }) => config_check(file, config).await,
         Command::Tenants(cmd) => {
             let store = open_store(&config).await?;
@@ -302,6 +328,42 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The name of the log in checkpoints and keys.
+const AUDIT_ORIGIN: &str = "enclave/audit";
+
+fn audit_command(config: &Config, cmd: AuditCommand) -> Result<()> {
+    let dir = config.data_dir.join("audit");
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        AuditCommand::PublicKey => {
+            std::fs::create_dir_all(&dir)?;
+            let key = enclave_audit::LogKey::load_or_create(&dir.join("log.key"), AUDIT_ORIGIN)?;
+            writeln!(out, "{}", key.public_key())?;
+        }
+        AuditCommand::Export { out: target } => {
+            let log = enclave_audit::AuditLog::open_read_only(&dir, AUDIT_ORIGIN)
+                .context("cannot open the audit log (has `enclave serve` run here?)")?;
+            log.export(&target)?;
+            eprintln!(
+                "exported {} records and a signed checkpoint to {}",
+                log.size(),
+                target.display()
+            );
+        }
+        AuditCommand::Verify { dir, public_key } => {
+            match enclave_audit::verify_export(&dir, &public_key) {
+                Ok(v) => writeln!(
+                    out,
+                    "OK: {} records; the signed checkpoint covers {} and matches",
+                    v.records, v.checkpoint_size
+                )?,
+                Err(e) => bail!("the export does NOT verify: {e}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn label_command(config: &Config, cmd: LabelCommand) -> Result<()> {
@@ -539,7 +601,29 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
 
     let metrics = Metrics::install()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
-    let state = AppState::new(store, policy, metrics);
+    let audit = enclave_audit::AuditLog::open(&config.data_dir.join("audit"), AUDIT_ORIGIN)
+        .context("cannot open the audit log")?;
+    for spec in models::CATALOG {
+        for file in spec.files {
+            let record = enclave_audit::Record {
+                v: 1,
+                time: time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                node: std::env::var("HOSTNAME").unwrap_or_else(|_| "enclave".into()),
+                kind: "admin".into(),
+                operation: "models.verify".into(),
+                model: Some(spec.id.to_string()),
+                detail: Some(format!("{} sha256 {}", file.name, file.sha256)),
+                ..Default::default()
+            };
+            audit
+                .append(&record)
+                .await
+                .context("cannot write the audit log")?;
+        }
+    }
+    let state = AppState::new(store, policy, audit, metrics);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -27,8 +27,11 @@ pub async fn require_key(
     next: Next,
 ) -> Result<Response, ApiError> {
     let principal = authenticate(&state, req.headers().get(AUTHORIZATION)).await?;
-    req.extensions_mut().insert(principal);
-    Ok(next.run(req).await)
+    req.extensions_mut().insert(principal.clone());
+    let mut response = next.run(req).await;
+    // The audit step, outside this layer, records who called.
+    response.extensions_mut().insert(principal);
+    Ok(response)
 }
 
 async fn authenticate(

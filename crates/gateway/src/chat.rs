@@ -13,6 +13,7 @@ use enclave_engine::{ChatEngine, Event};
 use enclave_policy::{Action, Redactions};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
+use crate::audit::CallNote;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::OpenAiJson;
@@ -40,7 +41,26 @@ pub async fn completions(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
-    OpenAiJson(mut req): OpenAiJson<ChatCompletionRequest>,
+    OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
+) -> Response {
+    let mut note = CallNote {
+        model: Some(req.model.clone()),
+        ..CallNote::default()
+    };
+    let mut response = match serve(state, principal, headers, req, &mut note).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    response.extensions_mut().insert(note);
+    response
+}
+
+async fn serve(
+    state: AppState,
+    principal: Principal,
+    headers: HeaderMap,
+    mut req: ChatCompletionRequest,
+    note: &mut CallNote,
 ) -> Result<Response, ApiError> {
     let model = req.model.clone();
     let metadata = req.metadata.take();
@@ -62,10 +82,12 @@ pub async fn completions(
         Ok(a) => a,
         Err(denied) => {
             mac::audit(&principal, "chat.completions", &denied.decision);
+            note.decision = Some(denied.decision);
             return Err(denied.error);
         }
     };
     mac::audit(&principal, "chat.completions", &admitted.decision);
+    note.decision = Some(admitted.decision.clone());
     for (m, t) in chat.messages.iter_mut().zip(texts) {
         m.content = t;
     }
@@ -105,9 +127,10 @@ pub async fn completions(
     let mut response = if chat.stream {
         stream(rx, id, model, created, chat.include_usage, started, info).into_response()
     } else {
-        collect(rx, id, model, created, info)
-            .await
-            .map(|c| Json(c).into_response())?
+        let completion = collect(rx, id, model, created, info).await?;
+        note.prompt_tokens = u64::from(completion.usage.prompt_tokens);
+        note.completion_tokens = u64::from(completion.usage.completion_tokens);
+        Json(completion).into_response()
     };
     response.headers_mut().insert(LABEL_HEADER, header);
     Ok(response)

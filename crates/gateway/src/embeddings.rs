@@ -9,6 +9,7 @@ use axum::{Extension, Json};
 use base64::Engine as _;
 use enclave_engine::EmbeddingEngine;
 
+use crate::audit::CallNote;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::OpenAiJson;
@@ -39,6 +40,25 @@ pub async fn create(
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     OpenAiJson(req): OpenAiJson<EmbeddingRequest>,
+) -> Response {
+    let mut note = CallNote {
+        model: Some(req.model.clone()),
+        ..CallNote::default()
+    };
+    let mut response = match serve(state, principal, headers, req, &mut note).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    response.extensions_mut().insert(note);
+    response
+}
+
+async fn serve(
+    state: AppState,
+    principal: Principal,
+    headers: HeaderMap,
+    req: EmbeddingRequest,
+    note: &mut CallNote,
 ) -> Result<Response, ApiError> {
     let inputs = req.input.into_inputs()?;
     // Token ids are inspected as the text they stand for; before the model loads, there is no
@@ -66,10 +86,12 @@ pub async fn create(
         Ok(a) => a,
         Err(denied) => {
             mac::audit(&principal, "embeddings", &denied.decision);
+            note.decision = Some(denied.decision);
             return Err(denied.error);
         }
     };
     mac::audit(&principal, "embeddings", &admitted.decision);
+    note.decision = Some(admitted.decision.clone());
     let engine = embedded(&state)?;
     let format = match req.encoding_format.as_deref() {
         None | Some("float") => Format::Float,
@@ -104,6 +126,7 @@ pub async fn create(
             ApiError::Internal
         })??;
     crate::metrics::tokens(&req.model, out.tokens as u32, 0);
+    note.prompt_tokens = out.tokens as u64;
     let data = out
         .vectors
         .into_iter()

@@ -58,6 +58,10 @@ pub enum ApiError {
     ModelLoading(String),
     #[error("the model is busy: {0}; retry after a second")]
     Overloaded(String),
+    #[error(
+        "the audit log cannot record this call, so it is not served; retry when `GET /readyz` answers 200"
+    )]
+    AuditUnavailable,
     #[error("the inference engine is unavailable")]
     EngineUnavailable,
     #[error("an internal error occurred; it has been logged")]
@@ -130,6 +134,11 @@ impl ApiError {
                 "rate_limit_error",
                 "engine_overloaded",
             ),
+            AuditUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "audit_unavailable",
+            ),
             EngineUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
@@ -194,6 +203,9 @@ impl IntoResponse for ApiError {
             metrics::counter!("enclave_denials_total", "code" => code).increment(1);
         }
         let mut response = (status, axum::Json(self.body())).into_response();
+        response
+            .extensions_mut()
+            .insert(crate::audit::ErrorCode(code));
         if matches!(self, ApiError::Overloaded(_)) {
             response
                 .headers_mut()

@@ -15,6 +15,7 @@
 //!   error table.
 //! - [`metrics`]: the Prometheus recorder and the request-metrics middleware.
 
+pub mod audit;
 pub mod auth;
 pub mod chat;
 pub mod embeddings;
@@ -61,6 +62,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub models: Arc<Models>,
     pub policy: Arc<policy::Policy>,
+    pub audit: enclave_audit::AuditLog,
     pub metrics: metrics::Metrics,
     /// When the server started, as the `created` of model objects.
     pub started: i64,
@@ -70,19 +72,23 @@ impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
         policy: Arc<policy::Policy>,
+        audit: enclave_audit::AuditLog,
         metrics: metrics::Metrics,
     ) -> Self {
         Self {
             store,
             models: Arc::new(Models::default()),
             policy,
+            audit,
             metrics,
             started: enclave_store::now(),
         }
     }
 
     pub fn ready(&self) -> bool {
-        self.models.chat.get().is_some() && self.models.embedding.get().is_some()
+        self.models.chat.get().is_some()
+            && self.models.embedding.get().is_some()
+            && self.audit.healthy()
     }
 }
 

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::{AppState, MAX_BODY_BYTES, auth, chat, embeddings, health, metrics, models};
+use crate::{AppState, MAX_BODY_BYTES, audit, auth, chat, embeddings, health, metrics, models};
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
 pub fn app(state: AppState) -> Router {
@@ -17,11 +17,17 @@ pub fn app(state: AppState) -> Router {
         .route("/models/{id}", get(models::get))
         .route("/chat/completions", post(chat::completions))
         .route("/embeddings", post(embeddings::create))
+        .route("/audit/checkpoint", get(audit::checkpoint))
+        .route("/audit/records", get(audit::records))
+        .route("/audit/proof/inclusion", get(audit::inclusion))
+        .route("/audit/proof/consistency", get(audit::consistency))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
-        ));
+        ))
+        // Outside authentication: every call that reaches it is recorded, allowed or not.
+        .route_layer(middleware::from_fn_with_state(state.clone(), audit::record));
 
     Router::new()
         .route("/healthz", get(health::healthz))

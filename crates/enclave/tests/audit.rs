@@ -1,0 +1,232 @@
+//! The audit log end to end: every API call that reached authentication has exactly one record
+//! with its outcome; checkpoints and proofs verify; an export verifies offline and a tampered one
+//! does not.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly at the line that broke"
+)]
+
+mod common;
+
+use base64::Engine as _;
+use common::{CHAT, Server};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn every_call_is_recorded_once_and_the_log_verifies_offline() {
+    let s = Server::start();
+    let secret = s.cleared_key("default", "user", "SECRET");
+    let auditor = s.key("default", "auditor");
+    let http = common::http().build().unwrap();
+    let chat = |key: &str, body: Value| {
+        http.post(s.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&body)
+    };
+    let start = {
+        let r: Value = http
+            .get(s.url("/v1/audit/records?limit=1000"))
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["tree_size"].as_u64().unwrap() + 1 // this call's own record
+    };
+
+    // A mixed bag; (status, code) as each should be recorded.
+    let mut expected: Vec<(u16, Option<&str>, Option<&str>)> = Vec::new();
+    let r = http
+        .get(s.url("/v1/models"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    expected.push((r.status().as_u16(), None, Some("default")));
+    let r = chat(
+        &secret,
+        json!({"model": CHAT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    expected.push((200, None, Some("default")));
+    let r = http
+        .get(s.url("/v1/models"))
+        .bearer_auth("ek_000000000000_nope")
+        .send()
+        .await
+        .unwrap();
+    expected.push((r.status().as_u16(), Some("invalid_api_key"), None));
+    let r = http.get(s.url("/v1/models")).send().await.unwrap();
+    expected.push((r.status().as_u16(), Some("missing_api_key"), None));
+    let r = http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&secret)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    expected.push((r.status().as_u16(), Some("invalid_json"), Some("default")));
+    let r = chat(
+        &secret,
+        json!({"model": CHAT, "messages": [{"role": "user", "content": "(TS//SI) plan"}]}),
+    )
+    .send()
+    .await
+    .unwrap();
+    expected.push((
+        r.status().as_u16(),
+        Some("label_exceeds_clearance"),
+        Some("default"),
+    ));
+    let r = chat(
+        &secret,
+        json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .send()
+    .await
+    .unwrap();
+    expected.push((
+        r.status().as_u16(),
+        Some("model_not_found"),
+        Some("default"),
+    ));
+    let r = chat(
+        &auditor,
+        json!({"model": CHAT, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .send()
+    .await
+    .unwrap();
+    expected.push((
+        r.status().as_u16(),
+        Some("forbidden_by_policy"),
+        Some("default"),
+    ));
+    let r = http
+        .get(s.url("/v1/audit/records"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    expected.push((
+        r.status().as_u16(),
+        Some("forbidden_by_policy"),
+        Some("default"),
+    ));
+
+    let r: Value = http
+        .get(s.url(&format!("/v1/audit/records?from={start}&limit=1000")))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = r["data"].as_array().unwrap();
+    assert_eq!(
+        records.len(),
+        expected.len(),
+        "one record per call: {records:#?}"
+    );
+    for (got, (status, code, tenant)) in records.iter().zip(&expected) {
+        let rec = &got["record"];
+        assert_eq!(rec["status"].as_u64().unwrap() as u16, *status, "{rec}");
+        assert_eq!(rec["code"].as_str(), *code, "{rec}");
+        assert_eq!(rec["tenant"].as_str(), *tenant, "{rec}");
+        assert_eq!(rec["kind"], "api");
+        assert!(
+            !rec.to_string().contains("plan"),
+            "no prompt text in records: {rec}"
+        );
+    }
+    let denied = &records[5]["record"];
+    assert_eq!(denied["request_label"], "TOP SECRET//SI");
+    assert_eq!(denied["findings"]["marking"], 1);
+    let allowed = &records[1]["record"];
+    assert_eq!(allowed["deployment"], "embedded-chat");
+    assert_eq!(allowed["answer_label"], "UNCLASSIFIED");
+    assert!(allowed["request_sha256"].as_str().unwrap().len() == 64);
+
+    // The checkpoint verifies with the public key, and an inclusion proof for the allowed call.
+    let (ok, key, _) = s.cli(&["audit", "public-key"]);
+    assert!(ok);
+    let key = key.trim().to_string();
+    let checkpoint = http
+        .get(s.url("/v1/audit/checkpoint"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (size, root) = enclave_audit::key::open_checkpoint(checkpoint.as_bytes(), &key).unwrap();
+    let index = records[1]["index"].as_u64().unwrap();
+    let proof: Value = http
+        .get(s.url(&format!(
+            "/v1/audit/proof/inclusion?index={index}&tree_size={size}"
+        )))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let decode = |v: &Value| {
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        enclave_audit::Hash(b.try_into().unwrap())
+    };
+    let hashes: Vec<_> = proof["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(decode)
+        .collect();
+    enclave_audit::tree::verify_inclusion(&hashes, size, root, index, decode(&proof["leaf_hash"]))
+        .unwrap();
+
+    // Export, verify offline; one changed byte is caught and located.
+    let out = s.data.path().join("export");
+    let (ok, _, err) = s.cli(&["audit", "export", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, text, err) = s.cli(&[
+        "audit",
+        "verify",
+        out.to_str().unwrap(),
+        "--public-key",
+        &key,
+    ]);
+    assert!(ok && text.starts_with("OK"), "{text}{err}");
+    let path = out.join("records.jsonl");
+    let mut lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines[index as usize] = lines[index as usize].replace("\"status\":200", "\"status\":201");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let (ok, _, err) = s.cli(&[
+        "audit",
+        "verify",
+        out.to_str().unwrap(),
+        "--public-key",
+        &key,
+    ]);
+    assert!(
+        !ok && err.contains(&format!("record {index} does not match")),
+        "{err}"
+    );
+}
