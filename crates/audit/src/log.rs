@@ -100,6 +100,7 @@ struct State {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: Sender<Pending>,
+    batches: Arc<std::sync::atomic::AtomicU64>,
     state: Arc<Mutex<State>>,
     healthy: Arc<AtomicBool>,
     key: Arc<LogKey>,
@@ -147,6 +148,7 @@ impl AuditLog {
         let (tx, _) = mpsc::channel();
         Ok(Self {
             tx,
+            batches: Arc::default(),
             state: Arc::new(Mutex::new(State { tree, records })),
             healthy: Arc::new(AtomicBool::new(true)),
             key: Arc::new(key),
@@ -176,16 +178,19 @@ impl AuditLog {
         let state = Arc::new(Mutex::new(State { tree, records }));
         let healthy = Arc::new(AtomicBool::new(true));
         let (tx, rx) = mpsc::channel();
+        let batches = Arc::new(std::sync::atomic::AtomicU64::new(0));
         {
             let state = Arc::clone(&state);
             let healthy = Arc::clone(&healthy);
+            let batches = Arc::clone(&batches);
             std::thread::Builder::new()
                 .name("audit-writer".into())
-                .spawn(move || writer(storage, good, rx, state, healthy))
+                .spawn(move || writer(storage, good, rx, state, healthy, batches))
                 .map_err(|e| LogError::Unavailable(e.to_string()))?;
         }
         Ok(Self {
             tx,
+            batches,
             state,
             healthy,
             key: Arc::new(key),
@@ -208,6 +213,11 @@ impl AuditLog {
             })
             .map_err(|_| LogError::Closed)?;
         done.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Batches written since open (each one `fdatasync`).
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     /// Whether the last batch reached the disk.
@@ -312,6 +322,7 @@ fn writer(
     rx: Receiver<Pending>,
     state: Arc<Mutex<State>>,
     healthy: Arc<AtomicBool>,
+    batches: Arc<std::sync::atomic::AtomicU64>,
 ) {
     // Set when a failed batch could not be cut off the file: appending after it would let
     // unacknowledged records reappear at restart, so nothing more is written until then.
@@ -351,6 +362,7 @@ fn writer(
             continue;
         }
         durable += buf.len() as u64;
+        batches.fetch_add(1, Ordering::Relaxed);
         healthy.store(true, Ordering::SeqCst);
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         for p in batch {
