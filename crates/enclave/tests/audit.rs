@@ -230,3 +230,118 @@ async fn every_call_is_recorded_once_and_the_log_verifies_offline() {
         "{err}"
     );
 }
+
+/// Bounded load, `kill -9` at three moments, restart each time: every answer that reached a
+/// client has its record at the index the answer named, and every checkpoint handed out before a
+/// crash is a prefix of the log afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_kill_9() {
+    let mut s = Server::start();
+    let key = s.key("default", "user");
+    let key_id = key[3..15].to_string();
+    let http = common::http().build().unwrap();
+    let mut acked: Vec<u64> = Vec::new();
+    let mut checkpoints: Vec<String> = Vec::new();
+    for delay_ms in [400u64, 650, 900] {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let (http, base, key, stop) = (http.clone(), s.base.clone(), key.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut cps = Vec::new();
+                for n in 0..2000u32 {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let path = if n % 10 == 0 {
+                        "/v1/audit/checkpoint"
+                    } else {
+                        "/v1/models"
+                    };
+                    let Ok(r) = http
+                        .get(format!("{base}{path}"))
+                        .bearer_auth(&key)
+                        .send()
+                        .await
+                    else {
+                        break; // the server is gone
+                    };
+                    let index = r
+                        .headers()
+                        .get("enclave-audit-index")
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                    let Ok(body) = r.text().await else { break };
+                    if let Some(i) = index {
+                        got.push(i);
+                        if path.ends_with("checkpoint") {
+                            cps.push(body);
+                        }
+                    }
+                }
+                (got, cps)
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        let before = tokio::task::spawn_blocking({
+            let mut s2 = std::mem::replace(&mut s, Server::placeholder());
+            move || {
+                s2.crash_and_restart();
+                s2
+            }
+        });
+        s = before.await.unwrap();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in tasks {
+            let (got, cps) = t.await.unwrap();
+            acked.extend(got);
+            checkpoints.extend(cps);
+        }
+    }
+    assert!(acked.len() > 50, "the load ran: {} answers", acked.len());
+
+    let (_, public_key, _) = s.cli(&["audit", "public-key"]);
+    let public_key = public_key.trim().to_string();
+    let out = s.data.path().join("after-crashes");
+    let (ok, _, err) = s.cli(&["audit", "export", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, text, err) = s.cli(&[
+        "audit",
+        "verify",
+        out.to_str().unwrap(),
+        "--public-key",
+        &public_key,
+    ]);
+    assert!(ok, "{text}{err}");
+    let lines: Vec<Value> = std::fs::read_to_string(out.join("records.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for index in &acked {
+        let rec = lines
+            .get(*index as usize)
+            .unwrap_or_else(|| panic!("acknowledged record {index} lost"));
+        assert_eq!(
+            rec["key_id"],
+            key_id.as_str(),
+            "record {index} is another call's: {rec}"
+        );
+        assert_eq!(rec["status"], 200);
+    }
+    let mut tree = enclave_audit::Tree::new();
+    for l in std::fs::read_to_string(out.join("records.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        tree.append(l.as_bytes()).unwrap();
+    }
+    for cp in &checkpoints {
+        let (size, root) = enclave_audit::key::open_checkpoint(cp.as_bytes(), &public_key).unwrap();
+        assert_eq!(
+            tree.root(size).unwrap(),
+            root,
+            "a checkpoint of size {size} handed out before a crash no longer holds"
+        );
+    }
+}

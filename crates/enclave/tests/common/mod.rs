@@ -80,68 +80,44 @@ impl Server {
 
     /// Starts `enclave serve` with extra `ENCLAVE_*` variables and waits until it is ready.
     pub fn start_with(env: &[(&str, &str)]) -> Server {
-        let models = models_dir();
         let data = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(bin());
-        cmd.args([
-            "serve",
-            "--no-pull",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .arg("--models-dir")
-        .arg(&models)
-        .env("RUST_LOG", "warn,enclave=info")
-        .env("ENCLAVE_CHAT__THREADS", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut admin_key = String::new();
-        stdout.read_line(&mut admin_key).unwrap();
-        let admin_key = admin_key.trim().to_string();
-        assert!(
-            admin_key.starts_with("ek_"),
-            "first start prints the admin key on stdout, got {admin_key:?}"
-        );
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in stderr.lines() {
-                let Ok(line) = line else { break };
-                if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
-                    sent = true;
-                }
-                eprintln!("[server] {line}");
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server did not report its address");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, base, admin_key) = launch(data.path(), &env, true);
         let server = Server {
             child,
-            base: format!("http://{addr}"),
+            base,
             admin_key,
             data,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env,
         };
         server.wait_ready();
         server
+    }
+
+    /// A stand-in while a server is moved to another thread (it owns nothing; dropping it does
+    /// nothing useful).
+    pub fn placeholder() -> Server {
+        let child = Command::new("true").spawn().unwrap();
+        Server {
+            child,
+            base: String::new(),
+            admin_key: String::new(),
+            data: tempfile::tempdir().unwrap(),
+            env: Vec::new(),
+        }
+    }
+
+    /// `kill -9` the server, then start it again on the same data directory (a new port).
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, base, _) = launch(self.data.path(), &self.env, false);
+        self.child = child;
+        self.base = base;
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
@@ -207,6 +183,63 @@ impl Server {
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+}
+
+/// Spawns `enclave serve` on `data`; returns the child, its base URL and (on a first start) the
+/// admin key it printed.
+fn launch(data: &Path, env: &[(String, String)], first: bool) -> (Child, String, String) {
+    let models = models_dir();
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "serve",
+        "--no-pull",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(data)
+    .arg("--models-dir")
+    .arg(&models)
+    .env("RUST_LOG", "warn,enclave=info")
+    .env("ENCLAVE_CHAT__THREADS", "2")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut admin_key = String::new();
+    if first {
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut admin_key).unwrap();
+        admin_key = admin_key.trim().to_string();
+        assert!(
+            admin_key.starts_with("ek_"),
+            "first start prints the admin key on stdout, got {admin_key:?}"
+        );
+    }
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in stderr.lines() {
+            let Ok(line) = line else { break };
+            if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let _ = tx.send(addr);
+                sent = true;
+            }
+            eprintln!("[server] {line}");
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server did not report its address");
+    (child, format!("http://{addr}"), admin_key)
 }
 
 impl Drop for Server {
