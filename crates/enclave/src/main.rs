@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use enclave_engine::models::{self, FileState, ModelSpec, PullProgress};
 use enclave_engine::{ChatEngine, EmbeddingEngine};
 use enclave_gateway::{AppState, metrics::Metrics};
-use enclave_store::{NewKey, Role, SqliteStore, Store, Tenant, keys, new_id, now};
+use enclave_store::{AdminEvent, NewKey, Role, SqliteStore, Store, Tenant, keys, new_id, now};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
@@ -282,6 +282,14 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                     if !store.revoke_key(&id, now()).await? {
                         bail!("no active key with id `{id}`: `enclave keys list` shows the keys");
                     }
+                    admin_event(
+                        &store,
+                        "keys.revoke",
+                        None,
+                        Some(&id),
+                        format!("revoked key {id}"),
+                    )
+                    .await?;
                     eprintln!("revoked key {id}");
                 }
                 KeysCommand::List { tenant } => {
@@ -467,7 +475,68 @@ async fn create_tenant(store: &dyn Store, name: &str) -> Result<Tenant> {
         created_at: now(),
     };
     store.create_tenant(&tenant).await?;
+    admin_event(
+        store,
+        "tenants.create",
+        Some(name),
+        None,
+        format!("created tenant `{name}` ({})", tenant.id),
+    )
+    .await?;
     Ok(tenant)
+}
+
+/// Queues an administrative action for the audit log (the server appends it, running or next
+/// start).
+async fn admin_event(
+    store: &dyn Store,
+    operation: &str,
+    tenant: Option<&str>,
+    key_id: Option<&str>,
+    detail: String,
+) -> Result<()> {
+    store
+        .record_admin_event(&AdminEvent {
+            id: 0,
+            at: now(),
+            operation: operation.to_string(),
+            tenant: tenant.map(str::to_string),
+            key_id: key_id.map(str::to_string),
+            detail,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Moves queued administrative actions into the audit log, oldest first; each is marked only
+/// once its record is durable (so a crash between the two logs it again, never loses it).
+async fn ingest_admin_events(store: &dyn Store, audit: &enclave_audit::AuditLog) -> Result<()> {
+    for e in store.pending_admin_events(1000).await? {
+        let record = enclave_audit::Record {
+            v: 1,
+            time: time::OffsetDateTime::from_unix_timestamp(e.at)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default(),
+            node: node_name(),
+            kind: "admin".into(),
+            operation: e.operation.clone(),
+            tenant: e.tenant.clone(),
+            key_id: e.key_id.clone(),
+            detail: Some(format!("admin event {}: {}", e.id, e.detail)),
+            ..Default::default()
+        };
+        audit.append(&record).await?;
+        store.mark_admin_event_logged(e.id, now()).await?;
+    }
+    Ok(())
+}
+
+fn node_name() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "enclave".into())
 }
 
 /// Mints a key, stores its hash, prints the secret alone on stdout and the details on stderr.
@@ -490,6 +559,14 @@ async fn create_key(
             created_at: now(),
         })
         .await?;
+    admin_event(
+        store,
+        "keys.create",
+        Some(&tenant.name),
+        Some(&minted.id),
+        format!("created a {role} key cleared to {clearance}"),
+    )
+    .await?;
     eprintln!(
         "created {role} key {} for tenant `{}`, cleared to {clearance}; it is shown once, store it now:",
         minted.id, tenant.name
@@ -610,7 +687,7 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
                 time: time::OffsetDateTime::now_utc()
                     .format(&time::format_description::well_known::Rfc3339)
                     .unwrap_or_default(),
-                node: std::env::var("HOSTNAME").unwrap_or_else(|_| "enclave".into()),
+                node: node_name(),
                 kind: "admin".into(),
                 operation: "models.verify".into(),
                 model: Some(spec.id.to_string()),
@@ -622,6 +699,57 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
                 .await
                 .context("cannot write the audit log")?;
         }
+    }
+    let policy_digest = match &config.policy.policy_file {
+        Some(path) => std::fs::read(path)
+            .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
+            .unwrap_or_default(),
+        None => "none".into(),
+    };
+    let deployments: Vec<String> = policy
+        .deployments
+        .iter()
+        .map(|d| {
+            format!(
+                "{} ({}, {})",
+                d.placement.name,
+                d.placement.jurisdiction,
+                policy.scheme.banner(&d.placement.accreditation)
+            )
+        })
+        .collect();
+    audit
+        .append(&enclave_audit::Record {
+            v: 1,
+            time: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            node: node_name(),
+            kind: "admin".into(),
+            operation: "policy.load".into(),
+            detail: Some(format!(
+                "scheme {}; {} Cedar policies, file sha256 {policy_digest}; deployments: {}",
+                policy.scheme.name(),
+                policy.authz.policy_count(),
+                deployments.join(", ")
+            )),
+            ..Default::default()
+        })
+        .await
+        .context("cannot write the audit log")?;
+    ingest_admin_events(store.as_ref(), &audit).await?;
+    {
+        // Actions the CLI takes while the server runs reach the log within a second.
+        let (store, audit) = (Arc::clone(&store), audit.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = ingest_admin_events(store.as_ref(), &audit).await {
+                    tracing::error!(error = %e, "cannot move administrative actions into the audit log");
+                }
+            }
+        });
     }
     let state = AppState::new(store, policy, audit, metrics);
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -110,6 +110,20 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// An administrative action, on its way to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminEvent {
+    /// Assigned by the store; 0 on a new event.
+    pub id: i64,
+    pub at: i64,
+    /// `tenants.create`, `keys.create`, `keys.revoke`, ...
+    pub operation: String,
+    pub tenant: Option<String>,
+    pub key_id: Option<String>,
+    /// What was done, in words; never a secret.
+    pub detail: String,
+}
+
 /// Enclave's persistent state. One conformance suite runs against every implementation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -124,6 +138,13 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_key(&self, id: &str, at: i64) -> Result<bool, StoreError>;
     /// Keys of one tenant, or of all when `tenant` is `None`.
     async fn list_keys(&self, tenant_id: Option<&str>) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Queues an administrative action for the audit log.
+    async fn record_admin_event(&self, event: &AdminEvent) -> Result<(), StoreError>;
+    /// Actions not yet in the audit log, oldest first.
+    async fn pending_admin_events(&self, limit: u32) -> Result<Vec<AdminEvent>, StoreError>;
+    /// Marks actions as taken by the audit log.
+    async fn mark_admin_event_logged(&self, id: i64, at: i64) -> Result<(), StoreError>;
 }
 
 /// Unix seconds now.

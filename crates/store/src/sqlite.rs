@@ -11,7 +11,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use crate::{ApiKey, NewKey, Role, Store, StoreError, Tenant};
+use crate::{AdminEvent, ApiKey, NewKey, Role, Store, StoreError, Tenant};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -159,6 +159,51 @@ impl Store for SqliteStore {
                 .execute(&self.pool)
                 .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_admin_event(&self, e: &AdminEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO admin_events (at, operation, tenant, key_id, detail) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(e.at)
+        .bind(&e.operation)
+        .bind(&e.tenant)
+        .bind(&e.key_id)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn pending_admin_events(&self, limit: u32) -> Result<Vec<AdminEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, operation, tenant, key_id, detail FROM admin_events \
+             WHERE logged_at IS NULL ORDER BY id LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AdminEvent {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    operation: r.try_get("operation")?,
+                    tenant: r.try_get("tenant")?,
+                    key_id: r.try_get("key_id")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_admin_event_logged(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE admin_events SET logged_at = ? WHERE id = ? AND logged_at IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn list_keys(&self, tenant_id: Option<&str>) -> Result<Vec<ApiKey>, StoreError> {

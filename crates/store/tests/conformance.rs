@@ -99,6 +99,48 @@ async fn check_keys_are_hashed_scoped_and_revocable(store: &dyn Store) {
 }
 
 #[tokio::test]
+async fn sqlite_conformance_admin_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("e.db")).await.unwrap();
+    check_admin_events(&store).await;
+}
+
+async fn check_admin_events(store: &dyn Store) {
+    use enclave_store::AdminEvent;
+    for (i, op) in ["tenants.create", "keys.create", "keys.revoke"]
+        .iter()
+        .enumerate()
+    {
+        store
+            .record_admin_event(&AdminEvent {
+                id: 0,
+                at: 100 + i as i64,
+                operation: op.to_string(),
+                tenant: Some("agency".into()),
+                key_id: None,
+                detail: format!("event {i}"),
+            })
+            .await
+            .unwrap();
+    }
+    let pending = store.pending_admin_events(10).await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|e| e.operation.as_str())
+            .collect::<Vec<_>>(),
+        ["tenants.create", "keys.create", "keys.revoke"]
+    );
+    store
+        .mark_admin_event_logged(pending[0].id, 200)
+        .await
+        .unwrap();
+    let rest = store.pending_admin_events(10).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[0].operation, "keys.create");
+}
+
+#[tokio::test]
 async fn sqlite_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("enclave.db"))
