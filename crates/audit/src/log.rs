@@ -106,6 +106,17 @@ pub struct AuditLog {
     key: Arc<LogKey>,
 }
 
+/// Complete records stored in `dir`'s log after byte `offset`, and the offset after them: for
+/// following a log another process writes.
+pub fn read_records_from(dir: &Path, offset: u64) -> std::io::Result<(Vec<Vec<u8>>, u64)> {
+    let mut file = File::open(dir.join("records.log"))?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let (records, used) = parse_records(&bytes);
+    Ok((records, offset + used))
+}
+
 /// Splits stored bytes into complete records; returns them and the length they cover.
 fn parse_records(bytes: &[u8]) -> (Vec<Vec<u8>>, u64) {
     let mut records = Vec::new();

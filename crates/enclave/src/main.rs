@@ -106,6 +106,15 @@ enum AuditCommand {
         #[arg(long, value_name = "KEY")]
         public_key: String,
     },
+    /// Follow the log: print each new record as it becomes durable (Ctrl-C to stop).
+    Tail {
+        /// Start this many records before the end.
+        #[arg(long, default_value_t = 10)]
+        last: u64,
+    },
+    /// Replace the signing key. The old key is kept (renamed) so checkpoints it signed stay
+    /// verifiable with its public key; restart `enclave serve` to sign with the new one.
+    RotateKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -359,6 +368,45 @@ fn audit_command(config: &Config, cmd: AuditCommand) -> Result<()> {
                 log.size(),
                 target.display()
             );
+        }
+        AuditCommand::Tail { last } => {
+            use enclave_audit::log::read_records_from;
+            let (all, mut offset) = read_records_from(&dir, 0)
+                .context("cannot open the audit log (has `enclave serve` run here?)")?;
+            let mut index = all.len() as u64;
+            let skip = all
+                .len()
+                .saturating_sub(usize::try_from(last).unwrap_or(usize::MAX));
+            for (i, bytes) in all.iter().enumerate().skip(skip) {
+                writeln!(out, "{i:>8} {}", String::from_utf8_lossy(bytes))?;
+            }
+            loop {
+                out.flush()?;
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                let (new, next) = read_records_from(&dir, offset)?;
+                offset = next;
+                for bytes in new {
+                    writeln!(out, "{index:>8} {}", String::from_utf8_lossy(&bytes))?;
+                    index += 1;
+                }
+            }
+        }
+        AuditCommand::RotateKey => {
+            let current = dir.join("log.key");
+            if current.exists() {
+                let old = enclave_audit::LogKey::load_or_create(&current, AUDIT_ORIGIN)?;
+                let retired = dir.join(format!("log.key.retired-{}", now()));
+                std::fs::rename(&current, &retired)?;
+                eprintln!(
+                    "retired key {} (kept as {})",
+                    old.public_key(),
+                    retired.display()
+                );
+            }
+            std::fs::create_dir_all(&dir)?;
+            let new = enclave_audit::LogKey::load_or_create(&current, AUDIT_ORIGIN)?;
+            eprintln!("restart `enclave serve` to sign checkpoints with the new key:");
+            writeln!(out, "{}", new.public_key())?;
         }
         AuditCommand::Verify { dir, public_key } => {
             match enclave_audit::verify_export(&dir, &public_key) {

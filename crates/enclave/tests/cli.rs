@@ -233,3 +233,29 @@ compartments = [{ name = "SPECIAL FRANCE", portion = "SF" }]
         "{out}"
     );
 }
+
+#[test]
+fn the_audit_key_is_made_once_and_rotates_keeping_the_old_one() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, k1, _) = enclave(&["audit", "public-key"], data.path());
+    assert!(ok && k1.starts_with("enclave/audit+"), "{k1}");
+    let (_, again, _) = enclave(&["audit", "public-key"], data.path());
+    assert_eq!(k1, again, "the key is created once");
+    let (ok, k2, err) = enclave(&["audit", "rotate-key"], data.path());
+    assert!(ok, "{err}");
+    assert!(k2.starts_with("enclave/audit+") && k2 != k1, "{k2}");
+    assert!(err.contains(k1.trim()), "the retired key is named: {err}");
+    let retired = std::fs::read_dir(data.path().join("audit"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("log.key.retired-")
+        })
+        .count();
+    assert_eq!(retired, 1);
+    let (_, now, _) = enclave(&["audit", "public-key"], data.path());
+    assert_eq!(now, k2);
+}
