@@ -43,6 +43,8 @@ pub struct Record {
     pub latency_ms: u64,
     /// SHA-256 of the request body, hex.
     pub request_sha256: Option<String>,
+    /// SHA-256 of the answer body, hex; absent for streamed answers, recorded as they start.
+    pub response_sha256: Option<String>,
     /// A sentence: the decision's reason or the administrative detail.
     pub detail: Option<String>,
 }

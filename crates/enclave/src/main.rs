@@ -584,7 +584,7 @@ async fn ingest_admin_events(store: &dyn Store, audit: &enclave_audit::AuditLog)
 }
 
 fn node_name() -> String {
-    std::env::var("HOSTNAME").unwrap_or_else(|_| "enclave".into())
+    enclave_gateway::audit::node()
 }
 
 /// Mints a key, stores its hash, prints the secret alone on stdout and the details on stderr.

@@ -160,6 +160,9 @@ async fn every_call_is_recorded_once_and_the_log_verifies_offline() {
     assert_eq!(denied["findings"]["marking"], 1);
     let allowed = &records[1]["record"];
     assert_eq!(allowed["deployment"], "embedded-chat");
+    assert_eq!(allowed["operation"], "POST /v1/chat/completions");
+    assert_eq!(records[0]["record"]["operation"], "GET /v1/models");
+    assert_eq!(allowed["response_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(allowed["answer_label"], "UNCLASSIFIED");
     assert!(allowed["request_sha256"].as_str().unwrap().len() == 64);
 
@@ -389,4 +392,57 @@ async fn acknowledged_records_survive_kill_9() {
             "a checkpoint of size {size} handed out before a crash no longer holds"
         );
     }
+}
+
+/// A client that goes away before its answer still leaves exactly one record: 499 when the
+/// server drops the call, or the call's own outcome when it runs to the end (HTTP/1 notices a
+/// closed connection only when it answers).
+#[tokio::test]
+async fn a_call_whose_client_left_is_recorded_once() {
+    let s = Server::start();
+    let auditor = s.key("default", "auditor");
+    let http = common::http().build().unwrap();
+    let slow = http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&s.admin_key)
+        .json(
+            &json!({"model": CHAT, "messages": [{"role": "user", "content": "Write a story."}],
+            "max_tokens": 100, "temperature": 0}),
+        )
+        .send();
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), slow)
+            .await
+            .is_err(),
+        "the call was still running when the client left"
+    );
+    let admin_id = &s.admin_key[3..15];
+    let mut mine = Vec::new();
+    for _ in 0..200 {
+        let r: Value = http
+            .get(s.url("/v1/audit/records?limit=1000"))
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        mine = r["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["record"]["operation"] == "POST /v1/chat/completions"
+                    && (r["record"]["key_id"] == admin_id || r["record"]["status"] == 499)
+            })
+            .map(|r| r["record"]["status"].as_u64().unwrap())
+            .collect();
+        if !mine.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(mine.len(), 1, "exactly one record: {mine:?}");
+    assert!(mine[0] == 200 || mine[0] == 499, "{mine:?}");
 }

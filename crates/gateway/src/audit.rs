@@ -43,7 +43,8 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-fn node() -> String {
+/// This node's name in records: `HOSTNAME`, else `/etc/hostname`, else `enclave`.
+pub fn node() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
@@ -60,19 +61,57 @@ fn node() -> String {
 pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let time = now_rfc3339();
-    let operation = format!("{} {}", req.method(), req.uri().path());
+    // Inside the `/v1` nest the URI has lost its prefix; the original one has it.
+    let path = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| req.uri().path().to_string(), |u| u.0.path().to_string());
+    let operation = format!("{} {path}", req.method());
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     let (parts, body) = req.into_parts();
+    let mut guard = CancelGuard(Some((
+        state.audit.clone(),
+        Record {
+            v: 1,
+            time: time.clone(),
+            node: node(),
+            kind: "api".into(),
+            operation: operation.clone(),
+            client: client.clone(),
+            status: 499,
+            code: Some("client_closed_request".into()),
+            detail: Some("the client went away before the answer".into()),
+            ..Record::default()
+        },
+    )));
     let (response, digest) = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => {
             let digest = (!bytes.is_empty()).then(|| hex::encode(Sha256::digest(&bytes)));
+            guard.set_request_digest(digest.clone());
             let req = Request::from_parts(parts, Body::from(bytes));
             (next.run(req).await, digest)
         }
         Err(_) => (ApiError::BodyTooLarge(MAX_BODY_BYTES).into_response(), None),
+    };
+    // A whole (not streamed) answer is hashed too; a stream is recorded as it starts.
+    let streamed = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let (response, response_digest) = if streamed {
+        (response, None)
+    } else {
+        let (parts, body) = response.into_parts();
+        match axum::body::to_bytes(body, 64 << 20).await {
+            Ok(bytes) => {
+                let d = hex::encode(Sha256::digest(&bytes));
+                (Response::from_parts(parts, Body::from(bytes)), Some(d))
+            }
+            Err(_) => (ApiError::Internal.into_response(), None),
+        }
     };
     let principal = response.extensions().get::<Principal>().cloned();
     let note = response
@@ -115,8 +154,10 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         completion_tokens: note.completion_tokens,
         latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         request_sha256: digest,
+        response_sha256: response_digest,
         detail: decision.map(|d| d.reason.clone()),
     };
+    guard.disarm();
     match state.audit.append(&record).await {
         Ok(index) => {
             let mut response = response;
@@ -128,6 +169,36 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         Err(e) => {
             tracing::error!(error = %e, "audit record not durable; refusing the answer");
             ApiError::AuditUnavailable.into_response()
+        }
+    }
+}
+
+/// Records a call whose client went away before its answer (the request future is dropped):
+/// dropping the guard still appends a record, from a task of its own.
+struct CancelGuard(Option<(enclave_audit::AuditLog, Record)>);
+
+impl CancelGuard {
+    fn set_request_digest(&mut self, digest: Option<String>) {
+        if let Some((_, r)) = self.0.as_mut() {
+            r.request_sha256 = digest;
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if let Some((log, record)) = self.0.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                if let Err(e) = log.append(&record).await {
+                    tracing::error!(error = %e, "cannot record a cancelled call");
+                }
+            });
         }
     }
 }
@@ -208,6 +279,8 @@ pub struct RecordsQuery {
     #[serde(default)]
     from: u64,
     #[serde(default)]
+    to: Option<u64>,
+    #[serde(default)]
     limit: Option<u64>,
     #[serde(default)]
     tenant: Option<String>,
@@ -243,7 +316,7 @@ pub async fn records(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let mut out = Vec::new();
     let mut at = q.from;
-    let size = state.audit.size();
+    let size = state.audit.size().min(q.to.unwrap_or(u64::MAX));
     while at < size && (out.len() as u64) < limit {
         let chunk = state.audit.records(at, (at + 1000).min(size));
         for (index, bytes) in chunk {
