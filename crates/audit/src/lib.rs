@@ -7,12 +7,14 @@
 //! prompt text in a record. Hashing, proofs and checkpoint text come from `tlog_tiles` and
 //! `signed_note`; this crate adds storage, group commit, keys and verification of exports.
 
+pub mod content;
 pub mod key;
 pub mod log;
 pub mod record;
 pub mod tree;
 pub mod verify;
 
+pub use content::ContentVault;
 pub use key::LogKey;
 pub use log::{AuditLog, LogError};
 pub use record::Record;

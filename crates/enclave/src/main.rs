@@ -106,6 +106,14 @@ enum AuditCommand {
         #[arg(long, value_name = "KEY")]
         public_key: String,
     },
+    /// Print the content kept for a record, for tenants whose policy keeps content (decrypted).
+    ///
+    /// Example: enclave audit content 1042 --tenant citizen-services
+    Content {
+        index: u64,
+        #[arg(long)]
+        tenant: String,
+    },
     /// Follow the log: print each new record as it becomes durable (Ctrl-C to stop).
     Tail {
         /// Start this many records before the end.
@@ -390,6 +398,11 @@ fn audit_command(config: &Config, cmd: AuditCommand) -> Result<()> {
                     index += 1;
                 }
             }
+        }
+        AuditCommand::Content { index, tenant } => {
+            let vault = enclave_audit::ContentVault::open(&dir)?;
+            let plain = vault.open_sealed(&tenant, index)?;
+            writeln!(out, "{}", String::from_utf8_lossy(&plain))?;
         }
         AuditCommand::RotateKey => {
             let current = dir.join("log.key");
@@ -799,7 +812,11 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
             }
         });
     }
-    let state = AppState::new(store, policy, audit, metrics);
+    let content = Arc::new(
+        enclave_audit::ContentVault::open(&config.data_dir.join("audit"))
+            .context("cannot open the content vault")?,
+    );
+    let state = AppState::new(store, policy, audit, content, metrics);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -446,3 +446,68 @@ async fn a_call_whose_client_left_is_recorded_once() {
     assert_eq!(mine.len(), 1, "exactly one record: {mine:?}");
     assert!(mine[0] == 200 || mine[0] == 499, "{mine:?}");
 }
+
+/// A tenant whose policy keeps content gets its prompts and answers sealed beside the log, never
+/// in the records; another tenant's are not kept.
+#[tokio::test]
+async fn content_is_kept_sealed_only_where_the_tenant_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enclave.toml");
+    std::fs::write(&config, "[tenants.records-office]\nkeep_content = true\n").unwrap();
+    let s = Server::start_with(&[("ENCLAVE_CONFIG", config.to_str().unwrap())]);
+    assert!(s.cli(&["tenants", "create", "records-office"]).0);
+    let keeper = s.key("records-office", "user");
+    let http = common::http().build().unwrap();
+    let ask = |key: &str| {
+        http.post(s.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": CHAT, "messages": [{"role": "user", "content": "File note 4711 about the harbour"}], "max_tokens": 3}))
+            .send()
+    };
+    let r = ask(&keeper).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let index: u64 = r.headers()["enclave-audit-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let answer: Value = r.json().await.unwrap();
+    let sealed = s
+        .data
+        .path()
+        .join(format!("audit/content/records-office/{index}.sealed"));
+    let raw = std::fs::read(&sealed).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("harbour"),
+        "sealed, not plain"
+    );
+    let (ok, kept, err) = s.cli(&[
+        "audit",
+        "content",
+        &index.to_string(),
+        "--tenant",
+        "records-office",
+    ]);
+    assert!(ok, "{err}");
+    assert!(kept.contains("File note 4711 about the harbour"), "{kept}");
+    assert!(
+        kept.contains(answer["id"].as_str().unwrap()),
+        "the answer is kept too: {kept}"
+    );
+    // The default tenant keeps nothing.
+    let r = ask(&s.admin_key).await.unwrap();
+    let other: u64 = r.headers()["enclave-audit-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        !s.data
+            .path()
+            .join(format!("audit/content/default/{other}.sealed"))
+            .exists()
+    );
+    // Records never hold the text.
+    let log = std::fs::read(s.data.path().join("audit/records.log")).unwrap();
+    assert!(!String::from_utf8_lossy(&log).contains("harbour"));
+}

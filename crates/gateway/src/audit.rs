@@ -87,10 +87,12 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
             ..Record::default()
         },
     )));
+    let mut request_body = axum::body::Bytes::new();
     let (response, digest) = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(bytes) => {
             let digest = (!bytes.is_empty()).then(|| hex::encode(Sha256::digest(&bytes)));
             guard.set_request_digest(digest.clone());
+            request_body = bytes.clone();
             let req = Request::from_parts(parts, Body::from(bytes));
             (next.run(req).await, digest)
         }
@@ -101,6 +103,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let mut response_body = None;
     let (response, response_digest) = if streamed {
         (response, None)
     } else {
@@ -108,6 +111,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         match axum::body::to_bytes(body, 64 << 20).await {
             Ok(bytes) => {
                 let d = hex::encode(Sha256::digest(&bytes));
+                response_body = Some(bytes.clone());
                 (Response::from_parts(parts, Body::from(bytes)), Some(d))
             }
             Err(_) => (ApiError::Internal.into_response(), None),
@@ -160,6 +164,27 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     guard.disarm();
     match state.audit.append(&record).await {
         Ok(index) => {
+            if let Some(tenant) = principal.as_ref().map(|p| p.tenant_name.clone())
+                && state.policy.keeps_content(&tenant)
+                && !request_body.is_empty()
+            {
+                let kept = json!({
+                    "request": String::from_utf8_lossy(&request_body),
+                    "response": response_body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+                });
+                let vault = std::sync::Arc::clone(&state.content);
+                let sealed = tokio::task::spawn_blocking(move || {
+                    vault.seal(&tenant, index, kept.to_string().as_bytes())
+                })
+                .await;
+                if !matches!(sealed, Ok(Ok(()))) {
+                    tracing::error!(
+                        index,
+                        "cannot keep content the tenant's policy asks to keep"
+                    );
+                    return ApiError::AuditUnavailable.into_response();
+                }
+            }
             let mut response = response;
             if let Ok(v) = HeaderValue::from_str(&index.to_string()) {
                 response.headers_mut().insert("enclave-audit-index", v);

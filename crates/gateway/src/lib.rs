@@ -63,6 +63,8 @@ pub struct AppState {
     pub models: Arc<Models>,
     pub policy: Arc<policy::Policy>,
     pub audit: enclave_audit::AuditLog,
+    /// Sealed request/answer content for tenants whose policy keeps it.
+    pub content: Arc<enclave_audit::ContentVault>,
     pub metrics: metrics::Metrics,
     /// When the server started, as the `created` of model objects.
     pub started: i64,
@@ -73,6 +75,7 @@ impl AppState {
         store: Arc<dyn Store>,
         policy: Arc<policy::Policy>,
         audit: enclave_audit::AuditLog,
+        content: Arc<enclave_audit::ContentVault>,
         metrics: metrics::Metrics,
     ) -> Self {
         Self {
@@ -80,6 +83,7 @@ impl AppState {
             models: Arc::new(Models::default()),
             policy,
             audit,
+            content,
             metrics,
             started: enclave_store::now(),
         }

@@ -83,6 +83,8 @@ pub struct TenantConfig {
     pub jurisdictions: Vec<String>,
     /// Of those, where personal data may go after redaction.
     pub redact_pii_for: Vec<String>,
+    /// Keep what was asked and answered, sealed per tenant beside the audit log.
+    pub keep_content: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +148,7 @@ pub struct Policy {
     pub deployments: Vec<Deployment>,
     tenants: HashMap<String, TenantPolicy>,
     default_tenant: TenantPolicy,
+    keep_content: BTreeSet<String>,
 }
 
 fn invalid(at: impl Into<String>, message: impl Into<String>) -> PolicyError {
@@ -310,6 +313,12 @@ impl Policy {
             }
         }
         let mut tenants = HashMap::new();
+        let keep_content = config
+            .tenants
+            .iter()
+            .filter(|(_, t)| t.keep_content)
+            .map(|(n, _)| n.clone())
+            .collect();
         for (name, t) in &config.tenants {
             let at = format!("tenants.{name}");
             let default_label = match &t.default_label {
@@ -349,7 +358,13 @@ impl Policy {
             deployments,
             tenants,
             default_tenant,
+            keep_content,
         })
+    }
+
+    /// Whether this tenant's policy keeps request and answer content (sealed).
+    pub fn keeps_content(&self, tenant: &str) -> bool {
+        self.keep_content.contains(tenant)
     }
 
     /// The policy of a tenant; one not configured keeps its data in the enclave.
