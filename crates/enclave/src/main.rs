@@ -243,7 +243,30 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
             }
             serve(config, no_pull).await
         }
-        Command::Models(ModelsCommand::Pull) => pull_all(&config),
+        Command::Models(ModelsCommand::Pull) => {
+            pull_all(&config)?;
+            // The pull and the hashes it verified enter the audit log (through the store's
+            // queue, as the server may own the log right now).
+            if config.db_path().exists() {
+                let store = open_store(&config).await?;
+                for spec in models::CATALOG {
+                    let hashes: Vec<String> = spec
+                        .files
+                        .iter()
+                        .map(|f| format!("{} sha256 {}", f.name, f.sha256))
+                        .collect();
+                    admin_event(
+                        &store,
+                        "models.pull",
+                        None,
+                        None,
+                        format!("{} verified: {}", spec.id, hashes.join(", ")),
+                    )
+                    .await?;
+                }
+            }
+            Ok(())
+        }
         Command::Models(ModelsCommand::List) => list_models(&config),
         Command::Label(cmd) => label_command(&config, cmd),
         Command::Audit(cmd) => audit_command(&config, cmd),
