@@ -84,6 +84,12 @@ fn check(kind: &str, p: &Value) -> bool {
 #[test]
 fn the_verifier_accepts_every_good_probe_and_rejects_every_bad_one() {
     let dir = probes_dir();
+    assert!(
+        dir.is_dir(),
+        "the probes are read from {} (`../shared` beside the repository, as CI places it); \
+         set ENCLAVE_MERKLE_PROBES to their directory otherwise",
+        dir.display()
+    );
     let mut tally = Vec::new();
     let mut wrong = Vec::new();
     for kind in ["inclusion", "consistency"] {
