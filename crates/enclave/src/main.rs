@@ -619,6 +619,21 @@ async fn ingest_admin_events(store: &dyn Store, audit: &enclave_audit::AuditLog)
     Ok(())
 }
 
+/// An administrative record made by this process now.
+fn admin_record(operation: &str, detail: String) -> enclave_audit::Record {
+    enclave_audit::Record {
+        v: 1,
+        time: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        node: node_name(),
+        kind: "admin".into(),
+        operation: operation.to_string(),
+        detail: Some(detail),
+        ..Default::default()
+    }
+}
+
 fn node_name() -> String {
     enclave_gateway::audit::node()
 }
@@ -766,18 +781,11 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
         .context("cannot open the audit log")?;
     for spec in models::CATALOG {
         for file in spec.files {
-            let record = enclave_audit::Record {
-                v: 1,
-                time: time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-                node: node_name(),
-                kind: "admin".into(),
-                operation: "models.verify".into(),
-                model: Some(spec.id.to_string()),
-                detail: Some(format!("{} sha256 {}", file.name, file.sha256)),
-                ..Default::default()
-            };
+            let mut record = admin_record(
+                "models.verify",
+                format!("{} sha256 {}", file.name, file.sha256),
+            );
+            record.model = Some(spec.id.to_string());
             audit
                 .append(&record)
                 .await
@@ -802,23 +810,17 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
             )
         })
         .collect();
+    let loaded = admin_record(
+        "policy.load",
+        format!(
+            "scheme {}; {} Cedar policies, file sha256 {policy_digest}; deployments: {}",
+            policy.scheme.name(),
+            policy.authz.policy_count(),
+            deployments.join(", ")
+        ),
+    );
     audit
-        .append(&enclave_audit::Record {
-            v: 1,
-            time: time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            node: node_name(),
-            kind: "admin".into(),
-            operation: "policy.load".into(),
-            detail: Some(format!(
-                "scheme {}; {} Cedar policies, file sha256 {policy_digest}; deployments: {}",
-                policy.scheme.name(),
-                policy.authz.policy_count(),
-                deployments.join(", ")
-            )),
-            ..Default::default()
-        })
+        .append(&loaded)
         .await
         .context("cannot write the audit log")?;
     ingest_admin_events(store.as_ref(), &audit).await?;

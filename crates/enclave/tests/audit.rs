@@ -15,6 +15,18 @@ use base64::Engine as _;
 use common::{CHAT, Server};
 use serde_json::{Value, json};
 
+/// Every record the auditor may read (the first thousand).
+async fn audit_records(http: &reqwest::Client, s: &Server, auditor: &str) -> Value {
+    http.get(s.url("/v1/audit/records?limit=1000"))
+        .bearer_auth(auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn every_call_is_recorded_once_and_the_log_verifies_offline() {
     let s = Server::start();
@@ -27,15 +39,7 @@ async fn every_call_is_recorded_once_and_the_log_verifies_offline() {
             .json(&body)
     };
     let start = {
-        let r: Value = http
-            .get(s.url("/v1/audit/records?limit=1000"))
-            .bearer_auth(&auditor)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = audit_records(&http, &s, &auditor).await;
         r["tree_size"].as_u64().unwrap() + 1 // this call's own record
     };
 
@@ -171,15 +175,7 @@ async fn every_call_is_recorded_once_and_the_log_verifies_offline() {
     let z = s.key("agency-z", "user");
     let mut admin = Vec::new();
     for _ in 0..50 {
-        let r: Value = http
-            .get(s.url("/v1/audit/records?limit=1000"))
-            .bearer_auth(&auditor)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = audit_records(&http, &s, &auditor).await;
         admin = r["data"]
             .as_array()
             .unwrap()
@@ -419,15 +415,7 @@ async fn a_call_whose_client_left_is_recorded_once() {
     let admin_id = &s.admin_key[3..15];
     let mut mine = Vec::new();
     for _ in 0..200 {
-        let r: Value = http
-            .get(s.url("/v1/audit/records?limit=1000"))
-            .bearer_auth(&auditor)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = audit_records(&http, &s, &auditor).await;
         mine = r["data"]
             .as_array()
             .unwrap()

@@ -248,22 +248,17 @@ pub fn admit(
             let err = ApiError::NoAccreditedDeployment(why.clone());
             with_findings(deny(err, Some(&label), policy, why))
         })?;
-    let Some(choice) = chosen.first().copied() else {
-        let err = ApiError::Internal;
+    let picked = chosen
+        .first()
+        .copied()
+        .and_then(|c| candidates.get(c.index).map(|d| (c, (*d).clone())));
+    let Some((choice, deployment)) = picked else {
+        let why = "routing chose nothing".to_string();
         return Err(with_findings(deny(
-            err,
+            ApiError::Internal,
             Some(&label),
             policy,
-            "routing chose nothing".into(),
-        )));
-    };
-    let Some(deployment) = candidates.get(choice.index).map(|d| (*d).clone()) else {
-        let err = ApiError::Internal;
-        return Err(with_findings(deny(
-            err,
-            Some(&label),
-            policy,
-            "routing chose nothing".into(),
+            why,
         )));
     };
 
