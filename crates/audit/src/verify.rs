@@ -41,16 +41,10 @@ pub fn verify_export(dir: &Path, public_key: &str) -> Result<Verified, VerifyErr
     };
     let checkpoint = read("checkpoint")?;
     let (size, root) = open_checkpoint(&checkpoint, public_key).map_err(VerifyError::Checkpoint)?;
-    let records = read("records.jsonl")?;
-    let lines: Vec<&[u8]> = if records.is_empty() {
-        Vec::new()
-    } else {
-        records
-            .strip_suffix(b"\n")
-            .unwrap_or(&records)
-            .split(|b| *b == b'\n')
-            .collect()
-    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let records_path = dir.join("records.jsonl");
+    let leaves = leaf_hashes(&records_path, threads)
+        .map_err(|_| VerifyError::Missing(records_path.display().to_string()))?;
     // The leaf hashes the log recorded locate a changed record; they are not trusted for the
     // verdict, which rests on the root alone.
     let logged_bytes = read("leaf-hashes.txt").unwrap_or_default();
@@ -58,21 +52,6 @@ pub fn verify_export(dir: &Path, public_key: &str) -> Result<Verified, VerifyErr
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
-    // Leaf hashing is the bulk of the work and independent per record: spread it over the cores.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = lines.len().div_ceil(threads).max(1);
-    let mut leaves: Vec<Hash> = Vec::with_capacity(lines.len());
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = lines
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || part.iter().map(|l| record_hash(l)).collect::<Vec<_>>())
-            })
-            .collect();
-        for p in parts {
-            leaves.extend(p.join().unwrap_or_default());
-        }
-    });
     let mut hex_buf = [0u8; 64];
     for (i, leaf) in leaves.iter().enumerate() {
         if let Some(expected) = logged.get(i) {
@@ -101,6 +80,76 @@ pub fn verify_export(dir: &Path, public_key: &str) -> Result<Verified, VerifyErr
         records: found,
         checkpoint_size: size,
     })
+}
+
+/// The leaf hash of every line of `path`, in order. The file is read in blocks while other threads
+/// hash the blocks already read, so reading and hashing overlap and no copy of the whole export
+/// is ever held.
+fn leaf_hashes(path: &Path, threads: usize) -> std::io::Result<Vec<Hash>> {
+    use std::io::Read as _;
+    use std::sync::{Mutex, mpsc};
+    const BLOCK: usize = 8 << 20;
+    let mut file = std::fs::File::open(path)?;
+    let (to_workers, blocks) = mpsc::sync_channel::<(usize, Vec<u8>)>(threads * 2);
+    let blocks = Mutex::new(blocks);
+    let (to_main, hashed) = mpsc::channel::<(usize, Vec<Hash>)>();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (blocks, to_main) = (&blocks, to_main.clone());
+            scope.spawn(move || {
+                loop {
+                    let next = match blocks.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((i, block)) = next else { return };
+                    let hashes = block
+                        .split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .map(record_hash)
+                        .collect();
+                    if to_main.send((i, hashes)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(to_main);
+        // The sender lives in this block only, so the workers stop however reading ends.
+        let to_workers = to_workers;
+        let mut read = || -> std::io::Result<()> {
+            // Read whole lines per block: what follows the last newline waits for the next block.
+            let mut carry: Vec<u8> = Vec::new();
+            let mut index = 0;
+            loop {
+                let mut block = std::mem::take(&mut carry);
+                let start = block.len();
+                block.resize(start + BLOCK, 0);
+                let n = file.read(&mut block[start..])?;
+                block.truncate(start + n);
+                if n == 0 {
+                    if !block.is_empty() {
+                        let _ = to_workers.send((index, block));
+                    }
+                    break;
+                }
+                if let Some(last) = block.iter().rposition(|b| *b == b'\n') {
+                    carry = block.split_off(last + 1);
+                    let _ = to_workers.send((index, block));
+                    index += 1;
+                } else {
+                    carry = block;
+                }
+            }
+            Ok(())
+        };
+        let result = read();
+        drop(to_workers);
+        result
+    })?;
+    let mut parts: Vec<(usize, Vec<Hash>)> = hashed.into_iter().collect();
+    parts.sort_unstable_by_key(|(i, _)| *i);
+    Ok(parts.into_iter().flat_map(|(_, h)| h).collect())
 }
 
 /// The root of `leaves`, its two largest subtrees computed on two threads when there are many:
