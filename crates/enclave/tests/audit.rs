@@ -273,6 +273,11 @@ async fn every_call_is_recorded_once_and_the_log_verifies_offline() {
         !ok && err.contains(&format!("record {index} does not match")),
         "{err}"
     );
+
+    // Operators see the log grow in /metrics.
+    let metrics = common::http_get(&s.url("/metrics"));
+    assert!(metrics.contains("enclave_audit_records_total"), "{metrics}");
+    assert!(metrics.contains("enclave_audit_tree_size"), "{metrics}");
 }
 
 /// Bounded load, `kill -9` at three moments, restart each time: every answer that reached a

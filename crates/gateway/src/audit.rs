@@ -164,6 +164,8 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     guard.disarm();
     match state.audit.append(&record).await {
         Ok(index) => {
+            metrics::counter!("enclave_audit_records_total").increment(1);
+            metrics::gauge!("enclave_audit_tree_size").set((index + 1) as f64);
             if let Some(tenant) = principal.as_ref().map(|p| p.tenant_name.clone())
                 && state.policy.keeps_content(&tenant)
                 && !request_body.is_empty()
@@ -192,6 +194,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
             response
         }
         Err(e) => {
+            metrics::counter!("enclave_audit_failures_total").increment(1);
             tracing::error!(error = %e, "audit record not durable; refusing the answer");
             ApiError::AuditUnavailable.into_response()
         }
