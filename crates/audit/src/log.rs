@@ -278,6 +278,11 @@ impl AuditLog {
             .map_err(|e| LogError::Proof(e.to_string()))
     }
 
+    /// The leaf hash of record `index`, as the tree holds it.
+    pub fn leaf(&self, index: u64) -> Option<Hash> {
+        self.state().tree.leaf(index)
+    }
+
     pub fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, LogError> {
         self.state()
             .tree

@@ -43,8 +43,14 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// This node's name in records: `HOSTNAME`, else `/etc/hostname`, else `enclave`.
+/// This node's name in records: `HOSTNAME`, else `/etc/hostname`, else `enclave`. Looked up
+/// once per process.
 pub fn node() -> String {
+    static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NODE.get_or_init(lookup_node).clone()
+}
+
+fn lookup_node() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
@@ -264,22 +270,14 @@ pub async fn inclusion(
         .map_err(|e| ApiError::invalid("index", e.to_string()))?;
     let leaf = state
         .audit
-        .records(q.index, q.index + 1)
-        .first()
-        .map(|(_, bytes)| tlog_leaf(bytes));
+        .leaf(q.index)
+        .map(|h| base64::engine::general_purpose::STANDARD.encode(h.0));
     Ok(Json(json!({
         "index": q.index,
         "tree_size": q.tree_size,
         "leaf_hash": leaf,
         "proof": b64(&proof),
     })))
-}
-
-fn tlog_leaf(bytes: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(bytes);
-    base64::engine::general_purpose::STANDARD.encode(h.finalize())
 }
 
 #[derive(Debug, Deserialize)]

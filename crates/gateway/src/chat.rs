@@ -81,12 +81,10 @@ async fn serve(
     ) {
         Ok(a) => a,
         Err(denied) => {
-            mac::audit(&principal, "chat.completions", &denied.decision);
             note.decision = Some(denied.decision);
             return Err(denied.error);
         }
     };
-    mac::audit(&principal, "chat.completions", &admitted.decision);
     note.decision = Some(admitted.decision.clone());
     for (m, t) in chat.messages.iter_mut().zip(texts) {
         m.content = t;

@@ -85,12 +85,10 @@ async fn serve(
     ) {
         Ok(a) => a,
         Err(denied) => {
-            mac::audit(&principal, "embeddings", &denied.decision);
             note.decision = Some(denied.decision);
             return Err(denied.error);
         }
     };
-    mac::audit(&principal, "embeddings", &admitted.decision);
     note.decision = Some(admitted.decision.clone());
     let engine = embedded(&state)?;
     let format = match req.encoding_format.as_deref() {

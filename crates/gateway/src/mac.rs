@@ -303,21 +303,6 @@ pub fn admit(
     })
 }
 
-/// Hands a decision to the audit step. Until the audit log exists this is a structured event on
-/// the `enclave::audit` target; it never carries matched text, only kinds and counts.
-pub fn audit(principal: &Principal, route: &'static str, decision: &Decision) {
-    let json = serde_json::to_string(decision).unwrap_or_default();
-    tracing::info!(
-        target: "enclave::audit",
-        tenant = %principal.tenant_name,
-        key = %principal.key_id,
-        route,
-        allowed = decision.allowed,
-        decision = %json,
-        "decision"
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
