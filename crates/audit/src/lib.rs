@@ -17,7 +17,7 @@ pub mod verify;
 pub use content::ContentVault;
 pub use key::LogKey;
 pub use log::{AuditLog, LogError};
-pub use record::Record;
+pub use record::{Attempt, Record};
 pub use tlog_tiles::tlog::Hash;
 pub use tree::Tree;
 pub use verify::{VerifyError, verify_export};

@@ -1,6 +1,6 @@
 //! One audit record and its canonical bytes.
 //!
-//! Format `v1`: a JSON object with exactly these keys in this order, no white space, strings in
+//! Format `v2` (`v1` without `attempts`): a JSON object with exactly these keys in this order, no white space, strings in
 //! serde_json's escaping, absent values as `null`, `findings` with keys in byte order. The bytes
 //! are the leaf: leaf hash = SHA-256(0x00 ‖ bytes) (RFC 9162 §2.1.1). A verifier in another
 //! language recomputes the leaf from the exported line without parsing it.
@@ -8,6 +8,18 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+/// One try at an upstream deployment while serving a call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub deployment: String,
+    /// `ok`, `connect_error`, `rate_limited`, `server_error`, `rejected`,
+    /// `first_token_timeout`, `timeout`, `malformed`, `circuit_open`.
+    pub outcome: String,
+    /// The upstream's HTTP status when it answered with an error.
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+}
 
 /// What happened, when, where, who, with what outcome (NIST SP 800-53 AU-3), plus Enclave's
 /// labels and inspection findings. Never a secret; never prompt or answer text, only digests.
@@ -47,6 +59,9 @@ pub struct Record {
     pub response_sha256: Option<String>,
     /// A sentence: the decision's reason or the administrative detail.
     pub detail: Option<String>,
+    /// Format 2: every try at a deployment, in order; the last `ok` one served.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
 }
 
 impl Record {

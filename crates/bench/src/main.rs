@@ -126,6 +126,7 @@ fn run(
                         break;
                     }
                     Event::Error(e) => bail!("generation failed: {e}"),
+                    Event::ToolCall(_) => {}
                 }
             }
         }
@@ -159,6 +160,7 @@ fn decode_one(
                     return Ok(f64::from(completion_tokens.saturating_sub(1)) / t);
                 }
                 Event::Error(e) => bail!("generation failed: {e}"),
+                Event::ToolCall(_) => {}
             }
         }
         bail!("the engine stopped")

@@ -597,7 +597,7 @@ async fn admin_event(
 async fn ingest_admin_events(store: &dyn Store, audit: &enclave_audit::AuditLog) -> Result<()> {
     for e in store.pending_admin_events(1000).await? {
         let record = enclave_audit::Record {
-            v: 1,
+            v: 2,
             time: time::OffsetDateTime::from_unix_timestamp(e.at)
                 .ok()
                 .and_then(|t| {
@@ -622,7 +622,7 @@ async fn ingest_admin_events(store: &dyn Store, audit: &enclave_audit::AuditLog)
 /// An administrative record made by this process now.
 fn admin_record(operation: &str, detail: String) -> enclave_audit::Record {
     enclave_audit::Record {
-        v: 1,
+        v: 2,
         time: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
@@ -841,7 +841,18 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
         enclave_audit::ContentVault::open(&config.data_dir.join("audit"))
             .context("cannot open the content vault")?,
     );
-    let state = AppState::new(store, policy, audit, content, metrics);
+    let quotas = enclave_gateway::quota::Quotas::load(store.as_ref())
+        .await
+        .context("cannot read this month's usage to start the quotas")?;
+    let state = AppState::new(
+        Arc::clone(&store) as Arc<dyn enclave_store::Store>,
+        policy,
+        audit,
+        content,
+        metrics,
+    )
+    .with_quotas(quotas);
+    let meter = Arc::clone(&state.quotas.meter);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -864,6 +875,9 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
         }
     }
     server.await??;
+    if let Err(e) = meter.flush(store.as_ref()).await {
+        tracing::error!(error = %e, "cannot write the last metered usage");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -50,6 +50,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context window was reached.
     Length,
+    /// The model asked for tools to be called (upstream models with tool calling).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -57,6 +59,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }
@@ -65,12 +68,24 @@ impl FinishReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Text(String),
+    /// A piece of a tool call: the first piece of call `index` carries its id and name, later
+    /// pieces more of its JSON arguments. Upstream models only; the embedded model emits none.
+    ToolCall(ToolCallDelta),
     Done {
         reason: FinishReason,
         prompt_tokens: u32,
         completion_tokens: u32,
     },
     Error(String),
+}
+
+/// One streamed piece of a tool call.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: String,
 }
 
 /// Live counters of the chat scheduler, for metrics.

@@ -122,6 +122,7 @@ fn chat_prompts_and_greedy_output_match_llama_cpp_python() {
                         ..
                     } => return (text, (reason, completion_tokens)),
                     Event::Error(e) => panic!("{e}"),
+                    Event::ToolCall(_) => {}
                 }
             }
         });

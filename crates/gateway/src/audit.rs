@@ -31,6 +31,8 @@ pub struct CallNote {
     pub decision: Option<Decision>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Every try at a deployment, in order.
+    pub attempts: Vec<enclave_audit::Attempt>,
 }
 
 /// The stable error code of an error response, set by `ApiError::into_response`.
@@ -81,7 +83,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     let mut guard = CancelGuard(Some((
         state.audit.clone(),
         Record {
-            v: 1,
+            v: 2,
             time: time.clone(),
             node: node(),
             kind: "api".into(),
@@ -135,7 +137,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .map(|c| c.0.to_string());
     let decision = note.decision.as_ref();
     let record = Record {
-        v: 1,
+        v: 2,
         time,
         node: node(),
         kind: "api".into(),
@@ -166,6 +168,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         request_sha256: digest,
         response_sha256: response_digest,
         detail: decision.map(|d| d.reason.clone()),
+        attempts: note.attempts,
     };
     guard.disarm();
     match state.audit.append(&record).await {

@@ -26,7 +26,16 @@ pub async fn require_key(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let principal = authenticate(&state, req.headers().get(AUTHORIZATION)).await?;
+    // OpenAI clients send `Authorization: Bearer`; Anthropic's send `x-api-key`.
+    let principal = match req.headers().get(AUTHORIZATION) {
+        Some(h) => authenticate(&state, Some(h)).await?,
+        None => match req.headers().get("x-api-key") {
+            Some(k) => {
+                authenticate_raw(&state, k.to_str().map_err(|_| ApiError::InvalidKey)?).await?
+            }
+            None => return Err(ApiError::MissingKey),
+        },
+    };
     req.extensions_mut().insert(principal.clone());
     let mut response = next.run(req).await;
     // The audit step, outside this layer, records who called.
@@ -45,6 +54,11 @@ async fn authenticate(
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
         .ok_or(ApiError::InvalidKey)?;
+    authenticate_raw(state, presented).await
+}
+
+async fn authenticate_raw(state: &AppState, presented: &str) -> Result<Principal, ApiError> {
+    let presented = presented.trim();
     if presented.is_empty() {
         return Err(ApiError::MissingKey);
     }

@@ -1,45 +1,40 @@
 //! `POST /v1/chat/completions`, streamed and not, from the embedded engine or an upstream.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use enclave_engine::{ChatEngine, Event};
+use enclave_engine::{Event, ToolCallDelta};
 use enclave_policy::{Action, Redactions};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use serde_json::Value;
+use tokio::sync::mpsc::unbounded_channel;
 
+use crate::AppState;
 use crate::audit::CallNote;
 use crate::auth::Principal;
+use crate::conversation::Conversation;
+use crate::dispatch::{self, UpstreamClock};
 use crate::error::ApiError;
 use crate::extract::OpenAiJson;
 use crate::mac::{self, EnclaveInfo, LABEL_HEADER};
 use crate::openai::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
-    ChunkChoice, Delta, Usage,
+    ChunkChoice, Delta, FunctionDeltaOut, FunctionOut, ToolCallDeltaOut, ToolCallOut, Usage,
 };
-use crate::policy::Backend;
-use crate::{AppState, CHAT_MODEL};
+use crate::quota::Ticket;
+use crate::upstream::EventStream;
 
 /// Names the build in `system_fingerprint`, so a client can tell answers of different builds apart.
 const FINGERPRINT: &str = concat!("enclave-", env!("CARGO_PKG_VERSION"));
 
-fn embedded_chat(state: &AppState) -> Result<Arc<ChatEngine>, ApiError> {
-    state
-        .models
-        .chat
-        .get()
-        .cloned()
-        .ok_or_else(|| ApiError::ModelLoading(CHAT_MODEL.to_string()))
-}
-
 pub async fn completions(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    clock: Option<Extension<UpstreamClock>>,
     headers: HeaderMap,
     OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
 ) -> Response {
@@ -47,7 +42,8 @@ pub async fn completions(
         model: Some(req.model.clone()),
         ..CallNote::default()
     };
-    let mut response = match serve(state, principal, headers, req, &mut note).await {
+    let clock = clock.map(|c| c.0).unwrap_or_default();
+    let mut response = match serve(state, principal, headers, req, &mut note, &clock).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -55,28 +51,37 @@ pub async fn completions(
     response
 }
 
-async fn serve(
-    state: AppState,
-    principal: Principal,
-    headers: HeaderMap,
-    mut req: ChatCompletionRequest,
+/// A chat call under way, whichever surface it came in on: admitted by the reference monitor,
+/// reserved against quotas, answered by some deployment.
+pub struct Answer {
+    pub events: EventStream,
+    pub info: EnclaveInfo,
+    pub header: HeaderValue,
+    pub ticket: Ticket,
+    pub started: Instant,
+}
+
+/// The steps every chat surface shares: admit (label, clearance, authorize, route, redact),
+/// reserve quota, dispatch to the deployments in order, restore redacted data in the answer.
+#[allow(clippy::too_many_arguments, reason = "each is one input of the call")]
+pub async fn answer(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    metadata: Option<&Value>,
+    model: &str,
+    mut conversation: Conversation,
     note: &mut CallNote,
-) -> Result<Response, ApiError> {
-    let model = req.model.clone();
-    let metadata = req.metadata.take();
-    let mut chat = req.validate()?;
-    let mut texts: Vec<String> = chat
-        .messages
-        .iter_mut()
-        .map(|m| std::mem::take(&mut m.content))
-        .collect();
-    let admitted = match mac::admit(
+    clock: &UpstreamClock,
+) -> Result<Answer, ApiError> {
+    let mut texts = conversation.take_texts();
+    let mut admitted = match mac::admit(
         &state.policy,
-        &principal,
+        principal,
         Action::Chat,
-        &model,
-        &headers,
-        metadata.as_ref(),
+        model,
+        headers,
+        metadata,
         &mut texts,
     ) {
         Ok(a) => a,
@@ -86,46 +91,85 @@ async fn serve(
         }
     };
     note.decision = Some(admitted.decision.clone());
-    for (m, t) in chat.messages.iter_mut().zip(texts) {
-        m.content = t;
-    }
+    let redacted = admitted.redacted.as_ref().map(|(t, _)| {
+        let mut c = conversation.clone();
+        c.put_texts(t.clone());
+        c
+    });
+    conversation.put_texts(texts);
+    let worst_case = conversation.estimated_prompt_tokens()
+        + u64::from(conversation.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS));
+    let ticket = state
+        .quotas
+        .reserve(&state.policy, principal, model, worst_case)
+        .await?;
     let started = Instant::now();
-    let rx = match &admitted.deployment.backend {
-        Backend::Embedded => {
-            let engine = embedded_chat(&state)?;
-            // Rendering and tokenizing a prompt of up to `MAX_BODY_BYTES` takes long enough to
-            // stall a runtime worker, so it runs on the blocking pool.
-            let prompt = {
-                let engine = Arc::clone(&engine);
-                let messages = std::mem::take(&mut chat.messages);
-                tokio::task::spawn_blocking(move || engine.prompt(&messages))
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "prompt task failed");
-                        ApiError::Internal
-                    })??
-            };
-            engine.generate(prompt, chat.sampling, chat.max_tokens)?
-        }
-        Backend::OpenAi(upstream) => {
-            upstream
-                .chat(&chat.messages, &chat.sampling, chat.max_tokens, chat.stream)
-                .await?
+    let dispatched = dispatch::dispatch(
+        state,
+        &admitted.routes,
+        &conversation,
+        redacted.as_ref(),
+        &mut note.attempts,
+        clock,
+    )
+    .await;
+    let (events, index) = match dispatched {
+        Ok(d) => d,
+        Err(e) => {
+            ticket.release().await;
+            return Err(e);
         }
     };
-    let header = admitted.header();
-    let rx = match admitted.redactions {
-        Some(r) if !r.is_empty() => restoring(rx, r),
-        _ => rx,
+    admitted.serve(index);
+    note.decision = Some(admitted.decision.clone());
+    let events = match admitted.redactions_for(index) {
+        Some(r) => restoring(events, r.clone()),
+        None => events,
     };
+    tracing::debug!(tenant = %principal.tenant_name, key = %principal.key_id, deployment = %admitted.info.deployment, "chat answer started");
+    Ok(Answer {
+        events,
+        header: admitted.header(),
+        info: admitted.info,
+        ticket,
+        started,
+    })
+}
+
+/// Tokens reserved for an answer whose request set no `max_tokens`.
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+
+async fn serve(
+    state: AppState,
+    principal: Principal,
+    headers: HeaderMap,
+    mut req: ChatCompletionRequest,
+    note: &mut CallNote,
+    clock: &UpstreamClock,
+) -> Result<Response, ApiError> {
+    let model = req.model.clone();
+    let metadata = req.metadata.take();
+    let valid = req.validate()?;
+    let stream_it = valid.conversation.stream;
+    let include_usage = valid.include_usage;
+    let a = answer(
+        &state,
+        &principal,
+        &headers,
+        metadata.as_ref(),
+        &model,
+        valid.conversation,
+        note,
+        clock,
+    )
+    .await?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
-    tracing::debug!(tenant = %principal.tenant_name, key = %principal.key_id, %id, deployment = %admitted.info.deployment, "chat completion");
     let created = enclave_store::now();
-    let info = admitted.info;
-    let mut response = if chat.stream {
-        stream(rx, id, model, created, chat.include_usage, started, info).into_response()
+    let header = a.header.clone();
+    let mut response = if stream_it {
+        stream(a, id, model, created, include_usage).into_response()
     } else {
-        let completion = collect(rx, id, model, created, info).await?;
+        let completion = collect(a, id, model, created).await?;
         note.prompt_tokens = u64::from(completion.usage.prompt_tokens);
         note.completion_tokens = u64::from(completion.usage.completion_tokens);
         Json(completion).into_response()
@@ -136,53 +180,118 @@ async fn serve(
 
 /// Puts redacted personal data back into the answer as it streams, holding back only text that
 /// may still be the start of a placeholder.
-fn restoring(mut rx: UnboundedReceiver<Event>, redactions: Redactions) -> UnboundedReceiver<Event> {
+fn restoring(mut rx: EventStream, redactions: Redactions) -> EventStream {
     let (tx, out) = unbounded_channel();
     tokio::spawn(async move {
         let mut restorer = redactions.restorer();
-        while let Some(event) = rx.recv().await {
-            let event = match event {
+        // Each tool call's arguments stream on their own, so each gets its own restorer.
+        let mut calls: std::collections::BTreeMap<u32, enclave_policy::Restorer<'_>> =
+            Default::default();
+        loop {
+            let event = tokio::select! {
+                // The client left: stop now, which drops `rx` and cancels the backend.
+                () = tx.closed() => return,
+                e = rx.recv() => match e {
+                    Some(e) => e,
+                    None => return,
+                },
+            };
+            let mut out = Vec::with_capacity(1);
+            match event {
                 Event::Text(t) => {
                     let text = restorer.push(&t);
-                    if text.is_empty() {
-                        continue;
+                    if !text.is_empty() {
+                        out.push(Event::Text(text));
                     }
-                    Event::Text(text)
+                }
+                Event::ToolCall(mut call) => {
+                    let r = calls
+                        .entry(call.index)
+                        .or_insert_with(|| redactions.restorer());
+                    call.arguments = r.push(&call.arguments);
+                    out.push(Event::ToolCall(call));
                 }
                 done @ Event::Done { .. } => {
                     let rest = restorer.finish();
-                    if !rest.is_empty() && tx.send(Event::Text(rest)).is_err() {
-                        return;
+                    if !rest.is_empty() {
+                        out.push(Event::Text(rest));
                     }
-                    done
+                    for (index, r) in &mut calls {
+                        let rest = r.finish();
+                        if !rest.is_empty() {
+                            out.push(Event::ToolCall(ToolCallDelta {
+                                index: *index,
+                                arguments: rest,
+                                ..ToolCallDelta::default()
+                            }));
+                        }
+                    }
+                    out.push(done);
                 }
-                other => other,
-            };
-            if tx.send(event).is_err() {
-                return; // the client left; dropping `rx` frees the sequence
+                other => out.push(other),
+            }
+            for e in out {
+                if tx.send(e).is_err() {
+                    return;
+                }
             }
         }
     });
-    out
+    EventStream::new(out)
+}
+
+/// Tool calls assembled from their streamed pieces.
+#[derive(Default)]
+pub struct ToolCalls(Vec<ToolCallOut>);
+
+impl ToolCalls {
+    pub fn push(&mut self, d: ToolCallDelta) {
+        let i = d.index as usize;
+        while self.0.len() <= i {
+            self.0.push(ToolCallOut {
+                id: String::new(),
+                kind: "function",
+                function: FunctionOut {
+                    name: String::new(),
+                    arguments: String::new(),
+                },
+            });
+        }
+        let call = &mut self.0[i];
+        if let Some(id) = d.id {
+            call.id = id;
+        }
+        if let Some(name) = d.name {
+            call.function.name = name;
+        }
+        call.function.arguments.push_str(&d.arguments);
+    }
+
+    pub fn into_inner(self) -> Vec<ToolCallOut> {
+        self.0
+    }
 }
 
 async fn collect(
-    mut rx: UnboundedReceiver<Event>,
+    mut a: Answer,
     id: String,
     model: String,
     created: i64,
-    info: EnclaveInfo,
 ) -> Result<ChatCompletion, ApiError> {
     let mut content = String::new();
-    while let Some(event) = rx.recv().await {
+    let mut calls = ToolCalls::default();
+    while let Some(event) = a.events.recv().await {
         match event {
             Event::Text(t) => content.push_str(&t),
+            Event::ToolCall(d) => calls.push(d),
             Event::Done {
                 reason,
                 prompt_tokens,
                 completion_tokens,
             } => {
                 crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
+                a.ticket.settle(prompt_tokens, completion_tokens).await;
+                let tool_calls = calls.into_inner();
                 return Ok(ChatCompletion {
                     id,
                     object: "chat.completion",
@@ -192,20 +301,24 @@ async fn collect(
                         index: 0,
                         message: AssistantMessage {
                             role: "assistant",
-                            content,
+                            content: (!content.is_empty() || tool_calls.is_empty())
+                                .then_some(content),
                             refusal: None,
+                            tool_calls,
                         },
                         logprobs: None,
                         finish_reason: reason.as_str(),
                     }],
                     usage: Usage::new(prompt_tokens, completion_tokens),
                     system_fingerprint: FINGERPRINT,
-                    enclave: Some(info),
+                    enclave: Some(a.info),
                 });
             }
             Event::Error(msg) => {
                 tracing::error!(error = %msg, "generation failed");
-                return Err(ApiError::Internal);
+                return Err(ApiError::UpstreamFailed(format!(
+                    "the answer failed part-way: {msg}"
+                )));
             }
         }
     }
@@ -228,15 +341,20 @@ fn error_event(err: &ApiError) -> SseEvent {
 /// last chunk with `finish_reason`, a usage chunk with empty `choices` when asked for, then
 /// `[DONE]`. Dropping the stream (client gone) drops the receiver, which frees the sequence.
 fn stream(
-    mut rx: UnboundedReceiver<Event>,
+    a: Answer,
     id: String,
     model: String,
     created: i64,
     include_usage: bool,
-    started: Instant,
-    info: EnclaveInfo,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let usage_field = include_usage.then_some(None);
+    let Answer {
+        events: mut rx,
+        info,
+        ticket,
+        started,
+        ..
+    } = a;
     let events = async_stream::stream! {
         let chunk = |delta: Delta, finish: Option<&'static str>| ChatCompletionChunk {
             id: &id,
@@ -248,7 +366,7 @@ fn stream(
             usage: usage_field,
             enclave: None,
         };
-        let mut opening = chunk(Delta { role: Some("assistant"), content: Some(String::new()) }, None);
+        let mut opening = chunk(Delta { role: Some("assistant"), content: Some(String::new()), tool_calls: None }, None);
         opening.enclave = Some(&info);
         yield Ok(chunk_event(&opening));
         let mut first = true;
@@ -259,10 +377,20 @@ fn stream(
                         metrics::histogram!("enclave_time_to_first_token_seconds").record(started.elapsed().as_secs_f64());
                         first = false;
                     }
-                    yield Ok(chunk_event(&chunk(Delta { role: None, content: Some(t) }, None)));
+                    yield Ok(chunk_event(&chunk(Delta { content: Some(t), ..Delta::default() }, None)));
+                }
+                Event::ToolCall(d) => {
+                    let call = ToolCallDeltaOut {
+                        index: d.index,
+                        kind: d.id.is_some().then_some("function"),
+                        id: d.id,
+                        function: FunctionDeltaOut { name: d.name, arguments: d.arguments },
+                    };
+                    yield Ok(chunk_event(&chunk(Delta { tool_calls: Some(vec![call]), ..Delta::default() }, None)));
                 }
                 Event::Done { reason, prompt_tokens, completion_tokens } => {
                     crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
+                    ticket.settle(prompt_tokens, completion_tokens).await;
                     yield Ok(chunk_event(&chunk(Delta::default(), Some(reason.as_str()))));
                     if include_usage {
                         let last = ChatCompletionChunk {
@@ -282,7 +410,7 @@ fn stream(
                 }
                 Event::Error(msg) => {
                     tracing::error!(error = %msg, "generation failed mid-stream");
-                    yield Ok(error_event(&ApiError::Internal));
+                    yield Ok(error_event(&ApiError::UpstreamFailed(format!("the answer failed part-way: {msg}"))));
                     return;
                 }
             }

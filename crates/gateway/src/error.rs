@@ -10,7 +10,7 @@ use enclave_engine::EngineError;
 /// An error a client sees. Messages are sentences about the request, never internals.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
-    #[error("no API key was given: send `Authorization: Bearer <key>`")]
+    #[error("no API key was given: send `Authorization: Bearer <key>` or `x-api-key: <key>`")]
     MissingKey,
     #[error("the API key is not valid")]
     InvalidKey,
@@ -50,10 +50,23 @@ pub enum ApiError {
     ForbiddenByPolicy(String),
     #[error("{0}")]
     NoAccreditedDeployment(String),
-    #[error("the upstream `{0}` cannot be reached")]
-    UpstreamUnavailable(String),
+    #[error("{message}")]
+    UpstreamUnavailable {
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("{0}")]
     UpstreamFailed(String),
+    /// The upstream answered a 4xx other than 429: passed on with its status.
+    #[error("{message}")]
+    UpstreamRejected { status: u16, message: String },
+    /// A quota refused the request; `code` names the kind of limit.
+    #[error("{message}")]
+    QuotaExceeded {
+        code: &'static str,
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("the model `{0}` is still loading: retry when `GET /readyz` answers 200")]
     ModelLoading(String),
     #[error("the model is busy: {0}; retry after a second")]
@@ -118,12 +131,29 @@ impl ApiError {
             NoAccreditedDeployment(_) => {
                 (StatusCode::FORBIDDEN, DENIED, "no_accredited_deployment")
             }
-            UpstreamUnavailable(_) => (
+            UpstreamUnavailable { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "server_error",
                 "upstream_unavailable",
             ),
             UpstreamFailed(_) => (StatusCode::BAD_GATEWAY, "server_error", "upstream_error"),
+            UpstreamRejected { status, .. } => (
+                StatusCode::from_u16(*status)
+                    .ok()
+                    .filter(StatusCode::is_client_error)
+                    .unwrap_or(StatusCode::BAD_REQUEST),
+                INVALID,
+                "upstream_rejected",
+            ),
+            QuotaExceeded { code, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                if *code == "insufficient_quota" {
+                    "insufficient_quota"
+                } else {
+                    "rate_limit_error"
+                },
+                code,
+            ),
             ModelLoading(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
@@ -206,10 +236,31 @@ impl IntoResponse for ApiError {
         response
             .extensions_mut()
             .insert(crate::audit::ErrorCode(code));
-        if matches!(self, ApiError::Overloaded(_)) {
+        let retry_after = match &self {
+            ApiError::Overloaded(_) => Some(1),
+            ApiError::QuotaExceeded { retry_after, .. }
+            | ApiError::UpstreamUnavailable {
+                retry_after: Some(retry_after),
+                ..
+            } => Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+                .insert("retry-after", HeaderValue::from(secs));
+        }
+        // A spent monthly budget does not come back within an SDK's retry loop.
+        if matches!(
+            self,
+            ApiError::QuotaExceeded {
+                code: "insufficient_quota",
+                ..
+            }
+        ) {
+            response
+                .headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
         }
         // The `openai` SDK retries 5xx twice unless told not to; only a loading model is worth it.
         if status.is_server_error() && !matches!(self, ApiError::ModelLoading(_)) {

@@ -9,8 +9,12 @@
 //! - [`auth`]: API key → principal, as a middleware on `/v1`.
 //! - [`mac`]: the reference monitor on the request path: label, clearance, authorize, route,
 //!   redact ([`policy`] is what it consults, built once from the configuration).
-//! - [`upstream`]: pass-through to OpenAI-compatible servers.
-//! - [`chat`], [`embeddings`], [`models`], [`health`]: handlers.
+//! - [`conversation`]: one chat request in surface-neutral terms, whichever API it came in on.
+//! - [`dispatch`]: weighted, prioritised routing with retries, fallback and circuit breakers.
+//! - [`upstream`]: OpenAI-compatible and Anthropic Messages servers as backends.
+//! - [`quota`]: reserve-and-settle quotas per tenant, key and model; usage metering.
+//! - [`chat`] (OpenAI), [`messages`] (Anthropic), [`embeddings`], [`models`], [`health`]:
+//!   handlers.
 //! - [`openai`]: wire types and their validation; [`extract`]: the JSON extractor; [`error`]: the
 //!   error table.
 //! - [`metrics`]: the Prometheus recorder and the request-metrics middleware.
@@ -18,15 +22,19 @@
 pub mod audit;
 pub mod auth;
 pub mod chat;
+pub mod conversation;
+pub mod dispatch;
 pub mod embeddings;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod mac;
+pub mod messages;
 pub mod metrics;
 pub mod models;
 pub mod openai;
 pub mod policy;
+pub mod quota;
 pub mod routes;
 pub mod upstream;
 
@@ -66,6 +74,7 @@ pub struct AppState {
     /// Sealed request/answer content for tenants whose policy keeps it.
     pub content: Arc<enclave_audit::ContentVault>,
     pub metrics: metrics::Metrics,
+    pub quotas: quota::Quotas,
     /// When the server started, as the `created` of model objects.
     pub started: i64,
 }
@@ -85,8 +94,28 @@ impl AppState {
             audit,
             content,
             metrics,
+            quotas: quota::Quotas::default(),
             started: enclave_store::now(),
         }
+    }
+
+    /// Uses `quotas` (seeded from the store by [`quota::Quotas::load`]) and starts writing its
+    /// metered usage to the store every second.
+    pub fn with_quotas(mut self, quotas: quota::Quotas) -> Self {
+        self.quotas = quotas;
+        let (meter, store) = (Arc::clone(&self.quotas.meter), Arc::clone(&self.store));
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = meter.flush(store.as_ref()).await {
+                        tracing::error!(error = %e, "cannot write metered usage; will retry");
+                    }
+                }
+            });
+        }
+        self
     }
 
     pub fn ready(&self) -> bool {

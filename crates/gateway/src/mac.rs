@@ -26,21 +26,82 @@ pub struct EnclaveInfo {
     pub redacted: bool,
 }
 
+/// A deployment the request may go to, and whether only its redacted copy may.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub deployment: Deployment,
+    pub redact: bool,
+}
+
 /// A request the reference monitor let through.
 #[derive(Debug)]
 pub struct Admitted {
     pub label: Label,
-    pub deployment: Deployment,
-    /// Set when personal data was replaced by placeholders; restore the answer with it.
-    pub redactions: Option<Redactions>,
+    banner: String,
+    /// Every deployment routing allowed, in the operator's order; fallback uses only these.
+    pub routes: Vec<Route>,
+    /// The texts with personal data replaced by placeholders, and how to restore the answer;
+    /// set when some route needs them.
+    pub redacted: Option<(Vec<String>, Redactions)>,
+    findings: std::collections::BTreeMap<enclave_policy::Kind, usize>,
+    /// The decision and answer info for the route that serves (see [`Admitted::serve`]).
     pub decision: Decision,
     pub info: EnclaveInfo,
+    /// The route now serving.
+    pub deployment: Deployment,
+    scheme: enclave_label::Scheme,
 }
 
 impl Admitted {
     /// The label as a response header value.
     pub fn header(&self) -> HeaderValue {
         header_value(&self.info.label)
+    }
+
+    /// Makes route `index` the one that serves: the decision and answer info name it.
+    pub fn serve(&mut self, index: usize) {
+        let Some(route) = self.routes.get(index) else {
+            return;
+        };
+        let d = &route.deployment;
+        let redacted = if route.redact {
+            self.redacted.as_ref().map_or(0, |(_, r)| r.len())
+        } else {
+            0
+        };
+        self.decision = Decision {
+            allowed: true,
+            code: None,
+            label: Some(self.banner.clone()),
+            findings: self.findings.clone(),
+            deployment: Some(d.placement.name.clone()),
+            redacted,
+            reason: format!(
+                "routed to `{}` ({}, accredited to {})",
+                d.placement.name,
+                d.placement.jurisdiction,
+                self.scheme.banner(&d.placement.accreditation)
+            ),
+        };
+        self.info = EnclaveInfo {
+            label: self.banner.clone(),
+            deployment: d.placement.name.clone(),
+            jurisdiction: d.placement.jurisdiction.clone(),
+            redacted: redacted > 0,
+        };
+        self.deployment = d.clone();
+    }
+
+    /// The restorer for an answer from route `index`, when its request went redacted.
+    pub fn redactions_for(&self, index: usize) -> Option<&Redactions> {
+        let route = self.routes.get(index)?;
+        if !route.redact {
+            return None;
+        }
+        self.redacted
+            .as_ref()
+            .map(|(_, r)| r)
+            .filter(|r| !r.is_empty())
     }
 }
 
@@ -248,11 +309,16 @@ pub fn admit(
             let err = ApiError::NoAccreditedDeployment(why.clone());
             with_findings(deny(err, Some(&label), policy, why))
         })?;
-    let picked = chosen
-        .first()
-        .copied()
-        .and_then(|c| candidates.get(c.index).map(|d| (c, (*d).clone())));
-    let Some((choice, deployment)) = picked else {
+    let routes: Vec<Route> = chosen
+        .iter()
+        .filter_map(|c| {
+            candidates.get(c.index).map(|d| Route {
+                deployment: (*d).clone(),
+                redact: c.redact,
+            })
+        })
+        .collect();
+    if routes.is_empty() {
         let why = "routing chose nothing".to_string();
         return Err(with_findings(deny(
             ApiError::Internal,
@@ -260,47 +326,39 @@ pub fn admit(
             policy,
             why,
         )));
-    };
+    }
 
-    // 5. Personal data leaves only as placeholders.
-    let redactions = if choice.redact {
+    // 5. Personal data leaves only as placeholders: a redacted copy for the routes that need it.
+    let redacted = if routes.iter().any(|r| r.redact) {
         let mut r = Redactions::default();
-        for (text, findings) in texts.iter_mut().zip(&labelled.findings) {
-            *text = r.redact(text, findings);
-        }
-        Some(r)
+        let copy: Vec<String> = texts
+            .iter()
+            .zip(&labelled.findings)
+            .map(|(text, findings)| r.redact(text, findings))
+            .collect();
+        Some((copy, r))
     } else {
         None
     };
-    let redacted = redactions.as_ref().map_or(0, Redactions::len);
     let banner = policy.scheme.banner(&label);
-    let decision = Decision {
-        allowed: true,
-        code: None,
-        label: Some(banner.clone()),
-        findings: labelled.summary.counts.clone(),
-        deployment: Some(deployment.placement.name.clone()),
-        redacted,
-        reason: format!(
-            "routed to `{}` ({}, accredited to {})",
-            deployment.placement.name,
-            deployment.placement.jurisdiction,
-            policy.scheme.banner(&deployment.placement.accreditation)
-        ),
-    };
-    let info = EnclaveInfo {
-        label: banner,
-        deployment: deployment.placement.name.clone(),
-        jurisdiction: deployment.placement.jurisdiction.clone(),
-        redacted: redacted > 0,
-    };
-    Ok(Admitted {
+    let mut admitted = Admitted {
         label,
-        deployment,
-        redactions,
-        decision,
-        info,
-    })
+        banner,
+        routes,
+        redacted,
+        findings: labelled.summary.counts.clone(),
+        decision: Decision::default(),
+        info: EnclaveInfo {
+            label: String::new(),
+            deployment: String::new(),
+            jurisdiction: String::new(),
+            redacted: false,
+        },
+        scheme: policy.scheme.clone(),
+        deployment: candidates[0].clone(),
+    };
+    admitted.serve(0);
+    Ok(admitted)
 }
 
 #[cfg(test)]

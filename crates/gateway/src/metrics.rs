@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::AppState;
+use crate::dispatch::UpstreamClock;
 
 /// Latency buckets in seconds: from a cache-hit health check to a long generation.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -33,6 +34,11 @@ impl Metrics {
             .get_or_init(|| {
                 PrometheusBuilder::new()
                     .set_buckets_for_metric(
+                        Matcher::Full("enclave_gateway_overhead_seconds".to_string()),
+                        OVERHEAD_BUCKETS,
+                    )
+                    .map_err(|e| e.to_string())?
+                    .set_buckets_for_metric(
                         Matcher::Suffix("_seconds".to_string()),
                         LATENCY_BUCKETS,
                     )
@@ -45,9 +51,32 @@ impl Metrics {
     }
 }
 
+/// A gauge held up while a value lives: `new` adds one, dropping subtracts it.
+pub struct Live(&'static str);
+
+impl Live {
+    pub fn new(name: &'static str) -> Self {
+        metrics::gauge!(name).increment(1.0);
+        Self(name)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
+    }
+}
+
+/// Buckets for the gateway's own overhead: tens of microseconds to tens of milliseconds.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
 /// Records every request: route template (not the raw path, so ids do not explode cardinality),
 /// method, status and duration.
-pub async fn track(req: Request, next: Next) -> Response {
+pub async fn track(mut req: Request, next: Next) -> Response {
+    let clock = UpstreamClock::default();
+    req.extensions_mut().insert(clock.clone());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -55,11 +84,18 @@ pub async fn track(req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let start = Instant::now();
     let response = next.run(req).await;
+    let elapsed = start.elapsed();
+    // The gateway's own share: everything but the wait on a backend (to the first token when
+    // streamed, since the response leaves then). Only calls that reached a backend count.
+    if let Some(waited) = clock.waited() {
+        metrics::histogram!("enclave_gateway_overhead_seconds")
+            .record(elapsed.saturating_sub(waited).as_secs_f64());
+    }
     let status = response.status().as_u16().to_string();
     let labels = [("route", route), ("method", method), ("status", status)];
     metrics::counter!("enclave_http_requests_total", &labels).increment(1);
     metrics::histogram!("enclave_http_request_duration_seconds", &labels[..2])
-        .record(start.elapsed().as_secs_f64());
+        .record(elapsed.as_secs_f64());
     response
 }
 

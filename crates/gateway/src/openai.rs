@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::conversation::{Conversation, Role, Tool, ToolCall, ToolChoice, Turn};
 use crate::error::ApiError;
 
 // ---------- chat completions: request ----------
@@ -38,6 +39,13 @@ pub struct ChatCompletionRequest {
     pub user: Option<String>,
     #[serde(default)]
     pub metadata: Option<Value>,
+    #[serde(default)]
+    pub tools: Option<Vec<ToolIn>>,
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    /// Accepted; the upstream decides whether it makes calls in parallel.
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
     /// Parameters OpenAI defines that Enclave does not implement yet. Present with a value that
     /// changes behaviour, each is refused by name rather than silently ignored.
     #[serde(flatten)]
@@ -49,9 +57,6 @@ const UNSUPPORTED_CHAT: &[&str] = &[
     "logprobs",
     "top_logprobs",
     "logit_bias",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
     "functions",
     "function_call",
     "response_format",
@@ -82,7 +87,38 @@ pub struct ChatMessageIn {
     #[serde(default)]
     pub content: Option<MessageContent>,
     #[serde(default)]
-    pub tool_calls: Option<Value>,
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolCallIn {
+    pub id: String,
+    pub function: FunctionCallIn,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionCallIn {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolIn {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDef,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionDef {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,14 +136,83 @@ pub struct ContentPart {
     pub text: Option<String>,
 }
 
-/// A chat request after validation, in the engine's terms.
+/// A chat request after validation: the conversation, and how the OpenAI surface answers.
 #[derive(Debug)]
 pub struct ValidChat {
-    pub messages: Vec<enclave_engine::ChatMessage>,
-    pub sampling: enclave_engine::Sampling,
-    pub max_tokens: Option<u32>,
-    pub stream: bool,
+    pub conversation: Conversation,
     pub include_usage: bool,
+}
+
+/// OpenAI's `tools` into the neutral form.
+fn tools_in(tools: Option<Vec<ToolIn>>) -> Result<Vec<Tool>, ApiError> {
+    let mut out = Vec::new();
+    for (i, t) in tools.unwrap_or_default().into_iter().enumerate() {
+        if t.kind != "function" {
+            return Err(ApiError::unsupported(
+                format!("tools[{i}].type"),
+                format!("only `function` tools are supported; got `{}`", t.kind),
+            ));
+        }
+        if t.function.name.is_empty() {
+            return Err(ApiError::invalid(
+                format!("tools[{i}].function.name"),
+                "a tool needs a name",
+            ));
+        }
+        out.push(Tool {
+            name: t.function.name,
+            description: t.function.description,
+            parameters: t
+                .function
+                .parameters
+                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+        });
+    }
+    Ok(out)
+}
+
+/// OpenAI's `tool_choice`: `auto`, `none`, `required`, or `{"type":"function","function":{"name"}}`.
+fn tool_choice_in(v: Option<Value>, tools: &[Tool]) -> Result<Option<ToolChoice>, ApiError> {
+    let choice = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    format!(
+                        "`{other}` is not a tool choice: use `auto`, `none`, `required` or a named function"
+                    ),
+                ));
+            }
+        },
+        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) => ToolChoice::Named(name.to_string()),
+            None => {
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    "a named tool choice is `{\"type\": \"function\", \"function\": {\"name\": ...}}`",
+                ));
+            }
+        },
+    };
+    if choice != ToolChoice::None && choice != ToolChoice::Auto && tools.is_empty() {
+        return Err(ApiError::invalid(
+            "tool_choice",
+            "`tool_choice` asks for a tool call but `tools` is empty",
+        ));
+    }
+    if let ToolChoice::Named(name) = &choice
+        && !tools.iter().any(|t| &t.name == name)
+    {
+        return Err(ApiError::invalid(
+            "tool_choice",
+            format!("`tool_choice` names `{name}`, which is not in `tools`"),
+        ));
+    }
+    Ok(Some(choice))
 }
 
 /// A value that does not change behaviour: absent, null, false, or an empty list.
@@ -150,36 +255,59 @@ impl ChatCompletionRequest {
                 "`messages` must hold at least one message",
             ));
         }
-        let mut messages = Vec::with_capacity(self.messages.len());
+        let tools = tools_in(self.tools)?;
+        let tool_choice = tool_choice_in(self.tool_choice, &tools)?;
+        let mut turns = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
-                "system" | "developer" => "system",
-                "user" => "user",
-                "assistant" => "assistant",
-                "tool" | "function" => {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
+                "function" => {
                     return Err(ApiError::unsupported(
                         format!("messages[{i}].role"),
-                        format!(
-                            "role `{}` needs tool calling, which is not implemented yet",
-                            m.role
-                        ),
+                        "the deprecated `function` role is not supported; use `tool`",
                     ));
                 }
                 other => {
                     return Err(ApiError::invalid(
                         format!("messages[{i}].role"),
                         format!(
-                            "`{other}` is not a role: use `system`, `developer`, `user` or `assistant`"
+                            "`{other}` is not a role: use `system`, `developer`, `user`, `assistant` or `tool`"
                         ),
                     ));
                 }
             };
-            if m.tool_calls.as_ref().is_some_and(|v| !is_inert(v)) {
-                return Err(ApiError::unsupported(
+            let tool_calls: Vec<ToolCall> = m
+                .tool_calls
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| ToolCall {
+                    id: c.id,
+                    name: c.function.name,
+                    arguments: c.function.arguments,
+                })
+                .collect();
+            if !tool_calls.is_empty() && role != Role::Assistant {
+                return Err(ApiError::invalid(
                     format!("messages[{i}].tool_calls"),
-                    "tool calling is not implemented yet",
+                    "only assistant messages carry `tool_calls`",
                 ));
             }
+            let tool_call_id = if role == Role::Tool {
+                match m.tool_call_id {
+                    Some(id) if !id.is_empty() => Some(id),
+                    _ => {
+                        return Err(ApiError::invalid(
+                            format!("messages[{i}].tool_call_id"),
+                            "a `tool` message needs the `tool_call_id` it answers",
+                        ));
+                    }
+                }
+            } else {
+                None
+            };
             let content = match m.content {
                 Some(MessageContent::Text(t)) => t,
                 Some(MessageContent::Parts(parts)) => {
@@ -204,6 +332,8 @@ impl ChatCompletionRequest {
                     }
                     text
                 }
+                // An assistant turn that only calls tools has no content.
+                None if role == Role::Assistant && !tool_calls.is_empty() => String::new(),
                 None => {
                     return Err(ApiError::invalid(
                         format!("messages[{i}].content"),
@@ -211,9 +341,11 @@ impl ChatCompletionRequest {
                     ));
                 }
             };
-            messages.push(enclave_engine::ChatMessage {
-                role: role.to_string(),
-                content,
+            turns.push(Turn {
+                role,
+                text: content,
+                tool_calls,
+                tool_call_id,
             });
         }
         let max_tokens = self.max_completion_tokens.or(self.max_tokens);
@@ -288,15 +420,19 @@ impl ChatCompletionRequest {
             None => rand::random(),
         };
         Ok(ValidChat {
-            messages,
-            sampling: enclave_engine::Sampling {
-                temperature,
-                top_p,
-                seed,
-                stop,
+            conversation: Conversation {
+                turns,
+                tools,
+                tool_choice,
+                sampling: enclave_engine::Sampling {
+                    temperature,
+                    top_p,
+                    seed,
+                    stop,
+                },
+                max_tokens,
+                stream,
             },
-            max_tokens,
-            stream,
             include_usage,
         })
     }
@@ -329,8 +465,42 @@ pub struct Choice {
 #[derive(Debug, Serialize)]
 pub struct AssistantMessage {
     pub role: &'static str,
-    pub content: String,
+    /// Null when the answer is only tool calls, as OpenAI sends it.
+    pub content: Option<String>,
     pub refusal: Option<()>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallOut>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ToolCallOut {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub function: FunctionOut,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FunctionOut {
+    pub name: String,
+    pub arguments: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ToolCallDeltaOut {
+    pub index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionDeltaOut,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FunctionDeltaOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub arguments: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -380,6 +550,8 @@ pub struct Delta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDeltaOut>>,
 }
 
 // ---------- embeddings ----------

@@ -7,9 +7,14 @@ use std::path::PathBuf;
 
 use enclave_label::{Label, Scheme, SchemeDef};
 use enclave_policy::{Authorizer, ENCLAVE, Inspector, Placement, TenantPolicy};
+use enclave_quota::Limits;
 use serde::{Deserialize, Serialize};
 
-use crate::upstream::Upstream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dispatch::Breaker;
+use crate::upstream::{Protocol, Timeouts, Upstream};
 use crate::{CHAT_MODEL, EMBEDDING_MODEL};
 
 /// The `scheme`, `policy_file`, `[[deployments]]` and `[tenants.NAME]` parts of the configuration.
@@ -42,8 +47,10 @@ impl Default for SchemeChoice {
 pub enum BackendKind {
     /// The models Enclave runs itself.
     Embedded,
-    /// Any server speaking OpenAI's chat completions API.
+    /// Any server speaking OpenAI's chat completions API (vLLM, TGI, llama.cpp, Ollama, ...).
     Openai,
+    /// A server speaking Anthropic's Messages API.
+    Anthropic,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,18 +67,42 @@ pub struct DeploymentConfig {
     /// `enclave`, or where data goes (`eu`, `us`, ...). Embedded: always `enclave`.
     #[serde(default)]
     pub jurisdiction: Option<String>,
-    /// OpenAI backends: the base URL, such as `http://10.0.0.5:8000/v1`.
+    /// Upstreams: the base URL, such as `http://10.0.0.5:8000/v1`.
     #[serde(default)]
     pub base_url: Option<String>,
-    /// OpenAI backends: the model name upstream; the `model` when unset.
+    /// Upstreams: the model name upstream; the `model` when unset.
     #[serde(default)]
     pub upstream_model: Option<String>,
-    /// OpenAI backends: the variable holding the upstream's API key (never the key itself).
+    /// Upstreams: the environment variable holding the API key (never the key itself).
     #[serde(default)]
     pub api_key_env: Option<String>,
-    /// OpenAI backends: seconds before an upstream call is abandoned.
+    /// Upstreams: a file holding the API key, such as a mounted secret.
     #[serde(default)]
-    pub timeout_secs: Option<u64>,
+    pub api_key_file: Option<PathBuf>,
+    /// Among deployments of one model and priority, the share of traffic (default 1).
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// Lower is tried first; higher priorities are fallbacks (default 0).
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// Upstreams: retries on this deployment before falling back (default 2).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Upstreams: milliseconds to establish a connection (default 2000).
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Upstreams: seconds to the first token, and the longest pause between tokens (default 30).
+    #[serde(default)]
+    pub first_token_timeout_secs: Option<f64>,
+    /// Upstreams: seconds before a call is abandoned (default 120).
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
+    /// Upstreams: failures in a row that open the circuit (default 5).
+    #[serde(default)]
+    pub breaker_failures: Option<u32>,
+    /// Upstreams: seconds an open circuit keeps the deployment out before a probe (default 30).
+    #[serde(default)]
+    pub breaker_cooldown_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -85,6 +116,20 @@ pub struct TenantConfig {
     pub redact_pii_for: Vec<String>,
     /// Keep what was asked and answered, sealed per tenant beside the audit log.
     pub keep_content: bool,
+    /// Limits on the whole tenant.
+    pub quota: Limits,
+    /// Limits on each key of the tenant.
+    pub key_quota: Limits,
+    /// Limits on the tenant's use of one model, by model name.
+    pub model_quota: BTreeMap<String, Limits>,
+}
+
+/// A tenant's quotas, per scope.
+#[derive(Debug, Clone, Default)]
+pub struct TenantQuota {
+    pub tenant: Limits,
+    pub key: Limits,
+    pub models: BTreeMap<String, Limits>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +150,7 @@ impl ModelKind {
 #[derive(Debug, Clone)]
 pub enum Backend {
     Embedded,
-    OpenAi(Upstream),
+    Upstream(Upstream),
 }
 
 /// A deployment in force.
@@ -115,6 +160,44 @@ pub struct Deployment {
     pub model: String,
     pub kind: ModelKind,
     pub backend: Backend,
+    pub weight: u32,
+    pub priority: u32,
+    pub retries: u32,
+    /// Shared by every clone: one circuit per deployment.
+    pub breaker: Arc<Breaker>,
+}
+
+impl Deployment {
+    fn embedded(
+        placement: Placement,
+        model: &str,
+        kind: ModelKind,
+        d: Option<&DeploymentConfig>,
+    ) -> Self {
+        Self {
+            breaker: Arc::new(Breaker::new(&placement.name, u32::MAX, Duration::ZERO)),
+            placement,
+            model: model.to_string(),
+            kind,
+            backend: Backend::Embedded,
+            weight: d.and_then(|d| d.weight).unwrap_or(1),
+            priority: d.and_then(|d| d.priority).unwrap_or(0),
+            retries: 0,
+        }
+    }
+}
+
+fn seconds(at: &str, field: &str, v: Option<f64>, default: f64) -> Result<Duration, PolicyError> {
+    let v = v.unwrap_or(default);
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            invalid(
+                at,
+                format!("`{field}` must be a positive number of seconds; got {v}"),
+            )
+        })
 }
 
 /// A configuration that cannot be served, said so an operator can fix it.
@@ -149,6 +232,8 @@ pub struct Policy {
     tenants: HashMap<String, TenantPolicy>,
     default_tenant: TenantPolicy,
     keep_content: BTreeSet<String>,
+    quotas: HashMap<String, TenantQuota>,
+    no_quota: TenantQuota,
 }
 
 fn invalid(at: impl Into<String>, message: impl Into<String>) -> PolicyError {
@@ -226,58 +311,104 @@ impl Policy {
                             "an embedded deployment's jurisdiction is `enclave`",
                         ));
                     }
-                    if d.base_url.is_some() || d.upstream_model.is_some() || d.api_key_env.is_some()
+                    if d.base_url.is_some()
+                        || d.upstream_model.is_some()
+                        || d.api_key_env.is_some()
+                        || d.api_key_file.is_some()
                     {
                         return Err(invalid(
                             at,
-                            "`base_url`, `upstream_model` and `api_key_env` are for `backend = \"openai\"`",
+                            "`base_url`, `upstream_model`, `api_key_env` and `api_key_file` are for upstream backends",
                         ));
                     }
-                    Deployment {
-                        placement: Placement {
+                    Deployment::embedded(
+                        Placement {
                             name: d.name.clone(),
                             accreditation: accreditation.unwrap_or_else(|| scheme.system_high()),
                             jurisdiction: ENCLAVE.to_string(),
                         },
-                        model: d.model.clone(),
+                        &d.model,
                         kind,
-                        backend: Backend::Embedded,
-                    }
+                        Some(d),
+                    )
                 }
-                BackendKind::Openai => {
+                BackendKind::Openai | BackendKind::Anthropic => {
                     let base_url = d
                         .base_url
                         .clone()
-                        .ok_or_else(|| invalid(&at, "an `openai` deployment needs `base_url`"))?;
+                        .ok_or_else(|| invalid(&at, "an upstream deployment needs `base_url`"))?;
                     let accreditation = accreditation.ok_or_else(|| {
                         invalid(
                             &at,
-                            "an `openai` deployment needs an explicit `accreditation`: the highest label it may receive",
+                            "an upstream deployment needs an explicit `accreditation`: the highest label it may receive",
                         )
                     })?;
                     let jurisdiction = d.jurisdiction.clone().ok_or_else(|| {
                         invalid(
                             &at,
-                            "an `openai` deployment needs a `jurisdiction`: `enclave` if it runs on your hardware, else where it is (`eu`, `us`, ...)",
+                            "an upstream deployment needs a `jurisdiction`: `enclave` if it runs on your hardware, else where it is (`eu`, `us`, ...)",
                         )
                     })?;
-                    let api_key = match &d.api_key_env {
-                        Some(var) => Some(std::env::var(var).map_err(|_| {
+                    let api_key = match (&d.api_key_env, &d.api_key_file) {
+                        (Some(_), Some(_)) => {
+                            return Err(invalid(
+                                &at,
+                                "give the credential by `api_key_env` or `api_key_file`, not both",
+                            ));
+                        }
+                        (Some(var), None) => Some(std::env::var(var).map_err(|_| {
                             invalid(
                                 &at,
                                 format!("the variable `{var}` named by `api_key_env` is not set"),
                             )
                         })?),
-                        None => None,
+                        (None, Some(path)) => Some(
+                            std::fs::read_to_string(path)
+                                .map_err(|e| {
+                                    invalid(
+                                        &at,
+                                        format!(
+                                            "cannot read `api_key_file` {}: {e}",
+                                            path.display()
+                                        ),
+                                    )
+                                })?
+                                .trim()
+                                .to_string(),
+                        ),
+                        (None, None) => None,
+                    };
+                    let timeouts = Timeouts {
+                        connect: Duration::from_millis(d.connect_timeout_ms.unwrap_or(2000).max(1)),
+                        first_token: seconds(
+                            &at,
+                            "first_token_timeout_secs",
+                            d.first_token_timeout_secs,
+                            30.0,
+                        )?,
+                        total: seconds(&at, "timeout_secs", d.timeout_secs, 120.0)?,
+                    };
+                    let protocol = match d.backend {
+                        BackendKind::Anthropic => Protocol::Anthropic,
+                        _ => Protocol::OpenAi,
                     };
                     let upstream = Upstream::new(
+                        protocol,
                         &base_url,
                         d.upstream_model.clone().unwrap_or_else(|| d.model.clone()),
                         api_key,
-                        d.timeout_secs.unwrap_or(120),
+                        timeouts,
+                        256,
                     )
                     .map_err(|e| invalid(&at, e.to_string()))?;
+                    let cooldown =
+                        seconds(&at, "breaker_cooldown_secs", d.breaker_cooldown_secs, 30.0)?;
                     Deployment {
+                        breaker: Arc::new(Breaker::new(
+                            &d.name,
+                            d.breaker_failures.unwrap_or(5),
+                            cooldown,
+                        )),
                         placement: Placement {
                             name: d.name.clone(),
                             accreditation,
@@ -285,7 +416,10 @@ impl Policy {
                         },
                         model: d.model.clone(),
                         kind: ModelKind::Chat,
-                        backend: Backend::OpenAi(upstream),
+                        backend: Backend::Upstream(upstream),
+                        weight: d.weight.unwrap_or(1),
+                        priority: d.priority.unwrap_or(0),
+                        retries: d.retries.unwrap_or(2),
                     }
                 }
             };
@@ -300,16 +434,16 @@ impl Policy {
                 .iter()
                 .any(|d| d.model == model && matches!(d.backend, Backend::Embedded));
             if !configured && !names.contains(name) {
-                deployments.push(Deployment {
-                    placement: Placement {
+                deployments.push(Deployment::embedded(
+                    Placement {
                         name: name.to_string(),
                         accreditation: scheme.system_high(),
                         jurisdiction: ENCLAVE.to_string(),
                     },
-                    model: model.to_string(),
+                    model,
                     kind,
-                    backend: Backend::Embedded,
-                });
+                    None,
+                ));
             }
         }
         let mut tenants = HashMap::new();
@@ -348,6 +482,25 @@ impl Policy {
                 },
             );
         }
+        let mut quotas = HashMap::new();
+        for (name, t) in &config.tenants {
+            for m in t.model_quota.keys() {
+                if !deployments.iter().any(|d| &d.model == m) {
+                    return Err(invalid(
+                        format!("tenants.{name}.model_quota"),
+                        format!("`{m}` is not a model any deployment serves"),
+                    ));
+                }
+            }
+            quotas.insert(
+                name.clone(),
+                TenantQuota {
+                    tenant: t.quota,
+                    key: t.key_quota,
+                    models: t.model_quota.clone(),
+                },
+            );
+        }
         let inspector = Inspector::new(scheme.clone())?;
         let authz = Authorizer::new(cedar)?;
         let default_tenant = TenantPolicy::enclave_only(scheme.lowest());
@@ -359,7 +512,14 @@ impl Policy {
             tenants,
             default_tenant,
             keep_content,
+            quotas,
+            no_quota: TenantQuota::default(),
         })
+    }
+
+    /// A tenant's quotas; a tenant not configured has none.
+    pub fn quota(&self, tenant: &str) -> &TenantQuota {
+        self.quotas.get(tenant).unwrap_or(&self.no_quota)
     }
 
     /// Whether this tenant's policy keeps request and answer content (sealed).
@@ -413,7 +573,16 @@ impl Policy {
         for d in &self.deployments {
             let backend = match &d.backend {
                 Backend::Embedded => "embedded".to_string(),
-                Backend::OpenAi(u) => format!("openai {}", u.base_url()),
+                Backend::Upstream(u) => format!(
+                    "{} {}, weight {}, priority {}",
+                    match u.protocol() {
+                        Protocol::OpenAi => "openai",
+                        Protocol::Anthropic => "anthropic",
+                    },
+                    u.base_url(),
+                    d.weight,
+                    d.priority
+                ),
             };
             let _ = writeln!(
                 out,

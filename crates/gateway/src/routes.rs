@@ -8,7 +8,10 @@ use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::{AppState, MAX_BODY_BYTES, audit, auth, chat, embeddings, health, metrics, models};
+use crate::{
+    AppState, MAX_BODY_BYTES, audit, auth, chat, embeddings, health, messages, metrics, models,
+    quota,
+};
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
 pub fn app(state: AppState) -> Router {
@@ -16,7 +19,9 @@ pub fn app(state: AppState) -> Router {
         .route("/models", get(models::list))
         .route("/models/{id}", get(models::get))
         .route("/chat/completions", post(chat::completions))
+        .route("/messages", post(messages::create))
         .route("/embeddings", post(embeddings::create))
+        .route("/usage", get(quota::usage))
         .route("/audit/checkpoint", get(audit::checkpoint))
         .route("/audit/records", get(audit::records))
         .route("/audit/proof/inclusion", get(audit::inclusion))
@@ -26,6 +31,8 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::require_key,
         ))
+        // Errors of the Anthropic surface in Anthropic's shape, including authentication's.
+        .route_layer(middleware::from_fn(messages::error_shape))
         // Outside authentication: every call that reaches it is recorded, allowed or not.
         .route_layer(middleware::from_fn_with_state(state.clone(), audit::record));
 

@@ -71,7 +71,7 @@ pub fn check_clearance(scheme: &Scheme, clearance: &Label, label: &Label) -> Res
 
 /// What the reference monitor decided about one request: what the audit log records. Kinds and
 /// counts of findings, never the matched text.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Decision {
     pub allowed: bool,
     /// The stable error code of a denial.

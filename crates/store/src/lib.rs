@@ -124,6 +124,18 @@ pub struct AdminEvent {
     pub detail: String,
 }
 
+/// Usage of one key and model on one UTC day (`YYYY-MM-DD`); also a delta to add.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UsageRow {
+    pub tenant: String,
+    pub key_id: String,
+    pub model: String,
+    pub day: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
 /// Enclave's persistent state. One conformance suite runs against every implementation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -145,6 +157,16 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_admin_events(&self, limit: u32) -> Result<Vec<AdminEvent>, StoreError>;
     /// Marks actions as taken by the audit log.
     async fn mark_admin_event_logged(&self, id: i64, at: i64) -> Result<(), StoreError>;
+
+    /// Adds usage deltas, in one transaction.
+    async fn add_usage(&self, deltas: &[UsageRow]) -> Result<(), StoreError>;
+    /// Usage rows with `from <= day <= to`, of one tenant or all.
+    async fn usage(
+        &self,
+        tenant: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<UsageRow>, StoreError>;
 }
 
 /// Unix seconds now.

@@ -11,7 +11,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use crate::{AdminEvent, ApiKey, NewKey, Role, Store, StoreError, Tenant};
+use crate::{AdminEvent, ApiKey, NewKey, Role, Store, StoreError, Tenant, UsageRow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -173,6 +173,66 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn add_usage(&self, deltas: &[UsageRow]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for d in deltas {
+            sqlx::query(
+                "INSERT INTO usage (tenant, key_id, model, day, requests, prompt_tokens, completion_tokens) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (tenant, key_id, model, day) DO UPDATE SET \
+                 requests = requests + excluded.requests, \
+                 prompt_tokens = prompt_tokens + excluded.prompt_tokens, \
+                 completion_tokens = completion_tokens + excluded.completion_tokens",
+            )
+            .bind(&d.tenant)
+            .bind(&d.key_id)
+            .bind(&d.model)
+            .bind(&d.day)
+            .bind(i64::try_from(d.requests).unwrap_or(i64::MAX))
+            .bind(i64::try_from(d.prompt_tokens).unwrap_or(i64::MAX))
+            .bind(i64::try_from(d.completion_tokens).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        tenant: Option<&str>,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant, key_id, model, day, requests, prompt_tokens, completion_tokens FROM usage \
+             WHERE (? IS NULL OR tenant = ?) AND day >= ? AND day <= ? \
+             ORDER BY day, tenant, model, key_id",
+        )
+        .bind(tenant)
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let n = |c: &str| -> Result<u64, sqlx::Error> {
+                    Ok(u64::try_from(r.try_get::<i64, _>(c)?).unwrap_or(0))
+                };
+                Ok(UsageRow {
+                    tenant: r.try_get("tenant")?,
+                    key_id: r.try_get("key_id")?,
+                    model: r.try_get("model")?,
+                    day: r.try_get("day")?,
+                    requests: n("requests")?,
+                    prompt_tokens: n("prompt_tokens")?,
+                    completion_tokens: n("completion_tokens")?,
+                })
+            })
+            .collect()
     }
 
     async fn pending_admin_events(&self, limit: u32) -> Result<Vec<AdminEvent>, StoreError> {

@@ -164,3 +164,46 @@ async fn sqlite_state_survives_reopen() {
     assert_eq!(store.tenant_by_name("persistent").await.unwrap(), Some(t));
     assert!(store.key_for_auth(&k.id).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn sqlite_conformance_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("u.db")).await.unwrap();
+    check_usage(&store).await;
+}
+
+async fn check_usage(store: &dyn Store) {
+    use enclave_store::UsageRow;
+    let row = |tenant: &str, day: &str, p: u64| UsageRow {
+        tenant: tenant.into(),
+        key_id: "k1".into(),
+        model: "m".into(),
+        day: day.into(),
+        requests: 1,
+        prompt_tokens: p,
+        completion_tokens: 2 * p,
+    };
+    store
+        .add_usage(&[row("a", "2026-11-01", 10), row("b", "2026-11-01", 5)])
+        .await
+        .unwrap();
+    // Deltas add up on the same key, model and day.
+    store
+        .add_usage(&[row("a", "2026-11-01", 1), row("a", "2026-11-02", 7)])
+        .await
+        .unwrap();
+    let a = store
+        .usage(Some("a"), "2026-11-01", "2026-11-30")
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 2);
+    assert_eq!(
+        (a[0].requests, a[0].prompt_tokens, a[0].completion_tokens),
+        (2, 11, 22)
+    );
+    assert_eq!(a[1].day, "2026-11-02");
+    // One tenant never sees another's rows; the day range is inclusive.
+    assert!(a.iter().all(|r| r.tenant == "a"));
+    let day = store.usage(None, "2026-11-01", "2026-11-01").await.unwrap();
+    assert_eq!(day.len(), 2);
+}

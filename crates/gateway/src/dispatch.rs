@@ -1,0 +1,349 @@
+//! Getting an answer from the deployments routing allowed: in priority order, weighted within a
+//! priority; retrying a deployment with jittered backoff on failures that may pass; falling
+//! back to the next; skipping deployments whose circuit is open.
+//!
+//! Everything here happens before the first byte goes to the client: a stream is handed back
+//! only once its first token arrived, so a failure up to then is still invisible to the caller.
+//! Every try is recorded as an [`Attempt`] for the audit record and the metrics.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use enclave_audit::Attempt;
+use tokio::time::Instant;
+
+use crate::AppState;
+use crate::conversation::Conversation;
+use crate::error::ApiError;
+use crate::mac::Route;
+use crate::policy::Backend;
+use crate::upstream::{EventStream, Failure};
+
+/// Backoff before retry `n` (0-based): a random point in `[0, BASE × 2ⁿ]`, at most `CAP`
+/// ("full jitter"), so clients retrying together do not arrive together.
+const BACKOFF_BASE: Duration = Duration::from_millis(50);
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+
+fn backoff(n: u32, retry_after: Option<Duration>) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << n.min(10))
+        .min(BACKOFF_CAP);
+    let jittered = ceiling.mul_f64(rand::random::<f64>());
+    // An upstream that says when to come back is believed, within the cap.
+    retry_after.map_or(jittered, |r| r.min(BACKOFF_CAP).max(jittered))
+}
+
+/// A circuit breaker per deployment: after `threshold` failures in a row it opens and the
+/// deployment is skipped for `cooldown`; then one request probes it (half-open) and its outcome
+/// closes or reopens the circuit.
+#[derive(Debug)]
+pub struct Breaker {
+    name: String,
+    threshold: u32,
+    cooldown: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// A probe is out; if it never reports (its client left), another may go after `cooldown`.
+    HalfOpen {
+        since: Instant,
+    },
+}
+
+impl Breaker {
+    pub fn new(name: &str, threshold: u32, cooldown: Duration) -> Self {
+        Self {
+            name: name.to_string(),
+            threshold: threshold.max(1),
+            cooldown,
+            state: Mutex::new(State::Closed { failures: 0 }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock still holds a valid state: every write is a single assignment.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a request may go to this deployment now.
+    pub fn admit(&self) -> bool {
+        let now = Instant::now();
+        let mut s = self.state();
+        match *s {
+            State::Closed { .. } => true,
+            State::Open { until } | State::HalfOpen { since: until } if now < until => false,
+            State::Open { .. } | State::HalfOpen { .. } => {
+                *s = State::HalfOpen {
+                    since: now + self.cooldown,
+                };
+                true
+            }
+        }
+    }
+
+    pub fn success(&self) {
+        let mut s = self.state();
+        if !matches!(*s, State::Closed { failures: 0 }) {
+            *s = State::Closed { failures: 0 };
+            metrics::gauge!("enclave_upstream_circuit_open", "deployment" => self.name.clone())
+                .set(0.0);
+        }
+    }
+
+    pub fn failure(&self) {
+        let mut s = self.state();
+        let open = match *s {
+            State::Closed { failures } if failures + 1 < self.threshold => {
+                *s = State::Closed {
+                    failures: failures + 1,
+                };
+                false
+            }
+            _ => true,
+        };
+        if open {
+            *s = State::Open {
+                until: Instant::now() + self.cooldown,
+            };
+            tracing::warn!(deployment = %self.name, cooldown_s = self.cooldown.as_secs_f64(), "circuit opened");
+            metrics::gauge!("enclave_upstream_circuit_open", "deployment" => self.name.clone())
+                .set(1.0);
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(*self.state(), State::Open { until } if Instant::now() < until)
+    }
+}
+
+/// The order to try routes in: ascending priority; within one priority, a weighted random
+/// permutation (each route's key is `-ln(u)/weight`, smallest first), so traffic splits by weight.
+pub fn order(routes: &[Route]) -> Vec<usize> {
+    let mut keyed: Vec<(u32, f64, usize)> = routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let u: f64 = rand::random::<f64>().max(f64::MIN_POSITIVE);
+            let w = f64::from(r.deployment.weight.max(1));
+            (r.deployment.priority, -u.ln() / w, i)
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    keyed.into_iter().map(|k| k.2).collect()
+}
+
+/// Time spent waiting on backends for one request, for the overhead histogram.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamClock(Arc<std::sync::atomic::AtomicU64>);
+
+impl UpstreamClock {
+    pub fn add(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        // +1 marks the clock as used even for a zero wait.
+        self.0.fetch_add(
+            nanos.saturating_add(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The wait, or `None` when the request never waited on a backend.
+    pub fn waited(&self) -> Option<Duration> {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n)),
+        }
+    }
+}
+
+fn attempt(deployment: &str, outcome: &str, status: Option<u16>, took: Duration) -> Attempt {
+    metrics::counter!("enclave_upstream_attempts_total", "deployment" => deployment.to_string(), "outcome" => outcome.to_string())
+        .increment(1);
+    metrics::histogram!("enclave_upstream_attempt_seconds", "deployment" => deployment.to_string())
+        .record(took.as_secs_f64());
+    Attempt {
+        deployment: deployment.to_string(),
+        outcome: outcome.to_string(),
+        status,
+        latency_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// Tries the routes until one answers. Returns the answer's events and the index of the route
+/// that served. `plain` goes to routes that may see the texts; `redacted` to the others.
+pub async fn dispatch(
+    state: &AppState,
+    routes: &[Route],
+    plain: &Conversation,
+    redacted: Option<&Conversation>,
+    attempts: &mut Vec<Attempt>,
+    clock: &UpstreamClock,
+) -> Result<(EventStream, usize), ApiError> {
+    let mut failures: Vec<String> = Vec::new();
+    let mut retry_hint: Option<Duration> = None;
+    for index in order(routes) {
+        let route = &routes[index];
+        let d = &route.deployment;
+        let name = d.placement.name.as_str();
+        let conversation = if route.redact {
+            match redacted {
+                Some(c) => c,
+                None => continue, // cannot happen: admit makes the copy whenever a route redacts
+            }
+        } else {
+            plain
+        };
+        let upstream = match &d.backend {
+            Backend::Embedded => {
+                let started = Instant::now();
+                let result = embedded(state, conversation).await;
+                let took = started.elapsed();
+                clock.add(took);
+                return match result {
+                    Ok(events) => {
+                        attempts.push(attempt(name, "ok", None, took));
+                        Ok((events, index))
+                    }
+                    Err(e) => {
+                        attempts.push(attempt(name, e.code(), None, took));
+                        Err(e)
+                    }
+                };
+            }
+            Backend::Upstream(u) => u,
+        };
+        if !d.breaker.admit() {
+            attempts.push(attempt(name, "circuit_open", None, Duration::ZERO));
+            failures.push(format!("`{name}` is cooling down after repeated failures"));
+            continue;
+        }
+        let body = upstream.encode(conversation);
+        let mut n = 0;
+        loop {
+            let started = Instant::now();
+            let result = upstream.start(body.clone(), conversation.stream).await;
+            let took = started.elapsed();
+            clock.add(took);
+            let failure = match result {
+                Ok(events) => {
+                    d.breaker.success();
+                    attempts.push(attempt(name, "ok", None, took));
+                    return Ok((events, index));
+                }
+                Err(f) => f,
+            };
+            attempts.push(attempt(name, failure.outcome(), failure.status(), took));
+            tracing::warn!(
+                deployment = name,
+                attempt = n,
+                outcome = failure.outcome(),
+                "upstream attempt failed: {}",
+                failure.describe()
+            );
+            if !failure.falls_back() {
+                // The upstream is up and says the request is wrong: that is the caller's answer.
+                d.breaker.success();
+                let (status, message) = match &failure {
+                    Failure::Status {
+                        status, message, ..
+                    } => (*status, message.clone()),
+                    _ => (502, failure.describe()),
+                };
+                return Err(ApiError::UpstreamRejected {
+                    status,
+                    message: format!("the upstream `{name}` rejected the request: {message}"),
+                });
+            }
+            d.breaker.failure();
+            let retry_after = match &failure {
+                Failure::Status { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            if let Some(r) = retry_after {
+                retry_hint = Some(retry_hint.map_or(r, |h| h.min(r)));
+            }
+            let too_long = retry_after.is_some_and(|r| r > BACKOFF_CAP);
+            if !failure.retryable() || n >= d.retries || too_long || d.breaker.is_open() {
+                failures.push(format!("`{name}` {}", failure.describe()));
+                break;
+            }
+            let pause = backoff(n, retry_after);
+            clock.add(pause);
+            tokio::time::sleep(pause).await;
+            n += 1;
+        }
+    }
+    Err(ApiError::UpstreamUnavailable {
+        message: format!(
+            "no deployment could answer: {}",
+            if failures.is_empty() {
+                "none was tried".to_string()
+            } else {
+                failures.join("; ")
+            }
+        ),
+        retry_after: retry_hint,
+    })
+}
+
+/// The embedded chat model as one more route.
+async fn embedded(state: &AppState, c: &Conversation) -> Result<EventStream, ApiError> {
+    let engine = state
+        .models
+        .chat
+        .get()
+        .cloned()
+        .ok_or_else(|| ApiError::ModelLoading(crate::CHAT_MODEL.to_string()))?;
+    let messages = c.engine_messages()?;
+    // Rendering and tokenizing a prompt of up to `MAX_BODY_BYTES` takes long enough to stall a
+    // runtime worker, so it runs on the blocking pool.
+    let prompt = {
+        let engine = Arc::clone(&engine);
+        tokio::task::spawn_blocking(move || engine.prompt(&messages))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "prompt task failed");
+                ApiError::Internal
+            })??
+    };
+    let rx = engine.generate(prompt, c.sampling.clone(), c.max_tokens)?;
+    Ok(EventStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_after_threshold_and_probes_after_cooldown() {
+        let b = Breaker::new("d", 2, Duration::from_millis(30));
+        assert!(b.admit());
+        b.failure();
+        assert!(b.admit(), "one failure is below the threshold");
+        b.failure();
+        assert!(!b.admit(), "open after two failures");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.admit(), "one probe after the cool-down");
+        assert!(!b.admit(), "only one probe at a time");
+        b.success();
+        assert!(b.admit() && b.admit(), "closed again after a good probe");
+    }
+
+    #[test]
+    fn backoff_stays_within_its_ceiling() {
+        for n in 0..12 {
+            let d = backoff(n, None);
+            assert!(d <= BACKOFF_CAP);
+            assert!(d <= BACKOFF_BASE * (1 << n.min(10)));
+        }
+        assert!(backoff(0, Some(Duration::from_millis(500))) >= Duration::from_millis(500));
+    }
+}
