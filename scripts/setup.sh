@@ -30,7 +30,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
 fi
-if ! .venv/bin/python -c "import openai, pytest, httpx" >/dev/null 2>&1; then
-  echo "installing the openai SDK and pytest into .venv" >&2
+if ! .venv/bin/python -c "import openai, anthropic, pytest, httpx" >/dev/null 2>&1; then
+  echo "installing the openai and anthropic SDKs and pytest into .venv" >&2
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
 fi

@@ -150,7 +150,7 @@ impl ModelKind {
 #[derive(Debug, Clone)]
 pub enum Backend {
     Embedded,
-    Upstream(Upstream),
+    Upstream(Box<Upstream>),
 }
 
 /// A deployment in force.
@@ -416,7 +416,7 @@ impl Policy {
                         },
                         model: d.model.clone(),
                         kind: ModelKind::Chat,
-                        backend: Backend::Upstream(upstream),
+                        backend: Backend::Upstream(Box::new(upstream)),
                         weight: d.weight.unwrap_or(1),
                         priority: d.priority.unwrap_or(0),
                         retries: d.retries.unwrap_or(2),

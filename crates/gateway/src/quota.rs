@@ -22,16 +22,17 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::policy::Policy;
 
+/// (tenant, key, model, day) → (requests, prompt tokens, completion tokens).
+type Pending = HashMap<(String, String, String, String), (u64, u64, u64)>;
+
 /// Usage not yet written to the store, summed per tenant, key, model and day.
 #[derive(Debug, Default)]
 pub struct Meter {
-    pending: Mutex<HashMap<(String, String, String, String), (u64, u64, u64)>>,
+    pending: Mutex<Pending>,
 }
 
 impl Meter {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String, String, String), (u64, u64, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 

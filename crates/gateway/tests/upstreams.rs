@@ -453,3 +453,29 @@ async fn the_anthropic_surface_answers_errors_in_its_own_shape() {
             .contains("at least one message")
     );
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_a_whole_answer_cancels_the_upstream_too() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(json!({"deployments": [
+        upstream("stuck", "m", &mock.url("stall"), json!({"first_token_timeout_secs": 60.0, "timeout_secs": 60.0})),
+    ]}))
+    .await;
+    let key = gw.key("agency", Role::User).await;
+    let gone = gw
+        .http
+        .post(gw.url(CHAT))
+        .bearer_auth(&key)
+        .json(&ask("m", false))
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gone.is_err());
+    assert!(
+        eventually(2.0, || mock.stats()["cancelled"] == 1).await,
+        "{}",
+        mock.stats()
+    );
+    // The call is still audited, as one the client abandoned.
+    assert!(eventually(2.0, || gw.records().iter().any(|r| r["status"] == 499)).await);
+}

@@ -458,10 +458,8 @@ async fn respond(
         return false;
     }
     match sc {
-        Scenario::Slow(ms) => {
-            if !pause(sock, stats, Duration::from_millis(ms)).await {
-                return false;
-            }
+        Scenario::Slow(ms) if !pause(sock, stats, Duration::from_millis(ms)).await => {
+            return false;
         }
         Scenario::Stall => {
             until_closed(sock).await;

@@ -1,0 +1,64 @@
+//! The official `openai` and `anthropic` Python SDKs, unchanged, against the real binary in
+//! front of the mock upstream (tests/sdk/test_upstream_sdks.py).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly at the line that broke"
+)]
+
+mod common;
+
+use std::process::Command;
+
+use common::Server;
+use enclave_mock_upstream::MockUpstream;
+
+#[test]
+fn the_official_openai_and_anthropic_sdks_work_through_upstreams() {
+    // The mock runs on its own runtime's threads while this thread drives the binary.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(MockUpstream::start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enclave.toml");
+    let deployment = |name: &str, backend: &str| {
+        format!(
+            "[[deployments]]\nname = \"{name}\"\nmodel = \"{name}\"\nbackend = \"{backend}\"\n\
+             base_url = \"{}\"\naccreditation = \"UNCLASSIFIED\"\njurisdiction = \"enclave\"\n\
+             api_key_env = \"MOCK_UPSTREAM_KEY\"\n\n",
+            mock.url("ok")
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "{}{}[tenants.limited.key_quota]\nrequests_per_minute = 1\n",
+            deployment("mock-openai", "openai"),
+            deployment("mock-anthropic", "anthropic")
+        ),
+    )
+    .unwrap();
+    let s = Server::start_with(&[
+        ("ENCLAVE_CONFIG", config.to_str().unwrap()),
+        ("MOCK_UPSTREAM_KEY", "upstream-secret"),
+    ]);
+    assert!(s.cli(&["tenants", "create", "limited"]).0);
+    let limited = s.key("limited", "user");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/sdk/test_upstream_sdks.py"
+    );
+    let out = Command::new(common::python())
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script])
+        .env("ENCLAVE_BASE_URL", &s.base)
+        .env("ENCLAVE_KEY", &s.admin_key)
+        .env("ENCLAVE_LIMITED_KEY", &limited)
+        .output()
+        .expect("cannot run python: run scripts/test.sh, which makes .venv with the SDKs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the SDK suite failed:\n{stdout}");
+    // Every call reached the upstream through Enclave, none bypassed it.
+    assert!(mock.stats()["requests"].as_u64().unwrap() >= 20);
+}
