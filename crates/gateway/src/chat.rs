@@ -104,17 +104,18 @@ pub async fn answer(
         .reserve(&state.policy, principal, model, worst_case)
         .await?;
     let started = Instant::now();
-    let dispatched = dispatch::dispatch(
-        state,
-        &admitted.routes,
-        &conversation,
-        redacted.as_ref(),
-        &mut note.attempts,
-        clock,
-    )
-    .await;
+    let work = dispatch::Work::Chat {
+        plain: &conversation,
+        redacted: redacted.as_ref(),
+    };
+    let dispatched =
+        dispatch::dispatch(state, &admitted.routes, &work, &mut note.attempts, clock).await;
     let (events, index) = match dispatched {
-        Ok(d) => d,
+        Ok((dispatch::Output::Events(events), index)) => (events, index),
+        Ok(_) => {
+            ticket.release().await;
+            return Err(ApiError::Internal);
+        }
         Err(e) => {
             ticket.release().await;
             return Err(e);

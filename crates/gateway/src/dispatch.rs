@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use enclave_audit::Attempt;
+use enclave_engine::{EmbedInput, Embeddings};
 use tokio::time::Instant;
 
 use crate::AppState;
@@ -177,40 +178,66 @@ fn attempt(deployment: &str, outcome: &str, status: Option<u16>, took: Duration)
     }
 }
 
-/// Tries the routes until one answers. Returns the answer's events and the index of the route
-/// that served. `plain` goes to routes that may see the texts; `redacted` to the others.
+/// What to ask the deployments for. `redacted` is the copy for routes that may only see
+/// personal data as placeholders.
+pub enum Work<'a> {
+    Chat {
+        plain: &'a Conversation,
+        redacted: Option<&'a Conversation>,
+    },
+    Embed {
+        /// The inputs as sent (token ids stay token ids for the embedded model).
+        inputs: &'a [EmbedInput],
+        /// The same inputs as text, for upstreams.
+        plain: &'a [String],
+        redacted: Option<&'a [String]>,
+        dimensions: Option<u32>,
+    },
+}
+
+/// What a deployment answered.
+pub enum Output {
+    Events(EventStream),
+    Embeddings(Embeddings),
+}
+
+/// Tries the routes until one answers. Returns the answer and the index of the route that
+/// served.
 pub async fn dispatch(
     state: &AppState,
     routes: &[Route],
-    plain: &Conversation,
-    redacted: Option<&Conversation>,
+    work: &Work<'_>,
     attempts: &mut Vec<Attempt>,
     clock: &UpstreamClock,
-) -> Result<(EventStream, usize), ApiError> {
+) -> Result<(Output, usize), ApiError> {
     let mut failures: Vec<String> = Vec::new();
     let mut retry_hint: Option<Duration> = None;
     for index in order(routes) {
         let route = &routes[index];
         let d = &route.deployment;
         let name = d.placement.name.as_str();
-        let conversation = if route.redact {
-            match redacted {
-                Some(c) => c,
-                None => continue, // cannot happen: admit makes the copy whenever a route redacts
-            }
-        } else {
-            plain
-        };
         let upstream = match &d.backend {
             Backend::Embedded => {
                 let started = Instant::now();
-                let result = embedded(state, conversation).await;
+                let result = match work {
+                    Work::Chat { plain, redacted } => {
+                        let c = if route.redact {
+                            redacted.unwrap_or(plain)
+                        } else {
+                            plain
+                        };
+                        embedded_chat(state, c).await.map(Output::Events)
+                    }
+                    Work::Embed { inputs, .. } => {
+                        embedded_embed(state, inputs).await.map(Output::Embeddings)
+                    }
+                };
                 let took = started.elapsed();
                 clock.add(took);
                 return match result {
-                    Ok(events) => {
+                    Ok(out) => {
                         attempts.push(attempt(name, "ok", None, took));
-                        Ok((events, index))
+                        Ok((out, index))
                     }
                     Err(e) => {
                         attempts.push(attempt(name, e.code(), None, took));
@@ -225,18 +252,47 @@ pub async fn dispatch(
             failures.push(format!("`{name}` is cooling down after repeated failures"));
             continue;
         }
-        let body = upstream.encode(conversation);
+        // Encoded once per deployment: retries resend the same bytes.
+        let body = match work {
+            Work::Chat { plain, redacted } => {
+                let c = if route.redact {
+                    redacted.unwrap_or(plain)
+                } else {
+                    plain
+                };
+                upstream.encode(c)
+            }
+            Work::Embed {
+                plain,
+                redacted,
+                dimensions,
+                ..
+            } => {
+                let t = if route.redact {
+                    redacted.unwrap_or(plain)
+                } else {
+                    plain
+                };
+                upstream.encode_embeddings(t, *dimensions)
+            }
+        };
         let mut n = 0;
         loop {
             let started = Instant::now();
-            let result = upstream.start(body.clone(), conversation.stream).await;
+            let result = match work {
+                Work::Chat { plain, .. } => upstream
+                    .start(body.clone(), plain.stream)
+                    .await
+                    .map(Output::Events),
+                Work::Embed { .. } => upstream.embed(body.clone()).await.map(Output::Embeddings),
+            };
             let took = started.elapsed();
             clock.add(took);
             let failure = match result {
-                Ok(events) => {
+                Ok(out) => {
                     d.breaker.success();
                     attempts.push(attempt(name, "ok", None, took));
-                    return Ok((events, index));
+                    return Ok((out, index));
                 }
                 Err(f) => f,
             };
@@ -294,8 +350,26 @@ pub async fn dispatch(
     })
 }
 
+/// The embedded embedding model as one more route.
+async fn embedded_embed(state: &AppState, inputs: &[EmbedInput]) -> Result<Embeddings, ApiError> {
+    let engine = state
+        .models
+        .embedding
+        .get()
+        .cloned()
+        .ok_or_else(|| ApiError::ModelLoading(crate::EMBEDDING_MODEL.to_string()))?;
+    let inputs = inputs.to_vec();
+    // Encoding a batch is compute-bound: off the runtime's workers.
+    Ok(tokio::task::spawn_blocking(move || engine.embed(&inputs))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "embedding task failed");
+            ApiError::Internal
+        })??)
+}
+
 /// The embedded chat model as one more route.
-async fn embedded(state: &AppState, c: &Conversation) -> Result<EventStream, ApiError> {
+async fn embedded_chat(state: &AppState, c: &Conversation) -> Result<EventStream, ApiError> {
     let engine = state
         .models
         .chat

@@ -1,23 +1,21 @@
 //! `POST /v1/embeddings`.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine as _;
-use enclave_engine::EmbeddingEngine;
 
+use crate::AppState;
 use crate::audit::CallNote;
 use crate::auth::Principal;
+use crate::dispatch::{self, UpstreamClock};
 use crate::error::ApiError;
 use crate::extract::OpenAiJson;
 use crate::mac::{self, LABEL_HEADER};
 use crate::openai::{
     EmbeddingItem, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, EmbeddingVector,
 };
-use crate::{AppState, EMBEDDING_MODEL};
 use enclave_engine::EmbedInput;
 use enclave_policy::Action;
 
@@ -26,18 +24,10 @@ enum Format {
     Base64,
 }
 
-fn embedded(state: &AppState) -> Result<Arc<EmbeddingEngine>, ApiError> {
-    state
-        .models
-        .embedding
-        .get()
-        .cloned()
-        .ok_or_else(|| ApiError::ModelLoading(EMBEDDING_MODEL.to_string()))
-}
-
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    clock: Option<Extension<UpstreamClock>>,
     headers: HeaderMap,
     OpenAiJson(req): OpenAiJson<EmbeddingRequest>,
 ) -> Response {
@@ -45,7 +35,8 @@ pub async fn create(
         model: Some(req.model.clone()),
         ..CallNote::default()
     };
-    let mut response = match serve(state, principal, headers, req, &mut note).await {
+    let clock = clock.map(|c| c.0).unwrap_or_default();
+    let mut response = match serve(state, principal, headers, req, &mut note, clock).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -59,6 +50,7 @@ async fn serve(
     headers: HeaderMap,
     req: EmbeddingRequest,
     note: &mut CallNote,
+    clock: UpstreamClock,
 ) -> Result<Response, ApiError> {
     let inputs = req.input.into_inputs()?;
     // Token ids are inspected as the text they stand for; before the model loads, there is no
@@ -74,7 +66,7 @@ async fn serve(
             },
         });
     }
-    let admitted = match mac::admit(
+    let mut admitted = match mac::admit(
         &state.policy,
         &principal,
         Action::Embed,
@@ -90,7 +82,6 @@ async fn serve(
         }
     };
     note.decision = Some(admitted.decision.clone());
-    let engine = embedded(&state)?;
     let format = match req.encoding_format.as_deref() {
         None | Some("float") => Format::Float,
         Some("base64") => Format::Base64,
@@ -101,28 +92,50 @@ async fn serve(
             ));
         }
     };
-    if let Some(d) = req.dimensions
-        && d as usize != engine.dims()
-    {
-        {
-            return Err(ApiError::unsupported(
-                "dimensions",
-                format!(
-                    "`{}` gives {} dimensions and cannot be shortened to {d}",
-                    req.model,
-                    engine.dims()
-                ),
-            ));
-        }
-    }
+    let estimate: u64 = texts.iter().map(|t| (t.len() as u64).div_ceil(4) + 2).sum();
+    let ticket = state
+        .quotas
+        .reserve(&state.policy, &principal, &req.model, estimate)
+        .await?;
     tracing::debug!(tenant = %principal.tenant_name, inputs = inputs.len(), "embeddings");
-    let worker = Arc::clone(&engine);
-    let out = tokio::task::spawn_blocking(move || worker.embed(&inputs))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "embedding task failed");
-            ApiError::Internal
-        })??;
+    let redacted = admitted.redacted.as_ref().map(|(t, _)| t.clone());
+    let work = dispatch::Work::Embed {
+        inputs: &inputs,
+        plain: &texts,
+        redacted: redacted.as_deref(),
+        dimensions: req.dimensions,
+    };
+    let mut attempts = Vec::new();
+    let dispatched =
+        dispatch::dispatch(&state, &admitted.routes, &work, &mut attempts, &clock).await;
+    note.attempts = attempts;
+    let (out, index) = match dispatched {
+        Ok((dispatch::Output::Embeddings(e), i)) => (e, i),
+        Ok(_) => {
+            ticket.release().await;
+            return Err(ApiError::Internal);
+        }
+        Err(e) => {
+            ticket.release().await;
+            return Err(e);
+        }
+    };
+    admitted.serve(index);
+    note.decision = Some(admitted.decision.clone());
+    if let Some(d) = req.dimensions
+        && out.vectors.first().is_some_and(|v| v.len() != d as usize)
+    {
+        ticket.release().await;
+        return Err(ApiError::unsupported(
+            "dimensions",
+            format!(
+                "`{}` gives {} dimensions and cannot be shortened to {d}",
+                req.model,
+                out.vectors.first().map_or(0, Vec::len)
+            ),
+        ));
+    }
+    ticket.settle(out.tokens as u32, 0).await;
     crate::metrics::tokens(&req.model, out.tokens as u32, 0);
     note.prompt_tokens = out.tokens as u64;
     let data = out

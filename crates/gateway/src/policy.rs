@@ -61,6 +61,9 @@ pub struct DeploymentConfig {
     /// The model name clients send. Several deployments may serve one model.
     pub model: String,
     pub backend: BackendKind,
+    /// Upstreams: `chat` (default) or `embedding` (OpenAI protocol only).
+    #[serde(default)]
+    pub kind: Option<ModelKind>,
     /// The highest label it may process. Embedded: system high when unset. Required otherwise.
     #[serde(default)]
     pub accreditation: Option<String>,
@@ -132,7 +135,8 @@ pub struct TenantQuota {
     pub models: BTreeMap<String, Limits>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     Chat,
     Embedding,
@@ -392,6 +396,13 @@ impl Policy {
                         BackendKind::Anthropic => Protocol::Anthropic,
                         _ => Protocol::OpenAi,
                     };
+                    let kind = d.kind.unwrap_or(ModelKind::Chat);
+                    if kind == ModelKind::Embedding && protocol == Protocol::Anthropic {
+                        return Err(invalid(
+                            &at,
+                            "Anthropic's API has no embeddings: use `backend = \"openai\"` for an embedding model",
+                        ));
+                    }
                     let upstream = Upstream::new(
                         protocol,
                         &base_url,
@@ -415,7 +426,7 @@ impl Policy {
                             jurisdiction,
                         },
                         model: d.model.clone(),
-                        kind: ModelKind::Chat,
+                        kind,
                         backend: Backend::Upstream(Box::new(upstream)),
                         weight: d.weight.unwrap_or(1),
                         priority: d.priority.unwrap_or(0),

@@ -479,3 +479,34 @@ async fn a_client_that_leaves_before_a_whole_answer_cancels_the_upstream_too() {
     // The call is still audited, as one the client abandoned.
     assert!(eventually(2.0, || gw.records().iter().any(|r| r["status"] == 499)).await);
 }
+
+#[tokio::test]
+async fn embeddings_route_to_upstreams_with_the_same_fallback() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(json!({"deployments": [
+        upstream("e1", "embed", &mock.url("status-503"), json!({"kind": "embedding", "retries": 1})),
+        upstream("e2", "embed", &mock.url("ok"), json!({"kind": "embedding", "priority": 1})),
+    ]}))
+    .await;
+    let key = gw.key("agency", Role::User).await;
+    let (status, body) = gw
+        .call(
+            "/v1/embeddings",
+            &key,
+            &json!({"model": "embed", "input": ["one two", "three"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(body["data"][1]["embedding"].as_array().unwrap().len(), 8);
+    assert_eq!(body["usage"]["prompt_tokens"], 3);
+    assert_eq!(body["enclave"]["deployment"], "e2");
+    assert_eq!(
+        outcomes(&gw.last_record("POST /v1/embeddings")),
+        pairs(&[("e1", "server_error"), ("e1", "server_error"), ("e2", "ok")])
+    );
+    // A chat route refuses an embedding model by kind.
+    let (status, body) = gw.call(CHAT, &key, &ask("embed", false)).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "wrong_model_kind");
+}

@@ -383,6 +383,69 @@ fn plan(req: &Value, anthropic: bool) -> Plan {
     }
 }
 
+/// `POST /v1/embeddings`: 8 numbers per input, from its bytes; a token is a word.
+async fn embeddings(
+    sock: &mut TcpStream,
+    stats: &Arc<Stats>,
+    delay: Duration,
+    name: &str,
+    body: &[u8],
+) -> bool {
+    let n = stats.count(name);
+    let status = match scenario(name) {
+        Some(Scenario::Status(code)) => Some(code),
+        Some(Scenario::FailThen(k, code)) if n <= k => Some(code),
+        Some(Scenario::Close) => return false,
+        None => Some(404),
+        _ => None,
+    };
+    if let Some(code) = status {
+        let body =
+            json!({"error": {"message": format!("mock failure {code}"), "type": "server_error"}});
+        return write_json(sock, code, &body, "").await;
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(body) else {
+        return write_json(
+            sock,
+            400,
+            &json!({"error": {"message": "body is not JSON"}}),
+            "",
+        )
+        .await;
+    };
+    if let Ok(mut last) = stats.last_request.lock() {
+        *last = Some(req.clone());
+    }
+    if !pause(sock, stats, delay).await {
+        return false;
+    }
+    let inputs: Vec<String> = match &req["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .map(|v| v.as_str().unwrap_or("").to_string())
+            .collect(),
+        _ => vec![],
+    };
+    let mut tokens = 0u64;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            tokens += text.split_whitespace().count() as u64;
+            let mut v = [0f32; 8];
+            for (j, b) in text.bytes().enumerate() {
+                v[j % 8] += f32::from(b) / 255.0;
+            }
+            json!({"object": "embedding", "index": i, "embedding": v.to_vec()})
+        })
+        .collect();
+    stats.prompt_tokens.fetch_add(tokens, Relaxed);
+    let body = json!({"object": "list", "data": data, "model": req["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}});
+    write_json(sock, 200, &body, "").await
+}
+
 #[allow(
     clippy::too_many_lines,
     reason = "one match over the protocols and faults reads best whole"
@@ -415,6 +478,9 @@ async fn respond(
     let anthropic = match rest {
         ["chat", "completions"] => false,
         ["messages"] => true,
+        ["embeddings"] => {
+            return embeddings(sock, stats, delay, name, body).await;
+        }
         _ => {
             return write_json(
                 sock,

@@ -44,6 +44,7 @@ pub struct Timeouts {
 pub struct Upstream {
     protocol: Protocol,
     url: String,
+    embeddings_url: String,
     base_url: String,
     model: String,
     /// The credential header, marked sensitive so no header dump prints it.
@@ -209,6 +210,7 @@ impl Upstream {
         Ok(Self {
             protocol,
             url: format!("{base}/{path}"),
+            embeddings_url: format!("{base}/embeddings"),
             base_url: base,
             model,
             auth,
@@ -232,6 +234,49 @@ impl Upstream {
             Protocol::Anthropic => anthropic::request(&self.model, c),
         };
         Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+    }
+
+    /// An embeddings request body (OpenAI's protocol; Anthropic's has no embeddings).
+    pub fn encode_embeddings(&self, inputs: &[String], dimensions: Option<u32>) -> Bytes {
+        let mut v = serde_json::json!({
+            "model": self.model,
+            "input": inputs,
+            "encoding_format": "float",
+        });
+        if let Some(d) = dimensions {
+            v["dimensions"] = serde_json::json!(d);
+        }
+        Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    }
+
+    /// One embeddings attempt.
+    pub async fn embed(&self, body: Bytes) -> Result<enclave_engine::Embeddings, Failure> {
+        let deadline = Instant::now() + self.timeouts.total;
+        let send = self
+            .client
+            .post(&self.embeddings_url)
+            .headers(self.headers())
+            .body(body)
+            .send();
+        let response = match timeout_at(deadline, send).await {
+            Err(_) => return Err(Failure::Total),
+            Ok(Err(e)) => return Err(Failure::Connect(error_chain(&e))),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        let bytes = match timeout_at(deadline, response.bytes()).await {
+            Err(_) => return Err(Failure::Total),
+            Ok(Err(e)) => return Err(Failure::Connect(error_chain(&e))),
+            Ok(Ok(b)) => b,
+        };
+        if !status.is_success() {
+            return Err(Failure::Status {
+                status: status.as_u16(),
+                retry_after: None,
+                message: error_message(&String::from_utf8_lossy(&bytes)),
+            });
+        }
+        openai::embeddings(&bytes).map_err(Failure::Malformed)
     }
 
     fn headers(&self) -> HeaderMap {

@@ -247,3 +247,28 @@ impl StreamState {
         }
     }
 }
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingList {
+    data: Vec<EmbeddingItem>,
+    #[serde(default)]
+    usage: Option<UsageIn>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingItem {
+    #[serde(default)]
+    index: Option<usize>,
+    embedding: Vec<f32>,
+}
+
+/// An embeddings answer, vectors in input order.
+pub fn embeddings(bytes: &[u8]) -> Result<enclave_engine::Embeddings, String> {
+    let mut list: EmbeddingList = serde_json::from_slice(bytes)
+        .map_err(|e| format!("the answer is not an embeddings list: {e}"))?;
+    list.data.sort_by_key(|d| d.index.unwrap_or(0));
+    Ok(enclave_engine::Embeddings {
+        vectors: list.data.into_iter().map(|d| d.embedding).collect(),
+        tokens: list.usage.map_or(0, |u| u.prompt_tokens as usize),
+    })
+}
