@@ -129,9 +129,21 @@ fn config_check_explains_a_good_file_and_refuses_a_bad_one() {
         .args(["config", "check", example, "--data-dir"])
         .arg(data.path())
         .env("PROVIDER_EU_KEY", "sk-test")
+        .env("RACK_4_KEY", "sk-rack-4")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("weight 3, priority 0")
+            && text.contains("anthropic http://10.20.0.9:9000/v1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("quotas: tenant: 600 requests/min")
+            && text.contains("each key: 60 requests/min")
+            && !text.contains("sk-rack-4"),
+        "{text}"
+    );
     assert!(
         out.status.success(),
         "{text}{}",

@@ -191,6 +191,19 @@ impl Deployment {
     }
 }
 
+fn describe_limits(l: &Limits) -> String {
+    [
+        (l.requests_per_minute, "requests/min"),
+        (l.tokens_per_minute, "tokens/min"),
+        (l.monthly_tokens, "tokens/month"),
+        (l.concurrency, "at once"),
+    ]
+    .iter()
+    .filter_map(|(v, unit)| v.map(|v| format!("{v} {unit}")))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
 fn seconds(at: &str, field: &str, v: Option<f64>, default: f64) -> Result<Duration, PolicyError> {
     let v = v.unwrap_or(default);
     Duration::try_from_secs_f64(v)
@@ -637,6 +650,21 @@ impl Policy {
                     .join(", "),
                 list(&t.redact_pii_for)
             );
+            if let Some(q) = self.quotas.get(name) {
+                let mut scopes = vec![
+                    ("tenant".to_string(), q.tenant),
+                    ("each key".to_string(), q.key),
+                ];
+                scopes.extend(q.models.iter().map(|(m, l)| (format!("model {m}"), *l)));
+                let parts: Vec<String> = scopes
+                    .into_iter()
+                    .filter(|(_, l)| !l.is_unlimited())
+                    .map(|(scope, l)| format!("{scope}: {}", describe_limits(&l)))
+                    .collect();
+                if !parts.is_empty() {
+                    let _ = writeln!(out, "  {:<22} quotas: {}", "", parts.join("; "));
+                }
+            }
         }
         let _ = writeln!(
             out,
