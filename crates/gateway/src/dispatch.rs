@@ -212,12 +212,27 @@ pub async fn dispatch(
 ) -> Result<(Output, usize), ApiError> {
     let mut failures: Vec<String> = Vec::new();
     let mut retry_hint: Option<Duration> = None;
+    // The embedded engine's own refusal, returned as is when no upstream route was tried.
+    let mut last_error: Option<ApiError> = None;
+    let mut upstream_tried = false;
     for index in order(routes) {
         let route = &routes[index];
         let d = &route.deployment;
         let name = d.placement.name.as_str();
         let upstream = match &d.backend {
             Backend::Embedded => {
+                if let Work::Chat { plain, .. } = work
+                    && plain.uses_tools()
+                {
+                    // The embedded model cannot call tools; another route may.
+                    attempts.push(attempt(name, "unsupported", None, Duration::ZERO));
+                    failures.push(format!("`{name}` does not call tools"));
+                    last_error = Some(ApiError::unsupported(
+                        "tools",
+                        format!("`{name}` does not call tools, and no other deployment of this model could answer"),
+                    ));
+                    continue;
+                }
                 let started = Instant::now();
                 let result = match work {
                     Work::Chat { plain, redacted } => {
@@ -234,19 +249,27 @@ pub async fn dispatch(
                 };
                 let took = started.elapsed();
                 clock.add(took);
-                return match result {
+                match result {
                     Ok(out) => {
                         attempts.push(attempt(name, "ok", None, took));
-                        Ok((out, index))
+                        return Ok((out, index));
+                    }
+                    // Busy or still loading: another deployment may answer.
+                    Err(e @ (ApiError::Overloaded(_) | ApiError::ModelLoading(_))) => {
+                        attempts.push(attempt(name, e.code(), None, took));
+                        failures.push(format!("`{name}` {e}"));
+                        last_error = Some(e);
+                        continue;
                     }
                     Err(e) => {
                         attempts.push(attempt(name, e.code(), None, took));
-                        Err(e)
+                        return Err(e);
                     }
-                };
+                }
             }
             Backend::Upstream(u) => u,
         };
+        upstream_tried = true;
         if !d.breaker.admit() {
             attempts.push(attempt(name, "circuit_open", None, Duration::ZERO));
             failures.push(format!("`{name}` is cooling down after repeated failures"));
@@ -336,6 +359,9 @@ pub async fn dispatch(
             tokio::time::sleep(pause).await;
             n += 1;
         }
+    }
+    if !upstream_tried && let Some(e) = last_error {
+        return Err(e);
     }
     Err(ApiError::UpstreamUnavailable {
         message: format!(
