@@ -4,10 +4,49 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use enclave_store::{Role, keys};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use enclave_store::{ApiKey, Role, keys};
 
 use crate::AppState;
 use crate::error::ApiError;
+
+/// How long a looked-up key is trusted without asking the store again, and so how long a revoked
+/// key may still work. The secret is still compared on every call; only the round trip is saved.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// Keys looked up in the last [`KEY_CACHE_TTL`]: a store lookup per call would cost more than
+/// the rest of authentication.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    map: Mutex<HashMap<String, (Instant, ApiKey, Vec<u8>)>>,
+}
+
+impl KeyCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, ApiKey, Vec<u8>)>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Option<(ApiKey, Vec<u8>)> {
+        let map = self.lock();
+        let (at, key, hash) = map.get(id)?;
+        (at.elapsed() < KEY_CACHE_TTL).then(|| (key.clone(), hash.clone()))
+    }
+
+    fn put(&self, id: &str, (key, hash): (ApiKey, Vec<u8>)) {
+        let mut map = self.lock();
+        if map.len() >= KEY_CACHE_MAX {
+            map.retain(|_, (at, _, _)| at.elapsed() < KEY_CACHE_TTL);
+            if map.len() >= KEY_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(id.to_string(), (Instant::now(), key, hash));
+    }
+}
 
 /// Who is calling: a key of one tenant, with a role.
 #[derive(Debug, Clone)]
@@ -63,10 +102,19 @@ async fn authenticate_raw(state: &AppState, presented: &str) -> Result<Principal
         return Err(ApiError::MissingKey);
     }
     let id = keys::parse_id(presented).ok_or(ApiError::InvalidKey)?;
-    let found = state.store.key_for_auth(id).await.map_err(|e| {
-        tracing::error!(error = %e, "key lookup failed");
-        ApiError::Internal
-    })?;
+    let found = match state.key_cache.get(id) {
+        Some(hit) => Some(hit),
+        None => {
+            let found = state.store.key_for_auth(id).await.map_err(|e| {
+                tracing::error!(error = %e, "key lookup failed");
+                ApiError::Internal
+            })?;
+            if let Some(f) = &found {
+                state.key_cache.put(id, f.clone());
+            }
+            found
+        }
+    };
     let Some((key, hash)) = found else {
         return Err(ApiError::InvalidKey);
     };

@@ -229,7 +229,9 @@ pub async fn dispatch(
                     failures.push(format!("`{name}` does not call tools"));
                     last_error = Some(ApiError::unsupported(
                         "tools",
-                        format!("`{name}` does not call tools, and no other deployment of this model could answer"),
+                        format!(
+                            "`{name}` does not call tools, and no other deployment of this model could answer"
+                        ),
                     ));
                     continue;
                 }

@@ -75,6 +75,7 @@ pub struct AppState {
     pub content: Arc<enclave_audit::ContentVault>,
     pub metrics: metrics::Metrics,
     pub quotas: quota::Quotas,
+    pub key_cache: Arc<auth::KeyCache>,
     /// When the server started, as the `created` of model objects.
     pub started: i64,
 }
@@ -95,6 +96,7 @@ impl AppState {
             content,
             metrics,
             quotas: quota::Quotas::default(),
+            key_cache: Arc::new(auth::KeyCache::default()),
             started: enclave_store::now(),
         }
     }

@@ -510,3 +510,23 @@ async fn embeddings_route_to_upstreams_with_the_same_fallback() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "wrong_model_kind");
 }
+
+#[tokio::test]
+async fn a_revoked_key_stops_working_within_a_second_of_revocation() {
+    use enclave_store::Store as _;
+    let gw = Gateway::start(json!({})).await;
+    let key = gw.key("agency", Role::User).await;
+    let get = || gw.http.get(gw.url("/v1/models")).bearer_auth(&key).send();
+    assert_eq!(get().await.unwrap().status(), 200);
+    assert!(
+        gw.store
+            .revoke_key(&key[3..15], enclave_store::now())
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(enclave_gateway::auth::KEY_CACHE_TTL).await;
+    let r = get().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "revoked_api_key");
+}

@@ -43,6 +43,8 @@ struct Args {
     rate: u64,
 }
 
+const LITELLM_KEY: &str = "sk-enclave-bench-0123456789abcdef0123456789abcdef";
+
 /// A child process killed when dropped.
 struct Proc(Child);
 
@@ -161,9 +163,15 @@ fn oha(args: &Args, url: &str, key: Option<&str>, body: &str, rate: Option<u64>)
         .as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
         .unwrap_or(0);
+    // Requests still in flight when the duration ends are cut off by oha, not failed.
     let errors: u64 = v["errorDistribution"]
         .as_object()
-        .map(|m| m.values().filter_map(Value::as_u64).sum())
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !k.contains("deadline"))
+                .filter_map(|(_, n)| n.as_u64())
+                .sum()
+        })
         .unwrap_or(0);
     let pct = |p: &str| v["latencyPercentiles"][p].as_f64().unwrap_or(f64::NAN) * 1000.0;
     Ok(Run {
@@ -211,7 +219,8 @@ fn main() -> Result<()> {
             "[[deployments]]\nname = \"mock\"\nmodel = \"mock\"\nbackend = \"openai\"\n\
              base_url = \"{mock_base}\"\naccreditation = \"UNCLASSIFIED\"\njurisdiction = \"enclave\"\n\n\
              [tenants.default.quota]\nrequests_per_minute = 100000000\ntokens_per_minute = 100000000000\n\
-             monthly_tokens = 1000000000000\n\n[tenants.default.key_quota]\nrequests_per_minute = 100000000\n"
+             monthly_tokens = 1000000000000\n\n[tenants.default.key_quota]\nrequests_per_minute = 100000000\n\n\
+             [chat]\nslots = 1\nctx_per_slot = 512\n"
         ),
     )?;
     let mut cmd = Command::new(sibling("enclave")?);
@@ -247,7 +256,7 @@ fn main() -> Result<()> {
         .recv_timeout(Duration::from_secs(120))
         .context("enclave did not start")?;
 
-    // LiteLLM's proxy in front of the same mock, with its defaults (no auth, no database).
+    // LiteLLM's proxy in front of the same mock: its defaults, a master key, no database.
     let litellm = if args.litellm.exists() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -271,6 +280,9 @@ fn main() -> Result<()> {
                 "2",
             ])
             .env("LITELLM_LOG", "ERROR")
+            // Its proxy refuses to start without a key; with one (and no database) it checks
+            // the key on every call, as Enclave does.
+            .env("LITELLM_MASTER_KEY", LITELLM_KEY)
             // Offline: LiteLLM would otherwise try to fetch its model price list at start.
             .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             .stdout(Stdio::null())
@@ -303,7 +315,7 @@ fn main() -> Result<()> {
         targets.push(Target {
             name: "LiteLLM",
             url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
-            key: None,
+            key: Some(LITELLM_KEY),
             proc: p,
         });
     }
