@@ -22,11 +22,14 @@ const KEY_CACHE_MAX: usize = 10_000;
 /// the rest of authentication.
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    map: Mutex<HashMap<String, (Instant, ApiKey, Vec<u8>)>>,
+    map: Mutex<Cached>,
 }
 
+/// Key id → (when looked up, the key, its stored hash).
+type Cached = HashMap<String, (Instant, ApiKey, Vec<u8>)>;
+
 impl KeyCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, ApiKey, Vec<u8>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
