@@ -168,7 +168,7 @@ impl Quotas {
             match self.ledger.reserve(&scopes, tokens).await {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    metrics::counter!("enclave_quota_rejections_total", "scope" => e.kind.as_str(), "limit" => e.limit.as_str())
+                    metrics::counter!("enclave_quota_rejections_total", "scope" => e.kind.as_str(), "limit" => e.limit.key())
                         .increment(1);
                     let code = match e.limit {
                         enclave_quota::Limit::MonthlyTokens => "insufficient_quota",

@@ -85,6 +85,17 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// The limit's name in configuration and metrics.
+    pub fn key(self) -> &'static str {
+        match self {
+            Limit::RequestsPerMinute => "requests_per_minute",
+            Limit::TokensPerMinute => "tokens_per_minute",
+            Limit::MonthlyTokens => "monthly_tokens",
+            Limit::Concurrency => "concurrency",
+        }
+    }
+
+    /// The limit in words, for messages.
     pub fn as_str(self) -> &'static str {
         match self {
             Limit::RequestsPerMinute => "requests per minute",
