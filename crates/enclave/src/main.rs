@@ -204,6 +204,11 @@ enum KeysCommand {
     },
 }
 
+/// mimalloc instead of the system allocator: a request allocates and frees many small buffers
+/// (JSON, headers, records), and glibc's malloc was a sixth of the gateway's CPU time under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut config =
