@@ -54,9 +54,9 @@ enum State {
     Open {
         until: Instant,
     },
-    /// A probe is out; if it never reports (its client left), another may go after `cooldown`.
+    /// A probe is out; if it never reports (its client left), another may go at `next`.
     HalfOpen {
-        since: Instant,
+        next: Instant,
     },
 }
 
@@ -81,10 +81,10 @@ impl Breaker {
         let mut s = self.state();
         match *s {
             State::Closed { .. } => true,
-            State::Open { until } | State::HalfOpen { since: until } if now < until => false,
+            State::Open { until } | State::HalfOpen { next: until } if now < until => false,
             State::Open { .. } | State::HalfOpen { .. } => {
                 *s = State::HalfOpen {
-                    since: now + self.cooldown,
+                    next: now + self.cooldown,
                 };
                 true
             }

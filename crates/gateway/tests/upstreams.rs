@@ -452,6 +452,35 @@ async fn the_anthropic_surface_answers_errors_in_its_own_shape() {
             .unwrap()
             .contains("at least one message")
     );
+    // Sampling parameters in Anthropic's ranges reach the upstream; out of range, a clear 400.
+    let ask = |t: f64| json!({"model": "m", "max_tokens": 5, "temperature": t, "messages": [{"role": "user", "content": "x"}]});
+    let r = gw
+        .http
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &key)
+        .json(&ask(0.25))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(mock.stats()["last_request"]["temperature"], 0.25);
+    let r = gw
+        .http
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", &key)
+        .json(&ask(1.5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_value");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("between 0 and 1")
+    );
 }
 
 #[tokio::test]
