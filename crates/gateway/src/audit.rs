@@ -35,6 +35,24 @@ pub struct CallNote {
     pub attempts: Vec<enclave_audit::Attempt>,
 }
 
+impl CallNote {
+    /// A note for a call to `model`.
+    pub fn for_model(model: &str) -> Self {
+        Self {
+            model: Some(model.to_string()),
+            ..Self::default()
+        }
+    }
+
+    /// The handler's answer (or its error, in the API's shape) carrying this note to the audit
+    /// step.
+    pub fn attach(self, result: Result<Response, ApiError>) -> Response {
+        let mut response = result.unwrap_or_else(IntoResponse::into_response);
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
 /// The stable error code of an error response, set by `ApiError::into_response`.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);

@@ -38,17 +38,10 @@ pub async fn completions(
     headers: HeaderMap,
     OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
 ) -> Response {
-    let mut note = CallNote {
-        model: Some(req.model.clone()),
-        ..CallNote::default()
-    };
+    let mut note = CallNote::for_model(&req.model);
     let clock = clock.map(|c| c.0).unwrap_or_default();
-    let mut response = match serve(state, principal, headers, req, &mut note, &clock).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    response.extensions_mut().insert(note);
-    response
+    let result = serve(state, principal, headers, req, &mut note, &clock).await;
+    note.attach(result)
 }
 
 /// A chat call under way, whichever surface it came in on: admitted by the reference monitor,

@@ -273,20 +273,7 @@ impl MessagesRequest {
                 }
             }),
         };
-        let temperature = self.temperature.unwrap_or(1.0);
-        if !(0.0..=1.0).contains(&temperature) {
-            return Err(ApiError::invalid(
-                "temperature",
-                format!("`temperature` must be between 0 and 1; got {temperature}"),
-            ));
-        }
-        let top_p = self.top_p.unwrap_or(1.0);
-        if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(ApiError::invalid(
-                "top_p",
-                format!("`top_p` must be greater than 0 and at most 1; got {top_p}"),
-            ));
-        }
+        let (temperature, top_p) = crate::openai::sampling(self.temperature, 1.0, self.top_p)?;
         let stop = self.stop_sequences.unwrap_or_default();
         if stop.iter().any(String::is_empty) {
             return Err(ApiError::invalid(
@@ -325,17 +312,10 @@ pub async fn create(
     headers: HeaderMap,
     OpenAiJson(req): OpenAiJson<MessagesRequest>,
 ) -> Response {
-    let mut note = CallNote {
-        model: Some(req.model.clone()),
-        ..CallNote::default()
-    };
+    let mut note = CallNote::for_model(&req.model);
     let clock = clock.map(|c| c.0).unwrap_or_default();
-    let mut response = match serve(state, principal, headers, req, &mut note, &clock).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    response.extensions_mut().insert(note);
-    response
+    let result = serve(state, principal, headers, req, &mut note, &clock).await;
+    note.attach(result)
 }
 
 async fn serve(

@@ -215,6 +215,30 @@ fn tool_choice_in(v: Option<Value>, tools: &[Tool]) -> Result<Option<ToolChoice>
     Ok(Some(choice))
 }
 
+/// `temperature` (default 1, at most `max_temperature`) and `top_p` (default 1, in (0, 1]),
+/// checked the same way on both API surfaces.
+pub fn sampling(
+    temperature: Option<f32>,
+    max_temperature: f32,
+    top_p: Option<f32>,
+) -> Result<(f32, f32), ApiError> {
+    let temperature = temperature.unwrap_or(1.0);
+    if !(0.0..=max_temperature).contains(&temperature) {
+        return Err(ApiError::invalid(
+            "temperature",
+            format!("`temperature` must be between 0 and {max_temperature}; got {temperature}"),
+        ));
+    }
+    let top_p = top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(ApiError::invalid(
+            "top_p",
+            format!("`top_p` must be greater than 0 and at most 1; got {top_p}"),
+        ));
+    }
+    Ok((temperature, top_p))
+}
+
 /// A value that does not change behaviour: absent, null, false, or an empty list.
 fn is_inert(v: &Value) -> bool {
     match v {
@@ -360,20 +384,7 @@ impl ChatCompletionRequest {
                 format!("`{param}` must be at least 1"),
             ));
         }
-        let temperature = self.temperature.unwrap_or(1.0);
-        if !(0.0..=2.0).contains(&temperature) {
-            return Err(ApiError::invalid(
-                "temperature",
-                format!("`temperature` must be between 0 and 2; got {temperature}"),
-            ));
-        }
-        let top_p = self.top_p.unwrap_or(1.0);
-        if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(ApiError::invalid(
-                "top_p",
-                format!("`top_p` must be greater than 0 and at most 1; got {top_p}"),
-            ));
-        }
+        let (temperature, top_p) = sampling(self.temperature, 2.0, self.top_p)?;
         for (name, value) in [
             ("presence_penalty", self.presence_penalty),
             ("frequency_penalty", self.frequency_penalty),
