@@ -1,11 +1,21 @@
-//! Knowledge bases: agency documents turned into labelled passages for retrieval.
+//! Knowledge bases: agency documents turned into labelled passages, indexed, and retrieved only
+//! by readers whose label dominates them.
 //!
-//! This crate owns how a document's markings become the labels of its parts: [`segment`] reads
-//! banner and portion markings into labelled paragraphs, [`chunk`] packs paragraphs into
-//! passages that never mix two labels. It must never give a passage a label lower than a marking
-//! in its text or in its document's banner; a document with no marking and no given label is
-//! refused rather than guessed.
+//! This crate owns how a document's markings become the labels of its parts ([`segment`],
+//! [`chunk`]), reading files ([`extract`]), the full-text ([`text`]) and vector ([`vectors`])
+//! indexes with the label filter inside each search, and the service tying them together with a
+//! background ingestion worker ([`service`]). It must never give a passage a label lower than a
+//! marking in its text or its document's banner, never guess a label for an unmarked document,
+//! and never return a passage its reader's label does not dominate. It knows nothing of HTTP.
 
+pub mod extract;
 pub mod segment;
+pub mod service;
+pub mod testdata;
+pub mod text;
+pub mod vectors;
 
 pub use segment::{Chunk, Paragraph, SegmentError, Segmented, chunk, segment};
+pub use service::{
+    DocumentInfo, EmbedError, Embedder, Hit, KbError, KbInfo, KnowledgeBases, Mode, Upload,
+};

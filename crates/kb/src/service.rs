@@ -1,0 +1,1177 @@
+//! Knowledge bases as a service: the catalog (SQLite, the source of truth), one full-text and
+//! one vector index per knowledge base (derived, rebuilt from the catalog when they disagree),
+//! the background ingestion worker, and label-filtered hybrid search.
+//!
+//! Ingestion of a batch: mark `indexing`; segment, chunk and embed; write the chunks and vectors
+//! in one transaction; add them to the full-text index and commit it; add them to the vector
+//! index; mark `ready`. A crash anywhere in between leaves the documents `indexing`: on open they
+//! go back to `queued` with their chunks removed from every index, and are ingested again from
+//! their stored text. So there are never duplicate chunks or vectors without a chunk.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use enclave_label::{Label, Scheme};
+use enclave_policy::Inspector;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::extract::{self, ExtractError, Extracted, Format};
+use crate::segment::{self, SegmentError};
+use crate::text::{TextIndex, TextRow};
+use crate::vectors::{LabelId, Vectors};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Words per passage: about 160 MiniLM tokens, inside its 256-token window.
+pub const CHUNK_WORDS: usize = 120;
+
+/// Documents ingested together: one embedding batch, one transaction, one index commit.
+const BATCH_DOCUMENTS: i64 = 16;
+
+/// Candidates each retriever contributes before fusion.
+const CANDIDATES: usize = 50;
+
+/// Reciprocal rank fusion's constant (the value its authors found robust).
+const RRF_K: f32 = 60.0;
+
+/// Turns texts into unit vectors. Blocking; called from blocking threads.
+pub trait Embedder: Send + Sync {
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmbedError {
+    #[error("the embedding model is still loading")]
+    NotReady,
+    #[error("embedding failed: {0}")]
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KbError {
+    #[error("no knowledge base `{0}`")]
+    NoKnowledgeBase(String),
+    #[error("no document `{0}` in this knowledge base")]
+    NoDocument(String),
+    #[error("a knowledge base named `{0}` already exists")]
+    Exists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("`{name}`: {reason}")]
+    Unreadable { name: String, reason: String },
+    #[error("`{name}`: {source}")]
+    Unlabelled { name: String, source: SegmentError },
+    #[error("{0}")]
+    AboveClearance(String),
+    #[error("{0}")]
+    AboveMaximum(String),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    #[error("knowledge-base storage failed: {0}")]
+    Storage(String),
+}
+
+impl From<sqlx::Error> for KbError {
+    fn from(e: sqlx::Error) -> Self {
+        KbError::Storage(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for KbError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        KbError::Storage(e.to_string())
+    }
+}
+
+impl From<tantivy::TantivyError> for KbError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        KbError::Storage(format!("full-text index: {e}"))
+    }
+}
+
+impl From<tokio::task::JoinError> for KbError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        KbError::Storage(format!("a background step failed: {e}"))
+    }
+}
+
+/// A knowledge base as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KbInfo {
+    pub id: String,
+    pub object: &'static str,
+    pub name: String,
+    pub tenant: String,
+    pub max_label: String,
+    pub default_label: Option<String>,
+    pub created: i64,
+    pub documents: DocumentCounts,
+    /// Chunks in the catalog, and in each index (equal once ingestion is idle).
+    pub chunks: u64,
+    pub indexed_text: u64,
+    pub indexed_vectors: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DocumentCounts {
+    pub queued: u64,
+    pub indexing: u64,
+    pub ready: u64,
+    pub failed: u64,
+}
+
+/// A document as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocumentInfo {
+    pub id: String,
+    pub object: &'static str,
+    pub knowledge_base: String,
+    pub name: String,
+    pub format: String,
+    pub label: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub chunks: u64,
+    pub pages: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub created: i64,
+    pub updated: i64,
+}
+
+/// A file to add.
+pub struct Upload {
+    pub name: String,
+    pub media_type: Option<String>,
+    pub bytes: Vec<u8>,
+    /// The label for a document without markings (and a floor for one with them).
+    pub label: Option<Label>,
+    /// Who uploads it: their key id (recorded) and clearance (the document may not exceed it).
+    pub uploader: String,
+    pub clearance: Label,
+}
+
+/// Which retrievers a search uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Hybrid,
+    Vector,
+    Text,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hybrid" => Ok(Mode::Hybrid),
+            "vector" => Ok(Mode::Vector),
+            "text" | "bm25" => Ok(Mode::Text),
+            other => Err(format!(
+                "`mode` must be `hybrid`, `vector` or `text`; got `{other}`"
+            )),
+        }
+    }
+}
+
+/// One passage found by a search.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    pub chunk: i64,
+    pub document: String,
+    pub document_name: String,
+    pub label: String,
+    #[serde(skip)]
+    pub parsed_label: Label,
+    pub text: String,
+    pub page: Option<u32>,
+    pub start: u64,
+    pub end: u64,
+    pub score: f32,
+    pub vector_rank: Option<usize>,
+    pub text_rank: Option<usize>,
+}
+
+/// Ingestion progress since the process started, for progress displays and metrics.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub documents: AtomicU64,
+    pub chunks: AtomicU64,
+}
+
+/// The labels present in one knowledge base, each with a small id for the vector index.
+#[derive(Default)]
+struct Labels {
+    list: Vec<(String, Label)>,
+    ids: HashMap<String, LabelId>,
+}
+
+impl Labels {
+    fn id(&mut self, banner: &str, label: &Label) -> LabelId {
+        if let Some(id) = self.ids.get(banner) {
+            return *id;
+        }
+        let id = self.list.len() as LabelId;
+        self.list.push((banner.to_string(), label.clone()));
+        self.ids.insert(banner.to_string(), id);
+        id
+    }
+}
+
+struct KbIndex {
+    text: TextIndex,
+    vectors: RwLock<Vectors>,
+    labels: RwLock<Labels>,
+}
+
+struct Inner {
+    pool: SqlitePool,
+    dir: PathBuf,
+    scheme: Scheme,
+    inspector: Inspector,
+    embedder: Arc<dyn Embedder>,
+    dims: usize,
+    open: Mutex<HashMap<String, Arc<KbIndex>>>,
+    wake: Arc<tokio::sync::Notify>,
+    progress: Progress,
+}
+
+/// The knowledge bases of this node. Cheap to clone.
+#[derive(Clone)]
+pub struct KnowledgeBases {
+    inner: Arc<Inner>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn vector_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn vector_from(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl KnowledgeBases {
+    /// Opens the knowledge bases under `dir`, repairs what a crash left half done, loads the
+    /// indexes, and starts the ingestion worker (on the current Tokio runtime).
+    pub async fn open(
+        dir: &Path,
+        scheme: Scheme,
+        embedder: Arc<dyn Embedder>,
+        dims: usize,
+    ) -> Result<Self, KbError> {
+        std::fs::create_dir_all(dir).map_err(|e| KbError::Storage(e.to_string()))?;
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("catalog.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        let inspector = Inspector::new(scheme.clone())
+            .map_err(|e| KbError::Invalid(format!("the scheme's markings: {e}")))?;
+        let inner = Arc::new(Inner {
+            pool,
+            dir: dir.to_path_buf(),
+            scheme,
+            inspector,
+            embedder,
+            dims,
+            open: Mutex::new(HashMap::new()),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            progress: Progress::default(),
+        });
+        let kbs = Self { inner };
+        kbs.recover().await?;
+        // The worker holds the service weakly: dropping the last handle stops it and releases
+        // the indexes.
+        let worker = Arc::downgrade(&kbs.inner);
+        let wake = Arc::clone(&kbs.inner.wake);
+        tokio::spawn(async move { Self::work(worker, wake).await });
+        Ok(kbs)
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.inner.progress
+    }
+
+    pub fn scheme(&self) -> &Scheme {
+        &self.inner.scheme
+    }
+
+    /// Documents a crash left `indexing` go back to `queued`, their chunks gone; then every
+    /// index is loaded and checked against the catalog.
+    async fn recover(&self) -> Result<(), KbError> {
+        let mut tx = self.inner.pool.begin().await?;
+        let stuck = sqlx::query(
+            "DELETE FROM chunks WHERE document IN (SELECT id FROM documents WHERE status = 'indexing')",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let requeued = sqlx::query(
+            "UPDATE documents SET status = 'queued', chunks = 0 WHERE status = 'indexing'",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        if requeued > 0 {
+            tracing::warn!(
+                documents = requeued,
+                chunks = stuck,
+                "ingestion was interrupted; those documents are queued again"
+            );
+        }
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM knowledge_bases")
+            .fetch_all(&self.inner.pool)
+            .await?;
+        for id in ids {
+            self.index(&id).await?;
+        }
+        Ok(())
+    }
+
+    /// The open indexes of a knowledge base, loading (and repairing) them on first use.
+    async fn index(&self, kb: &str) -> Result<Arc<KbIndex>, KbError> {
+        if let Some(i) = lock(&self.inner.open).get(kb) {
+            return Ok(Arc::clone(i));
+        }
+        let rows = sqlx::query(
+            "SELECT c.id, c.document, c.label, c.text, c.vector FROM chunks c \
+             JOIN documents d ON d.id = c.document WHERE c.kb = ? AND d.status = 'ready' ORDER BY c.id",
+        )
+        .bind(kb)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let dir = self.inner.dir.join("indexes").join(kb);
+        let inner = Arc::clone(&self.inner);
+        let kb_id = kb.to_string();
+        let index = tokio::task::spawn_blocking(move || -> Result<KbIndex, KbError> {
+            let text = TextIndex::open(&dir.join("text"))?;
+            let mut labels = Labels::default();
+            let mut vectors = Vectors::new(inner.dims);
+            let mut loaded: Vec<(i64, String, String, String, Vec<f32>)> =
+                Vec::with_capacity(rows.len());
+            for row in &rows {
+                loaded.push((
+                    row.try_get("id")?,
+                    row.try_get("document")?,
+                    row.try_get("label")?,
+                    row.try_get("text")?,
+                    vector_from(row.try_get::<&[u8], _>("vector")?),
+                ));
+            }
+            let mut batch = Vec::with_capacity(loaded.len());
+            for (id, _, banner, _, v) in &loaded {
+                let label = inner
+                    .scheme
+                    .parse(banner)
+                    .map_err(|e| KbError::Storage(format!("stored label `{banner}`: {e}")))?;
+                batch.push((*id, labels.id(banner, &label), v.as_slice()));
+            }
+            vectors.add(&batch);
+            if text.len() != loaded.len() as u64 {
+                tracing::warn!(
+                    kb = %kb_id,
+                    catalog = loaded.len(),
+                    index = text.len(),
+                    "the full-text index disagrees with the catalog; rebuilding it"
+                );
+                text.clear()?;
+                let rows: Vec<TextRow<'_>> = loaded
+                    .iter()
+                    .map(|(id, doc, label, t, _)| TextRow {
+                        chunk: *id,
+                        document: doc,
+                        label,
+                        text: t,
+                    })
+                    .collect();
+                text.add(&rows)?;
+                text.commit()?;
+            }
+            Ok(KbIndex {
+                text,
+                vectors: RwLock::new(vectors),
+                labels: RwLock::new(labels),
+            })
+        })
+        .await??;
+        let index = Arc::new(index);
+        let mut open = lock(&self.inner.open);
+        Ok(Arc::clone(
+            open.entry(kb.to_string()).or_insert_with(|| index),
+        ))
+    }
+
+    fn banner(&self, label: &Label) -> String {
+        self.inner.scheme.banner(label)
+    }
+
+    fn parse_stored(&self, banner: &str) -> Result<Label, KbError> {
+        self.inner
+            .scheme
+            .parse(banner)
+            .map_err(|e| KbError::Storage(format!("stored label `{banner}`: {e}")))
+    }
+
+    fn dominates(&self, upper: &Label, lower: &Label) -> Result<(), String> {
+        match self.inner.scheme.explain_shortfall(upper, lower) {
+            None => Ok(()),
+            Some(why) => Err(why),
+        }
+    }
+
+    /// Creates a knowledge base for `tenant`. Its maximum may not exceed the creator's
+    /// clearance.
+    pub async fn create(
+        &self,
+        tenant: &str,
+        name: &str,
+        max_label: &Label,
+        default_label: Option<&Label>,
+        clearance: &Label,
+    ) -> Result<KbInfo, KbError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_control() || c == '/') {
+            return Err(KbError::Invalid(
+                "`name` must be 1 to 128 characters, without `/` or control characters".into(),
+            ));
+        }
+        self.dominates(clearance, max_label).map_err(|why| {
+            KbError::AboveClearance(format!(
+                "the maximum label {} is above your clearance {}: {why}",
+                self.banner(max_label),
+                self.banner(clearance)
+            ))
+        })?;
+        if let Some(d) = default_label {
+            self.dominates(max_label, d).map_err(|why| {
+                KbError::AboveMaximum(format!(
+                    "the default label {} is above the maximum {}: {why}",
+                    self.banner(d),
+                    self.banner(max_label)
+                ))
+            })?;
+        }
+        let id = format!("kb_{}", uuid::Uuid::now_v7().simple());
+        let result = sqlx::query(
+            "INSERT INTO knowledge_bases (id, tenant, name, max_label, default_label, created) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(tenant)
+        .bind(name)
+        .bind(self.banner(max_label))
+        .bind(default_label.map(|l| self.banner(l)))
+        .bind(now())
+        .execute(&self.inner.pool)
+        .await;
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(KbError::Exists(name.to_string()));
+            }
+            other => {
+                other?;
+            }
+        }
+        self.index(&id).await?;
+        self.get(tenant, &id).await
+    }
+
+    /// The id of the knowledge base `id_or_name` of `tenant`. Another tenant's is "not found".
+    pub async fn resolve(&self, tenant: &str, id_or_name: &str) -> Result<String, KbError> {
+        sqlx::query_scalar::<_, String>(
+            "SELECT id FROM knowledge_bases WHERE tenant = ? AND (id = ? OR name = ?)",
+        )
+        .bind(tenant)
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .fetch_optional(&self.inner.pool)
+        .await?
+        .ok_or_else(|| KbError::NoKnowledgeBase(id_or_name.to_string()))
+    }
+
+    pub async fn list(&self, tenant: &str) -> Result<Vec<KbInfo>, KbError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM knowledge_bases WHERE tenant = ? ORDER BY created, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.get(tenant, &id).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn get(&self, tenant: &str, id_or_name: &str) -> Result<KbInfo, KbError> {
+        let id = self.resolve(tenant, id_or_name).await?;
+        let row = sqlx::query(
+            "SELECT id, tenant, name, max_label, default_label, created FROM knowledge_bases WHERE id = ?",
+        )
+        .bind(&id)
+        .fetch_one(&self.inner.pool)
+        .await?;
+        let mut counts = DocumentCounts::default();
+        for r in
+            sqlx::query("SELECT status, COUNT(*) AS n FROM documents WHERE kb = ? GROUP BY status")
+                .bind(&id)
+                .fetch_all(&self.inner.pool)
+                .await?
+        {
+            let n = r.try_get::<i64, _>("n")? as u64;
+            match r.try_get::<String, _>("status")?.as_str() {
+                "queued" => counts.queued = n,
+                "indexing" => counts.indexing = n,
+                "ready" => counts.ready = n,
+                _ => counts.failed += n,
+            }
+        }
+        let chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE kb = ?")
+            .bind(&id)
+            .fetch_one(&self.inner.pool)
+            .await?;
+        let index = self.index(&id).await?;
+        Ok(KbInfo {
+            id: row.try_get("id")?,
+            object: "knowledge_base",
+            name: row.try_get("name")?,
+            tenant: row.try_get("tenant")?,
+            max_label: row.try_get("max_label")?,
+            default_label: row.try_get("default_label")?,
+            created: row.try_get("created")?,
+            documents: counts,
+            chunks: chunks as u64,
+            indexed_text: index.text.len(),
+            indexed_vectors: read(&index.vectors).len() as u64,
+        })
+    }
+
+    /// Checks a file and queues it: it is read and its labels found now, so a file that cannot
+    /// be read or is labelled above what the uploader or the knowledge base may hold is refused
+    /// here, before anything is stored; embedding and indexing happen in the background.
+    pub async fn add(
+        &self,
+        tenant: &str,
+        kb: &str,
+        upload: Upload,
+    ) -> Result<DocumentInfo, KbError> {
+        let kb = self.resolve(tenant, kb).await?;
+        let (max, default): (String, Option<String>) =
+            sqlx::query_as("SELECT max_label, default_label FROM knowledge_bases WHERE id = ?")
+                .bind(&kb)
+                .fetch_one(&self.inner.pool)
+                .await?;
+        let max = self.parse_stored(&max)?;
+        let given = match (&upload.label, default) {
+            (Some(l), _) => Some(l.clone()),
+            (None, Some(d)) => Some(self.parse_stored(&d)?),
+            (None, None) => None,
+        };
+        let name = upload.name.clone();
+        let format = Format::detect(&upload.name, upload.media_type.as_deref()).ok_or_else(|| {
+            KbError::Unreadable {
+                name: name.clone(),
+                reason: "unsupported format: send plain text (.txt), Markdown (.md), HTML (.html), PDF (.pdf) or DOCX (.docx)".into(),
+            }
+        })?;
+        let sha = hex::encode(Sha256::digest(&upload.bytes));
+        let size = upload.bytes.len();
+        let inner = Arc::clone(&self.inner);
+        let given_for_segment = given.clone();
+        let (extracted, segmented) = tokio::task::spawn_blocking(move || {
+            let extracted = extract::extract(format, &upload.bytes)?;
+            let segmented = segment::segment(
+                &inner.scheme,
+                &inner.inspector,
+                &extracted.text,
+                given_for_segment.as_ref(),
+            );
+            Ok::<_, ExtractError>((extracted, segmented))
+        })
+        .await?
+        .map_err(|e| KbError::Unreadable {
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let segmented = segmented.map_err(|source| KbError::Unlabelled {
+            name: name.clone(),
+            source,
+        })?;
+        let label = segmented.label;
+        self.dominates(&upload.clearance, &label).map_err(|why| {
+            KbError::AboveClearance(format!(
+                "`{name}` is labelled {} but your clearance is {}: {why}",
+                self.banner(&label),
+                self.banner(&upload.clearance)
+            ))
+        })?;
+        self.dominates(&max, &label).map_err(|why| {
+            KbError::AboveMaximum(format!(
+                "`{name}` is labelled {} but this knowledge base holds at most {}: {why}",
+                self.banner(&label),
+                self.banner(&max)
+            ))
+        })?;
+        let id = format!("doc_{}", uuid::Uuid::now_v7().simple());
+        let t = now();
+        let pages = serde_json::to_string(&extracted.pages).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "INSERT INTO documents (id, kb, name, format, label, given_label, status, text, pages, sha256, bytes, uploader, created, updated) \
+             VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&kb)
+        .bind(&upload.name)
+        .bind(format.as_str())
+        .bind(self.banner(&label))
+        .bind(given.as_ref().map(|l| self.banner(l)))
+        .bind(&extracted.text)
+        .bind(pages)
+        .bind(sha)
+        .bind(size as i64)
+        .bind(&upload.uploader)
+        .bind(t)
+        .bind(t)
+        .execute(&self.inner.pool)
+        .await?;
+        self.inner.wake.notify_one();
+        self.document(tenant, &kb, &id).await
+    }
+
+    pub async fn document(
+        &self,
+        tenant: &str,
+        kb: &str,
+        id: &str,
+    ) -> Result<DocumentInfo, KbError> {
+        let kb = self.resolve(tenant, kb).await?;
+        let row = sqlx::query(
+            "SELECT id, kb, name, format, label, status, error, chunks, pages, bytes, sha256, created, updated \
+             FROM documents WHERE kb = ? AND id = ?",
+        )
+        .bind(&kb)
+        .bind(id)
+        .fetch_optional(&self.inner.pool)
+        .await?
+        .ok_or_else(|| KbError::NoDocument(id.to_string()))?;
+        document_info(&row)
+    }
+
+    pub async fn documents(&self, tenant: &str, kb: &str) -> Result<Vec<DocumentInfo>, KbError> {
+        let kb = self.resolve(tenant, kb).await?;
+        let rows = sqlx::query(
+            "SELECT id, kb, name, format, label, status, error, chunks, pages, bytes, sha256, created, updated \
+             FROM documents WHERE kb = ? ORDER BY created, id",
+        )
+        .bind(&kb)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        rows.iter().map(document_info).collect()
+    }
+
+    /// Removes a document: its text and chunks from the catalog, then its chunks from both
+    /// indexes. Returns what was removed.
+    pub async fn delete(&self, tenant: &str, kb: &str, id: &str) -> Result<DocumentInfo, KbError> {
+        let info = self.document(tenant, kb, id).await?;
+        let kb = info.knowledge_base.clone();
+        let index = self.index(&kb).await?;
+        let chunk_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM chunks WHERE document = ?")
+            .bind(id)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        let mut tx = self.inner.pool.begin().await?;
+        sqlx::query("DELETE FROM chunks WHERE document = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM documents WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let doc = id.to_string();
+        tokio::task::spawn_blocking(move || -> Result<(), KbError> {
+            index.text.delete_document(&doc);
+            index.text.commit()?;
+            let mut v = write(&index.vectors);
+            for c in chunk_ids {
+                v.remove(c);
+            }
+            Ok(())
+        })
+        .await??;
+        Ok(info)
+    }
+
+    /// The `k` passages best matching `query` among those `ceiling` dominates. The filter is
+    /// part of each index's search, so a reader gets `k` passages they may read when there are
+    /// that many, however many better ones lie above them.
+    pub async fn search(
+        &self,
+        tenant: &str,
+        kb: &str,
+        ceiling: &Label,
+        query: &str,
+        k: usize,
+        mode: Mode,
+    ) -> Result<Vec<Hit>, KbError> {
+        let kb = self.resolve(tenant, kb).await?;
+        let index = self.index(&kb).await?;
+        let k = k.clamp(1, 100);
+        let (banners, ids): (Vec<String>, Vec<LabelId>) = {
+            let labels = read(&index.labels);
+            labels
+                .list
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, l))| self.dominates(ceiling, l).is_ok())
+                .map(|(i, (b, _))| (b.clone(), i as LabelId))
+                .unzip()
+        };
+        if banners.is_empty() || query.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = Arc::clone(&self.inner);
+        let q = query.to_string();
+        let idx = Arc::clone(&index);
+        let (vector_hits, text_hits) =
+            tokio::task::spawn_blocking(move || -> Result<(Vec<i64>, Vec<i64>), KbError> {
+                let want = CANDIDATES.max(k);
+                let vector_hits = if mode == Mode::Text {
+                    Vec::new()
+                } else {
+                    let v = inner
+                        .embedder
+                        .embed(std::slice::from_ref(&q))?
+                        .into_iter()
+                        .next()
+                        .unwrap_or_default();
+                    read(&idx.vectors)
+                        .search(&v, want, &ids)
+                        .into_iter()
+                        .map(|h| h.chunk)
+                        .collect()
+                };
+                let text_hits = if mode == Mode::Vector {
+                    Vec::new()
+                } else {
+                    let visible: Vec<&str> = banners.iter().map(String::as_str).collect();
+                    idx.text
+                        .search(&q, want, &visible)?
+                        .into_iter()
+                        .map(|(c, _)| c)
+                        .collect()
+                };
+                Ok((vector_hits, text_hits))
+            })
+            .await??;
+        let fused = fuse(&vector_hits, &text_hits, k);
+        self.hits(&kb, ceiling, &fused).await
+    }
+
+    /// Catalog rows for fused results, in order.
+    async fn hits(&self, kb: &str, ceiling: &Label, fused: &[Fused]) -> Result<Vec<Hit>, KbError> {
+        let mut out = Vec::with_capacity(fused.len());
+        for f in fused {
+            let Some(row) = sqlx::query(
+                "SELECT c.id, c.document, d.name, c.label, c.text, c.page, c.start, c.\"end\" \
+                 FROM chunks c JOIN documents d ON d.id = c.document WHERE c.id = ? AND c.kb = ?",
+            )
+            .bind(f.chunk)
+            .bind(kb)
+            .fetch_optional(&self.inner.pool)
+            .await?
+            else {
+                // Deleted between the index search and now.
+                continue;
+            };
+            let banner: String = row.try_get("label")?;
+            let label = self.parse_stored(&banner)?;
+            if self.dominates(ceiling, &label).is_err() {
+                // The filter is inside both index searches; this cannot happen unless an index
+                // is corrupt. Never deliver it.
+                tracing::error!(
+                    chunk = f.chunk,
+                    "an index returned a passage above the reader's label; dropped"
+                );
+                continue;
+            }
+            out.push(Hit {
+                chunk: row.try_get("id")?,
+                document: row.try_get("document")?,
+                document_name: row.try_get("name")?,
+                label: banner,
+                parsed_label: label,
+                text: row.try_get("text")?,
+                page: row.try_get::<Option<i64>, _>("page")?.map(|p| p as u32),
+                start: row.try_get::<i64, _>("start")? as u64,
+                end: row.try_get::<i64, _>("end")? as u64,
+                score: f.score,
+                vector_rank: f.vector_rank,
+                text_rank: f.text_rank,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The ingestion worker: batches of queued documents, oldest first, until the process ends.
+    async fn work(inner: std::sync::Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+        loop {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let this = Self { inner };
+            match this.ingest_batch().await {
+                Ok(0) => {
+                    drop(this);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                }
+                Ok(_) => {}
+                Err(KbError::Embed(EmbedError::NotReady)) => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "ingestion step failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Ingests one batch; returns how many documents it took.
+    async fn ingest_batch(&self) -> Result<usize, KbError> {
+        let pool = &self.inner.pool;
+        let rows = sqlx::query(
+            "SELECT id, kb, name, text, pages, given_label FROM documents WHERE status = 'queued' ORDER BY created, id LIMIT ?",
+        )
+        .bind(BATCH_DOCUMENTS)
+        .fetch_all(pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        struct Doc {
+            id: String,
+            kb: String,
+            text: String,
+            pages: Vec<usize>,
+            given: Option<String>,
+        }
+        let mut docs = Vec::with_capacity(rows.len());
+        for r in &rows {
+            docs.push(Doc {
+                id: r.try_get("id")?,
+                kb: r.try_get("kb")?,
+                text: r.try_get("text")?,
+                pages: serde_json::from_str(&r.try_get::<String, _>("pages")?).unwrap_or_default(),
+                given: r.try_get("given_label")?,
+            });
+        }
+        for d in &docs {
+            sqlx::query("UPDATE documents SET status = 'indexing', updated = ? WHERE id = ?")
+                .bind(now())
+                .bind(&d.id)
+                .execute(pool)
+                .await?;
+        }
+        // Segment, chunk and embed off the async threads.
+        let inner = Arc::clone(&self.inner);
+        type Prepared = Vec<(
+            String,
+            String,
+            Result<Vec<(segment::Chunk, Option<u32>)>, String>,
+        )>;
+        let prepared: Prepared = {
+            let docs: Vec<(String, String, String, Vec<usize>, Option<String>)> = docs
+                .iter()
+                .map(|d| {
+                    (
+                        d.id.clone(),
+                        d.kb.clone(),
+                        d.text.clone(),
+                        d.pages.clone(),
+                        d.given.clone(),
+                    )
+                })
+                .collect();
+            let inner = Arc::clone(&inner);
+            tokio::task::spawn_blocking(move || {
+                docs.into_iter()
+                    .map(|(id, kb, text, pages, given)| {
+                        let given = match given.map(|g| inner.scheme.parse(&g)) {
+                            Some(Ok(l)) => Some(l),
+                            Some(Err(e)) => {
+                                return (id, kb, Err(format!("stored label: {e}")));
+                            }
+                            None => None,
+                        };
+                        let chunks = segment::segment(
+                            &inner.scheme,
+                            &inner.inspector,
+                            &text,
+                            given.as_ref(),
+                        )
+                        .map(|s| {
+                            segment::chunk(&s.paragraphs, CHUNK_WORDS)
+                                .into_iter()
+                                .map(|c| {
+                                    let page = Extracted::page_of(&pages, c.start);
+                                    (c, page)
+                                })
+                                .collect()
+                        })
+                        .map_err(|e| e.to_string());
+                        (id, kb, chunks)
+                    })
+                    .collect()
+            })
+            .await?
+        };
+        let texts: Vec<String> = prepared
+            .iter()
+            .filter_map(|(_, _, c)| c.as_ref().ok())
+            .flat_map(|c| c.iter().map(|(c, _)| c.text.clone()))
+            .collect();
+        let embedder = Arc::clone(&inner.embedder);
+        let vectors = match tokio::task::spawn_blocking(move || embedder.embed(&texts)).await? {
+            Ok(v) => v,
+            Err(e) => {
+                // Not ready yet, or failed: the batch goes back to the queue untouched.
+                for d in &docs {
+                    sqlx::query("UPDATE documents SET status = 'queued' WHERE id = ?")
+                        .bind(&d.id)
+                        .execute(pool)
+                        .await?;
+                }
+                return Err(e.into());
+            }
+        };
+        let mut vectors = vectors.into_iter();
+        // One transaction for every chunk and vector of the batch.
+        let mut tx = pool.begin().await?;
+        let mut added: Vec<(String, Vec<(i64, String, Label, String, Vec<f32>)>)> = Vec::new();
+        let mut failed: Vec<(String, String)> = Vec::new();
+        for (id, kb, chunks) in prepared {
+            let chunks = match chunks {
+                Ok(c) => c,
+                Err(reason) => {
+                    failed.push((id, reason));
+                    continue;
+                }
+            };
+            sqlx::query("DELETE FROM chunks WHERE document = ?")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            let mut rows = Vec::with_capacity(chunks.len());
+            for (ord, (c, page)) in chunks.into_iter().enumerate() {
+                let v = vectors.next().unwrap_or_default();
+                let banner = self.banner(&c.label);
+                let chunk_id = sqlx::query(
+                    "INSERT INTO chunks (kb, document, ord, label, text, page, start, \"end\", vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&kb)
+                .bind(&id)
+                .bind(ord as i64)
+                .bind(&banner)
+                .bind(&c.text)
+                .bind(page.map(i64::from))
+                .bind(c.start as i64)
+                .bind(c.end as i64)
+                .bind(vector_bytes(&v))
+                .execute(&mut *tx)
+                .await?
+                .last_insert_rowid();
+                rows.push((chunk_id, banner, c.label, c.text, v));
+            }
+            sqlx::query("UPDATE documents SET chunks = ? WHERE id = ?")
+                .bind(rows.len() as i64)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            added.push((id, rows));
+        }
+        tx.commit().await?;
+        // The indexes, per knowledge base: full text (committed), then vectors.
+        let mut by_kb: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, (id, _)) in added.iter().enumerate() {
+            if let Some(d) = docs.iter().find(|d| &d.id == id) {
+                by_kb.entry(d.kb.clone()).or_default().push(i);
+            }
+        }
+        let added = Arc::new(added);
+        for (kb, which) in by_kb {
+            let index = self.index(&kb).await?;
+            let added = Arc::clone(&added);
+            tokio::task::spawn_blocking(move || -> Result<(), KbError> {
+                for &i in &which {
+                    let (doc, rows) = &added[i];
+                    index.text.delete_document(doc);
+                    let text_rows: Vec<TextRow<'_>> = rows
+                        .iter()
+                        .map(|(c, banner, _, t, _)| TextRow {
+                            chunk: *c,
+                            document: doc,
+                            label: banner,
+                            text: t,
+                        })
+                        .collect();
+                    index.text.add(&text_rows)?;
+                }
+                index.text.commit()?;
+                let mut labels = write(&index.labels);
+                let mut batch = Vec::new();
+                for &i in &which {
+                    for (c, banner, label, _, v) in &added[i].1 {
+                        batch.push((*c, labels.id(banner, label), v.as_slice()));
+                    }
+                }
+                drop(labels);
+                write(&index.vectors).add(&batch);
+                Ok(())
+            })
+            .await??;
+        }
+        let t = now();
+        let mut chunks = 0u64;
+        for (id, rows) in added.iter() {
+            chunks += rows.len() as u64;
+            sqlx::query("UPDATE documents SET status = 'ready', updated = ? WHERE id = ?")
+                .bind(t)
+                .bind(id)
+                .execute(pool)
+                .await?;
+        }
+        for (id, reason) in &failed {
+            sqlx::query(
+                "UPDATE documents SET status = 'failed', error = ?, updated = ? WHERE id = ?",
+            )
+            .bind(reason)
+            .bind(t)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        }
+        self.inner
+            .progress
+            .documents
+            .fetch_add(docs.len() as u64, Ordering::Relaxed);
+        self.inner
+            .progress
+            .chunks
+            .fetch_add(chunks, Ordering::Relaxed);
+        tracing::debug!(documents = docs.len(), chunks, "ingested a batch");
+        Ok(docs.len())
+    }
+}
+
+fn document_info(row: &sqlx::sqlite::SqliteRow) -> Result<DocumentInfo, KbError> {
+    let pages: String = row.try_get("pages")?;
+    let pages: Vec<usize> = serde_json::from_str(&pages).unwrap_or_default();
+    Ok(DocumentInfo {
+        id: row.try_get("id")?,
+        object: "knowledge_base.document",
+        knowledge_base: row.try_get("kb")?,
+        name: row.try_get("name")?,
+        format: row.try_get("format")?,
+        label: row.try_get("label")?,
+        status: row.try_get("status")?,
+        error: row.try_get("error")?,
+        chunks: row.try_get::<i64, _>("chunks")? as u64,
+        pages: pages.len() as u64,
+        bytes: row.try_get::<i64, _>("bytes")? as u64,
+        sha256: row.try_get("sha256")?,
+        created: row.try_get("created")?,
+        updated: row.try_get("updated")?,
+    })
+}
+
+/// A fused result: the chunk, its fused score, and its rank in each list (1-based).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fused {
+    pub chunk: i64,
+    pub score: f32,
+    pub vector_rank: Option<usize>,
+    pub text_rank: Option<usize>,
+}
+
+/// Reciprocal rank fusion of two ranked lists: each list gives `1 / (60 + rank)`; the best `k`.
+pub fn fuse(vector: &[i64], text: &[i64], k: usize) -> Vec<Fused> {
+    let mut by: HashMap<i64, Fused> = HashMap::new();
+    for (i, c) in vector.iter().enumerate() {
+        let e = by.entry(*c).or_insert(Fused {
+            chunk: *c,
+            score: 0.0,
+            vector_rank: None,
+            text_rank: None,
+        });
+        e.score += 1.0 / (RRF_K + (i + 1) as f32);
+        e.vector_rank = Some(i + 1);
+    }
+    for (i, c) in text.iter().enumerate() {
+        let e = by.entry(*c).or_insert(Fused {
+            chunk: *c,
+            score: 0.0,
+            vector_rank: None,
+            text_rank: None,
+        });
+        e.score += 1.0 / (RRF_K + (i + 1) as f32);
+        e.text_rank = Some(i + 1);
+    }
+    let mut all: Vec<Fused> = by.into_values().collect();
+    all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.chunk.cmp(&b.chunk)));
+    all.truncate(k);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fusion_rewards_agreement_and_keeps_ranks() {
+        let f = fuse(&[1, 2, 3], &[3, 4], 3);
+        assert_eq!(f[0].chunk, 3, "in both lists");
+        assert_eq!(f[0].vector_rank, Some(3));
+        assert_eq!(f[0].text_rank, Some(1));
+        assert_eq!(f.len(), 3);
+        assert_eq!(fuse(&[], &[], 5), vec![]);
+    }
+}
