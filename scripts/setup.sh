@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+# libclang.so or libclang-N.so (bindgen's names), not libclang-cpp, which some images carry alone.
+compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null || compgen -G "/usr/lib/llvm-*/lib/libclang-[0-9]*.so*" >/dev/null \
+  || compgen -G "/usr/lib/*-linux-gnu/libclang-[0-9]*.so*" >/dev/null || need+=(libclang-dev)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} from Debian's packages" >&2

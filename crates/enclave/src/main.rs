@@ -5,6 +5,7 @@
 //! `enclave-engine`, state in `enclave-store`.
 
 mod config;
+mod kb_cli;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -84,6 +85,17 @@ enum Command {
     /// The tamper-evident audit log: its public key, exports, and offline verification.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Knowledge bases: create, add documents (with a progress bar), search, ask, delete.
+    ///
+    /// These commands talk to a running server (`--url`, default http://127.0.0.1:8080) with an
+    /// API key (`--key` or ENCLAVE_KEY), so labels, clearances and the audit log apply as to any
+    /// other client.
+    Kb {
+        #[command(flatten)]
+        client: kb_cli::Client,
+        #[command(subcommand)]
+        command: kb_cli::KbCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,6 +286,7 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         }
         Command::Models(ModelsCommand::List) => list_models(&config),
         Command::Label(cmd) => label_command(&config, cmd),
+        Command::Kb { client, command } => kb_cli::run(client, command).await,
         Command::Audit(cmd) => audit_command(&config, cmd),
         Command::Config(ConfigCommand::Check { file }) => config_check(file, config).await,
         Command::Tenants(cmd) => {
@@ -382,6 +395,9 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         }
     }
 }
+
+/// Width of all-MiniLM-L6-v2's vectors, which the knowledge bases index.
+const MINILM_DIMS: usize = 384;
 
 /// The name of the log in checkpoints and keys.
 const AUDIT_ORIGIN: &str = "enclave/audit";
@@ -857,6 +873,15 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
         metrics,
     )
     .with_quotas(quotas);
+    let kb = enclave_kb::KnowledgeBases::open(
+        &config.data_dir.join("kb"),
+        state.policy.scheme.clone(),
+        Arc::new(enclave_gateway::kb::EngineEmbedder(Arc::clone(&state.models))),
+        MINILM_DIMS,
+    )
+    .await
+    .context("cannot open the knowledge bases")?;
+    let state = state.with_knowledge_bases(kb);
     let meter = Arc::clone(&state.quotas.meter);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

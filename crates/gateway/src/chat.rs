@@ -9,6 +9,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use enclave_engine::{Event, ToolCallDelta};
+use enclave_label::Label;
 use enclave_policy::{Action, Redactions};
 use serde_json::Value;
 use tokio::sync::mpsc::unbounded_channel;
@@ -64,6 +65,7 @@ pub async fn answer(
     metadata: Option<&Value>,
     model: &str,
     mut conversation: Conversation,
+    floor: Option<&Label>,
     note: &mut CallNote,
     clock: &UpstreamClock,
 ) -> Result<Answer, ApiError> {
@@ -75,6 +77,7 @@ pub async fn answer(
         model,
         headers,
         metadata,
+        floor,
         &mut texts,
     ) {
         Ok(a) => a,
@@ -146,24 +149,42 @@ async fn serve(
     let valid = req.validate()?;
     let stream_it = valid.conversation.stream;
     let include_usage = valid.include_usage;
-    let a = answer(
+    let mut conversation = valid.conversation;
+    let retrieved = crate::kb::augment(
+        &state,
+        &principal,
+        &headers,
+        metadata.as_ref(),
+        &mut conversation,
+    )
+    .await?;
+    let mut a = answer(
         &state,
         &principal,
         &headers,
         metadata.as_ref(),
         &model,
-        valid.conversation,
+        conversation,
+        retrieved.as_ref().and_then(|r| r.floor.as_ref()),
         note,
         clock,
     )
     .await?;
+    if let Some(r) = retrieved {
+        a.info.citations = r.citations;
+    }
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = enclave_store::now();
     let header = a.header.clone();
     let mut response = if stream_it {
         stream(a, id, model, created, include_usage).into_response()
     } else {
-        let completion = collect(a, id, model, created).await?;
+        let mut completion = collect(a, id, model, created).await?;
+        if let (Some(info), Some(choice)) = (completion.enclave.as_mut(), completion.choices.first())
+        {
+            let text = choice.message.content.as_deref().unwrap_or_default();
+            crate::kb::mark_cited(&mut info.citations, text);
+        }
         note.prompt_tokens = u64::from(completion.usage.prompt_tokens);
         note.completion_tokens = u64::from(completion.usage.completion_tokens);
         Json(completion).into_response()

@@ -66,6 +66,7 @@ async fn serve(
         &req.model,
         &headers,
         None,
+        None,
         &mut texts,
     ) {
         Ok(a) => a,

@@ -79,6 +79,25 @@ pub enum ApiError {
     EngineUnavailable,
     #[error("an internal error occurred; it has been logged")]
     Internal,
+    /// A knowledge base, document or other named thing that does not exist for this tenant.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller's role may not do this.
+    #[error("{0}")]
+    RoleForbidden(String),
+    /// A document that cannot be read (format, encoding, corrupt file).
+    #[error("{0}")]
+    UnreadableDocument(String),
+    /// A document with no marking and no label given.
+    #[error("{0}")]
+    LabelRequired(String),
+    /// A document labelled above what its knowledge base may hold.
+    #[error("{0}")]
+    LabelExceedsMaximum(String),
+    #[error("knowledge bases are not enabled on this server")]
+    KnowledgeBasesDisabled,
 }
 
 /// OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`.
@@ -178,6 +197,21 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
                 "internal_error",
+            ),
+            NotFound(_) => (StatusCode::NOT_FOUND, INVALID, "not_found"),
+            Conflict(_) => (StatusCode::CONFLICT, INVALID, "already_exists"),
+            RoleForbidden(_) => (StatusCode::FORBIDDEN, DENIED, "forbidden_by_role"),
+            UnreadableDocument(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                INVALID,
+                "unreadable_document",
+            ),
+            LabelRequired(_) => (StatusCode::BAD_REQUEST, INVALID, "label_required"),
+            LabelExceedsMaximum(_) => (StatusCode::FORBIDDEN, DENIED, "label_exceeds_maximum"),
+            KnowledgeBasesDisabled => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "knowledge_bases_disabled",
             ),
         }
     }

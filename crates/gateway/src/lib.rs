@@ -12,6 +12,7 @@
 //! - [`conversation`]: one chat request in surface-neutral terms, whichever API it came in on.
 //! - [`dispatch`]: weighted, prioritised routing with retries, fallback and circuit breakers.
 //! - [`upstream`]: OpenAI-compatible and Anthropic Messages servers as backends.
+//! - [`kb`]: knowledge bases: documents, label-filtered search, answers with citations.
 //! - [`quota`]: reserve-and-settle quotas per tenant, key and model; usage metering.
 //! - [`chat`] (OpenAI), [`messages`] (Anthropic), [`embeddings`], [`models`], [`health`]:
 //!   handlers.
@@ -28,6 +29,7 @@ pub mod embeddings;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod kb;
 pub mod mac;
 pub mod messages;
 pub mod metrics;
@@ -76,6 +78,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     pub quotas: quota::Quotas,
     pub key_cache: Arc<auth::KeyCache>,
+    /// Knowledge bases, where the server runs them.
+    pub kb: Option<enclave_kb::KnowledgeBases>,
     /// When the server started, as the `created` of model objects.
     pub started: i64,
 }
@@ -97,6 +101,7 @@ impl AppState {
             metrics,
             quotas: quota::Quotas::default(),
             key_cache: Arc::new(auth::KeyCache::default()),
+            kb: None,
             started: enclave_store::now(),
         }
     }
@@ -117,6 +122,12 @@ impl AppState {
                 }
             });
         }
+        self
+    }
+
+    /// Serves knowledge bases from `kb`.
+    pub fn with_knowledge_bases(mut self, kb: enclave_kb::KnowledgeBases) -> Self {
+        self.kb = Some(kb);
         self
     }
 

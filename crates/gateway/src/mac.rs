@@ -24,6 +24,9 @@ pub struct EnclaveInfo {
     pub deployment: String,
     pub jurisdiction: String,
     pub redacted: bool,
+    /// Passages retrieved from knowledge bases and placed in the prompt.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub citations: Vec<crate::kb::Citation>,
 }
 
 /// A deployment the request may go to, and whether only its redacted copy may.
@@ -88,6 +91,7 @@ impl Admitted {
             deployment: d.placement.name.clone(),
             jurisdiction: d.placement.jurisdiction.clone(),
             redacted: redacted > 0,
+            citations: std::mem::take(&mut self.info.citations),
         };
         self.deployment = d.clone();
     }
@@ -124,7 +128,7 @@ pub fn header_value(banner: &str) -> HeaderValue {
 }
 
 /// Reverses [`header_value`]'s encoding on a declared label.
-fn decode_header(raw: &[u8]) -> Option<String> {
+pub fn decode_header(raw: &[u8]) -> Option<String> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -199,6 +203,7 @@ pub fn admit(
     model: &str,
     headers: &HeaderMap,
     metadata: Option<&Value>,
+    floor: Option<&Label>,
     texts: &mut [String],
 ) -> Result<Admitted, Box<Denied>> {
     let want = match action {
@@ -254,6 +259,11 @@ pub fn admit(
             deny(err, None, policy, reason)
         })?,
         None => tenant.default_label.clone(),
+    };
+    // What the request carries beyond its own text (retrieved passages) raises its label.
+    let declared_label = match floor {
+        Some(f) => declared_label.join(f),
+        None => declared_label,
     };
     let labelled = label_request(
         &policy.inspector,
@@ -353,6 +363,7 @@ pub fn admit(
             deployment: String::new(),
             jurisdiction: String::new(),
             redacted: false,
+            citations: Vec::new(),
         },
         scheme: policy.scheme.clone(),
         deployment: candidates[0].clone(),

@@ -337,6 +337,7 @@ async fn serve(
         metadata.as_ref(),
         &model,
         conversation,
+        None,
         note,
         clock,
     )

@@ -9,8 +9,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::{
-    AppState, MAX_BODY_BYTES, audit, auth, chat, embeddings, health, messages, metrics, models,
-    quota,
+    AppState, MAX_BODY_BYTES, audit, auth, chat, embeddings, health, kb, messages, metrics,
+    models, quota,
 };
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
@@ -22,6 +22,18 @@ pub fn app(state: AppState) -> Router {
         .route("/messages", post(messages::create))
         .route("/embeddings", post(embeddings::create))
         .route("/usage", get(quota::usage))
+        .route("/knowledge-bases", post(kb::create).get(kb::list))
+        .route("/knowledge-bases/{kb}", get(kb::get))
+        .route(
+            "/knowledge-bases/{kb}/documents",
+            post(kb::add).get(kb::documents),
+        )
+        .route(
+            "/knowledge-bases/{kb}/documents/{doc}",
+            get(kb::document).delete(kb::delete),
+        )
+        .route("/knowledge-bases/{kb}/search", post(kb::search))
+        .route("/knowledge-bases/{kb}/answer", post(kb::answer))
         .route("/audit/checkpoint", get(audit::checkpoint))
         .route("/audit/records", get(audit::records))
         .route("/audit/proof/inclusion", get(audit::inclusion))

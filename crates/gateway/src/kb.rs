@@ -1,0 +1,860 @@
+//! Knowledge bases over HTTP: create, add documents (JSON or multipart), status, delete, search,
+//! answer with citations, and retrieval for chat completions (`metadata.knowledge_bases`).
+//!
+//! Every route is scoped to the caller's tenant (another tenant's knowledge base is "not
+//! found"). Reading happens at a ceiling: the declared request label if any (never above the
+//! clearance), else the clearance; the indexes filter by it inside their searches. An answer's
+//! label is the join of the request label and every passage placed in the prompt, and routing
+//! uses that label, so passages only reach deployments accredited for them.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use enclave_engine::{EmbedInput, Event};
+use enclave_kb::{
+    EmbedError, Embedder, Hit, KbError, KnowledgeBases, Mode, Upload,
+};
+use enclave_label::Label;
+use enclave_policy::Decision;
+use enclave_store::Role;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::audit::CallNote;
+use crate::auth::Principal;
+use crate::conversation::{Conversation, Role as TurnRole, Turn};
+use crate::dispatch::UpstreamClock;
+use crate::error::ApiError;
+use crate::extract::parse;
+use crate::mac::{self, LABEL_HEADER};
+use crate::{AppState, Models};
+
+/// Where in a chat request's `metadata` knowledge bases are named (a string, comma-separated,
+/// as OpenAI's SDKs require metadata values to be; or an array).
+pub const KB_METADATA: &str = "knowledge_bases";
+
+/// Passages placed in a prompt unless the request asks for another number.
+const DEFAULT_PASSAGES: usize = 5;
+
+/// The embedded MiniLM model as the knowledge bases' embedder.
+pub struct EngineEmbedder(pub Arc<Models>);
+
+impl Embedder for EngineEmbedder {
+    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let engine = self.0.embedding.get().ok_or(EmbedError::NotReady)?;
+        let inputs: Vec<EmbedInput> = texts.iter().cloned().map(EmbedInput::Text).collect();
+        engine
+            .embed(&inputs)
+            .map(|e| e.vectors)
+            .map_err(|e| EmbedError::Failed(e.to_string()))
+    }
+}
+
+impl From<KbError> for ApiError {
+    fn from(e: KbError) -> Self {
+        let message = e.to_string();
+        match e {
+            KbError::NoKnowledgeBase(_) | KbError::NoDocument(_) => ApiError::NotFound(message),
+            KbError::Exists(_) => ApiError::Conflict(message),
+            KbError::Invalid(_) => ApiError::invalid("body", message),
+            KbError::Unreadable { .. } => ApiError::UnreadableDocument(message),
+            KbError::Unlabelled { .. } => ApiError::LabelRequired(message),
+            KbError::AboveClearance(_) => ApiError::LabelExceedsClearance(message),
+            KbError::AboveMaximum(_) => ApiError::LabelExceedsMaximum(message),
+            KbError::Embed(EmbedError::NotReady) => {
+                ApiError::ModelLoading(crate::EMBEDDING_MODEL.to_string())
+            }
+            KbError::Embed(EmbedError::Failed(_)) | KbError::Storage(_) => {
+                tracing::error!(error = %message, "knowledge-base failure");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+fn service(state: &AppState) -> Result<&KnowledgeBases, ApiError> {
+    state.kb.as_ref().ok_or(ApiError::KnowledgeBasesDisabled)
+}
+
+fn require(principal: &Principal, roles: &[Role], what: &str) -> Result<(), ApiError> {
+    if roles.contains(&principal.role) {
+        Ok(())
+    } else {
+        Err(ApiError::RoleForbidden(format!(
+            "a `{}` key cannot {what}",
+            principal.role.as_str()
+        )))
+    }
+}
+
+const READERS: &[Role] = &[Role::User, Role::Admin];
+
+fn clearance(state: &AppState, principal: &Principal) -> Result<Label, ApiError> {
+    state.policy.clearance(&principal.clearance).map_err(|e| {
+        ApiError::InvalidClearance(format!(
+            "the key's stored clearance `{}` is not a label of scheme {}: {e}; an admin must issue a new key",
+            principal.clearance,
+            state.policy.scheme.name()
+        ))
+    })
+}
+
+fn parse_label(state: &AppState, param: &str, text: &str) -> Result<Label, ApiError> {
+    state
+        .policy
+        .scheme
+        .parse(text)
+        .map_err(|e| ApiError::InvalidLabel {
+            param: param.to_string(),
+            message: format!(
+                "`{text}` in `{param}` is not a label of scheme {}: {e}",
+                state.policy.scheme.name()
+            ),
+        })
+}
+
+/// The label a read works at: the declared request label (header or metadata), which may not
+/// exceed the clearance, else the clearance itself.
+fn ceiling(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    metadata: Option<&Value>,
+) -> Result<Label, ApiError> {
+    let clearance = clearance(state, principal)?;
+    let declared = match headers.get(LABEL_HEADER) {
+        Some(v) => Some((
+            "Enclave-Label",
+            mac::decode_header(v.as_bytes()).ok_or_else(|| ApiError::InvalidLabel {
+                param: "Enclave-Label".into(),
+                message: "the `Enclave-Label` header is not valid UTF-8 or has a broken %-escape"
+                    .into(),
+            })?,
+        )),
+        None => metadata
+            .and_then(|m| m.get(mac::LABEL_METADATA))
+            .and_then(Value::as_str)
+            .map(|s| ("metadata.enclave_label", s.to_string())),
+    };
+    let Some((param, text)) = declared else {
+        return Ok(clearance);
+    };
+    let label = parse_label(state, param, &text)?;
+    enclave_policy::check_clearance(&state.policy.scheme, &clearance, &label)
+        .map_err(ApiError::LabelExceedsClearance)?;
+    Ok(label)
+}
+
+fn note_for(label: Option<&Label>, state: &AppState, reason: &str) -> CallNote {
+    CallNote {
+        decision: Some(Decision {
+            allowed: true,
+            label: label.map(|l| state.policy.scheme.banner(l)),
+            reason: reason.to_string(),
+            ..Decision::default()
+        }),
+        ..CallNote::default()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    name: String,
+    max_label: String,
+    #[serde(default)]
+    default_label: Option<String>,
+    /// Optional: must be the key's own tenant.
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+/// `POST /v1/knowledge-bases` (admins).
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let kbs = service(&state)?;
+    require(&principal, &[Role::Admin], "create knowledge bases")?;
+    let req: CreateRequest = parse(&body)?;
+    if let Some(t) = &req.tenant
+        && t != &principal.tenant_name
+    {
+        return Err(ApiError::RoleForbidden(format!(
+            "a key of tenant `{}` cannot create knowledge bases for tenant `{t}`",
+            principal.tenant_name
+        )));
+    }
+    let max = parse_label(&state, "max_label", &req.max_label)?;
+    let default = req
+        .default_label
+        .as_deref()
+        .map(|d| parse_label(&state, "default_label", d))
+        .transpose()?;
+    let clearance = clearance(&state, &principal)?;
+    let info = kbs
+        .create(
+            &principal.tenant_name,
+            &req.name,
+            &max,
+            default.as_ref(),
+            &clearance,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// `GET /v1/knowledge-bases`.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    let kbs = service(&state)?;
+    require(&principal, READERS, "read knowledge bases")?;
+    let data = kbs.list(&principal.tenant_name).await?;
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// `GET /v1/knowledge-bases/{kb}`: the knowledge base with document and chunk counts.
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(kb): Path<String>,
+) -> Result<Response, ApiError> {
+    let kbs = service(&state)?;
+    require(&principal, READERS, "read knowledge bases")?;
+    Ok(Json(kbs.get(&principal.tenant_name, &kb).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentRequest {
+    name: String,
+    /// The document as text (plain, Markdown or HTML)...
+    #[serde(default)]
+    text: Option<String>,
+    /// ...or as base64 bytes (any format).
+    #[serde(default)]
+    content_base64: Option<String>,
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// `POST /v1/knowledge-bases/{kb}/documents`: JSON (one document) or multipart (one or more
+/// `file` parts, an optional `label` part). Answers 202: ingestion continues in the background.
+pub async fn add(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(kb): Path<String>,
+    request: Request,
+) -> Response {
+    let mut note = CallNote::default();
+    let result = add_documents(&state, &principal, &kb, request, &mut note).await;
+    note.attach(result)
+}
+
+async fn add_documents(
+    state: &AppState,
+    principal: &Principal,
+    kb: &str,
+    request: Request,
+    note: &mut CallNote,
+) -> Result<Response, ApiError> {
+    let kbs = service(state)?;
+    require(principal, READERS, "add documents")?;
+    let clearance = clearance(state, principal)?;
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let mut uploads = Vec::new();
+    if multipart {
+        let mut form = Multipart::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::invalid("body", format!("bad multipart body: {e}")))?;
+        let mut label = None;
+        let mut files = Vec::new();
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| ApiError::invalid("body", format!("bad multipart body: {e}")))?
+        {
+            match field.name() {
+                Some("label") => {
+                    let text = field
+                        .text()
+                        .await
+                        .map_err(|e| ApiError::invalid("label", e.to_string()))?;
+                    label = Some(parse_label(state, "label", text.trim())?);
+                }
+                Some("file") => {
+                    let name = field.file_name().unwrap_or("upload").to_string();
+                    let media = field.content_type().map(str::to_string);
+                    let bytes = field
+                        .bytes()
+                        .await
+                        .map_err(|e| ApiError::invalid("file", e.to_string()))?;
+                    files.push((name, media, bytes.to_vec()));
+                }
+                Some(other) => {
+                    return Err(ApiError::invalid(
+                        other,
+                        format!("unknown form field `{other}`: send `file` parts and an optional `label`"),
+                    ));
+                }
+                None => {}
+            }
+        }
+        if files.is_empty() {
+            return Err(ApiError::invalid(
+                "file",
+                "the form has no `file` part".to_string(),
+            ));
+        }
+        for (name, media_type, bytes) in files {
+            uploads.push(Upload {
+                name,
+                media_type,
+                bytes,
+                label: label.clone(),
+                uploader: principal.key_id.clone(),
+                clearance: clearance.clone(),
+            });
+        }
+    } else {
+        let body = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|_| ApiError::BodyTooLarge(crate::MAX_BODY_BYTES))?;
+        let req: DocumentRequest = parse(&body)?;
+        let bytes = match (req.text, req.content_base64) {
+            (Some(t), None) => t.into_bytes(),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .map_err(|e| {
+                    ApiError::invalid("content_base64", format!("not valid base64: {e}"))
+                })?,
+            _ => {
+                return Err(ApiError::invalid(
+                    "text",
+                    "give exactly one of `text` and `content_base64`".to_string(),
+                ));
+            }
+        };
+        let label = req
+            .label
+            .as_deref()
+            .map(|l| parse_label(state, "label", l))
+            .transpose()?;
+        uploads.push(Upload {
+            name: req.name,
+            media_type: req.media_type,
+            bytes,
+            label,
+            uploader: principal.key_id.clone(),
+            clearance: clearance.clone(),
+        });
+    }
+    // One document: its own status code. Several: each its own result; the rest go on when one
+    // fails.
+    if uploads.len() == 1 {
+        let upload = uploads.pop().ok_or(ApiError::Internal)?;
+        let doc = kbs.add(&principal.tenant_name, kb, upload).await?;
+        *note = note_for(state.policy.scheme.parse(&doc.label).ok().as_ref(), state, "document queued");
+        return Ok((StatusCode::ACCEPTED, Json(doc)).into_response());
+    }
+    let mut data = Vec::with_capacity(uploads.len());
+    let mut high: Option<Label> = None;
+    for upload in uploads {
+        let name = upload.name.clone();
+        match kbs.add(&principal.tenant_name, kb, upload).await {
+            Ok(doc) => {
+                if let Ok(l) = state.policy.scheme.parse(&doc.label) {
+                    high = Some(high.map_or(l.clone(), |h| h.join(&l)));
+                }
+                data.push(serde_json::to_value(doc).unwrap_or(Value::Null));
+            }
+            Err(KbError::NoKnowledgeBase(k)) => {
+                return Err(ApiError::from(KbError::NoKnowledgeBase(k)));
+            }
+            Err(e) => {
+                let err = ApiError::from(e);
+                data.push(json!({
+                    "name": name,
+                    "error": err.body().error,
+                    "status": err.parts().0.as_u16(),
+                }));
+            }
+        }
+    }
+    *note = note_for(high.as_ref(), state, "documents queued");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "object": "list", "data": data }))).into_response())
+}
+
+/// `GET /v1/knowledge-bases/{kb}/documents`.
+pub async fn documents(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(kb): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let kbs = service(&state)?;
+    require(&principal, READERS, "read knowledge bases")?;
+    let data = kbs.documents(&principal.tenant_name, &kb).await?;
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+/// `GET /v1/knowledge-bases/{kb}/documents/{doc}`: queued, indexing, ready, or failed with the
+/// reason.
+pub async fn document(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((kb, doc)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let kbs = service(&state)?;
+    require(&principal, READERS, "read knowledge bases")?;
+    Ok(Json(kbs.document(&principal.tenant_name, &kb, &doc).await?).into_response())
+}
+
+/// `DELETE /v1/knowledge-bases/{kb}/documents/{doc}`: removes its text, chunks and vectors from
+/// every index. Audited like every call; the record carries the document's label.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((kb, doc)): Path<(String, String)>,
+) -> Response {
+    let result = async {
+        let kbs = service(&state)?;
+        require(&principal, READERS, "delete documents")?;
+        let removed = kbs.delete(&principal.tenant_name, &kb, &doc).await?;
+        let label = state.policy.scheme.parse(&removed.label).ok();
+        let note = note_for(label.as_ref(), &state, "document deleted");
+        Ok::<_, ApiError>((
+            Json(json!({ "id": removed.id, "object": "knowledge_base.document.deleted", "deleted": true, "name": removed.name, "chunks": removed.chunks })),
+            note,
+        ))
+    }
+    .await;
+    match result {
+        Ok((body, note)) => note.attach(Ok(body.into_response())),
+        Err(e) => CallNote::default().attach(Err(e)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    query: String,
+    #[serde(default)]
+    k: Option<usize>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct Passage<'a> {
+    #[serde(flatten)]
+    hit: &'a Hit,
+}
+
+fn mode(m: Option<&str>) -> Result<Mode, ApiError> {
+    m.map_or(Ok(Mode::Hybrid), |m| {
+        m.parse().map_err(|e: String| ApiError::invalid("mode", e))
+    })
+}
+
+/// `POST /v1/knowledge-bases/{kb}/search`: passages with document, page, offsets, score and
+/// label; only passages the request's ceiling dominates.
+pub async fn search(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(kb): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut note = CallNote::default();
+    let result = async {
+        let kbs = service(&state)?;
+        require(&principal, READERS, "search knowledge bases")?;
+        let req: SearchRequest = parse(&body)?;
+        let ceiling = ceiling(&state, &principal, &headers, req.metadata.as_ref())?;
+        let mode = mode(req.mode.as_deref())?;
+        let hits = kbs
+            .search(
+                &principal.tenant_name,
+                &kb,
+                &ceiling,
+                &req.query,
+                req.k.unwrap_or(10),
+                mode,
+            )
+            .await?;
+        // What was delivered sets the answer's label; the ceiling bounds it.
+        let high = hits
+            .iter()
+            .fold(None::<Label>, |acc, h| {
+                Some(acc.map_or(h.parsed_label.clone(), |a| a.join(&h.parsed_label)))
+            });
+        note = note_for(Some(high.as_ref().unwrap_or(&ceiling)), &state, "search");
+        let label = state.policy.scheme.banner(high.as_ref().unwrap_or(&ceiling));
+        let data: Vec<Passage<'_>> = hits.iter().map(|hit| Passage { hit }).collect();
+        let mut response = Json(json!({
+            "object": "list",
+            "data": data,
+            "label": label,
+            "ceiling": state.policy.scheme.banner(&ceiling),
+        }))
+        .into_response();
+        response
+            .headers_mut()
+            .insert(LABEL_HEADER, mac::header_value(&label));
+        Ok(response)
+    }
+    .await;
+    note.attach(result)
+}
+
+/// A passage placed in a prompt, as the answer cites it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Citation {
+    /// The `[n]` the model was asked to cite it by.
+    pub index: usize,
+    pub document: String,
+    pub document_name: String,
+    pub chunk: i64,
+    pub label: String,
+    pub page: Option<u32>,
+    pub start: u64,
+    pub end: u64,
+    pub score: f32,
+    pub text: String,
+    /// Whether the answer cites it (`[n]` in the text).
+    pub cited: bool,
+}
+
+/// Passages retrieved for a prompt: the system message built from them, their citations, and
+/// the join of their labels.
+pub struct Retrieved {
+    pub system: String,
+    pub citations: Vec<Citation>,
+    pub floor: Option<Label>,
+}
+
+fn build(hits: Vec<Hit>) -> Retrieved {
+    let mut system = String::from(
+        "Answer the question using only the numbered passages below. Cite the passages you use \
+         by their number in square brackets, like [1]. If the passages do not answer the \
+         question, say that you do not know.\n",
+    );
+    let mut floor: Option<Label> = None;
+    let mut citations = Vec::with_capacity(hits.len());
+    for (i, h) in hits.into_iter().enumerate() {
+        system.push_str(&format!(
+            "\n[{}] ({}) {}: {}\n",
+            i + 1,
+            h.label,
+            h.document_name,
+            h.text
+        ));
+        floor = Some(floor.map_or(h.parsed_label.clone(), |f| f.join(&h.parsed_label)));
+        citations.push(Citation {
+            index: i + 1,
+            document: h.document,
+            document_name: h.document_name,
+            chunk: h.chunk,
+            label: h.label,
+            page: h.page,
+            start: h.start,
+            end: h.end,
+            score: h.score,
+            text: h.text,
+            cited: false,
+        });
+    }
+    Retrieved {
+        system,
+        citations,
+        floor,
+    }
+}
+
+/// Marks the citations whose `[n]` appears in `answer`.
+pub fn mark_cited(citations: &mut [Citation], answer: &str) {
+    for c in citations {
+        c.cited = answer.contains(&format!("[{}]", c.index));
+    }
+}
+
+/// The knowledge bases a chat request names in `metadata.knowledge_bases`.
+fn named(metadata: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            "metadata.knowledge_bases",
+            "`metadata.knowledge_bases` must be a string of knowledge-base ids or names separated by commas, or an array of them".to_string(),
+        )
+    };
+    match metadata.and_then(|m| m.get(KB_METADATA)) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(bad))
+            .collect(),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// Retrieval for a chat completion that names knowledge bases: passages for the last user
+/// turn from each, best first, placed as a system turn at the start of the conversation.
+/// `None` when the request names none.
+pub async fn augment(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    metadata: Option<&Value>,
+    conversation: &mut Conversation,
+) -> Result<Option<Retrieved>, ApiError> {
+    let names = named(metadata)?;
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let kbs = service(state)?;
+    require(principal, READERS, "read knowledge bases")?;
+    let ceiling = ceiling(state, principal, headers, metadata)?;
+    let question = conversation
+        .turns
+        .iter()
+        .rev()
+        .find(|t| t.role == TurnRole::User)
+        .map(|t| t.text.clone())
+        .unwrap_or_default();
+    let mut hits = Vec::new();
+    for name in &names {
+        hits.extend(
+            kbs.search(
+                &principal.tenant_name,
+                name,
+                &ceiling,
+                &question,
+                DEFAULT_PASSAGES,
+                Mode::Hybrid,
+            )
+            .await?,
+        );
+    }
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+    hits.truncate(DEFAULT_PASSAGES);
+    let retrieved = build(hits);
+    conversation
+        .turns
+        .insert(0, Turn::new(TurnRole::System, retrieved.system.clone()));
+    Ok(Some(retrieved))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerRequest {
+    question: String,
+    model: String,
+    #[serde(default)]
+    k: Option<usize>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+/// `POST /v1/knowledge-bases/{kb}/answer`: retrieve, prompt, generate with any permitted
+/// deployment; the answer with numbered citations and its label (the high-water mark).
+pub async fn answer(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    clock: Option<Extension<UpstreamClock>>,
+    Path(kb): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut note = CallNote::default();
+    let clock = clock.map(|c| c.0).unwrap_or_default();
+    let result = answer_inner(&state, &principal, &kb, &headers, &body, &mut note, &clock).await;
+    note.attach(result)
+}
+
+#[allow(clippy::too_many_arguments, reason = "each is one input of the call")]
+async fn answer_inner(
+    state: &AppState,
+    principal: &Principal,
+    kb: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    note: &mut CallNote,
+    clock: &UpstreamClock,
+) -> Result<Response, ApiError> {
+    let kbs = service(state)?;
+    require(principal, READERS, "ask knowledge bases")?;
+    let req: AnswerRequest = parse(body)?;
+    if req.question.trim().is_empty() {
+        return Err(ApiError::invalid("question", "`question` is empty".to_string()));
+    }
+    note.model = Some(req.model.clone());
+    let ceiling = ceiling(state, principal, headers, req.metadata.as_ref())?;
+    let k = req.k.unwrap_or(DEFAULT_PASSAGES).clamp(1, 20);
+    let hits = kbs
+        .search(
+            &principal.tenant_name,
+            kb,
+            &ceiling,
+            &req.question,
+            k,
+            Mode::Hybrid,
+        )
+        .await?;
+    let Retrieved {
+        system,
+        mut citations,
+        floor,
+    } = build(hits);
+    // Grounded answers default to greedy decoding: the same passages give the same answer.
+    let (temperature, top_p) =
+        crate::openai::sampling(Some(req.temperature.unwrap_or(0.0)), 2.0, None)?;
+    let sampling = enclave_engine::Sampling {
+        temperature,
+        top_p,
+        seed: rand::random(),
+        stop: Vec::new(),
+    };
+    let conversation = Conversation {
+        turns: vec![
+            Turn::new(TurnRole::System, system),
+            Turn::new(TurnRole::User, req.question.clone()),
+        ],
+        tools: Vec::new(),
+        tool_choice: None,
+        sampling,
+        max_tokens: req.max_tokens,
+        stream: req.stream,
+    };
+    let mut a = crate::chat::answer(
+        state,
+        principal,
+        headers,
+        req.metadata.as_ref(),
+        &req.model,
+        conversation,
+        floor.as_ref(),
+        note,
+        clock,
+    )
+    .await?;
+    let label = a.info.label.clone();
+    let header = a.header.clone();
+    let id = format!("kbans_{}", uuid::Uuid::new_v4().simple());
+    if req.stream {
+        let model = req.model.clone();
+        let events = async_stream::stream! {
+            let opening = json!({
+                "type": "citations",
+                "id": id,
+                "label": label,
+                "citations": citations,
+            });
+            yield Ok::<_, Infallible>(SseEvent::default().data(opening.to_string()));
+            let mut text = String::new();
+            while let Some(event) = a.events.recv().await {
+                match event {
+                    Event::Text(t) => {
+                        text.push_str(&t);
+                        yield Ok(SseEvent::default().data(json!({"type": "delta", "text": t}).to_string()));
+                    }
+                    Event::ToolCall(_) => {}
+                    Event::Done { reason, prompt_tokens, completion_tokens } => {
+                        crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
+                        a.ticket.settle(prompt_tokens, completion_tokens).await;
+                        mark_cited(&mut citations, &text);
+                        let cited: Vec<usize> = citations.iter().filter(|c| c.cited).map(|c| c.index).collect();
+                        yield Ok(SseEvent::default().data(json!({
+                            "type": "done",
+                            "finish_reason": reason.as_str(),
+                            "cited": cited,
+                            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+                        }).to_string()));
+                        yield Ok(SseEvent::default().data("[DONE]"));
+                        return;
+                    }
+                    Event::Error(msg) => {
+                        let err = ApiError::UpstreamFailed(format!("the answer failed part-way: {msg}"));
+                        yield Ok(SseEvent::default().data(serde_json::to_string(&err.body()).unwrap_or_default()));
+                        return;
+                    }
+                }
+            }
+        };
+        let mut response = Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response();
+        response.headers_mut().insert(LABEL_HEADER, header);
+        return Ok(response);
+    }
+    let mut text = String::new();
+    loop {
+        match a.events.recv().await {
+            Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::ToolCall(_)) => {}
+            Some(Event::Done {
+                reason,
+                prompt_tokens,
+                completion_tokens,
+            }) => {
+                crate::metrics::tokens(&req.model, prompt_tokens, completion_tokens);
+                a.ticket.settle(prompt_tokens, completion_tokens).await;
+                note.prompt_tokens = prompt_tokens.into();
+                note.completion_tokens = completion_tokens.into();
+                mark_cited(&mut citations, &text);
+                let mut response = Json(json!({
+                    "id": id,
+                    "object": "knowledge_base.answer",
+                    "model": req.model,
+                    "answer": text,
+                    "label": label,
+                    "citations": citations,
+                    "finish_reason": reason.as_str(),
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                    "enclave": a.info,
+                }))
+                .into_response();
+                response.headers_mut().insert(LABEL_HEADER, header);
+                return Ok(response);
+            }
+            Some(Event::Error(msg)) => {
+                return Err(ApiError::UpstreamFailed(format!(
+                    "the answer failed part-way: {msg}"
+                )));
+            }
+            None => return Err(ApiError::EngineUnavailable),
+        }
+    }
+}
