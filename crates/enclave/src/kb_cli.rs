@@ -15,7 +15,12 @@ use serde_json::{Value, json};
 #[derive(Debug, Args)]
 pub struct Client {
     /// The server's base URL.
-    #[arg(long, env = "ENCLAVE_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "ENCLAVE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     url: String,
     /// An API key of the knowledge base's tenant.
     #[arg(long, env = "ENCLAVE_KEY", global = true, hide_env_values = true)]
@@ -273,7 +278,11 @@ pub async fn run(client: Client, cmd: KbCommand) -> Result<()> {
                     h["text"].as_str().unwrap_or("").replace('\n', " ")
                 )?;
             }
-            writeln!(out, "label of these results: {}", res["label"].as_str().unwrap_or(""))?;
+            writeln!(
+                out,
+                "label of these results: {}",
+                res["label"].as_str().unwrap_or("")
+            )?;
         }
         KbCommand::Ask {
             kb,
@@ -307,10 +316,11 @@ pub async fn run(client: Client, cmd: KbCommand) -> Result<()> {
         }
         KbCommand::Rm { kb, document } => {
             let resp = api
-                .send(
-                    api.http
-                        .delete(api.url(&format!("/{}/documents/{}", seg(&kb), seg(&document)))),
-                )
+                .send(api.http.delete(api.url(&format!(
+                    "/{}/documents/{}",
+                    seg(&kb),
+                    seg(&document)
+                ))))
                 .await?;
             writeln!(
                 out,
@@ -323,8 +333,9 @@ pub async fn run(client: Client, cmd: KbCommand) -> Result<()> {
     Ok(())
 }
 
-/// Supported files under `paths`, folders walked recursively, in a stable order.
-fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// Supported files under `paths`, folders walked recursively, in a stable order, each with the
+/// name it gets in the knowledge base: its path inside the folder given, or its file name.
+fn files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
     fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         if p.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
@@ -345,18 +356,44 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         if !p.exists() {
             bail!("{} does not exist", p.display());
         }
-        if p.is_file() && enclave_kb::extract::Format::detect(&p.to_string_lossy(), None).is_none()
-        {
-            // Named explicitly: let the server say why it is refused.
-            out.push(p.clone());
+        let file_name = |f: &Path| {
+            f.file_name()
+                .map_or_else(|| f.to_string_lossy(), |n| n.to_string_lossy())
+                .into_owned()
+        };
+        if p.is_file() {
+            // Named explicitly: sent even when unsupported, so the server says why it is refused.
+            out.push((p.clone(), file_name(p)));
         } else {
-            walk(p, &mut out)?;
+            let mut found = Vec::new();
+            walk(p, &mut found)?;
+            for f in found {
+                let name = f
+                    .strip_prefix(p)
+                    .map_or_else(|_| file_name(&f), |r| r.to_string_lossy().into_owned());
+                out.push((f, name));
+            }
         }
     }
     Ok(out)
 }
 
-async fn add(api: &Api, kb: &str, paths: &[PathBuf], label: Option<&str>, no_wait: bool) -> Result<()> {
+/// A line above the progress bar, or on standard error when the bar is hidden (not a terminal).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+async fn add(
+    api: &Api,
+    kb: &str,
+    paths: &[PathBuf],
+    label: Option<&str>,
+    no_wait: bool,
+) -> Result<()> {
     let files = files(paths)?;
     if files.is_empty() {
         bail!("no supported files (.txt .md .html .pdf .docx) under the given paths");
@@ -381,7 +418,10 @@ async fn add(api: &Api, kb: &str, paths: &[PathBuf], label: Option<&str>, no_wai
         let done = (info["documents"]["ready"].as_u64().unwrap_or(0)
             + info["documents"]["failed"].as_u64().unwrap_or(0))
         .saturating_sub(done_before);
-        let chunks = info["chunks"].as_u64().unwrap_or(0).saturating_sub(chunks_before);
+        let chunks = info["chunks"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(chunks_before);
         let secs = started.elapsed().as_secs_f64().max(0.001);
         bar.set_position(done.min(bar.length().unwrap_or(0)));
         bar.set_message(format!(
@@ -391,12 +431,11 @@ async fn add(api: &Api, kb: &str, paths: &[PathBuf], label: Option<&str>, no_wai
         ));
         done
     };
-    for path in &files {
-        let name = path.to_string_lossy().to_string();
+    for (path, name) in &files {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
-                bar.println(format!("✗ {name}: cannot read: {e}"));
+                say(&bar, format!("✗ {name}: cannot read: {e}"));
                 refused += 1;
                 continue;
             }
@@ -420,7 +459,7 @@ async fn add(api: &Api, kb: &str, paths: &[PathBuf], label: Option<&str>, no_wai
                         "stopped after {uploaded} uploads; what was uploaded keeps ingesting when the server runs"
                     )));
                 }
-                bar.println(format!("✗ {name}: {e}"));
+                say(&bar, format!("✗ {name}: {e}"));
                 refused += 1;
             }
         }
@@ -434,10 +473,9 @@ async fn add(api: &Api, kb: &str, paths: &[PathBuf], label: Option<&str>, no_wai
     bar.set_length(uploaded);
     if !no_wait {
         loop {
-            let info = api
-                .get(&format!("/{}", seg(&kb_id)))
-                .await
-                .context("lost the server while waiting; uploaded documents resume when it restarts")?;
+            let info = api.get(&format!("/{}", seg(&kb_id))).await.context(
+                "lost the server while waiting; uploaded documents resume when it restarts",
+            )?;
             let done = poll(&info, uploaded, &bar);
             if done >= uploaded
                 || (info["documents"]["queued"].as_u64() == Some(0)

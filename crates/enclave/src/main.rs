@@ -876,7 +876,9 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
     let kb = enclave_kb::KnowledgeBases::open(
         &config.data_dir.join("kb"),
         state.policy.scheme.clone(),
-        Arc::new(enclave_gateway::kb::EngineEmbedder(Arc::clone(&state.models))),
+        Arc::new(enclave_gateway::kb::EngineEmbedder(Arc::clone(
+            &state.models,
+        ))),
         MINILM_DIMS,
     )
     .await

@@ -180,7 +180,8 @@ async fn serve(
         stream(a, id, model, created, include_usage).into_response()
     } else {
         let mut completion = collect(a, id, model, created).await?;
-        if let (Some(info), Some(choice)) = (completion.enclave.as_mut(), completion.choices.first())
+        if let (Some(info), Some(choice)) =
+            (completion.enclave.as_mut(), completion.choices.first())
         {
             let text = choice.message.content.as_deref().unwrap_or_default();
             crate::kb::mark_cited(&mut info.citations, text);

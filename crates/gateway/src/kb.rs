@@ -18,9 +18,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use enclave_engine::{EmbedInput, Event};
-use enclave_kb::{
-    EmbedError, Embedder, Hit, KbError, KnowledgeBases, Mode, Upload,
-};
+use enclave_kb::{EmbedError, Embedder, Hit, KbError, KnowledgeBases, Mode, Upload};
 use enclave_label::Label;
 use enclave_policy::Decision;
 use enclave_store::Role;
@@ -310,7 +308,9 @@ async fn add_documents(
                 Some(other) => {
                     return Err(ApiError::invalid(
                         other,
-                        format!("unknown form field `{other}`: send `file` parts and an optional `label`"),
+                        format!(
+                            "unknown form field `{other}`: send `file` parts and an optional `label`"
+                        ),
                     ));
                 }
                 None => {}
@@ -370,7 +370,11 @@ async fn add_documents(
     if uploads.len() == 1 {
         let upload = uploads.pop().ok_or(ApiError::Internal)?;
         let doc = kbs.add(&principal.tenant_name, kb, upload).await?;
-        *note = note_for(state.policy.scheme.parse(&doc.label).ok().as_ref(), state, "document queued");
+        *note = note_for(
+            state.policy.scheme.parse(&doc.label).ok().as_ref(),
+            state,
+            "document queued",
+        );
         return Ok((StatusCode::ACCEPTED, Json(doc)).into_response());
     }
     let mut data = Vec::with_capacity(uploads.len());
@@ -398,7 +402,11 @@ async fn add_documents(
         }
     }
     *note = note_for(high.as_ref(), state, "documents queued");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "object": "list", "data": data }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "object": "list", "data": data })),
+    )
+        .into_response())
 }
 
 /// `GET /v1/knowledge-bases/{kb}/documents`.
@@ -501,13 +509,14 @@ pub async fn search(
             )
             .await?;
         // What was delivered sets the answer's label; the ceiling bounds it.
-        let high = hits
-            .iter()
-            .fold(None::<Label>, |acc, h| {
-                Some(acc.map_or(h.parsed_label.clone(), |a| a.join(&h.parsed_label)))
-            });
+        let high = hits.iter().fold(None::<Label>, |acc, h| {
+            Some(acc.map_or(h.parsed_label.clone(), |a| a.join(&h.parsed_label)))
+        });
         note = note_for(Some(high.as_ref().unwrap_or(&ceiling)), &state, "search");
-        let label = state.policy.scheme.banner(high.as_ref().unwrap_or(&ceiling));
+        let label = state
+            .policy
+            .scheme
+            .banner(high.as_ref().unwrap_or(&ceiling));
         let data: Vec<Passage<'_>> = hits.iter().map(|hit| Passage { hit }).collect();
         let mut response = Json(json!({
             "object": "list",
@@ -714,7 +723,10 @@ async fn answer_inner(
     require(principal, READERS, "ask knowledge bases")?;
     let req: AnswerRequest = parse(body)?;
     if req.question.trim().is_empty() {
-        return Err(ApiError::invalid("question", "`question` is empty".to_string()));
+        return Err(ApiError::invalid(
+            "question",
+            "`question` is empty".to_string(),
+        ));
     }
     note.model = Some(req.model.clone());
     let ceiling = ceiling(state, principal, headers, req.metadata.as_ref())?;

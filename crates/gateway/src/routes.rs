@@ -9,8 +9,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::{
-    AppState, MAX_BODY_BYTES, audit, auth, chat, embeddings, health, kb, messages, metrics,
-    models, quota,
+    AppState, MAX_BODY_BYTES, audit, auth, chat, embeddings, health, kb, messages, metrics, models,
+    quota,
 };
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
