@@ -10,7 +10,28 @@ use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermSetQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+};
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+/// The analyzer for chunk text and queries: words, lower-cased, English stop words dropped (a
+/// question's "what", "is", "the" would otherwise match every passage and drown the words that
+/// matter), stemmed.
+const ANALYZER: &str = "en_stem_stop";
+
+fn analyzer() -> TextAnalyzer {
+    let builder = TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser);
+    match StopWordFilter::new(Language::English) {
+        Some(stop) => builder
+            .filter(stop)
+            .filter(Stemmer::new(Language::English))
+            .build(),
+        None => builder.filter(Stemmer::new(Language::English)).build(),
+    }
+}
 
 /// Memory the writer may buffer before it flushes a segment.
 const WRITER_BYTES: usize = 50_000_000;
@@ -44,7 +65,7 @@ impl TextIndex {
             "text",
             TextOptions::default().set_indexing_options(
                 TextFieldIndexing::default()
-                    .set_tokenizer("en_stem")
+                    .set_tokenizer(ANALYZER)
                     .set_index_option(IndexRecordOption::WithFreqsAndPositions),
             ),
         );
@@ -52,6 +73,7 @@ impl TextIndex {
         std::fs::create_dir_all(dir)?;
         let directory = MmapDirectory::open(dir)?;
         let index = Index::open_or_create(directory, schema)?;
+        index.tokenizers().register(ANALYZER, analyzer());
         let writer = index.writer_with_num_threads(1, WRITER_BYTES)?;
         let reader = index
             .reader_builder()
