@@ -143,6 +143,25 @@ fn canaries_in(text: &str) -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+fn body_id(c: &Client, key: &str, kb: &str, name: &str) -> String {
+    let (_, _, list) = c.call(
+        "GET",
+        &format!("/v1/knowledge-bases/{kb}/documents"),
+        key,
+        None,
+        None,
+    );
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {list}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn wait_ingested(c: &Client, key: &str, kb: &str, want_ready: u64, limit: Duration) -> Value {
     let deadline = Instant::now() + limit;
     loop {
@@ -340,7 +359,48 @@ fn no_read_up_in_search_answers_and_the_prompt_the_model_receives() {
     });
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["label"], "CONFIDENTIAL");
-    assert_eq!(body["status"], "queued");
+    // Queued, or already taken by the worker.
+    assert!(
+        ["queued", "indexing", "ready"].contains(&body["status"].as_str().unwrap()),
+        "{body}"
+    );
+
+    // Documents may be larger than API calls: a 6 MiB file (mostly an HTML comment, so it
+    // indexes quickly) is accepted; a body over the upload limit gets 413, and the server goes on.
+    let big = format!(
+        "<!-- {} -->\n\n(U) Harbour crane appendix.\n",
+        "x".repeat(6 << 20)
+    );
+    let (status, _, body) = c.call(
+        "POST",
+        &format!("/v1/knowledge-bases/{kb}/documents"),
+        &admin,
+        Some(json!({"name": "appendix.md", "text": big})),
+        None,
+    );
+    assert_eq!(status, 202, "{body}");
+    let (status, _, body) = c.call(
+        "POST",
+        &format!("/v1/knowledge-bases/{kb}/documents"),
+        &admin,
+        Some(json!({"name": "huge.txt", "text": "y".repeat(50 << 20)})),
+        None,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("request_too_large"))
+    );
+    let (status, _, _) = c.call(
+        "DELETE",
+        &format!(
+            "/v1/knowledge-bases/{kb}/documents/{}",
+            body_id(&c, &admin, &kb, "appendix.md")
+        ),
+        &admin,
+        None,
+        None,
+    );
+    assert_eq!(status, 200);
     wait_ingested(&c, &admin, &kb, 6, Duration::from_secs(60));
 
     for (clearance, key) in &readers {
@@ -541,7 +601,7 @@ fn no_read_up_in_search_answers_and_the_prompt_the_model_receives() {
         .filter(|r| {
             r["operation"]
                 .as_str()
-                .is_some_and(|o| o.starts_with("DELETE /v1/knowledge-bases/"))
+                .is_some_and(|o| o.starts_with("DELETE /v1/knowledge-bases/") && o.ends_with(doc))
         })
         .collect();
     assert_eq!(deletions.len(), 1, "{records}");
@@ -595,7 +655,7 @@ fn a_server_killed_mid_ingestion_resumes_without_duplicates_or_orphans() {
     ];
     for i in 0..1000 {
         let t = topics[i % topics.len()];
-        let mark = if i % 3 == 0 { "(S)" } else { "(U)" };
+        let mark = if i.is_multiple_of(3) { "(S)" } else { "(U)" };
         std::fs::write(
             dir.path().join(format!("doc-{i:04}.txt")),
             format!("{mark} Report {i} on {t} operations: case number {i} was reviewed and closed.\n\n(U) Filed under {t}."),
@@ -628,7 +688,7 @@ fn a_server_killed_mid_ingestion_resumes_without_duplicates_or_orphans() {
     // A document marked (S) then (U) is two chunks (labels never share one); (U) then (U) is
     // one. Each exactly once, in the catalog and in both indexes.
     let expected = (0..1000)
-        .map(|i| if i % 3 == 0 { 2 } else { 1 })
+        .map(|i: u64| if i.is_multiple_of(3) { 2 } else { 1 })
         .sum::<u64>();
     assert_eq!(info["chunks"], expected, "{info}");
     assert_eq!(info["indexed_text"], expected, "{info}");
@@ -645,7 +705,7 @@ fn a_server_killed_mid_ingestion_resumes_without_duplicates_or_orphans() {
     for d in docs {
         let i: usize = d["name"].as_str().unwrap()[4..8].parse().unwrap();
         assert_eq!(d["status"], "ready", "{d}");
-        assert_eq!(d["chunks"], if i % 3 == 0 { 2 } else { 1 }, "{d}");
+        assert_eq!(d["chunks"], if i.is_multiple_of(3) { 2 } else { 1 }, "{d}");
     }
     // One document's text is found once, not twice.
     let (_, _, res) = c.call(

@@ -20,9 +20,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::{AppState, MAX_BODY_BYTES};
 
 /// What a handler tells the audit step about its call, as a response extension.
 #[derive(Debug, Clone, Default)]
@@ -97,6 +97,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
+    let limit = crate::body_limit(req.method(), &path);
     let (parts, body) = req.into_parts();
     let mut guard = CancelGuard(Some((
         state.audit.clone(),
@@ -114,7 +115,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         },
     )));
     let mut request_body = axum::body::Bytes::new();
-    let (response, digest) = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let (response, digest) = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => {
             let digest = (!bytes.is_empty()).then(|| hex::encode(Sha256::digest(&bytes)));
             guard.set_request_digest(digest.clone());
@@ -122,7 +123,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
             let req = Request::from_parts(parts, Body::from(bytes));
             (next.run(req).await, digest)
         }
-        Err(_) => (ApiError::BodyTooLarge(MAX_BODY_BYTES).into_response(), None),
+        Err(_) => (ApiError::BodyTooLarge(limit).into_response(), None),
     };
     // A whole (not streamed) answer is hashed too; a stream is recorded as it starts.
     let streamed = response

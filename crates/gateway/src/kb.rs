@@ -335,7 +335,7 @@ async fn add_documents(
     } else {
         let body = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|_| ApiError::BodyTooLarge(crate::MAX_BODY_BYTES))?;
+            .map_err(|_| ApiError::BodyTooLarge(crate::MAX_UPLOAD_BYTES))?;
         let req: DocumentRequest = parse(&body)?;
         let bytes = match (req.text, req.content_base64) {
             (Some(t), None) => t.into_bytes(),

@@ -54,6 +54,22 @@ pub use routes::app;
 /// bodies get 413 before any parsing.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// Largest document upload (`POST /v1/knowledge-bases/{kb}/documents`): a 32 MiB file as base64
+/// in JSON, or as a multipart part.
+pub const MAX_UPLOAD_BYTES: usize = 48 * 1024 * 1024;
+
+/// The body limit of a request: uploads of documents get more room than API calls.
+pub fn body_limit(method: &axum::http::Method, path: &str) -> usize {
+    if method == axum::http::Method::POST
+        && path.starts_with("/v1/knowledge-bases/")
+        && path.ends_with("/documents")
+    {
+        MAX_UPLOAD_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
+}
+
 /// Models the server serves, filled in once they are loaded (the server answers before that,
 /// with `/readyz` unready and model routes 503 `model_loading`).
 #[derive(Default)]

@@ -26,7 +26,9 @@ pub fn app(state: AppState) -> Router {
         .route("/knowledge-bases/{kb}", get(kb::get))
         .route(
             "/knowledge-bases/{kb}/documents",
-            post(kb::add).get(kb::documents),
+            post(kb::add)
+                .get(kb::documents)
+                .layer(DefaultBodyLimit::max(crate::MAX_UPLOAD_BYTES)),
         )
         .route(
             "/knowledge-bases/{kb}/documents/{doc}",

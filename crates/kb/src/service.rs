@@ -893,16 +893,9 @@ impl KnowledgeBases {
         if rows.is_empty() {
             return Ok(0);
         }
-        struct Doc {
-            id: String,
-            kb: String,
-            text: String,
-            pages: Vec<usize>,
-            given: Option<String>,
-        }
         let mut docs = Vec::with_capacity(rows.len());
         for r in &rows {
-            docs.push(Doc {
+            docs.push(Queued {
                 id: r.try_get("id")?,
                 kb: r.try_get("kb")?,
                 text: r.try_get("text")?,
@@ -925,47 +918,44 @@ impl KnowledgeBases {
             Result<Vec<(segment::Chunk, Option<u32>)>, String>,
         )>;
         let prepared: Prepared = {
-            let docs: Vec<(String, String, String, Vec<usize>, Option<String>)> = docs
-                .iter()
-                .map(|d| {
-                    (
-                        d.id.clone(),
-                        d.kb.clone(),
-                        d.text.clone(),
-                        d.pages.clone(),
-                        d.given.clone(),
-                    )
-                })
-                .collect();
+            let docs = docs.clone();
             let inner = Arc::clone(&inner);
             tokio::task::spawn_blocking(move || {
                 docs.into_iter()
-                    .map(|(id, kb, text, pages, given)| {
-                        let given = match given.map(|g| inner.scheme.parse(&g)) {
-                            Some(Ok(l)) => Some(l),
-                            Some(Err(e)) => {
-                                return (id, kb, Err(format!("stored label: {e}")));
-                            }
-                            None => None,
-                        };
-                        let chunks = segment::segment(
-                            &inner.scheme,
-                            &inner.inspector,
-                            &text,
-                            given.as_ref(),
-                        )
-                        .map(|s| {
-                            segment::chunk(&s.paragraphs, CHUNK_WORDS)
-                                .into_iter()
-                                .map(|c| {
-                                    let page = Extracted::page_of(&pages, c.start);
-                                    (c, page)
-                                })
-                                .collect()
-                        })
-                        .map_err(|e| e.to_string());
-                        (id, kb, chunks)
-                    })
+                    .map(
+                        |Queued {
+                             id,
+                             kb,
+                             text,
+                             pages,
+                             given,
+                         }| {
+                            let given = match given.map(|g| inner.scheme.parse(&g)) {
+                                Some(Ok(l)) => Some(l),
+                                Some(Err(e)) => {
+                                    return (id, kb, Err(format!("stored label: {e}")));
+                                }
+                                None => None,
+                            };
+                            let chunks = segment::segment(
+                                &inner.scheme,
+                                &inner.inspector,
+                                &text,
+                                given.as_ref(),
+                            )
+                            .map(|s| {
+                                segment::chunk(&s.paragraphs, CHUNK_WORDS)
+                                    .into_iter()
+                                    .map(|c| {
+                                        let page = Extracted::page_of(&pages, c.start);
+                                        (c, page)
+                                    })
+                                    .collect()
+                            })
+                            .map_err(|e| e.to_string());
+                            (id, kb, chunks)
+                        },
+                    )
                     .collect()
             })
             .await?
@@ -992,7 +982,7 @@ impl KnowledgeBases {
         let mut vectors = vectors.into_iter();
         // One transaction for every chunk and vector of the batch.
         let mut tx = pool.begin().await?;
-        let mut added: Vec<(String, Vec<(i64, String, Label, String, Vec<f32>)>)> = Vec::new();
+        let mut added: Vec<(String, Vec<Stored>)> = Vec::new();
         let mut failed: Vec<(String, String)> = Vec::new();
         for (id, kb, chunks) in prepared {
             let chunks = match chunks {
@@ -1025,7 +1015,13 @@ impl KnowledgeBases {
                 .execute(&mut *tx)
                 .await?
                 .last_insert_rowid();
-                rows.push((chunk_id, banner, c.label, c.text, v));
+                rows.push(Stored {
+                    chunk: chunk_id,
+                    banner,
+                    label: c.label,
+                    text: c.text,
+                    vector: v,
+                });
             }
             sqlx::query("UPDATE documents SET chunks = ? WHERE id = ?")
                 .bind(rows.len() as i64)
@@ -1052,11 +1048,11 @@ impl KnowledgeBases {
                     index.text.delete_document(doc);
                     let text_rows: Vec<TextRow<'_>> = rows
                         .iter()
-                        .map(|(c, banner, _, t, _)| TextRow {
-                            chunk: *c,
+                        .map(|r| TextRow {
+                            chunk: r.chunk,
                             document: doc,
-                            label: banner,
-                            text: t,
+                            label: &r.banner,
+                            text: &r.text,
                         })
                         .collect();
                     index.text.add(&text_rows)?;
@@ -1065,8 +1061,8 @@ impl KnowledgeBases {
                 let mut labels = write(&index.labels);
                 let mut batch = Vec::new();
                 for &i in &which {
-                    for (c, banner, label, _, v) in &added[i].1 {
-                        batch.push((*c, labels.id(banner, label), v.as_slice()));
+                    for r in &added[i].1 {
+                        batch.push((r.chunk, labels.id(&r.banner, &r.label), r.vector.as_slice()));
                     }
                 }
                 drop(labels);
@@ -1106,6 +1102,25 @@ impl KnowledgeBases {
         tracing::debug!(documents = docs.len(), chunks, "ingested a batch");
         Ok(docs.len())
     }
+}
+
+/// A queued document as the worker reads it.
+#[derive(Clone)]
+struct Queued {
+    id: String,
+    kb: String,
+    text: String,
+    pages: Vec<usize>,
+    given: Option<String>,
+}
+
+/// A chunk written to the catalog, on its way into the indexes.
+struct Stored {
+    chunk: i64,
+    banner: String,
+    label: Label,
+    text: String,
+    vector: Vec<f32>,
 }
 
 fn document_info(row: &sqlx::sqlite::SqliteRow) -> Result<DocumentInfo, KbError> {
