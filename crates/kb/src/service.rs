@@ -123,6 +123,9 @@ pub struct KbInfo {
     pub chunks: u64,
     pub indexed_text: u64,
     pub indexed_vectors: u64,
+    /// How vector search runs: `exact` (a scan of the visible rows), `building` (a graph is being
+    /// built; scans meanwhile) or `graph` (HNSW).
+    pub vector_index: &'static str,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -441,6 +444,7 @@ impl KnowledgeBases {
         })
         .await??;
         let index = Arc::new(index);
+        build_graph_in_background(&index);
         let mut open = lock(&self.inner.open);
         Ok(Arc::clone(
             open.entry(kb.to_string()).or_insert_with(|| index),
@@ -588,6 +592,7 @@ impl KnowledgeBases {
             chunks: chunks as u64,
             indexed_text: index.text.len(),
             indexed_vectors: read(&index.vectors).len() as u64,
+            vector_index: read(&index.vectors).mode(),
         })
     }
 
@@ -1067,6 +1072,7 @@ impl KnowledgeBases {
                 }
                 drop(labels);
                 write(&index.vectors).add(&batch);
+                build_graph_in_background(&index);
                 Ok(())
             })
             .await??;
@@ -1101,6 +1107,26 @@ impl KnowledgeBases {
             .fetch_add(chunks, Ordering::Relaxed);
         tracing::debug!(documents = docs.len(), chunks, "ingested a batch");
         Ok(docs.len())
+    }
+}
+
+/// Starts building the vector graph of `index` on a blocking thread when one is due; searches
+/// scan exactly until it is installed, so neither start-up nor ingestion waits for it.
+fn build_graph_in_background(index: &Arc<KbIndex>) {
+    let Some(job) = write(&index.vectors).graph_job() else {
+        return;
+    };
+    let index = Arc::clone(index);
+    let build = move || {
+        let built = job.build();
+        write(&index.vectors).install(built);
+        tracing::info!("vector graph built");
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn_blocking(build);
+        }
+        Err(_) => build(),
     }
 }
 

@@ -32,7 +32,47 @@ pub struct Vectors {
     by_label: HashMap<LabelId, Vec<u32>>,
     by_chunk: HashMap<i64, u32>,
     graph: Option<Hnsw<'static, f32, DistDot>>,
+    /// Rows `0..graph_rows` are in the graph.
+    graph_rows: usize,
+    building: bool,
     exact_max: usize,
+}
+
+/// The graph over a snapshot of the rows, built away from the index's lock
+/// ([`Vectors::graph_job`], [`GraphJob::build`], [`Vectors::install`]).
+pub struct GraphJob {
+    dims: usize,
+    rows: usize,
+    data: Vec<f32>,
+    alive: Vec<bool>,
+}
+
+/// A built graph waiting to be installed.
+pub struct Graph {
+    graph: Hnsw<'static, f32, DistDot>,
+    rows: usize,
+}
+
+impl GraphJob {
+    /// Builds the graph (seconds to minutes: call it from a blocking thread, without the lock).
+    pub fn build(self) -> Graph {
+        let graph = Hnsw::new(
+            M,
+            (self.rows * 2).max(100_000),
+            16,
+            EF_CONSTRUCTION,
+            DistDot,
+        );
+        let batch: Vec<(&[f32], usize)> = (0..self.rows)
+            .filter(|&r| self.alive[r])
+            .map(|r| (&self.data[r * self.dims..(r + 1) * self.dims], r))
+            .collect();
+        graph.parallel_insert_slice(&batch);
+        Graph {
+            graph,
+            rows: self.rows,
+        }
+    }
 }
 
 /// One hit: the chunk and its cosine similarity to the query.
@@ -60,6 +100,8 @@ impl Vectors {
             by_label: HashMap::new(),
             by_chunk: HashMap::new(),
             graph: None,
+            graph_rows: 0,
+            building: false,
             exact_max,
         }
     }
@@ -97,22 +139,63 @@ impl Vectors {
         }
         if self.graph.is_some() {
             self.insert_into_graph(first);
-        } else if self.live > self.exact_max {
-            self.insert_into_graph(0);
         }
     }
 
     fn insert_into_graph(&mut self, from: usize) {
+        let Some(graph) = &self.graph else {
+            return;
+        };
         let dims = self.dims;
-        let graph = self.graph.get_or_insert_with(|| {
-            let expected = (self.chunk.len() * 2).max(100_000);
-            Hnsw::new(M, expected, 16, EF_CONSTRUCTION, DistDot)
-        });
         let batch: Vec<(&[f32], usize)> = (from..self.chunk.len())
             .filter(|&r| self.alive[r])
             .map(|r| (&self.data[r * dims..(r + 1) * dims], r))
             .collect();
         graph.parallel_insert_slice(&batch);
+        self.graph_rows = self.chunk.len();
+    }
+
+    /// Whether searches walk a graph (`graph`), one is being built (`building`; searches scan
+    /// meanwhile), or every search is an exact scan (`exact`).
+    pub fn mode(&self) -> &'static str {
+        if self.graph.is_some() {
+            "graph"
+        } else if self.building {
+            "building"
+        } else {
+            "exact"
+        }
+    }
+
+    /// A graph to build, when there are more rows than a scan should cover and none is built or
+    /// being built. Marks it as being built.
+    pub fn graph_job(&mut self) -> Option<GraphJob> {
+        if self.graph.is_some() || self.building || self.live <= self.exact_max {
+            return None;
+        }
+        self.building = true;
+        Some(GraphJob {
+            dims: self.dims,
+            rows: self.chunk.len(),
+            data: self.data.clone(),
+            alive: self.alive.clone(),
+        })
+    }
+
+    /// Installs a built graph and adds the rows that arrived while it was built.
+    pub fn install(&mut self, built: Graph) {
+        self.graph = Some(built.graph);
+        self.graph_rows = built.rows;
+        self.building = false;
+        self.insert_into_graph(built.rows);
+    }
+
+    /// Builds the graph here and now, if one is due (tests and benches).
+    pub fn build_graph_now(&mut self) {
+        if let Some(job) = self.graph_job() {
+            let built = job.build();
+            self.install(built);
+        }
     }
 
     /// Deletes a chunk's row (a tombstone: the row stays, no search returns it).
@@ -141,7 +224,7 @@ impl Vectors {
             .map(Vec::len)
             .sum();
         match &self.graph {
-            Some(graph) if count > self.exact_max => {
+            Some(graph) if count > self.exact_max && self.graph_rows == self.chunk.len() => {
                 let allowed: Vec<bool> = {
                     let mut a = vec![false; self.label.len()];
                     for l in visible {
@@ -311,6 +394,9 @@ mod tests {
             .map(|(i, v)| (i as i64, (i % 4 == 0) as LabelId, v.as_slice()))
             .collect();
         index.add(&rows);
+        assert_eq!(index.mode(), "exact", "no graph until one is built");
+        index.build_graph_now();
+        assert_eq!(index.mode(), "graph");
         let queries = clustered(50, dims, 99);
         let mut found = 0;
         for q in &queries {
