@@ -39,6 +39,9 @@ struct Args {
     /// Documents in the ingestion benchmark (5 pages each).
     #[arg(long, default_value_t = 60)]
     documents: usize,
+    /// Only the search and vector-index parts.
+    #[arg(long)]
+    skip_ingestion: bool,
     /// Where the MiniLM model is (as `enclave models pull` leaves it).
     #[arg(long, default_value = "target/test-models")]
     models_dir: PathBuf,
@@ -62,12 +65,6 @@ impl Rng {
     fn unit(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 24) as f32
     }
-
-    /// A word index, low indexes far more often (roughly Zipf).
-    fn word(&mut self) -> usize {
-        let u = self.unit().max(1e-6);
-        ((VOCABULARY as f32).powf(u) as usize).saturating_sub(1) % VOCABULARY
-    }
 }
 
 fn word(i: usize) -> String {
@@ -84,17 +81,36 @@ fn word(i: usize) -> String {
     s
 }
 
-/// Bag-of-words vectors: each word a fixed random direction; a text the normalised sum.
+/// A topic model standing in for a trained embedder: the vocabulary is split into topics; each
+/// word's vector is its topic's direction plus a word-specific one, and a text's vector is the
+/// normalised sum over its words. Passages mixing the same topics lie close, as passages about
+/// the same subjects do under MiniLM.
 struct Synthetic {
     words: Vec<Vec<f32>>,
     index: std::collections::HashMap<String, usize>,
 }
 
+const TOPICS: usize = 400;
+const WORDS_PER_TOPIC: usize = VOCABULARY / TOPICS;
+
 impl Synthetic {
     fn new() -> Self {
         let mut rng = Rng(7);
+        let direction = |rng: &mut Rng| -> Vec<f32> {
+            let v: Vec<f32> = (0..DIMS).map(|_| rng.unit() - 0.5).collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+            v.into_iter().map(|x| x / n).collect()
+        };
+        let topics: Vec<Vec<f32>> = (0..TOPICS).map(|_| direction(&mut rng)).collect();
         let words: Vec<Vec<f32>> = (0..VOCABULARY)
-            .map(|_| (0..DIMS).map(|_| rng.unit() - 0.5).collect())
+            .map(|i| {
+                let own = direction(&mut rng);
+                topics[i / WORDS_PER_TOPIC]
+                    .iter()
+                    .zip(own)
+                    .map(|(t, o)| t + 0.8 * o)
+                    .collect()
+            })
             .collect();
         let index = (0..VOCABULARY).map(|i| (word(i), i)).collect();
         Self { words, index }
@@ -103,17 +119,26 @@ impl Synthetic {
     fn vector(&self, text: &str) -> Vec<f32> {
         let mut v = vec![0f32; DIMS];
         for w in text.split_whitespace() {
-            if let Some(&i) = self.index.get(w) {
-                // Rare words weigh more, as they do for a trained model.
-                let weight = 1.0 + (i as f32).ln_1p() / 4.0;
+            if let Some(&i) = self.index.get(w.trim_end_matches('.')) {
                 for (a, b) in v.iter_mut().zip(&self.words[i]) {
-                    *a += weight * b;
+                    *a += b;
                 }
             }
         }
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
         v.iter().map(|x| x / n).collect()
     }
+}
+
+/// `n` words of a text about topics `main` (70%) and `second` (30%).
+fn topical(rng: &mut Rng, main: usize, second: usize, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let t = if i * 10 < n * 7 { main } else { second };
+            word(t * WORDS_PER_TOPIC + (rng.next() as usize) % WORDS_PER_TOPIC)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Embedder for Synthetic {
@@ -183,13 +208,17 @@ async fn ingestion(args: &Args, scheme: &Scheme, out: &mut impl std::io::Write) 
     let top = scheme.parse("TS")?;
     kbs.create("bench", "ingest", &top, None, &top).await?;
     let mut rng = Rng(11);
+    let (prose, _) = enclave_kb::eval::eval_set();
     let mut files = Vec::new();
     for d in 0..args.documents {
         let pages: Vec<String> = (0..5)
             .map(|p| {
                 let mark = ["(U)", "(C)", "(S)"][(d + p) % 3];
-                let words: Vec<String> = (0..90).map(|_| word(rng.word())).collect();
-                format!("{mark} Page {p} of report {d}. {}.", words.join(" "))
+                // English prose (the evaluation set's passages), about 100 words a page.
+                let words: Vec<&str> = (0..5)
+                    .map(|_| prose[(rng.next() as usize) % prose.len()].text.as_str())
+                    .collect();
+                format!("{mark} Page {p} of report {d}. {}", words.join(" "))
             })
             .collect();
         let refs: Vec<&str> = pages.iter().map(String::as_str).collect();
@@ -235,7 +264,9 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let scheme = Scheme::builtin("US").context("US scheme")?;
     let mut out = std::io::stdout().lock();
-    ingestion(&args, &scheme, &mut out).await?;
+    if !args.skip_ingestion {
+        ingestion(&args, &scheme, &mut out).await?;
+    }
 
     // The search corpus: 2% U, 18% C, 80% S.
     let synthetic = Arc::new(Synthetic::new());
@@ -263,11 +294,12 @@ async fn main() -> Result<()> {
         let mut body = String::new();
         for _ in 0..per_doc.min(args.chunks - d * per_doc) {
             // 100 words: one paragraph per chunk (two would pass the 120-word chunk size).
-            let words: Vec<String> = (0..100).map(|_| word(rng.word())).collect();
-            let t = words.join(" ");
+            let main = (rng.next() as usize) % TOPICS;
+            let second = (rng.next() as usize) % TOPICS;
+            let t = topical(&mut rng, main, second, 100);
             body.push_str(&t);
             body.push_str(".\n\n");
-            texts.push((t, label.clone()));
+            texts.push((t, label.clone(), main, second));
         }
         kbs.add(
             "bench",
@@ -293,15 +325,11 @@ async fn main() -> Result<()> {
         built.elapsed().as_secs_f64()
     )?;
 
-    // Queries: five words from a random chunk.
+    // Queries: six words on the topics of a random chunk, as a question about it would be.
     let queries: Vec<String> = (0..args.queries)
         .map(|_| {
-            let (t, _) = &texts[(rng.next() as usize) % texts.len()];
-            let words: Vec<&str> = t.split_whitespace().collect();
-            (0..5)
-                .map(|_| words[(rng.next() as usize) % words.len()])
-                .collect::<Vec<_>>()
-                .join(" ")
+            let (_, _, main, second) = &texts[(rng.next() as usize) % texts.len()];
+            topical(&mut rng, *main, *second, 6)
         })
         .collect();
 
@@ -345,7 +373,7 @@ async fn main() -> Result<()> {
     let vectors: Vec<(i64, LabelId, Vec<f32>)> = texts
         .iter()
         .enumerate()
-        .map(|(i, (t, l))| {
+        .map(|(i, (t, l, _, _))| {
             let id: LabelId = if *l == u {
                 0
             } else if *l == c {
