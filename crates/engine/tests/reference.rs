@@ -25,6 +25,12 @@ use serde_json::Value;
 /// a few hundredths; a wrong template, tokenizer or sampler parts ways at gaps of whole units.
 const MAX_TIE_GAP: f64 = 0.25;
 
+/// Tokens every greedy output must share with the reference before any near-tie parting. Not
+/// "some outputs identical to the end": the reference was made on an AVX2 machine, and on an
+/// AVX-512 one llama.cpp's kernels round differently enough that three of four conversations
+/// reach a near-tie within 32 tokens (seen: after 6, 7 and 13 tokens).
+const MIN_AGREED: usize = 4;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -148,6 +154,12 @@ fn chat_prompts_and_greedy_output_match_llama_cpp_python() {
         eprintln!(
             "{name}: parts from llama-cpp-python after {agreed} tokens, where its top-2 logit gap is {gap}"
         );
+        if agreed < MIN_AGREED {
+            mismatches.push(format!(
+                "{name}: output parts after only {agreed} tokens:\n ours {text:?}\n want {:?}",
+                case["output_text"]
+            ));
+        }
         if gap > MAX_TIE_GAP {
             mismatches.push(format!(
                 "{name}: output parts after {agreed} tokens at a logit gap of {gap} (not a near-tie):\n ours {text:?} {done:?}\n want {:?}",
@@ -160,7 +172,6 @@ fn chat_prompts_and_greedy_output_match_llama_cpp_python() {
         "{exact} of {} conversations identical to llama-cpp-python for all 32 tokens",
         cases.as_array().unwrap().len()
     );
-    assert!(exact >= 2, "only {exact} conversations matched exactly");
 }
 
 #[test]
