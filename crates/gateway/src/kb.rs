@@ -95,13 +95,7 @@ fn require(principal: &Principal, roles: &[Role], what: &str) -> Result<(), ApiE
 const READERS: &[Role] = &[Role::User, Role::Admin];
 
 fn clearance(state: &AppState, principal: &Principal) -> Result<Label, ApiError> {
-    state.policy.clearance(&principal.clearance).map_err(|e| {
-        ApiError::InvalidClearance(format!(
-            "the key's stored clearance `{}` is not a label of scheme {}: {e}; an admin must issue a new key",
-            principal.clearance,
-            state.policy.scheme.name()
-        ))
-    })
+    mac::clearance(&state.policy, principal)
 }
 
 fn parse_label(state: &AppState, param: &str, text: &str) -> Result<Label, ApiError> {
@@ -127,20 +121,7 @@ fn ceiling(
     metadata: Option<&Value>,
 ) -> Result<Label, ApiError> {
     let clearance = clearance(state, principal)?;
-    let declared = match headers.get(LABEL_HEADER) {
-        Some(v) => Some((
-            "Enclave-Label",
-            mac::decode_header(v.as_bytes()).ok_or_else(|| ApiError::InvalidLabel {
-                param: "Enclave-Label".into(),
-                message: "the `Enclave-Label` header is not valid UTF-8 or has a broken %-escape"
-                    .into(),
-            })?,
-        )),
-        None => metadata
-            .and_then(|m| m.get(mac::LABEL_METADATA))
-            .and_then(Value::as_str)
-            .map(|s| ("metadata.enclave_label", s.to_string())),
-    };
+    let declared = mac::declared(headers, metadata)?;
     let Some((param, text)) = declared else {
         return Ok(clearance);
     };

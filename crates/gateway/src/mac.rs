@@ -145,7 +145,9 @@ pub fn decode_header(raw: &[u8]) -> Option<String> {
 }
 
 /// The label a caller declared, from the header or else `metadata.enclave_label`, with where.
-fn declared(
+/// The label a request declares: the `Enclave-Label` header, else `metadata.enclave_label`,
+/// with where it came from.
+pub fn declared(
     headers: &HeaderMap,
     metadata: Option<&Value>,
 ) -> Result<Option<(&'static str, String)>, ApiError> {
@@ -165,6 +167,17 @@ fn declared(
             message: "`metadata.enclave_label` must be a string such as \"SECRET//NOFORN\"".into(),
         }),
     }
+}
+
+/// The caller's clearance, its stored banner parsed against the scheme in force.
+pub fn clearance(policy: &Policy, principal: &Principal) -> Result<Label, ApiError> {
+    policy.clearance(&principal.clearance).map_err(|e| {
+        ApiError::InvalidClearance(format!(
+            "the key's stored clearance `{}` is not a label of scheme {}: {e}; an admin must issue a new key",
+            principal.clearance,
+            policy.scheme.name()
+        ))
+    })
 }
 
 /// A request the reference monitor refused: the error for the caller, the decision for the audit.
@@ -233,12 +246,7 @@ pub fn admit(
     }
 
     // 1. The label: declared or the tenant's default, joined with what inspection finds.
-    let clearance = policy.clearance(&principal.clearance).map_err(|e| {
-        let err = ApiError::InvalidClearance(format!(
-            "the key's stored clearance `{}` is not a label of scheme {}: {e}; an admin must issue a new key",
-            principal.clearance,
-            policy.scheme.name()
-        ));
+    let clearance = clearance(policy, principal).map_err(|err| {
         let reason = err.to_string();
         deny(err, None, policy, reason)
     })?;

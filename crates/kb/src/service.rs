@@ -817,17 +817,25 @@ impl KnowledgeBases {
 
     /// Catalog rows for fused results, in order.
     async fn hits(&self, kb: &str, ceiling: &Label, fused: &[Fused]) -> Result<Vec<Hit>, KbError> {
+        // One query for every hit (the ids as a JSON array), not one per hit.
+        let ids = serde_json::to_string(&fused.iter().map(|f| f.chunk).collect::<Vec<_>>())
+            .map_err(|e| KbError::Storage(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT c.id, c.document, d.name, c.label, c.text, c.page, c.start, c.\"end\" \
+             FROM chunks c JOIN documents d ON d.id = c.document \
+             WHERE c.kb = ? AND c.id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(kb)
+        .bind(ids)
+        .fetch_all(&self.inner.pool)
+        .await?;
+        let mut by_id = HashMap::with_capacity(rows.len());
+        for row in rows {
+            by_id.insert(row.try_get::<i64, _>("id")?, row);
+        }
         let mut out = Vec::with_capacity(fused.len());
         for f in fused {
-            let Some(row) = sqlx::query(
-                "SELECT c.id, c.document, d.name, c.label, c.text, c.page, c.start, c.\"end\" \
-                 FROM chunks c JOIN documents d ON d.id = c.document WHERE c.id = ? AND c.kb = ?",
-            )
-            .bind(f.chunk)
-            .bind(kb)
-            .fetch_optional(&self.inner.pool)
-            .await?
-            else {
+            let Some(row) = by_id.get(&f.chunk) else {
                 // Deleted between the index search and now.
                 continue;
             };
