@@ -40,6 +40,9 @@ pub struct ChatSection {
     pub threads: u32,
     /// Requests that may wait for a free sequence; more get 429 `engine_overloaded`.
     pub max_queue: usize,
+    /// Start even if llama.cpp was built with AMX kernels (a GGML_NATIVE build on an AMX
+    /// machine). Off: those kernels crash on some machines (llama.cpp #20824).
+    pub allow_amx: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +78,7 @@ impl Default for ChatSection {
             batch_tokens: d.batch_tokens,
             threads: d.threads,
             max_queue: d.max_queue,
+            allow_amx: d.allow_amx,
         }
     }
 }
@@ -128,6 +132,7 @@ impl Config {
             batch_tokens: self.chat.batch_tokens,
             threads: self.chat.threads,
             max_queue: self.chat.max_queue,
+            allow_amx: self.chat.allow_amx,
         }
     }
 

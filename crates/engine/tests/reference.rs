@@ -97,7 +97,7 @@ fn chat_prompts_and_greedy_output_match_llama_cpp_python() {
             .collect();
         let name = case["name"].as_str().unwrap();
         assert_eq!(
-            engine.render(&messages).unwrap(),
+            engine.prompter().render(&messages).unwrap(),
             case["prompt_text"].as_str().unwrap(),
             "{name}: prompt text"
         );

@@ -257,7 +257,11 @@ pub async fn dispatch(
                         return Ok((out, index));
                     }
                     // Busy or still loading: another deployment may answer.
-                    Err(e @ (ApiError::Overloaded(_) | ApiError::ModelLoading(_))) => {
+                    Err(
+                        e @ (ApiError::Overloaded(_)
+                        | ApiError::ModelLoading(_)
+                        | ApiError::ModelUnavailable(_)),
+                    ) => {
                         attempts.push(attempt(name, e.code(), None, took));
                         failures.push(format!("`{name}` {e}"));
                         last_error = Some(e);
@@ -406,7 +410,8 @@ async fn embedded_chat(state: &AppState, c: &Conversation) -> Result<EventStream
         .ok_or_else(|| ApiError::ModelLoading(crate::CHAT_MODEL.to_string()))?;
     let messages = c.engine_messages()?;
     // Rendering and tokenizing a prompt of up to `MAX_BODY_BYTES` takes long enough to stall a
-    // runtime worker, so it runs on the blocking pool.
+    // runtime worker, so it runs on the blocking pool. The engine itself runs in its own process
+    // (`enclave_engine::process`): this only builds the prompt.
     let prompt = {
         let engine = Arc::clone(&engine);
         tokio::task::spawn_blocking(move || engine.prompt(&messages))

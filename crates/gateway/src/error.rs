@@ -75,8 +75,14 @@ pub enum ApiError {
         "the audit log cannot record this call, so it is not served; retry when `GET /readyz` answers 200"
     )]
     AuditUnavailable,
-    #[error("the inference engine is unavailable")]
+    /// The embedded engine ended before answering (its process died); it is being restarted.
+    #[error(
+        "the model's engine stopped before answering; it is being restarted: retry when `GET /readyz` answers 200"
+    )]
     EngineUnavailable,
+    /// The embedded engine is down (crashed or restarting); the reason says why.
+    #[error("the model's engine is unavailable: {0}; retry when `GET /readyz` answers 200")]
+    ModelUnavailable(String),
     #[error("an internal error occurred; it has been logged")]
     Internal,
     /// A knowledge base, document or other named thing that does not exist for this tenant.
@@ -188,10 +194,10 @@ impl ApiError {
                 "server_error",
                 "audit_unavailable",
             ),
-            EngineUnavailable => (
+            EngineUnavailable | ModelUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
-                "engine_unavailable",
+                "model_unavailable",
             ),
             Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -297,7 +303,12 @@ impl IntoResponse for ApiError {
                 .insert("x-should-retry", HeaderValue::from_static("false"));
         }
         // The `openai` SDK retries 5xx twice unless told not to; only a loading model is worth it.
-        if status.is_server_error() && !matches!(self, ApiError::ModelLoading(_)) {
+        if status.is_server_error()
+            && !matches!(
+                self,
+                ApiError::ModelLoading(_) | ApiError::ModelUnavailable(_) | ApiError::EngineUnavailable
+            )
+        {
             response
                 .headers_mut()
                 .insert("x-should-retry", HeaderValue::from_static("false"));
@@ -317,6 +328,7 @@ impl From<EngineError> for ApiError {
             ),
             EngineError::Overloaded { .. } => ApiError::Overloaded(e.to_string()),
             EngineError::Stopped => ApiError::EngineUnavailable,
+            EngineError::Unavailable(why) => ApiError::ModelUnavailable(why),
             other => {
                 tracing::error!(error = %other, "engine failure");
                 ApiError::Internal

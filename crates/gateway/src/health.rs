@@ -12,9 +12,11 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready once every embedded model is loaded.
+/// Ready once every embedded model is loaded and the chat engine's process answers; unready while
+/// that process is restarting after a crash.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let chat = state.models.chat.get().is_some();
+    let chat_health = state.models.chat.get().map(|c| c.health());
+    let chat = chat_health.as_ref().is_some_and(|h| h.is_ready());
     let embedding = state.models.embedding.get().is_some();
     // Fail closed (AU-5): while the audit log cannot write, nothing is served, so not ready.
     let audit = state.audit.healthy();
@@ -24,18 +26,28 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         StatusCode::SERVICE_UNAVAILABLE
     };
     let word = |loaded| if loaded { "loaded" } else { "loading" };
+    let chat_word = chat_health.as_ref().map_or("loading", |h| h.word());
     let state_word = if status == StatusCode::OK {
         "ready"
     } else if !audit {
         "audit_unavailable"
+    } else if chat_word == "restarting" {
+        "engine_restarting"
     } else {
         "loading"
     };
+    let mut engine = json!({
+        "restarts": chat_health.as_ref().map_or(0, |h| h.restarts()),
+    });
+    if let Some(enclave_engine::EngineHealth::Down { reason, .. }) = &chat_health {
+        engine["last_failure"] = json!(reason);
+    }
     (
         status,
         Json(json!({
             "status": state_word,
-            "models": { crate::CHAT_MODEL: word(chat), crate::EMBEDDING_MODEL: word(embedding) },
+            "models": { crate::CHAT_MODEL: chat_word, crate::EMBEDDING_MODEL: word(embedding) },
+            "engine": engine,
             "audit": if audit { "ok" } else { "failing" },
         })),
     )

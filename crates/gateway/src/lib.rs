@@ -44,7 +44,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use enclave_engine::{ChatEngine, EmbeddingEngine};
+use enclave_engine::{ChatProcess, EmbeddingEngine};
 use enclave_store::Store;
 use tokio::net::TcpListener;
 
@@ -74,7 +74,7 @@ pub fn body_limit(method: &axum::http::Method, path: &str) -> usize {
 /// with `/readyz` unready and model routes 503 `model_loading`).
 #[derive(Default)]
 pub struct Models {
-    pub chat: OnceLock<Arc<ChatEngine>>,
+    pub chat: OnceLock<Arc<ChatProcess>>,
     pub embedding: OnceLock<Arc<EmbeddingEngine>>,
 }
 
@@ -148,7 +148,7 @@ impl AppState {
     }
 
     pub fn ready(&self) -> bool {
-        self.models.chat.get().is_some()
+        self.models.chat.get().is_some_and(|c| c.health().is_ready())
             && self.models.embedding.get().is_some()
             && self.audit.healthy()
     }

@@ -71,6 +71,8 @@ pub struct Server {
     pub admin_key: String,
     pub data: tempfile::TempDir,
     env: Vec<(String, String)>,
+    /// Every line the server wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -85,13 +87,15 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, base, admin_key) = launch(data.path(), &env, true);
+        let log = std::sync::Arc::default();
+        let (child, base, admin_key) = launch(data.path(), &env, true, &log);
         let server = Server {
             child,
             base,
             admin_key,
             data,
             env,
+            log,
         };
         server.wait_ready();
         server
@@ -107,6 +111,7 @@ impl Server {
             admin_key: String::new(),
             data: tempfile::tempdir().unwrap(),
             env: Vec::new(),
+            log: std::sync::Arc::default(),
         }
     }
 
@@ -114,13 +119,13 @@ impl Server {
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, base, _) = launch(self.data.path(), &self.env, false);
+        let (child, base, _) = launch(self.data.path(), &self.env, false, &self.log);
         self.child = child;
         self.base = base;
         self.wait_ready();
     }
 
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(120);
         let client = probe::status_getter();
         let url = format!("{}/readyz", self.base);
@@ -187,7 +192,12 @@ impl Server {
 
 /// Spawns `enclave serve` on `data`; returns the child, its base URL and (on a first start) the
 /// admin key it printed.
-fn launch(data: &Path, env: &[(String, String)], first: bool) -> (Child, String, String) {
+fn launch(
+    data: &Path,
+    env: &[(String, String)],
+    first: bool,
+    log: &std::sync::Arc<std::sync::Mutex<String>>,
+) -> (Child, String, String) {
     let models = models_dir();
     let mut cmd = Command::new(bin());
     cmd.args([
@@ -220,6 +230,7 @@ fn launch(data: &Path, env: &[(String, String)], first: bool) -> (Child, String,
     }
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = std::sync::Arc::clone(log);
     std::thread::spawn(move || {
         let mut sent = false;
         for line in stderr.lines() {
@@ -234,6 +245,9 @@ fn launch(data: &Path, env: &[(String, String)], first: bool) -> (Child, String,
                 sent = true;
             }
             eprintln!("[server] {line}");
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
         }
     });
     let addr = rx
