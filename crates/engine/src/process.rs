@@ -114,6 +114,8 @@ struct Shared {
     health: Mutex<EngineHealth>,
     link: Mutex<Option<Link>>,
     kernels: Mutex<Option<KernelReport>>,
+    /// Why the last worker died, for the answers given while the next one starts.
+    last_failure: Mutex<Option<String>>,
     next_id: AtomicU64,
     stats: Arc<EngineStats>,
     slots: usize,
@@ -213,6 +215,7 @@ impl ChatProcess {
             health: Mutex::new(EngineHealth::Starting { restarts: 0 }),
             link: Mutex::new(None),
             kernels: Mutex::new(None),
+            last_failure: Mutex::new(None),
             next_id: AtomicU64::new(1),
             stats: Arc::new(EngineStats::default()),
             slots: config.slots as usize,
@@ -281,8 +284,17 @@ impl ChatProcess {
         let max_tokens = completion_budget(prompt.len(), max_tokens, &self.config)?;
         let health = self.health();
         if !health.is_ready() {
-            return Err(EngineError::Unavailable(match health {
-                EngineHealth::Down { reason, .. } => format!("{reason}; it is being restarted"),
+            let last = self
+                .shared
+                .last_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            return Err(EngineError::Unavailable(match (health, last) {
+                (EngineHealth::Down { reason, .. }, _) => {
+                    format!("{reason}; it is being restarted")
+                }
+                (_, Some(reason)) => format!("{reason}; it is restarting"),
                 _ => "it is starting".to_string(),
             }));
         }
@@ -328,13 +340,22 @@ async fn supervise(
             r = run_once(&shared, &program, &argv, restarts) => r,
             _ = stopped.changed() => return,
         };
-        // Every request the dead worker held ends now: dropping their senders closes them.
-        let orphans = shared.link().take().map_or(0, |l| l.pending.len());
-        shared.count(0);
         let reason = match outcome {
             Ok(status) => describe(status),
             Err(e) => e,
         };
+        // Why, first; then every request the dead worker held ends: dropping their senders
+        // closes them.
+        shared.set_health(EngineHealth::Down {
+            reason: reason.clone(),
+            restarts,
+        });
+        *shared
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+        let orphans = shared.link().take().map_or(0, |l| l.pending.len());
+        shared.count(0);
         if began.elapsed() >= STABLE_AFTER {
             backoff = FIRST_BACKOFF;
         }
@@ -344,10 +365,6 @@ async fn supervise(
             restart_in_ms = backoff.as_millis() as u64,
             "the chat engine stopped; restarting it"
         );
-        shared.set_health(EngineHealth::Down {
-            reason: reason.clone(),
-            restarts,
-        });
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             _ = stopped.changed() => return,
@@ -449,10 +466,7 @@ async fn run_once(
         () = writer => {}
     }
     // Stop taking requests before waiting for the exit status.
-    shared.set_health(EngineHealth::Down {
-        reason: "the worker closed its output".to_string(),
-        restarts,
-    });
+    shared.set_health(EngineHealth::Starting { restarts });
     match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
         Ok(Ok(status)) => Ok(status),
         Ok(Err(e)) => Err(format!("cannot wait for the worker: {e}")),
