@@ -137,3 +137,79 @@ def test_auditors_may_not_call_models_and_do_not_see_them():
     assert e.value.code == "forbidden_by_policy"
     assert [m.id for m in client("KEY_AUDITOR").models.list()] == []
     assert CHAT in [m.id for m in client("KEY_EU").models.list()]
+
+
+# Label integrity: markings Enclave cannot read, look-alike spellings and releasability by nation.
+# KEY_EU is cleared UNCLASSIFIED and may use the EU provider (nation DEU); none of these may
+# reach it (the Rust side asserts the provider saw only the two allowed requests).
+
+NOT_FOR_DEU = [
+    "(U//NF) The convoy leaves at dawn.",
+    "UNCLASSIFIED//NOFORN\nThe convoy leaves at dawn.",
+    "(U//REL TO USA, GBR) The convoy leaves at dawn.",
+]
+
+
+@pytest.mark.parametrize("prompt", NOT_FOR_DEU)
+def test_content_not_releasable_to_the_provider_nation_never_reaches_it(prompt):
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        ask("KEY_EU", prompt, model="eu-chat")
+    assert e.value.code == "no_accredited_deployment"
+    assert "eu-chat" in str(e.value) or "cloud-eu" in str(e.value)
+
+
+LOOK_ALIKES = [
+    "(s) The convoy leaves at dawn.",
+    "( S ) The convoy leaves at dawn.",
+    "\uff08S\uff09 The convoy leaves at dawn.",
+    "(S\u200b) The convoy leaves at dawn.",
+    "(\u0405) The convoy leaves at dawn.",
+    "&#40;S&#41; The convoy leaves at dawn.",
+    "(S\n) The convoy leaves at dawn.",
+    "(TS//SCI) The convoy leaves at dawn.",
+    "(TS//NOFORN//SCI) The convoy leaves at dawn.",
+    "(S//FOUO) The convoy leaves at dawn.",
+    "(S//LIMDIS) The convoy leaves at dawn.",
+]
+
+
+@pytest.mark.parametrize("prompt", LOOK_ALIKES)
+def test_look_alike_and_umbrella_markings_are_read_at_their_level(prompt):
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        ask("KEY_EU", prompt, model="eu-chat")
+    assert e.value.code == "label_exceeds_clearance"
+
+
+@pytest.mark.parametrize(
+    "prompt, token",
+    [("(S//ORCON//XYZ) The convoy.", "XYZ"), ("(S//REL) The convoy.", "REL")],
+)
+def test_an_unknown_control_is_refused_naming_it(prompt, token):
+    with pytest.raises(openai.BadRequestError) as e:
+        ask("KEY_EU", prompt, model="eu-chat")
+    assert e.value.code == "unrecognized_marking"
+    assert f"`{token}`" in str(e.value)
+
+
+def test_markings_in_tool_call_arguments_count_too():
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        client("KEY_EU").chat.completions.create(
+            model="eu-chat",
+            max_tokens=4,
+            messages=[
+                {"role": "user", "content": "Look it up."},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "lookup", "arguments": '{"q": "(\u0405//NF) convoy"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "nothing found"},
+            ],
+        )
+    assert e.value.code == "label_exceeds_clearance"

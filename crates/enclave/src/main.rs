@@ -957,11 +957,7 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
     Ok(())
 }
 
-fn load_models(
-    config: &Config,
-    state: &AppState,
-    runtime: &tokio::runtime::Handle,
-) -> Result<()> {
+fn load_models(config: &Config, state: &AppState, runtime: &tokio::runtime::Handle) -> Result<()> {
     let dir = config.models_dir();
     let embed_spec = &models::MINILM;
     models::verify(&dir, embed_spec)?;

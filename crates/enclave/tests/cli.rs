@@ -150,7 +150,7 @@ fn config_check_explains_a_good_file_and_refuses_a_bad_one() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("provider-eu") && text.contains("accredited to UNCLASSIFIED//NOFORN"),
+        text.contains("provider-eu") && text.contains("accredited to UNCLASSIFIED//REL TO DEU"),
         "{text}"
     );
     assert!(
@@ -165,10 +165,14 @@ fn config_check_explains_a_good_file_and_refuses_a_bad_one() {
     let bad = data.path().join("bad.toml");
     let cases = [
         (
-            "[[deployments]]\nname = \"x\"\nmodel = \"m\"\nbackend = \"openai\"\nbase_url = \"http://h/v1\"\naccreditation = \"SECRET//XX\"\njurisdiction = \"eu\"\n",
+            "[[deployments]]\nname = \"x\"\nmodel = \"m\"\nbackend = \"openai\"\nbase_url = \"http://h/v1\"\naccreditation = \"SECRET//XX\"\njurisdiction = \"eu\"\nnation = \"DEU\"\n",
             "deployments[0] (`x`).accreditation",
         ),
         ("scheme = \"FR\"\n", "not a built-in scheme"),
+        (
+            "[[deployments]]\nname = \"x\"\nmodel = \"m\"\nbackend = \"openai\"\nbase_url = \"http://h/v1\"\naccreditation = \"UNCLASSIFIED\"\njurisdiction = \"eu\"\n",
+            "needs `nation`",
+        ),
         (
             "[tenants.a]\njurisdictions = []\nredact_pii_for = [\"eu\"]\n",
             "`redact_pii_for` names `eu`",

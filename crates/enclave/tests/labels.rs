@@ -99,6 +99,7 @@ base_url = "{upstream_url}"
 upstream_model = "provider-small"
 accreditation = "UNCLASSIFIED"
 jurisdiction = "eu"
+nation = "DEU"
 
 [tenants.agency-eu]
 jurisdictions = ["eu"]
@@ -124,7 +125,7 @@ jurisdictions = ["eu"]
         "{text}"
     );
     assert!(
-        text.contains("accredited to UNCLASSIFIED//NOFORN"),
+        text.contains("accredited to UNCLASSIFIED//REL TO DEU"),
         "{text}"
     );
 

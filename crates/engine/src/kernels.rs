@@ -119,10 +119,11 @@ pub fn report() -> KernelReport {
                     c"ggml_backend_get_features".as_ptr(),
                 );
                 if !f.is_null() {
-                    type GetFeatures = unsafe extern "C" fn(
-                        llama_cpp_sys_2::ggml_backend_reg_t,
-                    )
-                        -> *mut llama_cpp_sys_2::ggml_backend_feature;
+                    type GetFeatures =
+                        unsafe extern "C" fn(
+                            llama_cpp_sys_2::ggml_backend_reg_t,
+                        )
+                            -> *mut llama_cpp_sys_2::ggml_backend_feature;
                     let get: GetFeatures = std::mem::transmute(f);
                     let mut p = get(reg);
                     while !p.is_null() && !(*p).name.is_null() {
@@ -139,10 +140,11 @@ pub fn report() -> KernelReport {
                     c"ggml_backend_dev_get_extra_bufts".as_ptr(),
                 );
                 if !f.is_null() {
-                    type ExtraBufts = unsafe extern "C" fn(
-                        llama_cpp_sys_2::ggml_backend_dev_t,
-                    )
-                        -> *mut llama_cpp_sys_2::ggml_backend_buffer_type_t;
+                    type ExtraBufts =
+                        unsafe extern "C" fn(
+                            llama_cpp_sys_2::ggml_backend_dev_t,
+                        )
+                            -> *mut llama_cpp_sys_2::ggml_backend_buffer_type_t;
                     let get: ExtraBufts = std::mem::transmute(f);
                     let mut p = get(cpu);
                     while !p.is_null() && !(*p).is_null() {

@@ -4,7 +4,10 @@
 //! A build made with `GGML_NATIVE` on a machine with AMX (the old `target-cpu=native`) reports an
 //! `AMX` buffer type and the `AMX_INT8` feature, and fails here.
 
-#![allow(clippy::unwrap_used, reason = "tests fail loudly at the line that broke")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests fail loudly at the line that broke"
+)]
 
 use enclave_engine::kernels;
 

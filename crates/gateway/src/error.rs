@@ -42,6 +42,12 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{message}")]
     InvalidLabel { param: String, message: String },
+    /// A marking names a control the scheme in force does not know: refused, never ignored.
+    #[error("{0}")]
+    UnrecognizedMarking(String),
+    /// The same, in an uploaded document: the file is refused whole.
+    #[error("{0}")]
+    UnrecognizedMarkingInDocument(String),
     #[error("{0}")]
     InvalidClearance(String),
     #[error("{0}")]
@@ -150,6 +156,12 @@ impl ApiError {
                 "method_not_allowed",
             ),
             InvalidLabel { .. } => (StatusCode::BAD_REQUEST, INVALID, "invalid_label"),
+            UnrecognizedMarking(_) => (StatusCode::BAD_REQUEST, INVALID, "unrecognized_marking"),
+            UnrecognizedMarkingInDocument(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                INVALID,
+                "unrecognized_marking",
+            ),
             InvalidClearance(_) => (StatusCode::FORBIDDEN, DENIED, "invalid_clearance"),
             LabelExceedsClearance(_) => (StatusCode::FORBIDDEN, DENIED, "label_exceeds_clearance"),
             ForbiddenByPolicy(_) => (StatusCode::FORBIDDEN, DENIED, "forbidden_by_policy"),
@@ -306,7 +318,9 @@ impl IntoResponse for ApiError {
         if status.is_server_error()
             && !matches!(
                 self,
-                ApiError::ModelLoading(_) | ApiError::ModelUnavailable(_) | ApiError::EngineUnavailable
+                ApiError::ModelLoading(_)
+                    | ApiError::ModelUnavailable(_)
+                    | ApiError::EngineUnavailable
             )
         {
             response

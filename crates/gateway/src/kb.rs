@@ -64,6 +64,7 @@ impl From<KbError> for ApiError {
             KbError::Invalid(_) => ApiError::invalid("body", message),
             KbError::Unreadable { .. } => ApiError::UnreadableDocument(message),
             KbError::Unlabelled { .. } => ApiError::LabelRequired(message),
+            KbError::UnrecognizedMarking { .. } => ApiError::UnrecognizedMarkingInDocument(message),
             KbError::AboveClearance(_) => ApiError::LabelExceedsClearance(message),
             KbError::AboveMaximum(_) => ApiError::LabelExceedsMaximum(message),
             KbError::Embed(EmbedError::NotReady) => {

@@ -148,7 +148,10 @@ impl AppState {
     }
 
     pub fn ready(&self) -> bool {
-        self.models.chat.get().is_some_and(|c| c.health().is_ready())
+        self.models
+            .chat
+            .get()
+            .is_some_and(|c| c.health().is_ready())
             && self.models.embedding.get().is_some()
             && self.audit.healthy()
     }

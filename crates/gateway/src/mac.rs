@@ -203,6 +203,27 @@ fn deny(err: ApiError, label: Option<&Label>, policy: &Policy, reason: String) -
     })
 }
 
+/// The sentence refusing the first marking with a control the scheme does not know: which
+/// control, in which marking, in which text and where in it.
+pub fn unrecognized(
+    scheme: &enclave_label::Scheme,
+    texts: &[String],
+    findings: &[Vec<enclave_policy::Finding>],
+) -> Option<String> {
+    texts.iter().zip(findings).enumerate().find_map(|(i, (text, found))| {
+        let f = found.iter().find(|f| !f.unrecognized.is_empty())?;
+        let marking = text.get(f.start..f.end).unwrap_or_default();
+        let column = text.get(..f.start).map_or(0, |t| t.chars().count());
+        Some(format!(
+            "the marking `{}` in text {} of the request (at character {column}) carries `{}`, which scheme {} does not know; a marking Enclave cannot read is refused rather than ignored: write it with the scheme's controls, or have the operator add it to the scheme",
+            marking.trim(),
+            i + 1,
+            f.unrecognized.join("`, `"),
+            scheme.name()
+        ))
+    })
+}
+
 /// Runs the reference monitor over a request: `texts` is everything the request sends (every
 /// message, system prompt and earlier turn); it is redacted in place when routing requires it.
 #[allow(
@@ -283,6 +304,12 @@ pub fn admit(
         d.decision.findings = labelled.summary.counts.clone();
         d
     };
+
+    // A control the scheme does not know is refused, never read as nothing (fail closed).
+    if let Some(why) = unrecognized(&policy.scheme, texts, &labelled.findings) {
+        let err = ApiError::UnrecognizedMarking(why.clone());
+        return Err(with_findings(deny(err, Some(&label), policy, why)));
+    }
 
     // 2. Never above the caller's clearance.
     check_clearance(&policy.scheme, &clearance, &label).map_err(|why| {

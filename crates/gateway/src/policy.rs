@@ -70,6 +70,11 @@ pub struct DeploymentConfig {
     /// `enclave`, or where data goes (`eu`, `us`, ...). Embedded: always `enclave`.
     #[serde(default)]
     pub jurisdiction: Option<String>,
+    /// The nation (or organisation code) that operates it, such as `DEU`. Content goes to it only
+    /// if this nation is in the content's releasability, so `NOFORN` stays with the scheme's
+    /// owner. Inside the enclave it defaults to the scheme's owner; required elsewhere.
+    #[serde(default)]
+    pub nation: Option<String>,
     /// Upstreams: the base URL, such as `http://10.0.0.5:8000/v1`.
     #[serde(default)]
     pub base_url: Option<String>,
@@ -302,12 +307,44 @@ impl Policy {
             if !names.insert(d.name.clone()) {
                 return Err(invalid(at, "another deployment has this name"));
             }
+            // A deployment reads as its operating nation does: its accreditation's releasability
+            // is that nation alone, so dominance also decides releasability (`NOFORN`, `REL TO`).
+            let inside = d.jurisdiction.as_deref().is_none_or(|j| j == ENCLAVE)
+                || d.backend == BackendKind::Embedded;
+            let nation = match (&d.nation, inside) {
+                (Some(n), _) => {
+                    let n = n.trim().to_uppercase();
+                    if !(2..=4).contains(&n.len()) || !n.bytes().all(|b| b.is_ascii_uppercase()) {
+                        return Err(invalid(
+                            &at,
+                            format!(
+                                "`nation = \"{n}\"` is not a code of 2 to 4 capital letters, such as `DEU`"
+                            ),
+                        ));
+                    }
+                    n
+                }
+                (None, true) => scheme.owner().to_string(),
+                (None, false) => {
+                    return Err(invalid(
+                        &at,
+                        format!(
+                            "a deployment outside the enclave needs `nation`: the code of the nation that operates it (such as `DEU`, `USA`), which decides what content may go to it (`NOFORN` only to {})",
+                            scheme.owner()
+                        ),
+                    ));
+                }
+            };
+            let operated_by = enclave_label::Releasability::To(BTreeSet::from([nation]));
             let accreditation = d
                 .accreditation
                 .as_deref()
                 .map(|a| label(&format!("{at}.accreditation"), a))
                 .transpose()?
-                .map(|l| scheme.clearance(l));
+                .map(|mut l| {
+                    l.releasability = operated_by.clone();
+                    l
+                });
             let deployment = match d.backend {
                 BackendKind::Embedded => {
                     let kind = match d.model.as_str() {
@@ -341,7 +378,11 @@ impl Policy {
                     Deployment::embedded(
                         Placement {
                             name: d.name.clone(),
-                            accreditation: accreditation.unwrap_or_else(|| scheme.system_high()),
+                            accreditation: accreditation.unwrap_or_else(|| {
+                                let mut high = scheme.system_high();
+                                high.releasability = operated_by.clone();
+                                high
+                            }),
                             jurisdiction: ENCLAVE.to_string(),
                         },
                         &d.model,

@@ -30,6 +30,16 @@ pub enum SegmentError {
         "the document carries no classification marking and no label was given: give one at upload"
     )]
     Unlabelled,
+    /// A paragraph carries a marking with controls the scheme does not know: the document is
+    /// refused rather than stored with them ignored.
+    #[error(
+        "paragraph {paragraph} carries the marking `{marking}` with `{controls}`, which the scheme does not know; a marking Enclave cannot read is refused rather than ignored"
+    )]
+    Unrecognized {
+        paragraph: usize,
+        marking: String,
+        controls: String,
+    },
 }
 
 /// Blank-line separated paragraphs with their byte spans, trimmed.
@@ -91,8 +101,24 @@ pub fn segment(
     let spans = paragraphs(text);
     let mut banner_label: Option<Label> = None;
     let mut marked: Vec<(Option<Label>, usize, usize)> = Vec::new();
-    for (s, e) in spans {
+    for (n, &(s, e)) in spans.iter().enumerate() {
         let para = &text[s..e];
+        // Every marking in the paragraph, however spelled, read fail-closed first.
+        if let Some(f) = inspector
+            .inspect(para)
+            .into_iter()
+            .find(|f| !f.unrecognized.is_empty())
+        {
+            return Err(SegmentError::Unrecognized {
+                paragraph: n + 1,
+                marking: para
+                    .get(f.start..f.end)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+                controls: f.unrecognized.join("`, `"),
+            });
+        }
         if let Some(b) = banner(scheme, para) {
             banner_label = Some(banner_label.map_or(b.clone(), |l| l.join(&b)));
             continue;

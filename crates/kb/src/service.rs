@@ -74,6 +74,8 @@ pub enum KbError {
     Unreadable { name: String, reason: String },
     #[error("`{name}`: {source}")]
     Unlabelled { name: String, source: SegmentError },
+    #[error("`{name}`: {source}")]
+    UnrecognizedMarking { name: String, source: SegmentError },
     #[error("{0}")]
     AboveClearance(String),
     #[error("{0}")]
@@ -643,9 +645,15 @@ impl KnowledgeBases {
             name: name.clone(),
             reason: e.to_string(),
         })?;
-        let segmented = segmented.map_err(|source| KbError::Unlabelled {
-            name: name.clone(),
-            source,
+        let segmented = segmented.map_err(|source| match source {
+            SegmentError::Unrecognized { .. } => KbError::UnrecognizedMarking {
+                name: name.clone(),
+                source,
+            },
+            SegmentError::Unlabelled => KbError::Unlabelled {
+                name: name.clone(),
+                source,
+            },
         })?;
         let label = segmented.label;
         self.dominates(&upload.clearance, &label).map_err(|why| {

@@ -9,12 +9,16 @@
 //! Pure: no I/O, no configuration files, no clock. It must never decide anything but lattice
 //! questions, and parsing must never panic: every input yields a label or a [`ParseError`].
 
+mod builtin;
 mod scheme;
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-pub use scheme::{CaveatDef, LevelDef, ParseError, Scheme, SchemeDef, SchemeError};
+pub use scheme::{
+    CaveatDef, HandlingDef, LevelDef, ParseError, Reading, Scheme, SchemeDef, SchemeError,
+    UmbrellaDef,
+};
 
 /// A position in a scheme's ordered list of levels; higher is more sensitive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

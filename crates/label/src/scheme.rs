@@ -48,6 +48,51 @@ pub struct SchemeDef {
     /// Codes `REL TO` accepts; empty accepts any code of 2 to 4 capital letters.
     #[serde(default)]
     pub countries: Vec<String>,
+    /// Controls recognised for what they are that restrict no reader beyond a level: handling
+    /// markings such as the legacy `FOUO`. Each may name a level it implies at least. They are
+    /// not part of the label and are not printed.
+    #[serde(default)]
+    pub handling: Vec<HandlingDef>,
+    /// Words that stand for several compartments, such as `SCI` for the SCI control systems. A
+    /// marking carrying one carries every compartment it names: a reader must hold them all,
+    /// because the marking does not say which one applies.
+    #[serde(default)]
+    pub umbrellas: Vec<UmbrellaDef>,
+}
+
+/// A handling control: recognised, restricts no reader, may imply a minimum level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlingDef {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// A level word: content carrying this control is at least this level.
+    #[serde(default)]
+    pub floor: Option<String>,
+}
+
+/// An umbrella word and the compartments it stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UmbrellaDef {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Names of compartments or caveats of this scheme.
+    pub compartments: Vec<String>,
+}
+
+/// A marking read as far as the scheme knows it ([`Scheme::read_marking`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    /// The level named, raised by every item the scheme knows.
+    pub label: Label,
+    /// Items the scheme does not know, as written: each must be refused or mapped by the
+    /// operator, never ignored.
+    pub unrecognized: Vec<String>,
+    /// Whether the level segment is exactly a level word (else a level word and more).
+    pub exact: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +119,7 @@ pub struct CaveatDef {
 }
 
 impl CaveatDef {
-    fn new(name: &str, portion: Option<&str>, aliases: &[&str]) -> Self {
+    pub(crate) fn new(name: &str, portion: Option<&str>, aliases: &[&str]) -> Self {
         Self {
             name: name.to_string(),
             portion: portion.map(str::to_string),
@@ -127,6 +172,10 @@ enum Item {
     Compartment(usize),
     Caveat(usize),
     Noforn,
+    /// A handling control, with the level it implies at least.
+    Handling(Option<u8>),
+    /// An index into `Scheme::umbrellas`.
+    Umbrella(usize),
 }
 
 /// A compiled scheme: parses and prints markings.
@@ -136,6 +185,8 @@ pub struct Scheme {
     /// Normalised level words, longest first, so `TOP SECRET` wins over a shorter prefix.
     levels: Vec<(String, u8)>,
     items: HashMap<String, Item>,
+    /// The compartments each umbrella word stands for.
+    umbrellas: Vec<BTreeSet<String>>,
     suffixes: Vec<String>,
     countries: BTreeSet<String>,
 }
@@ -242,12 +293,58 @@ impl Scheme {
         }
         levels.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         levels.dedup();
+        for h in &def.handling {
+            let what = format!("handling control `{}`", h.name);
+            let floor = match &h.floor {
+                None => None,
+                Some(word) => {
+                    let norm = normalize(word);
+                    let found = levels.iter().find(|(w, _)| *w == norm).map(|(_, l)| *l);
+                    Some(found.ok_or_else(|| SchemeError::BadWord {
+                        scheme: def.name.clone(),
+                        word: word.clone(),
+                        why: "a handling control's `floor` must be a level of the scheme",
+                    })?)
+                }
+            };
+            for word in std::iter::once(&h.name).chain(&h.aliases) {
+                items.insert(claim(word, what.clone(), false)?, Item::Handling(floor));
+            }
+        }
+        let mut umbrellas = Vec::new();
+        for u in &def.umbrellas {
+            let what = format!("umbrella `{}`", u.name);
+            let mut names = BTreeSet::new();
+            for c in &u.compartments {
+                let known = def
+                    .compartments
+                    .iter()
+                    .chain(&def.caveats)
+                    .find(|d| normalize(&d.name) == normalize(c));
+                let Some(d) = known else {
+                    return Err(SchemeError::BadWord {
+                        scheme: def.name.clone(),
+                        word: c.clone(),
+                        why: "an umbrella may name only compartments and caveats of the scheme",
+                    });
+                };
+                names.insert(d.name.clone());
+            }
+            for word in std::iter::once(&u.name).chain(&u.aliases) {
+                items.insert(
+                    claim(word, what.clone(), false)?,
+                    Item::Umbrella(umbrellas.len()),
+                );
+            }
+            umbrellas.push(names);
+        }
         let suffixes = def.suffixes.iter().map(|s| normalize(s)).collect();
         let countries = def.countries.iter().map(|c| normalize(c)).collect();
         Ok(Self {
             def,
             levels,
             items,
+            umbrellas,
             suffixes,
             countries,
         })
@@ -325,6 +422,75 @@ impl Scheme {
             return self.parse_body(input, start + 1, inner);
         }
         self.parse_body(input, start, body)
+    }
+
+    /// Reads a marking the way inspection must: fail closed. `None` only when the marking names
+    /// no level at its start. Otherwise the label is at least that level — whatever follows the
+    /// level word in its segment — raised by every item the scheme knows, and every item it does
+    /// not know is returned as written, never dropped.
+    pub fn read_marking(&self, input: &str) -> Option<Reading> {
+        let body = input.trim();
+        let body = match body.strip_prefix('(') {
+            Some(inner) => inner.strip_suffix(')').unwrap_or(inner),
+            None => body,
+        };
+        let mut segments = split(body, "//", 0).into_iter();
+        let (_, first) = segments.next()?;
+        let exact =
+            self.parse_level(first, 0, first).is_ok() || self.level_of_word(first).is_some();
+        let level = self.level_prefix(first)?;
+        let mut label = Label::level(level);
+        let mut unrecognized = Vec::new();
+        for (_, segment) in segments {
+            for (at, item) in split(segment, "/", 0) {
+                if item.trim().is_empty() {
+                    continue;
+                }
+                if self.parse_item(item, at, item, &mut label).is_err() {
+                    unrecognized.push(item.trim().to_string());
+                }
+            }
+        }
+        Some(Reading {
+            label,
+            unrecognized,
+            exact,
+        })
+    }
+
+    /// The level a segment starts with: the whole segment is a level word (or one with a known
+    /// suffix), or a level word followed by something that is not a letter or digit.
+    fn level_prefix(&self, text: &str) -> Option<u8> {
+        if let Ok(l) = self.parse_level(text, 0, text) {
+            return Some(l);
+        }
+        if let Some(l) = self.level_of_word(text) {
+            return Some(l.0);
+        }
+        let norm = normalize(text);
+        self.levels.iter().find_map(|(word, level)| {
+            let rest = norm.strip_prefix(word.as_str())?;
+            rest.starts_with(|c: char| !c.is_alphanumeric())
+                .then_some(*level)
+        })
+    }
+
+    /// The level a marking word names, compared without case, white space, hyphens or dots
+    /// (`vs-nfd`, `VS – NfD`, `Streng geheim`), with the scheme's suffixes allowed after it.
+    pub fn level_of_word(&self, word: &str) -> Option<Level> {
+        let squash = |s: &str| -> String {
+            s.chars()
+                .filter(|c| c.is_alphanumeric())
+                .flat_map(char::to_uppercase)
+                .collect()
+        };
+        let w = squash(word);
+        self.levels.iter().find_map(|(name, level)| {
+            let n = squash(name);
+            let rest = w.strip_prefix(n.as_str())?;
+            (rest.is_empty() || self.suffixes.iter().any(|s| squash(s) == rest))
+                .then_some(Level(*level))
+        })
     }
 
     fn parse_body(&self, input: &str, base: usize, body: &str) -> Result<Label, ParseError> {
@@ -406,6 +572,16 @@ impl Scheme {
             Some(Item::Noforn) => {
                 let owner = Releasability::To(BTreeSet::from([self.def.owner.clone()]));
                 label.releasability = label.releasability.intersect(&owner);
+            }
+            Some(Item::Handling(floor)) => {
+                if let Some(f) = floor {
+                    label.level = label.level.max(Level(*f));
+                }
+            }
+            Some(Item::Umbrella(i)) => {
+                if let Some(names) = self.umbrellas.get(*i) {
+                    label.compartments.extend(names.iter().cloned());
+                }
             }
             None => {
                 let mut words: Vec<&str> = self
@@ -652,156 +828,6 @@ fn error(input: &str, byte: usize, expected: &str, found: Option<&str>) -> Parse
     }
 }
 
-// ---------- the built-in schemes ----------
-
-fn level(name: &str, portion: &str, aliases: &[&str]) -> LevelDef {
-    LevelDef {
-        name: name.to_string(),
-        portion: portion.to_string(),
-        aliases: aliases.iter().map(|a| a.to_string()).collect(),
-    }
-}
-
-impl Scheme {
-    /// A built-in scheme by name: `US`, `DE`, `NATO` or `EU` (any case).
-    pub fn builtin(name: &str) -> Option<Scheme> {
-        let def = match normalize(name).as_str() {
-            "US" => us(),
-            "DE" => de(),
-            "NATO" => nato(),
-            "EU" => eu(),
-            _ => return None,
-        };
-        Scheme::new(def).ok()
-    }
-
-    /// Names of the built-in schemes.
-    pub const BUILTIN: [&'static str; 4] = ["US", "DE", "NATO", "EU"];
-}
-
-/// US, CAPCO-style.
-pub fn us() -> SchemeDef {
-    SchemeDef {
-        name: "US".into(),
-        owner: "USA".into(),
-        levels: vec![
-            level("UNCLASSIFIED", "U", &[]),
-            level("CUI", "CUI", &["CONTROLLED UNCLASSIFIED INFORMATION"]),
-            level("CONFIDENTIAL", "C", &[]),
-            level("SECRET", "S", &[]),
-            level("TOP SECRET", "TS", &[]),
-        ],
-        compartments: vec![
-            CaveatDef::new("SI", None, &["COMINT"]),
-            CaveatDef::new("SI-G", None, &["SI-GAMMA"]),
-            CaveatDef::new("TK", None, &["TALENT KEYHOLE"]),
-            CaveatDef::new("HCS", None, &[]),
-            CaveatDef::new("HCS-O", None, &[]),
-            CaveatDef::new("HCS-P", None, &[]),
-        ],
-        caveats: vec![
-            CaveatDef::new("ORCON", Some("OC"), &[]),
-            CaveatDef::new("IMCON", Some("IMC"), &[]),
-            CaveatDef::new("PROPIN", Some("PR"), &[]),
-        ],
-        noforn: Some(CaveatDef::new("NOFORN", Some("NF"), &[])),
-        suffixes: vec![],
-        countries: vec![],
-    }
-}
-
-/// Germany, Verschlusssachenanweisung (VSA).
-pub fn de() -> SchemeDef {
-    SchemeDef {
-        name: "DE".into(),
-        owner: "DEU".into(),
-        levels: vec![
-            level("OFFEN", "OFFEN", &[]),
-            level(
-                "VS-NUR FÜR DEN DIENSTGEBRAUCH",
-                "VS-NfD",
-                &[
-                    "VS - NUR FÜR DEN DIENSTGEBRAUCH",
-                    "VS-NUR FUER DEN DIENSTGEBRAUCH",
-                ],
-            ),
-            level("VS-VERTRAULICH", "VS-Vertr.", &["VS - VERTRAULICH"]),
-            level("GEHEIM", "Geh.", &[]),
-            level("STRENG GEHEIM", "Str. Geh.", &["STR.GEH."]),
-        ],
-        compartments: vec![],
-        caveats: vec![],
-        noforn: None,
-        suffixes: vec!["amtlich geheim gehalten".into()],
-        countries: vec![],
-    }
-}
-
-/// NATO.
-pub fn nato() -> SchemeDef {
-    SchemeDef {
-        name: "NATO".into(),
-        owner: "NATO".into(),
-        levels: vec![
-            level("NATO UNCLASSIFIED", "NU", &[]),
-            level("NATO RESTRICTED", "NR", &[]),
-            level("NATO CONFIDENTIAL", "NC", &[]),
-            level("NATO SECRET", "NS", &[]),
-            level("COSMIC TOP SECRET", "CTS", &[]),
-        ],
-        compartments: vec![],
-        caveats: vec![
-            CaveatDef::new("ATOMAL", Some("A"), &[]),
-            CaveatDef::new("BOHEMIA", None, &[]),
-        ],
-        noforn: None,
-        suffixes: vec![],
-        countries: vec![],
-    }
-}
-
-/// European Union.
-pub fn eu() -> SchemeDef {
-    SchemeDef {
-        name: "EU".into(),
-        owner: "EU".into(),
-        levels: vec![
-            level("UNCLASSIFIED", "U", &["EU UNCLASSIFIED"]),
-            level(
-                "RESTREINT UE/EU RESTRICTED",
-                "R-UE",
-                &["RESTREINT UE", "EU RESTRICTED", "R-UE/EU-R"],
-            ),
-            level(
-                "CONFIDENTIEL UE/EU CONFIDENTIAL",
-                "C-UE",
-                &["CONFIDENTIEL UE", "EU CONFIDENTIAL", "C-UE/EU-C"],
-            ),
-            level(
-                "SECRET UE/EU SECRET",
-                "S-UE",
-                &["SECRET UE", "EU SECRET", "S-UE/EU-S"],
-            ),
-            level(
-                "TRES SECRET UE/EU TOP SECRET",
-                "TS-UE",
-                &[
-                    "TRÈS SECRET UE/EU TOP SECRET",
-                    "TRES SECRET UE",
-                    "TRÈS SECRET UE",
-                    "EU TOP SECRET",
-                    "TS-UE/EU-TS",
-                ],
-            ),
-        ],
-        compartments: vec![],
-        caveats: vec![],
-        noforn: None,
-        suffixes: vec![],
-        countries: vec![],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -933,16 +959,16 @@ mod tests {
 
     #[test]
     fn operator_schemes_are_checked() {
-        let mut def = super::us();
+        let mut def = crate::builtin::us();
         def.caveats.push(CaveatDef::new("SI", None, &[]));
         assert!(matches!(
             Scheme::new(def),
             Err(SchemeError::Ambiguous { .. })
         ));
-        let mut def = super::us();
+        let mut def = crate::builtin::us();
         def.levels.clear();
         assert!(matches!(Scheme::new(def), Err(SchemeError::NoLevels(_))));
-        let mut def = super::us();
+        let mut def = crate::builtin::us();
         def.compartments.push(CaveatDef::new("A/B", None, &[]));
         assert!(matches!(Scheme::new(def), Err(SchemeError::BadWord { .. })));
     }

@@ -6,12 +6,21 @@
 //! ISO 13616's mod-97, a card number Luhn and an issuer prefix, a tax id its ISO 7064 check digit.
 //! The checks are what keep the false-positive rate low: a detector that cries wolf gets switched
 //! off.
+//!
+//! Inspection fails closed on markings. It reads a [`View`](crate::normalize::View) of the text
+//! (entities decoded, invisible characters dropped, NFKC, look-alike letters folded) and maps
+//! what it finds back to the original's byte offsets. Portion marks and banners match in any
+//! case and with white space inside; a mark that names a level raises the text to at least that
+//! level whatever follows it, and any control the scheme does not know is reported in
+//! [`Finding::unrecognized`] for the caller to refuse — never dropped.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use enclave_label::{Label, Scheme};
+
+use crate::normalize::View;
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind};
@@ -97,8 +106,11 @@ pub struct Finding {
     pub kind: Kind,
     pub start: usize,
     pub end: usize,
-    /// For markings: the label it denotes.
+    /// For markings: the label it denotes (at least the level it names).
     pub label: Option<Label>,
+    /// For markings: controls the scheme does not know, as written. Non-empty means the caller
+    /// must refuse the text unless the operator maps them in the scheme.
+    pub unrecognized: Vec<String>,
 }
 
 /// What inspecting a whole request found: never the matched text, only what it means.
@@ -108,12 +120,15 @@ pub struct Summary {
     pub label: Option<Label>,
     /// How many of each kind.
     pub counts: BTreeMap<Kind, usize>,
+    /// Markings carrying controls the scheme does not know: the marking's controls as written.
+    pub unrecognized: Vec<String>,
 }
 
 impl Summary {
     pub fn add(&mut self, findings: &[Finding]) {
         for f in findings {
             *self.counts.entry(f.kind).or_default() += 1;
+            self.unrecognized.extend(f.unrecognized.iter().cloned());
             if let Some(l) = &f.label {
                 self.label = Some(match self.label.take() {
                     Some(prev) => prev.join(l),
@@ -134,6 +149,11 @@ enum Pattern {
     Portion,
     Banner,
     LevelWord,
+    /// Hyphenated level words (`VS-NfD`, `R-UE`) in any case and spacing.
+    LevelWordAnyCase,
+    /// A level word alone at the start of a line, ending the line or followed by a colon
+    /// (`Streng geheim:`, `Secret:`), in any case.
+    Heading,
     Email,
     Iban,
     Ssn,
@@ -148,10 +168,12 @@ enum Pattern {
     Ipv6,
 }
 
-const PATTERNS: [Pattern; 15] = [
+const PATTERNS: [Pattern; 17] = [
     Pattern::Portion,
     Pattern::Banner,
     Pattern::LevelWord,
+    Pattern::LevelWordAnyCase,
+    Pattern::Heading,
     Pattern::Email,
     Pattern::Iban,
     Pattern::Ssn,
@@ -187,13 +209,16 @@ fn escape_word(w: &str) -> String {
 fn regex_syntax_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(c) {
-            out.push('\\');
-        }
-        if c == ' ' {
-            out.push_str("[ \\t]+");
-        } else {
-            out.push(c);
+        match c {
+            ' ' => out.push_str("[ \\t]+"),
+            // `VS-NfD`, `VS - NfD`, `VS -NfD`.
+            '-' => out.push_str("[ \\t]*-[ \\t]*"),
+            _ => {
+                if "\\.+*?()|[]{}^$#&~".contains(c) {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
         }
     }
     out
@@ -237,15 +262,52 @@ impl Inspector {
         } else {
             format!("(?-u:\\b)(?:{level_words}){suffix}(?-u:\\b)")
         };
+        let nothing = "[^\\s\\S]".to_string();
+        let hyphenated = words
+            .iter()
+            .filter(|w| w.contains('-'))
+            .map(|w| escape_word(w))
+            .collect::<Vec<_>>()
+            .join("|");
+        let level_word_any_case = if hyphenated.is_empty() {
+            nothing.clone()
+        } else {
+            format!("(?-u:\\b)(?i:{hyphenated}){suffix}(?-u:\\b)")
+        };
+        // Heading words: every level word of three letters or more, in any case.
+        let mut heading_words: Vec<String> = scheme
+            .def()
+            .levels
+            .iter()
+            .flat_map(|l| [&l.name, &l.portion].into_iter().chain(&l.aliases))
+            .filter(|w| w.chars().filter(|c| c.is_alphanumeric()).count() >= 3)
+            .cloned()
+            .collect();
+        heading_words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+        heading_words.dedup();
+        let heading = if heading_words.is_empty() {
+            nothing
+        } else {
+            let alternatives = heading_words
+                .iter()
+                .map(|w| escape_word(w))
+                .collect::<Vec<_>>()
+                .join("|");
+            format!("(?m:^)[ \\t]*(?i:{alternatives}){suffix}[ \\t]*(?::|\\r?(?m:$))")
+        };
         let source = |p: Pattern| -> String {
             match p {
-                // `(S//NF)`, `(TS//SI//REL TO USA, AUS)`, `(VS-NfD)`, `(U)`.
-                Pattern::Portion => r"\([A-Z][A-Za-z.\- /,]*\)".to_string(),
-                // `TOP SECRET//SI//NOFORN`: upper-case words, then `//` and more.
+                // `(S//NF)`, `(TS//SI//REL TO USA, AUS)`, `(VS-NfD)`, `(U)`, `( s )`, and a
+                // line break inside. `confirm` requires a marking position before it.
+                Pattern::Portion => r"\([ \t\r\n]*[A-Za-z][A-Za-z0-9.\- \t\r\n/,]*\)".to_string(),
+                // `TOP SECRET//SI//NOFORN`, `secret // noforn`: words, then `//` and more.
                 Pattern::Banner => {
-                    r"(?-u:\b)[A-Z][A-Z.\- /]*//[A-Z0-9][A-Z0-9/ ,.\-]*".to_string()
+                    // Latin-1 letters too: `VS-NUR FÜR DEN DIENSTGEBRAUCH//REL TO FRA`.
+                    r"(?-u:\b)[A-Za-zÀ-ÖØ-öø-ÿ][A-Za-zÀ-ÖØ-öø-ÿ.\- /]*//[ \t]*[A-Za-z0-9][A-Za-z0-9/ ,.\-]*".to_string()
                 }
                 Pattern::LevelWord => level_word.clone(),
+                Pattern::LevelWordAnyCase => level_word_any_case.clone(),
+                Pattern::Heading => heading.clone(),
                 // Starts at the `@`, for the same reason as `Ipv6`; `confirm` takes back the local
                 // part.
                 Pattern::Email => {
@@ -305,8 +367,19 @@ impl Inspector {
         &self.scheme
     }
 
-    /// Every marking and personal-data item in `text`, in order, not overlapping.
+    /// Every marking and personal-data item in `text`, in order, not overlapping, as byte ranges
+    /// of `text`. Inspection reads the normalised view of `text` (see [`crate::normalize`]).
     pub fn inspect(&self, text: &str) -> Vec<Finding> {
+        let view = View::new(text);
+        let mut found = self.inspect_view(view.as_str());
+        for f in &mut found {
+            f.start = view.start_in_original(f.start);
+            f.end = view.end_in_original(f.end);
+        }
+        found
+    }
+
+    fn inspect_view(&self, text: &str) -> Vec<Finding> {
         let mut out = Vec::new();
         let mut at = 0;
         while at < text.len() {
@@ -331,8 +404,12 @@ impl Inspector {
                         out.push(f);
                     } else {
                         // Skip the whole refused span: pieces of a broken IBAN or card number
-                        // are not phone numbers either.
-                        at = m.end().max(next_char(text, m.start()));
+                        // are not phone numbers either. A refused marking candidate is passed
+                        // one character at a time: `(see TOP SECRET//NF)` holds a banner.
+                        at = match pattern {
+                            Pattern::Portion | Pattern::Banner => next_char(text, m.start()),
+                            _ => m.end().max(next_char(text, m.start())),
+                        };
                     }
                 }
             }
@@ -387,17 +464,52 @@ impl Inspector {
                 start,
                 end: start + len,
                 label: None,
+                unrecognized: Vec::new(),
+            })
+        };
+        let marking = |label: Label, len: usize, unrecognized: Vec<String>| {
+            Some(Finding {
+                kind: Kind::Marking,
+                start,
+                end: start + len,
+                label: Some(label),
+                unrecognized,
             })
         };
         match p {
-            Pattern::Portion | Pattern::Banner | Pattern::LevelWord => {
-                let (label, len) = self.marking(s, p == Pattern::Banner)?;
-                Some(Finding {
-                    kind: Kind::Marking,
-                    start,
-                    end: start + len,
-                    label: Some(label),
-                })
+            Pattern::Portion => {
+                // A portion mark opens a paragraph, a sentence or a list item: never glued to a
+                // word (`item(s)`, `f(x)`).
+                if text[..start]
+                    .chars()
+                    .next_back()
+                    .is_some_and(char::is_alphanumeric)
+                {
+                    return None;
+                }
+                // In lower case it must also open a line or a sentence: `Anlage (c) und (5)`
+                // refers to an annex, `(s) The site` is a mark.
+                if !s.chars().any(char::is_uppercase) && !opens_sentence(&text[..start]) {
+                    return None;
+                }
+                let reading = self.scheme.read_marking(s)?;
+                // `(U.S. Code)` names the lowest level and raises nothing: not a marking.
+                if !reading.exact
+                    && reading.unrecognized.is_empty()
+                    && reading.label == self.scheme.lowest()
+                {
+                    return None;
+                }
+                marking(reading.label, s.len(), reading.unrecognized)
+            }
+            Pattern::Banner => {
+                let (label, len, unrecognized) = self.banner(s, opens_line(&text[..start]))?;
+                marking(label, len, unrecognized)
+            }
+            Pattern::LevelWord | Pattern::LevelWordAnyCase | Pattern::Heading => {
+                let word = s.trim().trim_end_matches(':').trim_end();
+                let level = self.scheme.level_of_word(word)?;
+                marking(Label::level(level.0), s.len(), Vec::new())
             }
             Pattern::Email => found(Kind::Email, s.len()),
             Pattern::Iban => longest_valid(s, iban_valid).and_then(|n| found(Kind::Iban, n)),
@@ -430,7 +542,15 @@ impl Inspector {
                     "ruf",
                     "cell",
                 ];
-                names_any(&context, &WORDS)
+                // Contact phrases are context too: `mail jane@example.org or 5550109999`.
+                let wide = preceding(text, start, 64).to_lowercase();
+                let contact = wide.contains('@') || names_any(&wide, &CONTACT);
+                let joined = [
+                    "or", "oder", ",", "/", ";", ":", "und", "and", "at", "unter",
+                ]
+                .iter()
+                .any(|j| context.trim_end().ends_with(j));
+                (names_any(&context, &WORDS) || (contact && joined))
                     .then_some(())
                     .and_then(|()| found(Kind::Phone, s.len()))
             }
@@ -458,29 +578,89 @@ impl Inspector {
         }
     }
 
-    /// Parses a marking candidate; a banner candidate may run on into ordinary upper-case text,
-    /// so it is cut back a word at a time until it parses.
-    fn marking(&self, s: &str, banner: bool) -> Option<(Label, usize)> {
+    /// Reads a banner candidate. It may run on into ordinary text, so it is cut back a word at a
+    /// time until it parses. When no cut parses, a banner that names a level still counts, with
+    /// its unknown controls reported — but only when it is written as a banner is (an upper-case
+    /// level, or a level's full name): `s//x/g` in a sed command is not a marking.
+    fn banner(&self, s: &str, line_start: bool) -> Option<(Label, usize, Vec<String>)> {
         if let Ok(l) = self.scheme.parse(s) {
-            return Some((l, s.len()));
+            return Some((l, s.len(), Vec::new()));
         }
-        if !banner {
-            return None;
-        }
+        // Only prose runs on, after a space: `S//ORCON//XYZ` is not `S//ORCON` and more.
         let mut cut = s.trim_end_matches([' ', ',', '/', '.', '-']);
         for _ in 0..12 {
-            let at = cut.rfind([' ', '/', ','])?;
+            let Some(at) = cut.rfind(' ') else {
+                break;
+            };
+            // `S // ORCON // XYZ`, `SI - X`: a space beside `/` or `-` is inside the marking,
+            // not prose after it.
+            if cut[..at].trim_end().ends_with(['/', '-'])
+                || cut[at..].trim_start().starts_with(['/', '-'])
+            {
+                break;
+            }
             cut = cut[..at].trim_end_matches([' ', ',', '/', '.', '-']);
             if !cut.contains("//") {
-                return None;
+                break;
             }
             if let Ok(l) = self.scheme.parse(cut) {
-                return Some((l, cut.len()));
+                return Some((l, cut.len(), Vec::new()));
             }
         }
-        None
+        let level_part = s.split("//").next().unwrap_or_default().trim();
+        let deliberate = level_part.chars().any(char::is_alphabetic)
+            && (line_start
+                || !level_part.chars().any(char::is_lowercase)
+                || self
+                    .scheme
+                    .def()
+                    .levels
+                    .iter()
+                    .any(|l| l.name.eq_ignore_ascii_case(level_part)));
+        if !deliberate {
+            return None;
+        }
+        let mut reading = self.scheme.read_marking(s)?;
+        // What ran on into prose after an unknown control is prose: keep its first word.
+        for u in &mut reading.unrecognized {
+            if let Some(first) = u.split_whitespace().next() {
+                *u = first.to_string();
+            }
+        }
+        Some((reading.label, s.len(), reading.unrecognized))
     }
 }
+
+/// Whether what comes before a mark ends a line (or is nothing), ignoring spaces and tabs.
+fn opens_line(before: &str) -> bool {
+    before
+        .trim_end_matches([' ', '\t'])
+        .chars()
+        .next_back()
+        .is_none_or(|c| c == '\n' || c == '\r')
+}
+
+/// Whether what comes before a mark ends a line or a sentence.
+fn opens_sentence(before: &str) -> bool {
+    before
+        .trim_end_matches([' ', '\t', '\n', '\r'])
+        .chars()
+        .next_back()
+        .is_none_or(|c| matches!(c, '.' | '!' | '?' | ':' | ';' | '"' | '\'' | '>'))
+        || opens_line(before)
+}
+
+/// Words that make what follows a way to reach someone.
+const CONTACT: [&str; 8] = [
+    "contact",
+    "kontakt",
+    "reach",
+    "erreichen",
+    "text",
+    "sms",
+    "whatsapp",
+    "signal",
+];
 
 /// Up to `n` bytes of `text` before `at`, cut at a character boundary.
 fn preceding(text: &str, at: usize, n: usize) -> &str {

@@ -8,6 +8,7 @@
 
 pub mod authz;
 pub mod inspect;
+pub mod normalize;
 pub mod redact;
 pub mod route;
 

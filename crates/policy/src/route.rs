@@ -144,12 +144,28 @@ mod tests {
     }
 
     const PLACES: [&str; 4] = [ENCLAVE, "eu", "us", "de"];
+    const NATIONS: [&str; 3] = ["USA", "GBR", "DEU"];
+
+    /// Whether content at `label` may go to a deployment operated by `nation`.
+    fn releasable(label: &Label, nation: &str) -> bool {
+        match &label.releasability {
+            Releasability::Unrestricted => true,
+            Releasability::To(set) => set.contains(nation),
+        }
+    }
+
+    fn nation(p: &Placement) -> &str {
+        match &p.accreditation.releasability {
+            Releasability::To(set) => set.iter().next().map_or("", String::as_str),
+            Releasability::Unrestricted => "",
+        }
+    }
 
     fn label() -> impl Strategy<Value = Label> {
         let comps = proptest::sample::subsequence(vec!["SI", "TK", "ORCON"], 0..=3);
         let rel = prop_oneof![
             Just(Releasability::Unrestricted),
-            proptest::sample::subsequence(vec!["USA", "GBR", "AUS"], 0..=3)
+            proptest::sample::subsequence(vec!["USA", "GBR", "AUS", "DEU"], 0..=4)
                 .prop_map(|c| Releasability::To(c.into_iter().map(String::from).collect())),
         ];
         (0u8..5, comps, rel).prop_map(|(l, c, r)| Label {
@@ -165,8 +181,18 @@ mod tests {
     }
 
     fn setup() -> impl Strategy<Value = (Vec<Placement>, TenantPolicy, Label, bool)> {
-        let placement = (label(), proptest::sample::select(PLACES.to_vec()))
-            .prop_map(|(accreditation, j)| (accreditation, j.to_string()));
+        // A deployment reads as the nation operating it: its accreditation's releasability is
+        // that nation alone (as `gateway::policy` builds it).
+        let placement = (
+            label(),
+            proptest::sample::select(PLACES.to_vec()),
+            proptest::sample::select(NATIONS.to_vec()),
+        )
+            .prop_map(|(mut accreditation, j, nation)| {
+                accreditation.releasability =
+                    Releasability::To(BTreeSet::from([nation.to_string()]));
+                (accreditation, j.to_string())
+            });
         (
             proptest::collection::vec(placement, 0..6),
             places(),
@@ -196,8 +222,9 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2048))]
 
-        /// Over random configurations and requests: every deployment chosen dominates the label
-        /// and sits in an allowed jurisdiction, personal data leaves only redacted and only where
+        /// Over random configurations and requests: every deployment chosen dominates the label,
+        /// is operated by a nation the content is releasable to, and sits in an allowed
+        /// jurisdiction, personal data leaves only redacted and only where
         /// allowed, and a request is refused exactly when no deployment qualifies.
         #[test]
         fn routing_never_crosses_a_label_or_a_border((placements, tenant, label, personal) in setup()) {
@@ -213,6 +240,7 @@ mod tests {
                     for c in &chosen {
                         let p = &placements[c.index];
                         prop_assert!(p.accreditation.dominates(&label));
+                        prop_assert!(releasable(&label, nation(p)), "NOFORN or REL TO crossed a border");
                         prop_assert!(tenant.allows(&p.jurisdiction));
                         prop_assert_eq!(c.redact, personal && p.jurisdiction != ENCLAVE);
                         if c.redact { prop_assert!(tenant.redact_pii_for.contains(&p.jurisdiction)); }
