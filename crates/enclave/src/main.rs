@@ -980,7 +980,7 @@ fn load_models(config: &Config, state: &AppState, runtime: &tokio::runtime::Hand
         &chat_spec.path(&dir, file.name),
         config.chat_config(),
         worker,
-        &runtime,
+        runtime,
     )?;
     let _ = state.models.chat.set(Arc::new(chat));
     Ok(())
