@@ -80,8 +80,19 @@ pub struct Scheme {
     items: HashMap<String, Item>,
     /// The compartments each umbrella word stands for.
     umbrellas: Vec<BTreeSet<String>>,
+    /// Level words and suffixes [`squash`]ed, longest first, for [`Scheme::level_of_word`].
+    squashed_levels: Vec<(String, u8)>,
+    squashed_suffixes: Vec<String>,
     suffixes: Vec<String>,
     countries: BTreeSet<String>,
+}
+
+/// Letters and digits only, upper case: how [`Scheme::level_of_word`] compares.
+fn squash(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_uppercase)
+        .collect()
 }
 
 /// Upper case, runs of white space as one space, trimmed.
@@ -233,11 +244,18 @@ impl Scheme {
         }
         let suffixes = def.suffixes.iter().map(|s| normalize(s)).collect();
         let countries = def.countries.iter().map(|c| normalize(c)).collect();
+        let mut squashed_levels: Vec<(String, u8)> =
+            levels.iter().map(|(w, l)| (squash(w), *l)).collect();
+        squashed_levels.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        squashed_levels.dedup();
+        let squashed_suffixes = def.suffixes.iter().map(|s| squash(s)).collect();
         Ok(Self {
             def,
             levels,
             items,
             umbrellas,
+            squashed_levels,
+            squashed_suffixes,
             suffixes,
             countries,
         })
@@ -329,17 +347,18 @@ impl Scheme {
         };
         let mut segments = split(body, "//", 0).into_iter();
         let (_, first) = segments.next()?;
-        let exact =
-            self.parse_level(first, 0, first).is_ok() || self.level_of_word(first).is_some();
-        let level = self.level_prefix(first)?;
+        let (level, exact) = match self.level_of_word(first) {
+            Some(l) => (l.0, true),
+            None => (self.level_prefix(first)?, false),
+        };
         let mut label = Label::level(level);
         let mut unrecognized = Vec::new();
         for (_, segment) in segments {
-            for (at, item) in split(segment, "/", 0) {
+            for (_, item) in split(segment, "/", 0) {
                 if item.trim().is_empty() {
                     continue;
                 }
-                if self.parse_item(item, at, item, &mut label).is_err() {
+                if !self.apply_item(item, &mut label) {
                     unrecognized.push(item.trim().to_string());
                 }
             }
@@ -351,15 +370,9 @@ impl Scheme {
         })
     }
 
-    /// The level a segment starts with: the whole segment is a level word (or one with a known
-    /// suffix), or a level word followed by something that is not a letter or digit.
+    /// The level a segment starts with when it is more than a level word: a level word followed
+    /// by something that is not a letter or digit (`S-1`, `TS and more`).
     fn level_prefix(&self, text: &str) -> Option<u8> {
-        if let Ok(l) = self.parse_level(text, 0, text) {
-            return Some(l);
-        }
-        if let Some(l) = self.level_of_word(text) {
-            return Some(l.0);
-        }
         let norm = normalize(text);
         self.levels.iter().find_map(|(word, level)| {
             let rest = norm.strip_prefix(word.as_str())?;
@@ -371,17 +384,10 @@ impl Scheme {
     /// The level a marking word names, compared without case, white space, hyphens or dots
     /// (`vs-nfd`, `VS – NfD`, `Streng geheim`), with the scheme's suffixes allowed after it.
     pub fn level_of_word(&self, word: &str) -> Option<Level> {
-        let squash = |s: &str| -> String {
-            s.chars()
-                .filter(|c| c.is_alphanumeric())
-                .flat_map(char::to_uppercase)
-                .collect()
-        };
         let w = squash(word);
-        self.levels.iter().find_map(|(name, level)| {
-            let n = squash(name);
-            let rest = w.strip_prefix(n.as_str())?;
-            (rest.is_empty() || self.suffixes.iter().any(|s| squash(s) == rest))
+        self.squashed_levels.iter().find_map(|(name, level)| {
+            let rest = w.strip_prefix(name.as_str())?;
+            (rest.is_empty() || self.squashed_suffixes.iter().any(|s| s == rest))
                 .then_some(Level(*level))
         })
     }
@@ -435,6 +441,34 @@ impl Scheme {
             &format!("a {} level ({})", self.def.name, quoted(&words)),
             Some(text.trim()).filter(|t| !t.is_empty()),
         ))
+    }
+
+    /// Applies one item to `label`; `false` when the scheme does not know it. The quiet twin of
+    /// `parse_item` for inspection, which meets many candidates and needs no error sentence.
+    fn apply_item(&self, text: &str, label: &mut Label) -> bool {
+        let norm = normalize(text);
+        if let Some(list) = norm.strip_prefix("REL TO ") {
+            if list == "NONE" {
+                label.releasability = label
+                    .releasability
+                    .intersect(&Releasability::To(BTreeSet::new()));
+                return true;
+            }
+            let mut set = BTreeSet::new();
+            for code in list.split(',').map(str::trim) {
+                if !is_code(code) || !(self.countries.is_empty() || self.countries.contains(code)) {
+                    return false;
+                }
+                set.insert(code.to_string());
+            }
+            label.releasability = label.releasability.intersect(&Releasability::To(set));
+            return true;
+        }
+        if !self.items.contains_key(&norm) {
+            return false;
+        }
+        // Known: the full parser applies it (it cannot fail now).
+        self.parse_item(text, 0, text, label).is_ok()
     }
 
     fn parse_item(

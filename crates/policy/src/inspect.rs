@@ -170,12 +170,11 @@ enum Pattern {
     Ipv6,
 }
 
-const PATTERNS: [Pattern; 17] = [
+const PATTERNS: [Pattern; 16] = [
     Pattern::Portion,
     Pattern::Banner,
     Pattern::LevelWord,
     Pattern::LevelWordAnyCase,
-    Pattern::Heading,
     Pattern::Email,
     Pattern::Iban,
     Pattern::Ssn,
@@ -195,12 +194,42 @@ const PATTERNS: [Pattern; 17] = [
 pub struct Inspector {
     scheme: Scheme,
     regex: Regex,
+    /// [`Pattern::Heading`], tried anchored at each line start apart from `regex`: a line anchor
+    /// inside the one-pass automaton doubled its states and cost the scan a fifth of its speed.
+    heading: Regex,
+    /// Portion marks opening in lower case (`(s)`, `(ts//si)`), tried anchored at each `(` that
+    /// a lower-case letter follows, for the same reason.
+    lower_portion: Regex,
 }
 
 /// Errors building an inspector (a scheme whose words do not make a valid pattern).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the content inspector: {0}")]
 pub struct BuildError(String);
+
+/// `w` as a pattern matching any case, letter by letter (`[vV][sS]`). Not `(?i)`: Unicode case
+/// folding adds look-alikes such as the Kelvin sign to every `k`, which the normaliser has
+/// already folded, and the larger automaton halved the scan's speed.
+fn any_case(w: &str) -> String {
+    let mut out = String::with_capacity(w.len() * 4);
+    for c in w.chars() {
+        let upper: String = c.to_uppercase().collect();
+        let lower: String = c.to_lowercase().collect();
+        if c.is_alphabetic()
+            && upper.chars().count() == 1
+            && lower.chars().count() == 1
+            && upper != lower
+        {
+            out.push('[');
+            out.push_str(&lower);
+            out.push_str(&upper);
+            out.push(']');
+        } else {
+            out.push_str(&escape_word(&c.to_string()));
+        }
+    }
+    out
+}
 
 fn escape_word(w: &str) -> String {
     regex_syntax_escape(w)
@@ -268,15 +297,32 @@ impl Inspector {
         let hyphenated = words
             .iter()
             .filter(|w| w.contains('-'))
-            .map(|w| escape_word(w))
+            .map(|w| any_case(w))
             .collect::<Vec<_>>()
             .join("|");
         let level_word_any_case = if hyphenated.is_empty() {
             nothing.clone()
         } else {
-            format!("(?-u:\\b)(?i:{hyphenated}){suffix}(?-u:\\b)")
+            format!("(?-u:\\b)(?:{hyphenated}){suffix}(?-u:\\b)")
         };
         // Heading words: every level word of three letters or more, in any case.
+        // A portion mark opening with a capital, or one of the scheme's level words in any case
+        // (`(s)`, `(ts//si)`): lower-case parentheticals of prose (`(see above)`, `(z. B.)`) are
+        // never candidates, which kept the scan at its speed.
+        let mut any_case_levels: Vec<String> = scheme
+            .def()
+            .levels
+            .iter()
+            .flat_map(|l| [&l.name, &l.portion].into_iter().chain(&l.aliases))
+            .cloned()
+            .collect();
+        any_case_levels.sort_by_key(|w| std::cmp::Reverse(w.len()));
+        any_case_levels.dedup();
+        let any_case_levels = any_case_levels
+            .iter()
+            .map(|w| any_case(w))
+            .collect::<Vec<_>>()
+            .join("|");
         let mut heading_words: Vec<String> = scheme
             .def()
             .levels
@@ -292,20 +338,30 @@ impl Inspector {
         } else {
             let alternatives = heading_words
                 .iter()
-                .map(|w| escape_word(w))
+                .map(|w| any_case(w))
                 .collect::<Vec<_>>()
                 .join("|");
-            format!("(?m:^)[ \\t]*(?i:{alternatives}){suffix}[ \\t]*(?::|\\r?(?m:$))")
+            // At the start of a line, in any case: a banner (`secret//noforn`, `ts // si`), or
+            // a level word alone or before a colon (`Streng geheim:`).
+            format!(
+                "(?m:^)[ \\t]*(?:(?:{any_case_levels})[ \\t]*//[ \\t]*[A-Za-z0-9][A-Za-z0-9/ ,.\\-]*|(?:{alternatives}){suffix}[ \\t]*(?::|\\r?(?m:$)))"
+            )
         };
+        let portion = r"\([ \t\r\n]*[A-Z][A-Za-z.\- \t\r\n/,]*\)".to_string();
+        let lower_portion =
+            format!(r"\([ \t\r\n]*(?:{any_case_levels})[ \t\r\n]*(?://[^)\n]{{0,80}})?\)");
         let source = |p: Pattern| -> String {
             match p {
                 // `(S//NF)`, `(TS//SI//REL TO USA, AUS)`, `(VS-NfD)`, `(U)`, `( s )`, and a
                 // line break inside. `confirm` requires a marking position before it.
-                Pattern::Portion => r"\([ \t\r\n]*[A-Za-z][A-Za-z0-9.\- \t\r\n/,]*\)".to_string(),
+                Pattern::Portion => portion.clone(),
                 // `TOP SECRET//SI//NOFORN`, `secret // noforn`: words, then `//` and more.
+                // `TOP SECRET//SI//NOFORN`, `SECRET // NOFORN`: upper-case words (Latin-1 too:
+                // `VS-NUR FÜR DEN DIENSTGEBRAUCH//REL TO FRA`), then `//` and more. Banners in
+                // other cases are read where banners stand, at the start of a line (`Heading`):
+                // a lower-case run anywhere would follow every word of prose looking for `//`.
                 Pattern::Banner => {
-                    // Latin-1 letters too: `VS-NUR FÜR DEN DIENSTGEBRAUCH//REL TO FRA`.
-                    r"(?-u:\b)[A-Za-zÀ-ÖØ-öø-ÿ][A-Za-zÀ-ÖØ-öø-ÿ.\- /]*//[ \t]*[A-Za-z0-9][A-Za-z0-9/ ,.\-]*".to_string()
+                    r"(?-u:\b)[A-ZÀ-ÖØ-Þ][A-ZÀ-ÖØ-Þ.\- /]*//[ \t]*[A-Za-z0-9][A-Z0-9/ ,.\-]*".to_string()
                 }
                 Pattern::LevelWord => level_word.clone(),
                 Pattern::LevelWordAnyCase => level_word_any_case.clone(),
@@ -362,7 +418,20 @@ impl Inspector {
             )
             .build_many(&sources)
             .map_err(|e| BuildError(e.to_string()))?;
-        Ok(Self { scheme, regex })
+        let side = |pattern: &str| {
+            Regex::builder()
+                .syntax(syntax::Config::new().unicode(true))
+                .build(pattern)
+                .map_err(|e| BuildError(e.to_string()))
+        };
+        let heading = side(&source(Pattern::Heading))?;
+        let lower_portion = side(&lower_portion)?;
+        Ok(Self {
+            scheme,
+            regex,
+            heading,
+            lower_portion,
+        })
     }
 
     pub fn scheme(&self) -> &Scheme {
@@ -383,10 +452,20 @@ impl Inspector {
 
     fn inspect_view(&self, text: &str) -> Vec<Finding> {
         let mut out = Vec::new();
+        let mut headings = self.side_findings(text).into_iter().peekable();
         let mut at = 0;
         while at < text.len() {
             let input = Input::new(text).range(at..);
-            let Some(m) = self.regex.search(&input) else {
+            let found = self.regex.search(&input);
+            // A heading that starts where or before the next candidate does wins (it stands
+            // first in priority); one inside a finding already made is passed.
+            while headings.next_if(|h| h.start < at).is_some() {}
+            if let Some(h) = headings.next_if(|h| found.is_none_or(|m| h.start <= m.start())) {
+                at = h.end.max(h.start + 1);
+                out.push(h);
+                continue;
+            }
+            let Some(m) = found else {
                 break;
             };
             let pattern = PATTERNS
@@ -406,14 +485,62 @@ impl Inspector {
                         out.push(f);
                     } else {
                         // Skip the whole refused span: pieces of a broken IBAN or card number
-                        // are not phone numbers either. A refused marking candidate is passed
-                        // one character at a time: `(see TOP SECRET//NF)` holds a banner.
+                        // are not phone numbers either. A refused marking candidate that holds
+                        // a `//` is passed one character at a time: `(see TOP SECRET//NF)`
+                        // holds a banner.
+                        let span = &text[m.start()..m.end()];
                         at = match pattern {
-                            Pattern::Portion | Pattern::Banner => next_char(text, m.start()),
+                            Pattern::Portion | Pattern::Banner if span.contains("//") => {
+                                next_char(text, m.start())
+                            }
                             _ => m.end().max(next_char(text, m.start())),
                         };
                     }
                 }
+            }
+        }
+        out
+    }
+
+    /// Markings found apart from the one-pass scan, in order: those standing at the start of a
+    /// line, and portion marks opening in lower case.
+    fn side_findings(&self, text: &str) -> Vec<Finding> {
+        let mut out = self.headings(text);
+        for (open, _) in text.match_indices('(') {
+            let rest = text.as_bytes().get(open + 1..).unwrap_or_default();
+            let first = rest
+                .iter()
+                .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+            if !first.is_some_and(|b| b.is_ascii_lowercase() || *b >= 0x80) {
+                continue;
+            }
+            let input = Input::new(text).range(open..).anchored(Anchored::Yes);
+            if let Some(m) = self.lower_portion.search(&input)
+                && let Some(f) = self.confirm(Pattern::Portion, text, open, m.start(), m.end())
+            {
+                out.push(f);
+            }
+        }
+        out.sort_by_key(|f| f.start);
+        out
+    }
+
+    /// Markings standing at the start of a line: each line start where a letter follows is
+    /// tried with [`Pattern::Heading`], anchored.
+    fn headings(&self, text: &str) -> Vec<Finding> {
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1));
+        let mut out = Vec::new();
+        for start in starts {
+            let rest = text.as_bytes().get(start..).unwrap_or_default();
+            let first = rest.iter().find(|b| !matches!(b, b' ' | b'\t'));
+            if !first.is_some_and(|b| b.is_ascii_alphabetic() || *b >= 0x80) {
+                continue;
+            }
+            let input = Input::new(text).range(start..).anchored(Anchored::Yes);
+            if let Some(m) = self.heading.search(&input)
+                && let Some(f) = self.confirm(Pattern::Heading, text, start, m.start(), m.end())
+            {
+                out.push(f);
             }
         }
         out
@@ -508,6 +635,11 @@ impl Inspector {
                 let (label, len, unrecognized) = self.banner(s, opens_line(&text[..start]))?;
                 marking(label, len, unrecognized)
             }
+            Pattern::Heading if s.contains("//") => {
+                let lead = s.len() - s.trim_start().len();
+                let (label, len, unrecognized) = self.banner(&s[lead..], true)?;
+                marking(label, lead + len, unrecognized)
+            }
             Pattern::LevelWord | Pattern::LevelWordAnyCase | Pattern::Heading => {
                 let word = s.trim().trim_end_matches(':').trim_end();
                 let level = self.scheme.level_of_word(word)?;
@@ -585,15 +717,19 @@ impl Inspector {
     /// its unknown controls reported — but only when it is written as a banner is (an upper-case
     /// level, or a level's full name): `s//x/g` in a sed command is not a marking.
     fn banner(&self, s: &str, line_start: bool) -> Option<(Label, usize, Vec<String>)> {
-        if let Ok(l) = self.scheme.parse(s) {
-            return Some((l, s.len(), Vec::new()));
+        // A whole reading: an exact level word and every item known.
+        let reads = |t: &str| {
+            self.scheme
+                .read_marking(t)
+                .filter(|r| r.exact && r.unrecognized.is_empty())
+        };
+        if let Some(r) = reads(s) {
+            return Some((r.label, s.len(), Vec::new()));
         }
-        // Only prose runs on, after a space: `S//ORCON//XYZ` is not `S//ORCON` and more.
+        // Only prose runs on, after a space: `S//ORCON//XYZ` is not `S//ORCON` and more. The
+        // candidate ends at the line, so this is at most one try per word of it.
         let mut cut = s.trim_end_matches([' ', ',', '/', '.', '-']);
-        for _ in 0..12 {
-            let Some(at) = cut.rfind(' ') else {
-                break;
-            };
+        while let Some(at) = cut.rfind(' ') {
             // `S // ORCON // XYZ`, `SI - X`: a space beside `/` or `-` is inside the marking,
             // not prose after it.
             if cut[..at].trim_end().ends_with(['/', '-'])
@@ -605,8 +741,8 @@ impl Inspector {
             if !cut.contains("//") {
                 break;
             }
-            if let Ok(l) = self.scheme.parse(cut) {
-                return Some((l, cut.len(), Vec::new()));
+            if let Some(r) = reads(cut) {
+                return Some((r.label, cut.len(), Vec::new()));
             }
         }
         let level_part = s.split("//").next().unwrap_or_default().trim();

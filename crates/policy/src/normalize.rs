@@ -39,8 +39,9 @@ const MAX_ENTITY: usize = 40;
 
 impl<'a> View<'a> {
     pub fn new(original: &'a str) -> Self {
-        let plain = |b: u8| b.is_ascii() && b != b'&';
-        if original.bytes().all(plain) {
+        // Both checks are vectorised; the byte loop in `unchanged` is only for what they leave.
+        let ascii_plain = original.is_ascii() && !original.contains('&');
+        if ascii_plain || unchanged(original, 0) == original.len() {
             return Self {
                 original,
                 text: Cow::Borrowed(original),
@@ -52,9 +53,8 @@ impl<'a> View<'a> {
         let bytes = original.as_bytes();
         let mut at = 0;
         while at < bytes.len() {
-            // Copy the next run of plain bytes in one go.
-            let run = bytes[at..].iter().position(|&b| !plain(b));
-            let stop = run.map_or(bytes.len(), |n| at + n);
+            // Copy the next run of characters that read as themselves in one go.
+            let stop = unchanged(original, at);
             text.push_str(&original[at..stop]);
             at = stop;
             if at >= bytes.len() {
@@ -148,6 +148,47 @@ impl<'a> View<'a> {
     }
 }
 
+/// The end of the run from `at` of characters inspection reads as they are: ASCII but `&`, and
+/// every other character that no step changes (`ä`, `ß`, `€`, `„`). Nearly all text, German and
+/// French included, is one such run and is inspected without a copy.
+fn unchanged(s: &str, at: usize) -> usize {
+    let bytes = s.as_bytes();
+    let mut i = at;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x80 {
+            if b == b'&' {
+                return i;
+            }
+            i += 1;
+            continue;
+        }
+        let Some(c) = s[i..].chars().next() else {
+            return i;
+        };
+        if !stays(c) {
+            return i;
+        }
+        i += c.len_utf8();
+    }
+    i
+}
+
+/// Whether no step of the view changes `c` (the test [`fold_char`] makes, without building the
+/// folded text).
+fn stays(c: char) -> bool {
+    // Latin-1 letters, the most common non-ASCII characters here: NFKC leaves them, no
+    // skeleton folds them.
+    if ('\u{C0}'..='\u{FF}').contains(&c) {
+        return true;
+    }
+    !invisible(c)
+        && dash_or_space(c).is_none()
+        && unicode_normalization::is_nfkc_quick(std::iter::once(c))
+            == unicode_normalization::IsNormalized::Yes
+        && confusable(c).is_none()
+}
+
 /// Decodes the character reference at the start of `s` (which starts with `&`), repeatedly, so
 /// `&amp;#83;` is `S` too. Returns the bytes it spans and what it decodes to.
 fn entity(s: &str) -> Option<(usize, String)> {
@@ -212,6 +253,12 @@ fn fold_char(c: char) -> Option<String> {
     }
     if let Some(d) = dash_or_space(c) {
         return Some(d.to_string());
+    }
+    // Most characters are their own NFKC form: a table look-up instead of the iterator.
+    if unicode_normalization::is_nfkc_quick(std::iter::once(c))
+        == unicode_normalization::IsNormalized::Yes
+    {
+        return confusable(c).map(String::from);
     }
     let mut out = String::new();
     let mut changed = false;

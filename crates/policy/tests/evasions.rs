@@ -440,3 +440,32 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn a_banner_running_into_a_long_sentence_is_still_the_banner() {
+    let us = Scheme::builtin("US").unwrap();
+    let inspector = Inspector::new(us.clone()).unwrap();
+    let prose = "the convoy waits by the river until the night falls and the guards change at the \
+                 northern gate, which nobody has watched since the spring";
+    for text in [
+        format!("SECRET//NOFORN {prose}"),
+        format!("secret//noforn {prose}"),
+        format!("Report.\nsecret // noforn {prose}"),
+        format!("TOP SECRET//SI//REL TO USA, GBR {prose}"),
+    ] {
+        let got = inspect(&inspector, &text);
+        assert!(
+            got.unrecognized.is_empty(),
+            "{text}: {:?}",
+            got.unrecognized
+        );
+        let label = got.label.map(|l| us.banner(&l)).unwrap_or_default();
+        assert!(
+            label == "SECRET//NOFORN" || label == "TOP SECRET//SI//REL TO USA, GBR",
+            "{text}: {label}"
+        );
+    }
+    // Mid-line, a control in another case than the banner is not dropped: refused.
+    let got = inspect(&inspector, "The file is SECRET//noforn since May.");
+    assert!(!got.unrecognized.is_empty(), "{:?}", got.label);
+}
