@@ -30,7 +30,12 @@ const CANARIES: &[(&str, &str)] = &[
     ("ZEPHYRS6", "S"),
     ("ZEPHYRC7", "C"),
     ("ZEPHYRU8", "U"),
+    // A full-width portion mark (`（TS//SI）`) in a document uploaded as UNCLASSIFIED.
+    ("ZEPHYRLOOK9", "TS//SI"),
 ];
+
+/// Canaries of documents refused at upload: never stored, so never in a search or a prompt.
+const NEVER_STORED: [&str; 2] = ["ZEPHYRSCI10", "ZEPHYRXYZ11"];
 
 fn level_rank(l: &str) -> u8 {
     match l {
@@ -365,6 +370,54 @@ fn no_read_up_in_search_answers_and_the_prompt_the_model_receives() {
         "{body}"
     );
 
+    // Markings that used to fail open: a `(TS//SCI)` paragraph in a document uploaded as
+    // UNCLASSIFIED reads as TOP SECRET with every SCI compartment (above the uploader and this
+    // knowledge base's maximum: refused whole); an unknown control is refused naming the paragraph; a full-width
+    // portion mark is read at its level and stored there.
+    let upload = |name: &str, text: &str| {
+        c.call(
+            "POST",
+            &format!("/v1/knowledge-bases/{kb}/documents"),
+            &admin,
+            Some(json!({"name": name, "label": "UNCLASSIFIED", "text": text})),
+            None,
+        )
+    };
+    let (status, _, body) = upload(
+        "sci.txt",
+        "(U) Harbour crane schedule.\n\n(TS//SCI) ZEPHYRSCI10 the site is north.\n\n(S//FOUO) harbour crane.",
+    );
+    // Above the uploader's clearance (TS//SI) as well as the maximum: the first check refuses.
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("label_exceeds_clearance")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("HCS"),
+        "{body}"
+    );
+    let (status, _, body) = upload(
+        "xyz.txt",
+        "(U) Harbour crane schedule.\n\n(S//XYZ) ZEPHYRXYZ11 harbour crane.",
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("unrecognized_marking")),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("paragraph 2") && message.contains("`XYZ`"),
+        "{message}"
+    );
+    let (status, _, body) = upload(
+        "lookalike.txt",
+        "(U) Harbour crane log.\n\n\u{FF08}TS//SI\u{FF09} ZEPHYRLOOK9 harbour crane berth.",
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["label"], "TOP SECRET//SI", "{body}");
+
     // Documents may be larger than API calls: a 6 MiB file (mostly an HTML comment, so it
     // indexes quickly) is accepted; a body over the upload limit gets 413, and the server goes on.
     let big = format!(
@@ -401,7 +454,7 @@ fn no_read_up_in_search_answers_and_the_prompt_the_model_receives() {
         None,
     );
     assert_eq!(status, 200);
-    wait_ingested(&c, &admin, &kb, 6, Duration::from_secs(60));
+    wait_ingested(&c, &admin, &kb, 7, Duration::from_secs(60));
 
     for (clearance, key) in &readers {
         // Search: only passages the clearance dominates; k of them when there are k.
@@ -430,6 +483,12 @@ fn no_read_up_in_search_answers_and_the_prompt_the_model_receives() {
         for (canary, label) in canaries_in(&res.to_string()) {
             assert!(readable(clearance, label), "{clearance} got {canary}");
         }
+        for canary in NEVER_STORED {
+            assert!(
+                !res.to_string().contains(canary),
+                "a refused document was stored"
+            );
+        }
         assert!(headers.contains_key("enclave-audit-index"));
 
         // Answer: citations and the prompt the model received stay below the clearance.
@@ -443,6 +502,7 @@ fn no_read_up_in_search_answers_and_the_prompt_the_model_receives() {
         assert_eq!(status, 200, "{ans}");
         let prompt = mock.stats()["last_request"].to_string();
         let in_prompt = canaries_in(&prompt);
+        assert!(!NEVER_STORED.iter().any(|c| prompt.contains(c)));
         assert!(
             !in_prompt.is_empty(),
             "retrieval placed nothing in the prompt: {prompt}"
