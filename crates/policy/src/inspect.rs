@@ -200,6 +200,8 @@ pub struct Inspector {
     /// Portion marks opening in lower case (`(s)`, `(ts//si)`), tried anchored at each `(` that
     /// a lower-case letter follows, for the same reason.
     lower_portion: Regex,
+    /// Every level word of the scheme (names, portions, aliases), upper case.
+    level_words: Vec<String>,
 }
 
 /// Errors building an inspector (a scheme whose words do not make a valid pattern).
@@ -426,11 +428,20 @@ impl Inspector {
         };
         let heading = side(&source(Pattern::Heading))?;
         let lower_portion = side(&lower_portion)?;
+        let mut level_words: Vec<String> = scheme
+            .def()
+            .levels
+            .iter()
+            .flat_map(|l| [&l.name, &l.portion].into_iter().chain(&l.aliases))
+            .map(|w| w.to_uppercase())
+            .collect();
+        level_words.dedup();
         Ok(Self {
             scheme,
             regex,
             heading,
             lower_portion,
+            level_words,
         })
     }
 
@@ -506,6 +517,7 @@ impl Inspector {
     /// line, and portion marks opening in lower case.
     fn side_findings(&self, text: &str) -> Vec<Finding> {
         let mut out = self.headings(text);
+        out.extend(self.banners_any_case(text));
         for (open, _) in text.match_indices('(') {
             let rest = text.as_bytes().get(open + 1..).unwrap_or_default();
             let first = rest
@@ -523,6 +535,51 @@ impl Inspector {
         }
         out.sort_by_key(|f| f.start);
         out
+    }
+
+    /// Banners in any case anywhere (`the file is top secret//si`): at each `//` (not a URL's)
+    /// that a level word of the scheme ends just before, in any case, read as a banner from that
+    /// word. `//` is rare in prose, so this costs next to nothing.
+    fn banners_any_case(&self, text: &str) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for (slash, _) in text.match_indices("//") {
+            let head = text[..slash].trim_end_matches([' ', '\t']);
+            if head.ends_with([':', '/']) {
+                continue;
+            }
+            let Some(start) = self.level_word_ending(head) else {
+                continue;
+            };
+            let end = text[slash..].find('\n').map_or(text.len(), |n| slash + n);
+            if let Some((label, len, unrecognized)) = self.banner(&text[start..end], true) {
+                out.push(Finding {
+                    kind: Kind::Marking,
+                    start,
+                    end: start + len,
+                    label: Some(label),
+                    unrecognized,
+                });
+            }
+        }
+        out
+    }
+
+    /// Where the longest level word of the scheme that `head` ends with (in any case, after
+    /// white space or an opening mark) starts.
+    fn level_word_ending(&self, head: &str) -> Option<usize> {
+        self.level_words
+            .iter()
+            .filter_map(|w| {
+                let at = head.len().checked_sub(w.len())?;
+                let tail = head.get(at..)?;
+                // After white space or an opening mark, not inside a word, path or URL.
+                let clean = head[..at]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| c.is_whitespace() || "\"'([<>*_".contains(c));
+                (clean && tail.to_uppercase() == *w).then_some(at)
+            })
+            .min()
     }
 
     /// Markings standing at the start of a line: each line start where a letter follows is

@@ -465,7 +465,27 @@ fn a_banner_running_into_a_long_sentence_is_still_the_banner() {
             "{text}: {label}"
         );
     }
-    // Mid-line, a control in another case than the banner is not dropped: refused.
+    // Mid-line, in any case: read as the banner it is.
+    for text in [
+        "The file is top secret//si and stays here.",
+        "Marked secret // noforn since May.",
+    ] {
+        let got = inspect(&inspector, text);
+        let label = got.label.map(|l| us.banner(&l)).unwrap_or_default();
+        assert!(
+            label == "TOP SECRET//SI" || label == "SECRET//NOFORN",
+            "{text}: {label}"
+        );
+    }
+    // A URL is not a banner.
+    assert_eq!(
+        inspect(&inspector, "see https://secret//x.example").label,
+        None
+    );
+    // Mid-line, a control in another case than its banner is read, not dropped.
     let got = inspect(&inspector, "The file is SECRET//noforn since May.");
-    assert!(!got.unrecognized.is_empty(), "{:?}", got.label);
+    assert_eq!(
+        got.label.map(|l| us.banner(&l)).as_deref(),
+        Some("SECRET//NOFORN")
+    );
 }
