@@ -85,10 +85,20 @@ pub struct Scheme {
     squashed_suffixes: Vec<String>,
     suffixes: Vec<String>,
     countries: BTreeSet<String>,
+    /// Letters in the longest item word the scheme knows, for [`Scheme::may_be_item`].
+    longest_item: usize,
 }
 
 /// Letters and digits only, upper case: how [`Scheme::level_of_word`] compares.
 fn squash(s: &str) -> String {
+    if s.is_ascii() {
+        // The common case, without the per-character Unicode case tables.
+        return s
+            .bytes()
+            .filter(u8::is_ascii_alphanumeric)
+            .map(|b| char::from(b.to_ascii_uppercase()))
+            .collect();
+    }
     s.chars()
         .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_uppercase)
@@ -102,7 +112,13 @@ pub(crate) fn normalize(s: &str) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.extend(word.chars().flat_map(char::to_uppercase));
+        if word.is_ascii() {
+            let from = out.len();
+            out.push_str(word);
+            out[from..].make_ascii_uppercase();
+        } else {
+            out.extend(word.chars().flat_map(char::to_uppercase));
+        }
     }
     out
 }
@@ -249,6 +265,11 @@ impl Scheme {
         squashed_levels.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         squashed_levels.dedup();
         let squashed_suffixes = def.suffixes.iter().map(|s| squash(s)).collect();
+        let longest_item = items
+            .keys()
+            .map(|k| k.chars().filter(|c| !c.is_whitespace()).count())
+            .max()
+            .unwrap_or(0);
         Ok(Self {
             def,
             levels,
@@ -258,6 +279,7 @@ impl Scheme {
             squashed_suffixes,
             suffixes,
             countries,
+            longest_item,
         })
     }
 
@@ -345,7 +367,7 @@ impl Scheme {
             Some(inner) => inner.strip_suffix(')').unwrap_or(inner),
             None => body,
         };
-        let mut segments = split(body, "//", 0).into_iter();
+        let mut segments = split(body, "//", 0);
         let (_, first) = segments.next()?;
         let (level, exact) = match self.level_of_word(first) {
             Some(l) => (l.0, true),
@@ -368,6 +390,32 @@ impl Scheme {
             unrecognized,
             exact,
         })
+    }
+
+    /// Whether `text` could be one item the scheme knows, tested without allocating: a
+    /// reader cutting prose off the end of a banner skips the cuts that cannot read. `false`
+    /// means [`Scheme::read_marking`] would report `text` unrecognized; `true` promises nothing.
+    pub fn may_be_item(&self, text: &str) -> bool {
+        let t = text.trim_start();
+        let after = |t: &str, word: &str| -> Option<usize> {
+            let head = t.get(..word.len())?;
+            let rest = &t[word.len()..];
+            (head.eq_ignore_ascii_case(word) && rest.starts_with(char::is_whitespace))
+                .then(|| t.len() - rest.trim_start().len())
+        };
+        if let Some(n) = after(t, "REL")
+            && let Some(m) = after(&t[n..], "TO")
+        {
+            // Upper case never shortens a word (it may lengthen one: `ß` is `SS`), so a code
+            // here has one to four letters.
+            return t[n + m..].split(',').all(|code| {
+                let code = code.trim();
+                let letters = code.chars().count();
+                (1..=4).contains(&letters) && code.chars().all(char::is_alphabetic)
+            });
+        }
+        // Upper case never shortens a word either, so an item is no longer than the longest.
+        t.chars().filter(|c| !c.is_whitespace()).count() <= self.longest_item
     }
 
     /// The level a segment starts with when it is more than a level word: a level word followed
@@ -393,7 +441,7 @@ impl Scheme {
     }
 
     fn parse_body(&self, input: &str, base: usize, body: &str) -> Result<Label, ParseError> {
-        let mut segments = split(body, "//", base).into_iter();
+        let mut segments = split(body, "//", base);
         let Some((at, first)) = segments.next() else {
             return Err(error(input, base, "a level", None));
         };
@@ -464,11 +512,43 @@ impl Scheme {
             label.releasability = label.releasability.intersect(&Releasability::To(set));
             return true;
         }
-        if !self.items.contains_key(&norm) {
-            return false;
+        match self.items.get(&norm) {
+            Some(item) => {
+                self.apply_known(*item, label);
+                true
+            }
+            None => false,
         }
-        // Known: the full parser applies it (it cannot fail now).
-        self.parse_item(text, 0, text, label).is_ok()
+    }
+
+    /// Applies an item the scheme knows to `label`.
+    fn apply_known(&self, item: Item, label: &mut Label) {
+        match item {
+            Item::Compartment(i) => {
+                if let Some(c) = self.def.compartments.get(i) {
+                    label.compartments.insert(c.name.clone());
+                }
+            }
+            Item::Caveat(i) => {
+                if let Some(c) = self.def.caveats.get(i) {
+                    label.compartments.insert(c.name.clone());
+                }
+            }
+            Item::Noforn => {
+                let owner = Releasability::To(BTreeSet::from([self.def.owner.clone()]));
+                label.releasability = label.releasability.intersect(&owner);
+            }
+            Item::Handling(floor) => {
+                if let Some(f) = floor {
+                    label.level = label.level.max(Level(f));
+                }
+            }
+            Item::Umbrella(i) => {
+                if let Some(names) = self.umbrellas.get(i) {
+                    label.compartments.extend(names.iter().cloned());
+                }
+            }
+        }
     }
 
     fn parse_item(
@@ -486,30 +566,7 @@ impl Scheme {
             return Ok(());
         }
         match self.items.get(&norm) {
-            Some(Item::Compartment(i)) => {
-                if let Some(c) = self.def.compartments.get(*i) {
-                    label.compartments.insert(c.name.clone());
-                }
-            }
-            Some(Item::Caveat(i)) => {
-                if let Some(c) = self.def.caveats.get(*i) {
-                    label.compartments.insert(c.name.clone());
-                }
-            }
-            Some(Item::Noforn) => {
-                let owner = Releasability::To(BTreeSet::from([self.def.owner.clone()]));
-                label.releasability = label.releasability.intersect(&owner);
-            }
-            Some(Item::Handling(floor)) => {
-                if let Some(f) = floor {
-                    label.level = label.level.max(Level(*f));
-                }
-            }
-            Some(Item::Umbrella(i)) => {
-                if let Some(names) = self.umbrellas.get(*i) {
-                    label.compartments.extend(names.iter().cloned());
-                }
-            }
+            Some(item) => self.apply_known(*item, label),
             None => {
                 let mut words: Vec<&str> = self
                     .def
@@ -576,15 +633,30 @@ impl fmt::Display for Scheme {
 }
 
 /// `s` split on `sep`, each piece with its byte offset (plus `base`) in the original input.
-fn split<'a>(s: &'a str, sep: &str, base: usize) -> Vec<(usize, &'a str)> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    for (i, _) in s.match_indices(sep) {
-        out.push((base + from, &s[from..i]));
-        from = i + sep.len();
-    }
-    out.push((base + from, &s[from..]));
-    out
+/// The pieces of `s` between each `sep` (found leftmost first, as `str::split` does), each with
+/// its byte offset plus `base`. Markings are short, so a plain byte comparison beats a substring
+/// searcher that must be built for every call.
+fn split<'a>(
+    s: &'a str,
+    sep: &'static str,
+    base: usize,
+) -> impl Iterator<Item = (usize, &'a str)> + 'a {
+    let bytes = s.as_bytes();
+    let sep = sep.as_bytes();
+    let mut next = Some(0);
+    std::iter::from_fn(move || {
+        let from = next?;
+        let found = bytes
+            .get(from..)
+            .unwrap_or_default()
+            .windows(sep.len())
+            .position(|w| w == sep)
+            .map(|i| from + i);
+        let end = found.unwrap_or(bytes.len());
+        next = found.map(|i| i + sep.len());
+        // `sep` is ASCII, so both ends are character boundaries.
+        Some((base + from, s.get(from..end).unwrap_or_default()))
+    })
 }
 
 fn quoted<S: AsRef<str>>(words: &[S]) -> String {
@@ -817,6 +889,27 @@ mod tests {
             let s = Scheme::builtin(Scheme::BUILTIN[i]).unwrap();
             if let Ok(l) = s.parse(&input) {
                 prop_assert_eq!(s.parse(&s.banner(&l)).unwrap(), l);
+            }
+        }
+
+        /// `may_be_item` may only answer `false` where a reading reports the item unrecognized:
+        /// it is the shortcut the inspector takes past prose, and a wrong `false` would drop a
+        /// marking it can read.
+        #[test]
+        fn may_be_item_never_refuses_a_readable_item(
+            parts in proptest::collection::vec(prop_oneof![
+                Just("NF"), Just("noforn"), Just("SI"), Just("REL TO "), Just("rel  to "), Just("USA"),
+                Just(", "), Just("GBR"), Just(" "), Just("ORCON"), Just("x"), Just("ẞ"), Just("ß"),
+                Just("NUR FÜR DEN DIENSTGEBRAUCH"), Just("LIMDIS"), Just("ı"),
+            ], 1..6),
+            i in 0..Scheme::BUILTIN.len(),
+        ) {
+            let s = Scheme::builtin(Scheme::BUILTIN[i]).unwrap();
+            let item: String = parts.concat();
+            let level = &s.def().levels[0].name;
+            let reading = s.read_marking(&format!("{level}//{item}")).unwrap();
+            if reading.unrecognized.is_empty() {
+                prop_assert!(s.may_be_item(&item), "{item:?} reads but may_be_item refused it");
             }
         }
 

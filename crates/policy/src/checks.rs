@@ -168,40 +168,59 @@ pub fn de_tax_id_valid(s: &str) -> bool {
 /// German identity card and passport serial numbers (nine characters of a restricted alphabet).
 /// Accepted when they carry a valid 7-3-1 check digit, or when the text just before names the
 /// document; a bare nine-character code is too common in administrative text to count alone.
-pub(crate) fn document_valid(s: &str, before: &str) -> bool {
+pub(crate) fn document_valid(s: &str, before: &str, words: &Words) -> bool {
     if !s.bytes().any(|b| b.is_ascii_digit()) {
         return false;
     }
     if s.len() == 10 && check_731(s) {
         return true;
     }
-    let context = preceding(before, before.len(), 80).to_lowercase();
-    const WORDS: [&str; 9] = [
-        "ausweis",
-        "reisepass",
-        "passnummer",
-        "pass-nr",
-        "pass nr",
-        "passport",
-        "id card",
-        "identity card",
-        "dokumentennummer",
-    ];
     // Substrings, not word starts: German compounds (`Personalausweisnummer`) name the document.
-    WORDS.iter().any(|w| context.contains(w))
+    words.in_text(preceding(before, before.len(), 80))
 }
 
-/// Whether `context` has a word starting with one of `words` (`tel` in `Tel.`, `Telefon`, not in
-/// `Hotel` or `Bestellung`).
-pub(crate) fn names_any(context: &str, words: &[&str]) -> bool {
-    words.iter().any(|w| {
-        context.match_indices(w).any(|(i, _)| {
-            context[..i]
+/// Words that name the document a number belongs to.
+pub(crate) const DOCUMENT_WORDS: [&str; 9] = [
+    "ausweis",
+    "reisepass",
+    "passnummer",
+    "pass-nr",
+    "pass nr",
+    "passport",
+    "id card",
+    "identity card",
+    "dokumentennummer",
+];
+
+/// A set of ASCII words looked for in any case, all at once (one Aho-Corasick automaton): the
+/// context checks run for every candidate number, and a search per word was most of their cost.
+#[derive(Debug, Clone)]
+pub(crate) struct Words(aho_corasick::AhoCorasick);
+
+impl Words {
+    pub(crate) fn new(words: &[&str]) -> Result<Self, crate::inspect::BuildError> {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(words)
+            .map(Self)
+            .map_err(|e| crate::inspect::BuildError(e.to_string()))
+    }
+
+    /// Whether `text` holds one of the words anywhere.
+    pub(crate) fn in_text(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+
+    /// Whether `text` has a word starting with one of the words (`tel` in `Tel.`, `Telefon`, not
+    /// in `Hotel` or `Bestellung`).
+    pub(crate) fn starts_a_word(&self, text: &str) -> bool {
+        self.0.find_overlapping_iter(text).any(|m| {
+            text[..m.start()]
                 .chars()
                 .next_back()
                 .is_none_or(|c| !c.is_alphanumeric())
         })
-    })
+    }
 }
 
 /// ICAO 9303 check digit (weights 7, 3, 1) over the first nine characters, compared to the tenth.

@@ -20,8 +20,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use enclave_label::{Label, Scheme};
 
+use crate::checks::{DOCUMENT_WORDS, Words, document_valid, longest_valid, preceding};
 pub use crate::checks::{card_valid, de_tax_id_valid, iban_valid, ssn_valid};
-use crate::checks::{document_valid, longest_valid, names_any, preceding};
 use crate::normalize::View;
 
 mod passes;
@@ -199,17 +199,28 @@ pub struct Inspector {
     /// [`Pattern::Heading`], tried anchored at each line start apart from `regex`: a line anchor
     /// inside the one-pass automaton doubled its states and cost the scan a fifth of its speed.
     heading: Regex,
+    /// Words of context that confirm a number: a phone word, a contact phrase, a document.
+    phone_words: Words,
+    contact_words: Words,
+    document_words: Words,
+    /// The bytes a [`Pattern::Heading`] can start with after its leading white space.
+    heading_first: [bool; 256],
     /// Portion marks opening in lower case (`(s)`, `(ts//si)`), tried anchored at each `(` that
     /// a lower-case letter follows, for the same reason.
     lower_portion: Regex,
     /// Every level word of the scheme (names, portions, aliases), upper case.
     level_words: Vec<String>,
+    /// The patterns compiled into `regex`, in its pattern-id order.
+    active: Vec<Pattern>,
+    /// For each pattern of `regex`, the bytes a match of it can start with: a refused candidate
+    /// is retried only with the later patterns that can start where it did.
+    first_bytes: Vec<[bool; 256]>,
 }
 
 /// Errors building an inspector (a scheme whose words do not make a valid pattern).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the content inspector: {0}")]
-pub struct BuildError(String);
+pub struct BuildError(pub(crate) String);
 
 /// `w` as a pattern matching any case, letter by letter (`[vV][sS]`). Not `(?i)`: Unicode case
 /// folding adds look-alikes such as the Kelvin sign to every `k`, which the normaliser has
@@ -338,7 +349,7 @@ impl Inspector {
         heading_words.sort_by_key(|w| std::cmp::Reverse(w.len()));
         heading_words.dedup();
         let heading = if heading_words.is_empty() {
-            nothing
+            nothing.clone()
         } else {
             let alternatives = heading_words
                 .iter()
@@ -410,7 +421,14 @@ impl Inspector {
                 Pattern::Ipv6 => r":[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:]*".to_string(),
             }
         };
-        let sources: Vec<String> = PATTERNS.iter().map(|p| source(*p)).collect();
+        // A pattern that can match nothing in this scheme (no hyphenated level words) is left
+        // out: an empty alternative costs the whole automaton a sixth of its speed.
+        let active: Vec<Pattern> = PATTERNS
+            .iter()
+            .copied()
+            .filter(|p| source(*p) != nothing)
+            .collect();
+        let sources: Vec<String> = active.iter().map(|p| source(*p)).collect();
         let regex = Regex::builder()
             .syntax(syntax::Config::new().unicode(true))
             .configure(
@@ -422,6 +440,7 @@ impl Inspector {
             )
             .build_many(&sources)
             .map_err(|e| BuildError(e.to_string()))?;
+        let first_bytes = first_bytes(&sources)?;
         let side = |pattern: &str| {
             Regex::builder()
                 .syntax(syntax::Config::new().unicode(true))
@@ -429,6 +448,12 @@ impl Inspector {
                 .map_err(|e| BuildError(e.to_string()))
         };
         let heading = side(&source(Pattern::Heading))?;
+        // The bytes a heading can start with, read at a line start (after `\n`); white space
+        // is passed before the test, and what may follow it is what may start the line.
+        let heading_first = first_bytes_after(&[source(Pattern::Heading)], &[Some(b'\n'), None])?
+            .first()
+            .copied()
+            .unwrap_or([true; 256]);
         let lower_portion = side(&lower_portion)?;
         let mut level_words: Vec<String> = scheme
             .def()
@@ -442,8 +467,14 @@ impl Inspector {
             scheme,
             regex,
             heading,
+            heading_first,
+            phone_words: Words::new(&PHONE_WORDS)?,
+            contact_words: Words::new(&CONTACT_WORDS)?,
+            document_words: Words::new(&DOCUMENT_WORDS)?,
             lower_portion,
             level_words,
+            active,
+            first_bytes,
         })
     }
 
@@ -467,21 +498,29 @@ impl Inspector {
         let mut out = Vec::new();
         let mut headings = self.side_findings(text).into_iter().peekable();
         let mut at = 0;
+        // The candidate a heading came before, kept: searching again from after the heading
+        // would find it again (the search is leftmost from where it starts), and scan the text
+        // between twice.
+        let mut ahead: Option<regex_automata::Match> = None;
         while at < text.len() {
-            let input = Input::new(text).range(at..);
-            let found = self.regex.search(&input);
+            let found = match ahead.take() {
+                Some(m) if m.start() >= at => Some(m),
+                _ => self.regex.search(&Input::new(text).range(at..)),
+            };
             // A heading that starts where or before the next candidate does wins (it stands
             // first in priority); one inside a finding already made is passed.
             while headings.next_if(|h| h.start < at).is_some() {}
             if let Some(h) = headings.next_if(|h| found.is_none_or(|m| h.start <= m.start())) {
                 at = h.end.max(h.start + 1);
                 out.push(h);
+                ahead = found;
                 continue;
             }
             let Some(m) = found else {
                 break;
             };
-            let pattern = PATTERNS
+            let pattern = self
+                .active
                 .get(m.pattern().as_usize())
                 .copied()
                 .unwrap_or(Pattern::Ipv6);
@@ -516,8 +555,12 @@ impl Inspector {
     }
 
     fn retry_later(&self, failed: Pattern, text: &str, start: usize) -> Option<Finding> {
-        let index = PATTERNS.iter().position(|p| *p == failed)?;
-        for (i, p) in PATTERNS.iter().enumerate().skip(index + 1) {
+        let index = self.active.iter().position(|p| *p == failed)?;
+        let first = usize::from(*text.as_bytes().get(start)?);
+        for (i, p) in self.active.iter().enumerate().skip(index + 1) {
+            if !self.first_bytes.get(i).is_none_or(|can| can[first]) {
+                continue;
+            }
             let pid = regex_automata::PatternID::new(i).ok()?;
             let input = Input::new(text)
                 .range(start..)
@@ -629,31 +672,22 @@ impl Inspector {
                 } else {
                     Kind::DeIdCard
                 };
-                document_valid(s, &text[..start])
+                document_valid(s, &text[..start], &self.document_words)
                     .then_some(())
                     .and_then(|()| found(kind, s.len()))
             }
             Pattern::PhoneBare => {
-                let context = preceding(text, start, 32).to_lowercase();
-                const WORDS: [&str; 8] = [
-                    "tel",
-                    "phone",
-                    "call",
-                    "fax",
-                    "mobil",
-                    "erreichbar",
-                    "ruf",
-                    "cell",
-                ];
+                let context = preceding(text, start, 32);
+                let tail = context.trim_end().as_bytes();
+                let joined = JOINS.iter().any(|j| {
+                    tail.len() >= j.len() && tail[tail.len() - j.len()..].eq_ignore_ascii_case(j)
+                });
                 // Contact phrases are context too: `mail jane@example.org or 5550109999`.
-                let wide = preceding(text, start, 64).to_lowercase();
-                let contact = wide.contains('@') || names_any(&wide, &CONTACT);
-                let joined = [
-                    "or", "oder", ",", "/", ";", ":", "und", "and", "at", "unter",
-                ]
-                .iter()
-                .any(|j| context.trim_end().ends_with(j));
-                (names_any(&context, &WORDS) || (contact && joined))
+                let contact = || {
+                    let wide = preceding(text, start, 64);
+                    wide.contains('@') || self.contact_words.starts_a_word(wide)
+                };
+                (self.phone_words.starts_a_word(context) || (joined && contact()))
                     .then_some(())
                     .and_then(|()| found(Kind::Phone, s.len()))
             }
@@ -687,7 +721,14 @@ impl Inspector {
     /// level, or a level's full name): `s//x/g` in a sed command is not a marking.
     fn banner(&self, s: &str, line_start: bool) -> Option<(Label, usize, Vec<String>)> {
         // A whole reading: an exact level word and every item known.
+        // A whole reading: an exact level word and every item known. Its last item is tested
+        // cheaply first, so cutting a long line back word by word reads only the cuts that can
+        // end in an item (the rest would cost a full reading each, quadratic in the line).
         let reads = |t: &str| {
+            let last = &t[t.rfind('/').map_or(0, |i| i + 1)..];
+            if !self.scheme.may_be_item(last.trim_end_matches(')')) {
+                return None;
+            }
             self.scheme
                 .read_marking(t)
                 .filter(|r| r.exact && r.unrecognized.is_empty())
@@ -697,6 +738,7 @@ impl Inspector {
         }
         // Only prose runs on, after a space: `S//ORCON//XYZ` is not `S//ORCON` and more. The
         // candidate ends at the line, so this is at most one try per word of it.
+        let first_separator = s.find("//").unwrap_or(s.len());
         let mut cut = s.trim_end_matches([' ', ',', '/', '.', '-']);
         while let Some(at) = cut.rfind(' ') {
             // `S // ORCON // XYZ`, `SI - X`: a space beside `/` or `-` is inside the marking,
@@ -707,7 +749,7 @@ impl Inspector {
                 break;
             }
             cut = cut[..at].trim_end_matches([' ', ',', '/', '.', '-']);
-            if !cut.contains("//") {
+            if cut.len() < first_separator + 2 {
                 break;
             }
             if let Some(r) = reads(cut) {
@@ -738,6 +780,49 @@ impl Inspector {
     }
 }
 
+/// For each pattern, the bytes a match of it can start with, read off a lazy DFA's first step
+/// after every kind of byte before it (word, non-word, none: the patterns look behind only for
+/// word boundaries). A DFA that gives up says "any byte", which only costs a search.
+fn first_bytes(sources: &[String]) -> Result<Vec<[bool; 256]>, BuildError> {
+    first_bytes_after(sources, &[None, Some(b' '), Some(b'a')])
+}
+
+/// [`first_bytes`] after each of the bytes `behind` (`None`: at the start of the text).
+fn first_bytes_after(
+    sources: &[String],
+    behind: &[Option<u8>],
+) -> Result<Vec<[bool; 256]>, BuildError> {
+    use regex_automata::hybrid::dfa::DFA;
+    use regex_automata::util::start;
+    let dfa = DFA::builder()
+        .configure(DFA::config().starts_for_each_pattern(true))
+        .syntax(syntax::Config::new().unicode(true))
+        .build_many(sources)
+        .map_err(|e| BuildError(e.to_string()))?;
+    let mut cache = dfa.create_cache();
+    let mut out = Vec::with_capacity(sources.len());
+    for i in 0..sources.len() {
+        let pid = regex_automata::PatternID::new(i).map_err(|e| BuildError(e.to_string()))?;
+        let mut can = [false; 256];
+        for behind in behind.iter().copied() {
+            let config = start::Config::new()
+                .anchored(Anchored::Pattern(pid))
+                .look_behind(behind);
+            let Ok(sid) = dfa.start_state(&mut cache, &config) else {
+                can = [true; 256];
+                break;
+            };
+            for (byte, can) in (0..=255u8).zip(can.iter_mut()) {
+                *can |= dfa
+                    .next_state(&mut cache, sid, byte)
+                    .map_or(true, |next| !next.is_dead());
+            }
+        }
+        out.push(can);
+    }
+    Ok(out)
+}
+
 /// Whether what comes before a mark ends a line (or is nothing), ignoring spaces and tabs.
 fn opens_line(before: &str) -> bool {
     before
@@ -757,8 +842,20 @@ fn opens_sentence(before: &str) -> bool {
         || opens_line(before)
 }
 
+/// Words that make a number after them a phone number.
+const PHONE_WORDS: [&str; 8] = [
+    "tel",
+    "phone",
+    "call",
+    "fax",
+    "mobil",
+    "erreichbar",
+    "ruf",
+    "cell",
+];
+
 /// Words that make what follows a way to reach someone.
-const CONTACT: [&str; 8] = [
+const CONTACT_WORDS: [&str; 8] = [
     "contact",
     "kontakt",
     "reach",
@@ -767,6 +864,11 @@ const CONTACT: [&str; 8] = [
     "sms",
     "whatsapp",
     "signal",
+];
+
+/// What joins a number to a contact phrase before it: `jane@example.org or 5550109999`.
+const JOINS: [&[u8]; 10] = [
+    b"or", b"oder", b",", b"/", b";", b":", b"und", b"and", b"at", b"unter",
 ];
 
 fn next_char(text: &str, at: usize) -> usize {

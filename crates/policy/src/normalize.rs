@@ -21,6 +21,7 @@
 //! `html-escape` (the entity table): no crate keeps offsets through these transformations.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -40,7 +41,8 @@ const MAX_ENTITY: usize = 40;
 impl<'a> View<'a> {
     pub fn new(original: &'a str) -> Self {
         // Both checks are vectorised; the byte loop in `unchanged` is only for what they leave.
-        let ascii_plain = original.is_ascii() && !original.contains('&');
+        let ascii_plain =
+            original.is_ascii() && memchr::memchr(b'&', original.as_bytes()).is_none();
         if ascii_plain || unchanged(original, 0) == original.len() {
             return Self {
                 original,
@@ -154,8 +156,27 @@ impl<'a> View<'a> {
 fn unchanged(s: &str, at: usize) -> usize {
     let bytes = s.as_bytes();
     let mut i = at;
-    while i < bytes.len() {
-        let b = bytes[i];
+    // Where the next `&` is (a vector search). Before it, bytes are read eight at a time: a
+    // set high bit marks the first non-ASCII byte, and plain ASCII, nearly all text, is passed.
+    let amp = memchr::memchr(b'&', &bytes[at..]).map_or(bytes.len(), |n| at + n);
+    loop {
+        while i + 8 <= amp {
+            let Some(word) = bytes
+                .get(i..i + 8)
+                .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            else {
+                break;
+            };
+            let high = u64::from_le_bytes(word) & 0x8080_8080_8080_8080;
+            if high != 0 {
+                i += (high.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = bytes.get(i) else {
+            return bytes.len();
+        };
         if b < 0x80 {
             if b == b'&' {
                 return i;
@@ -171,12 +192,32 @@ fn unchanged(s: &str, at: usize) -> usize {
         }
         i += c.len_utf8();
     }
-    i
 }
 
-/// Whether no step of the view changes `c` (the test [`fold_char`] makes, without building the
-/// folded text).
+/// Whether no step of the view changes `c`. For the Basic Multilingual Plane the answer is
+/// worked out once per block of 256 characters, on first use: the checks behind it search
+/// Unicode tables, and text uses the same few characters over and over.
 fn stays(c: char) -> bool {
+    static BLOCKS: [OnceLock<[u64; 4]>; 256] = [const { OnceLock::new() }; 256];
+    let code = u32::from(c);
+    let Some(block) = BLOCKS.get((code >> 8) as usize) else {
+        return stays_uncached(c);
+    };
+    let bits = block.get_or_init(|| {
+        let mut bits = [0u64; 4];
+        for low in 0..256u32 {
+            if char::from_u32((code & !0xFF) | low).is_some_and(stays_uncached) {
+                bits[(low / 64) as usize] |= 1 << (low % 64);
+            }
+        }
+        bits
+    });
+    let low = code & 0xFF;
+    (bits[(low / 64) as usize] >> (low % 64)) & 1 == 1
+}
+
+/// [`stays`] without the cache: the test [`fold_char`] makes, without building the folded text.
+fn stays_uncached(c: char) -> bool {
     // Latin-1 letters, the most common non-ASCII characters here: NFKC leaves them, no
     // skeleton folds them.
     if ('\u{C0}'..='\u{FF}').contains(&c) {
