@@ -32,7 +32,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
 fi
-if ! .venv/bin/python -c "import openai, anthropic, pytest, httpx" >/dev/null 2>&1; then
-  echo "installing the openai and anthropic SDKs and pytest into .venv" >&2
+if ! .venv/bin/python -c "import openai, anthropic, pytest, httpx, gguf, numpy" >/dev/null 2>&1; then
+  echo "installing the openai and anthropic SDKs, pytest, and gguf (tests make model files) into .venv" >&2
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
 fi

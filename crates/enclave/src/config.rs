@@ -133,6 +133,7 @@ impl Config {
             threads: self.chat.threads,
             max_queue: self.chat.max_queue,
             allow_amx: self.chat.allow_amx,
+            chat_template: None,
         }
     }
 
@@ -147,9 +148,20 @@ impl Config {
             )),
             None => None,
         };
-        enclave_gateway::policy::Policy::from_config(
+        let local: Vec<(String, enclave_gateway::policy::ModelKind)> =
+            enclave_engine::local::list(&self.models_dir())
+                .context("cannot read the operator's models")?
+                .into_iter()
+                .map(|m| match m.kind {
+                    enclave_engine::local::LocalKind::Chat => {
+                        (m.name, enclave_gateway::policy::ModelKind::Chat)
+                    }
+                })
+                .collect();
+        enclave_gateway::policy::Policy::from_config_with(
             &self.policy,
             cedar.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+            &local,
         )
         .context("the policy configuration is not valid")
     }

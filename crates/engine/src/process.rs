@@ -208,7 +208,7 @@ impl ChatProcess {
         command: WorkerCommand,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Self, EngineError> {
-        let prompter = Prompter::load(model)?;
+        let prompter = Prompter::load(model, config.chat_template.as_deref())?;
         let config_json = serde_json::to_string(&config)
             .map_err(|e| EngineError::Load(format!("cannot encode the engine settings: {e}")))?;
         let shared = Arc::new(Shared {

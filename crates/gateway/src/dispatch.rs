@@ -243,7 +243,7 @@ pub async fn dispatch(
                         } else {
                             plain
                         };
-                        embedded_chat(state, c).await.map(Output::Events)
+                        embedded_chat(state, &d.model, c).await.map(Output::Events)
                     }
                     Work::Embed { inputs, .. } => {
                         embedded_embed(state, inputs).await.map(Output::Embeddings)
@@ -401,13 +401,15 @@ async fn embedded_embed(state: &AppState, inputs: &[EmbedInput]) -> Result<Embed
 }
 
 /// The embedded chat model as one more route.
-async fn embedded_chat(state: &AppState, c: &Conversation) -> Result<EventStream, ApiError> {
+async fn embedded_chat(
+    state: &AppState,
+    model: &str,
+    c: &Conversation,
+) -> Result<EventStream, ApiError> {
     let engine = state
         .models
-        .chat
-        .get()
-        .cloned()
-        .ok_or_else(|| ApiError::ModelLoading(crate::CHAT_MODEL.to_string()))?;
+        .chat_engine(model)
+        .ok_or_else(|| ApiError::ModelLoading(model.to_string()))?;
     let messages = c.engine_messages()?;
     // Rendering and tokenizing a prompt of up to `MAX_BODY_BYTES` takes long enough to stall a
     // runtime worker, so it runs on the blocking pool. The engine itself runs in its own process

@@ -18,6 +18,19 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let chat_health = state.models.chat.get().map(|c| c.health());
     let chat = chat_health.as_ref().is_some_and(|h| h.is_ready());
     let embedding = state.models.embedding.get().is_some();
+    // The operator's own models (`enclave models add`) count as much as the built-in ones.
+    let local: Vec<(String, &'static str, bool)> = match state.models.local.get() {
+        Some(engines) => engines
+            .iter()
+            .map(|(name, e)| {
+                let h = e.health();
+                (name.clone(), h.word(), h.is_ready())
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let local_ready = state.models.local.get().is_some() && local.iter().all(|(_, _, r)| *r);
+    let chat = chat && local_ready;
     // Fail closed (AU-5): while the audit log cannot write, nothing is served, so not ready.
     let audit = state.audit.healthy();
     let status = if chat && embedding && audit {
@@ -42,11 +55,16 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     if let Some(enclave_engine::EngineHealth::Down { reason, .. }) = &chat_health {
         engine["last_failure"] = json!(reason);
     }
+    let mut models =
+        json!({ crate::CHAT_MODEL: chat_word, crate::EMBEDDING_MODEL: word(embedding) });
+    for (name, w, _) in &local {
+        models[name.as_str()] = json!(w);
+    }
     (
         status,
         Json(json!({
             "status": state_word,
-            "models": { crate::CHAT_MODEL: chat_word, crate::EMBEDDING_MODEL: word(embedding) },
+            "models": models,
             "engine": engine,
             "audit": if audit { "ok" } else { "failing" },
         })),

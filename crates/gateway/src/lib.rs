@@ -76,6 +76,18 @@ pub fn body_limit(method: &axum::http::Method, path: &str) -> usize {
 pub struct Models {
     pub chat: OnceLock<Arc<ChatProcess>>,
     pub embedding: OnceLock<Arc<EmbeddingEngine>>,
+    /// The operator's own chat models (`enclave models add`), by the name clients call them.
+    pub local: OnceLock<std::collections::BTreeMap<String, Arc<ChatProcess>>>,
+}
+
+impl Models {
+    /// The chat engine serving `model`, once it is loaded.
+    pub fn chat_engine(&self, model: &str) -> Option<Arc<ChatProcess>> {
+        if model == CHAT_MODEL {
+            return self.chat.get().cloned();
+        }
+        self.local.get()?.get(model).cloned()
+    }
 }
 
 /// Ids the server answers to.

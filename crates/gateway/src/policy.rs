@@ -288,6 +288,17 @@ impl Policy {
         config: &PolicyConfig,
         cedar: Option<(&str, &str)>,
     ) -> Result<Self, PolicyError> {
+        Self::from_config_with(config, cedar, &[])
+    }
+
+    /// [`Policy::from_config`] where the operator has added embedded models of their own
+    /// (`enclave models add`): each is served as an embedded deployment, at the accreditation
+    /// a configured deployment gives it, or at system high like the built-in models.
+    pub fn from_config_with(
+        config: &PolicyConfig,
+        cedar: Option<(&str, &str)>,
+        local_models: &[(String, ModelKind)],
+    ) -> Result<Self, PolicyError> {
         let scheme = config.scheme()?;
         let label = |at: &str, value: &str| {
             scheme.parse(value).map_err(|error| PolicyError::Label {
@@ -347,14 +358,23 @@ impl Policy {
                 });
             let deployment = match d.backend {
                 BackendKind::Embedded => {
-                    let kind = match d.model.as_str() {
-                        CHAT_MODEL => ModelKind::Chat,
-                        EMBEDDING_MODEL => ModelKind::Embedding,
-                        other => {
+                    let local = local_models.iter().find(|(name, _)| *name == d.model);
+                    let kind = match (d.model.as_str(), local) {
+                        (CHAT_MODEL, _) => ModelKind::Chat,
+                        (EMBEDDING_MODEL, _) => ModelKind::Embedding,
+                        (_, Some((_, kind))) => *kind,
+                        (other, None) => {
+                            let mut known = vec![CHAT_MODEL, EMBEDDING_MODEL];
+                            known.extend(local_models.iter().map(|(n, _)| n.as_str()));
                             return Err(invalid(
                                 at,
                                 format!(
-                                    "`{other}` is not an embedded model (`{CHAT_MODEL}`, `{EMBEDDING_MODEL}`)"
+                                    "`{other}` is not an embedded model ({}); add your own with `enclave models add`",
+                                    known
+                                        .iter()
+                                        .map(|m| format!("`{m}`"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 ),
                             ));
                         }
@@ -491,14 +511,22 @@ impl Policy {
             deployments.push(deployment);
         }
         // The embedded models are deployments too, unless configured above.
-        for (model, kind, name) in [
-            (CHAT_MODEL, ModelKind::Chat, "embedded-chat"),
-            (EMBEDDING_MODEL, ModelKind::Embedding, "embedded-embeddings"),
-        ] {
+        let builtin = [
+            (CHAT_MODEL, ModelKind::Chat, "embedded-chat".to_string()),
+            (
+                EMBEDDING_MODEL,
+                ModelKind::Embedding,
+                "embedded-embeddings".to_string(),
+            ),
+        ];
+        let local = local_models
+            .iter()
+            .map(|(model, kind)| (model.as_str(), *kind, format!("embedded-{model}")));
+        for (model, kind, name) in builtin.into_iter().chain(local) {
             let configured = deployments
                 .iter()
                 .any(|d| d.model == model && matches!(d.backend, Backend::Embedded));
-            if !configured && !names.contains(name) {
+            if !configured && !names.contains(name.as_str()) {
                 deployments.push(Deployment::embedded(
                     Placement {
                         name: name.to_string(),

@@ -67,6 +67,8 @@ pub fn python() -> PathBuf {
 
 pub struct Server {
     child: Child,
+    /// The models directory it serves from.
+    pub models: PathBuf,
     pub base: String,
     pub admin_key: String,
     pub data: tempfile::TempDir,
@@ -82,15 +84,21 @@ impl Server {
 
     /// Starts `enclave serve` with extra `ENCLAVE_*` variables and waits until it is ready.
     pub fn start_with(env: &[(&str, &str)]) -> Server {
-        let data = tempfile::tempdir().unwrap();
+        Self::start_in(&models_dir(), tempfile::tempdir().unwrap(), env)
+    }
+
+    /// [`Server::start_with`] on a data directory the test prepared, serving from another
+    /// models directory.
+    pub fn start_in(models: &Path, data: tempfile::TempDir, env: &[(&str, &str)]) -> Server {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let log = std::sync::Arc::default();
-        let (child, base, admin_key) = launch(data.path(), &env, true, &log);
+        let (child, base, admin_key) = launch(data.path(), models, &env, true, &log);
         let server = Server {
             child,
+            models: models.to_path_buf(),
             base,
             admin_key,
             data,
@@ -107,6 +115,7 @@ impl Server {
         let child = Command::new("true").spawn().unwrap();
         Server {
             child,
+            models: PathBuf::new(),
             base: String::new(),
             admin_key: String::new(),
             data: tempfile::tempdir().unwrap(),
@@ -119,7 +128,7 @@ impl Server {
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, base, _) = launch(self.data.path(), &self.env, false, &self.log);
+        let (child, base, _) = launch(self.data.path(), &self.models, &self.env, false, &self.log);
         self.child = child;
         self.base = base;
         self.wait_ready();
@@ -148,6 +157,8 @@ impl Server {
             .args(args)
             .arg("--data-dir")
             .arg(self.data.path())
+            .arg("--models-dir")
+            .arg(&self.models)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .unwrap();
@@ -194,11 +205,11 @@ impl Server {
 /// admin key it printed.
 fn launch(
     data: &Path,
+    models: &Path,
     env: &[(String, String)],
     first: bool,
     log: &std::sync::Arc<std::sync::Mutex<String>>,
 ) -> (Child, String, String) {
-    let models = models_dir();
     let mut cmd = Command::new(bin());
     cmd.args([
         "serve",
@@ -209,7 +220,7 @@ fn launch(
     ])
     .arg(data)
     .arg("--models-dir")
-    .arg(&models)
+    .arg(models)
     .env("RUST_LOG", "warn,enclave=info")
     .env("ENCLAVE_CHAT__THREADS", "2")
     .stdout(Stdio::piped())
