@@ -519,3 +519,45 @@ async fn an_overloaded_engine_answers_429_at_once_and_keeps_serving() {
     .await;
     assert_eq!(status, 200);
 }
+
+/// A long shared system prompt is computed once per tenant: the second call of a tenant reports
+/// the reused tokens in `usage.prompt_tokens_details.cached_tokens`, as OpenAI does; another
+/// tenant's identical call reuses nothing (its answer and its timing owe nothing to the first).
+#[tokio::test]
+async fn a_tenants_shared_prefix_is_cached_for_that_tenant_only() {
+    let s = Server::start();
+    let (ok, _, err) = s.cli(&["tenants", "create", "other-agency"]);
+    assert!(ok, "{err}");
+    let other = s.key("other-agency", "user");
+    let system: String = (0..25)
+        .map(|i| {
+            format!(
+                "Rule {i}: records of type {i} are kept for {} years. ",
+                i + 2
+            )
+        })
+        .collect();
+    let body = |question: &str| {
+        json!({"model": CHAT, "max_tokens": 4, "temperature": 0, "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": question}]})
+    };
+    let cached = |v: &Value| v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64();
+    let (status, first) = post(&s, &s.admin_key, "/v1/chat/completions", body("Type 3?")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(cached(&first), Some(0), "{first}");
+    let (_, second) = post(&s, &s.admin_key, "/v1/chat/completions", body("Type 9?")).await;
+    let prompt_tokens = second["usage"]["prompt_tokens"].as_u64().unwrap();
+    let reused = cached(&second).unwrap();
+    assert!(
+        reused > prompt_tokens / 2 && reused < prompt_tokens,
+        "reused {reused} of {prompt_tokens}: {second}"
+    );
+    let (status, theirs) = post(&s, &other, "/v1/chat/completions", body("Type 9?")).await;
+    assert_eq!(status, 200, "{theirs}");
+    assert_eq!(
+        cached(&theirs),
+        Some(0),
+        "another tenant read the cache: {theirs}"
+    );
+}

@@ -85,6 +85,9 @@ pub enum Event {
         reason: FinishReason,
         prompt_tokens: u32,
         completion_tokens: u32,
+        /// Prompt tokens taken from the prompt cache instead of computed (always 0 upstream).
+        #[serde(default)]
+        cached_tokens: u32,
     },
     Error(String),
 }

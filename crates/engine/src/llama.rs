@@ -115,6 +115,9 @@ struct Job {
     prompt: Vec<LlamaToken>,
     sampling: Sampling,
     max_tokens: u32,
+    /// Whose prompt cache this request may read and leave its prompt in (the tenant); `None`
+    /// neither reads nor keeps one.
+    cache: Option<String>,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -322,11 +325,17 @@ impl ChatEngine {
     }
 
     /// Queues a generation. Events arrive on the returned receiver; dropping it cancels the work.
+    ///
+    /// `cache` names the prompt cache the request belongs to (the tenant): a sequence that last
+    /// held a prompt of the same cache, sharing a prefix with this one, is reused from where the
+    /// two differ. Prompts of different caches never share computed state, so one tenant's
+    /// cache is invisible to another, in content and in timing.
     pub fn generate(
         &self,
         prompt: Prompt,
         sampling: Sampling,
         max_tokens: Option<u32>,
+        cache: Option<String>,
     ) -> Result<mpsc::UnboundedReceiver<Event>, EngineError> {
         let max_tokens = completion_budget(prompt.len(), max_tokens, &self.config)?;
         // Reserve a place in the queue first, so concurrent callers cannot overshoot the cap.
@@ -341,6 +350,7 @@ impl ChatEngine {
                 prompt: prompt.tokens,
                 sampling,
                 max_tokens,
+                cache,
                 events,
             })
             .map_err(|_| {
@@ -391,7 +401,51 @@ struct Seq {
     /// Index of this sequence's logits in the current batch.
     logits_at: Option<i32>,
     generated: u32,
+    /// Prompt tokens reused from the sequence's cache.
+    cached: u32,
     text: TextStream,
+}
+
+/// The prompt a sequence's KV cache still holds after its request finished, and whose it is.
+struct Kept {
+    owner: String,
+    tokens: Vec<LlamaToken>,
+    /// When it was last used, for evicting the oldest.
+    used: u64,
+}
+
+/// How many leading tokens `a` and `b` share.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The free sequence a job should take: the one whose kept prompt of the same cache shares the
+/// longest prefix with the job's, else an empty one, else the one kept longest unused. Returns
+/// the sequence and how many prompt tokens it can reuse.
+fn pick_sequence(
+    slots: &[Option<Seq>],
+    kept: &[Option<Kept>],
+    job: &Job,
+) -> Option<(usize, usize)> {
+    let free = || (0..slots.len()).filter(|i| slots[*i].is_none());
+    if let Some(owner) = &job.cache {
+        // At least one prompt token is always computed: its logits start the answer.
+        let most = job.prompt.len().saturating_sub(1);
+        let best = free()
+            .filter_map(|i| {
+                let k = kept[i].as_ref().filter(|k| k.owner == *owner)?;
+                Some((i, common_prefix(&k.tokens, &job.prompt).min(most)))
+            })
+            .max_by_key(|(_, n)| *n)
+            .filter(|(_, n)| *n > 0);
+        if best.is_some() {
+            return best;
+        }
+    }
+    free()
+        .find(|i| kept[*i].is_none())
+        .or_else(|| free().min_by_key(|i| kept[*i].as_ref().map_or(0, |k| k.used)))
+        .map(|i| (i, 0))
 }
 
 impl Seq {
@@ -418,6 +472,7 @@ impl Seq {
             next: None,
             logits_at: None,
             generated: 0,
+            cached: 0,
             text,
         }
     }
@@ -431,6 +486,7 @@ impl Seq {
             reason,
             prompt_tokens: self.job.prompt.len() as u32,
             completion_tokens: self.generated,
+            cached_tokens: self.cached,
         });
     }
 }
@@ -487,6 +543,8 @@ fn scheduler(
     let mut batch = LlamaBatch::new(budget, 1);
     let mut waiting: VecDeque<Job> = VecDeque::new();
     let mut slots: Vec<Option<Seq>> = (0..config.slots).map(|_| None).collect();
+    let mut kept: Vec<Option<Kept>> = (0..config.slots).map(|_| None).collect();
+    let mut tick = 0u64;
     let window = config.ctx_per_slot as i32;
 
     loop {
@@ -508,7 +566,7 @@ fn scheduler(
             }
             alive
         });
-        for (id, slot) in slots.iter_mut().enumerate() {
+        for slot in &mut slots {
             if let Some(seq) = slot
                 && seq.job.events.is_closed()
             {
@@ -517,13 +575,25 @@ fn scheduler(
                 stats.active.fetch_sub(1, Ordering::Relaxed);
                 stats.cancelled.fetch_add(1, Ordering::Relaxed);
             }
-            if slot.is_none()
-                && let Some(job) = waiting.pop_front()
-            {
-                stats.queued.fetch_sub(1, Ordering::Relaxed);
-                stats.active.fetch_add(1, Ordering::Relaxed);
-                *slot = Some(Seq::new(id as i32, job));
-            }
+        }
+        while let Some(job) = waiting.front() {
+            let Some((id, reuse)) = pick_sequence(&slots, &kept, job) else {
+                break;
+            };
+            let Some(job) = waiting.pop_front() else {
+                break;
+            };
+            // What the sequence holds beyond the shared prefix (all of it for another cache)
+            // goes; the prefix is not computed again.
+            let _ = ctx.clear_kv_cache_seq(Some(id as u32), Some(reuse as u32), None);
+            kept[id] = None;
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
+            stats.active.fetch_add(1, Ordering::Relaxed);
+            let mut seq = Seq::new(id as i32, job);
+            seq.fed = reuse;
+            seq.pos = reuse as i32;
+            seq.cached = reuse as u32;
+            slots[id] = Some(seq);
         }
 
         batch.clear();
@@ -608,7 +678,22 @@ fn scheduler(
             };
             if let Some(reason) = reason {
                 seq.finish(reason);
-                let _ = ctx.clear_kv_cache_seq(Some(seq.id as u32), None, None);
+                // The prompt stays in the KV cache for the next request of the same cache; what
+                // was generated after it goes.
+                let id = seq.id as usize;
+                let keep = seq.job.cache.take().filter(|_| seq.fed > 0);
+                let from = if keep.is_some() { seq.fed as u32 } else { 0 };
+                let _ = ctx.clear_kv_cache_seq(Some(seq.id as u32), Some(from), None);
+                if let (Some(owner), Some(k)) = (keep, kept.get_mut(id)) {
+                    tick += 1;
+                    let mut tokens = std::mem::take(&mut seq.job.prompt);
+                    tokens.truncate(seq.fed);
+                    *k = Some(Kept {
+                        owner,
+                        tokens,
+                        used: tick,
+                    });
+                }
                 *slot = None;
                 stats.active.fetch_sub(1, Ordering::Relaxed);
             }

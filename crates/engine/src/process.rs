@@ -89,6 +89,9 @@ enum ToWorker {
         tokens: Vec<i32>,
         sampling: Sampling,
         max_tokens: u32,
+        /// The prompt cache it belongs to (see [`ChatEngine::generate`]).
+        #[serde(default)]
+        cache: Option<String>,
     },
     Cancel {
         id: u64,
@@ -275,11 +278,13 @@ impl ChatProcess {
 
     /// Sends a generation to the worker. Events arrive on the returned receiver; dropping it
     /// cancels the work. If the worker dies first, the receiver ends without `Done`.
+    /// Queues a generation in the worker; `cache` as in [`ChatEngine::generate`].
     pub fn generate(
         &self,
         prompt: Prompt,
         sampling: Sampling,
         max_tokens: Option<u32>,
+        cache: Option<String>,
     ) -> Result<mpsc::UnboundedReceiver<Event>, EngineError> {
         let max_tokens = completion_budget(prompt.len(), max_tokens, &self.config)?;
         let health = self.health();
@@ -314,6 +319,7 @@ impl ChatProcess {
                 tokens: prompt.token_ids(),
                 sampling,
                 max_tokens,
+                cache,
             })
             .map_err(|_| EngineError::Unavailable("the worker stopped".to_string()))?;
         link.pending.insert(id, tx);
@@ -580,6 +586,7 @@ async fn serve_worker(model: &Path, config_json: &str) -> Result<(), EngineError
                 tokens,
                 sampling,
                 max_tokens,
+                cache,
             } => {
                 // llama.cpp aborts the process on a token outside the vocabulary.
                 if let Some(&bad) = tokens.iter().find(|&&t| t < 0 || t >= n_vocab) {
@@ -593,7 +600,8 @@ async fn serve_worker(model: &Path, config_json: &str) -> Result<(), EngineError
                     });
                     continue;
                 }
-                match engine.generate(Prompt::from_ids(&tokens), sampling, Some(max_tokens)) {
+                match engine.generate(Prompt::from_ids(&tokens), sampling, Some(max_tokens), cache)
+                {
                     Ok(mut rx) => {
                         let out = out.clone();
                         let task = tokio::spawn(async move {

@@ -116,7 +116,7 @@ fn chat_prompts_and_greedy_output_match_llama_cpp_python() {
             seed: 0,
             stop: vec![],
         };
-        let mut rx = engine.generate(prompt, sampling, Some(32)).unwrap();
+        let mut rx = engine.generate(prompt, sampling, Some(32), None).unwrap();
         let (text, done) = rt.block_on(async {
             let mut text = String::new();
             loop {
@@ -195,4 +195,95 @@ fn embeddings_match_the_numpy_reference() {
             assert!(cos >= 0.999, "{label} {:?}: cosine {cos}", case["text"]);
         }
     }
+}
+
+/// The prompt cache: a tenant's second prompt sharing a long prefix with its first reuses the
+/// prefix (and answers as a fresh computation does); another tenant's identical prompt reuses
+/// nothing.
+#[test]
+fn prompt_cache_reuses_only_the_same_tenants_prefix() {
+    let dir = models_dir();
+    let path = models::SMOLLM2.path(&dir, models::SMOLLM2.files[0].name);
+    let engine = ChatEngine::load(
+        &path,
+        ChatConfig {
+            slots: 2,
+            ctx_per_slot: 1024,
+            threads: 2,
+            ..ChatConfig::default()
+        },
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let system = (0..30)
+        .map(|i| {
+            format!(
+                "Rule {i}: every file of case {i} is kept for {} years.",
+                i + 3
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let prompt = |question: &str| {
+        engine
+            .prompt(&[
+                ChatMessage {
+                    role: "system".into(),
+                    content: system.clone(),
+                },
+                ChatMessage {
+                    role: "user".into(),
+                    content: question.into(),
+                },
+            ])
+            .unwrap()
+    };
+    let run = |p: enclave_engine::Prompt, cache: Option<&str>| {
+        let sampling = Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop: vec![],
+        };
+        let mut rx = engine
+            .generate(p, sampling, Some(16), cache.map(str::to_string))
+            .unwrap();
+        rt.block_on(async {
+            let mut text = String::new();
+            loop {
+                match rx.recv().await.unwrap() {
+                    Event::Text(t) => text.push_str(&t),
+                    Event::Done {
+                        prompt_tokens,
+                        cached_tokens,
+                        ..
+                    } => return (text, prompt_tokens, cached_tokens),
+                    Event::Error(e) => panic!("{e}"),
+                    Event::ToolCall(_) => {}
+                }
+            }
+        })
+    };
+    let (fresh, prompt_tokens, cached) = run(prompt("How long is case 7 kept?"), None);
+    assert_eq!(cached, 0, "no cache was named");
+    let (_, _, cached) = run(prompt("How long is case 4 kept?"), Some("tenant-a"));
+    assert_eq!(cached, 0, "the first prompt of a tenant finds nothing");
+    let (warm, _, cached) = run(prompt("How long is case 7 kept?"), Some("tenant-a"));
+    assert!(
+        cached > prompt_tokens / 2 && cached < prompt_tokens,
+        "reused {cached} of {prompt_tokens} prompt tokens"
+    );
+    assert_eq!(
+        warm, fresh,
+        "a reused prefix answers as a fresh computation does"
+    );
+    let (other, _, cached) = run(prompt("How long is case 7 kept?"), Some("tenant-b"));
+    assert_eq!(cached, 0, "another tenant never reads tenant-a's cache");
+    assert_eq!(other, fresh);
+    // The same tenant again, same prompt: all but the last token come from the cache.
+    let (again, _, cached) = run(prompt("How long is case 7 kept?"), Some("tenant-a"));
+    assert_eq!(cached, prompt_tokens - 1);
+    assert_eq!(again, fresh);
 }

@@ -103,6 +103,7 @@ pub async fn answer(
     let work = dispatch::Work::Chat {
         plain: &conversation,
         redacted: redacted.as_ref(),
+        cache: &principal.tenant_id,
     };
     let dispatched =
         dispatch::dispatch(state, &admitted.routes, &work, &mut note.attempts, clock).await;
@@ -304,6 +305,7 @@ async fn collect(
                 reason,
                 prompt_tokens,
                 completion_tokens,
+                cached_tokens,
             } => {
                 crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
                 a.ticket.settle(prompt_tokens, completion_tokens).await;
@@ -325,7 +327,7 @@ async fn collect(
                         logprobs: None,
                         finish_reason: reason.as_str(),
                     }],
-                    usage: Usage::new(prompt_tokens, completion_tokens),
+                    usage: Usage::new(prompt_tokens, completion_tokens).cached(cached_tokens),
                     system_fingerprint: FINGERPRINT,
                     enclave: Some(a.info),
                 });
@@ -404,7 +406,7 @@ fn stream(
                     };
                     yield Ok(chunk_event(&chunk(Delta { tool_calls: Some(vec![call]), ..Delta::default() }, None)));
                 }
-                Event::Done { reason, prompt_tokens, completion_tokens } => {
+                Event::Done { reason, prompt_tokens, completion_tokens, cached_tokens } => {
                     crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
                     ticket.settle(prompt_tokens, completion_tokens).await;
                     yield Ok(chunk_event(&chunk(Delta::default(), Some(reason.as_str()))));
@@ -416,7 +418,7 @@ fn stream(
                             model: &model,
                             system_fingerprint: FINGERPRINT,
                             choices: vec![],
-                            usage: Some(Some(Usage::new(prompt_tokens, completion_tokens))),
+                            usage: Some(Some(Usage::new(prompt_tokens, completion_tokens).cached(cached_tokens))),
                             enclave: None,
                         };
                         yield Ok(chunk_event(&last));

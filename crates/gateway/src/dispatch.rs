@@ -184,6 +184,9 @@ pub enum Work<'a> {
     Chat {
         plain: &'a Conversation,
         redacted: Option<&'a Conversation>,
+        /// The prompt cache the embedded engine may use: the caller's tenant, so a prefix one
+        /// tenant computed is never reused (or timed) by another.
+        cache: &'a str,
     },
     Embed {
         /// The inputs as sent (token ids stay token ids for the embedded model).
@@ -237,13 +240,19 @@ pub async fn dispatch(
                 }
                 let started = Instant::now();
                 let result = match work {
-                    Work::Chat { plain, redacted } => {
+                    Work::Chat {
+                        plain,
+                        redacted,
+                        cache,
+                    } => {
                         let c = if route.redact {
                             redacted.unwrap_or(plain)
                         } else {
                             plain
                         };
-                        embedded_chat(state, &d.model, c).await.map(Output::Events)
+                        embedded_chat(state, &d.model, c, cache)
+                            .await
+                            .map(Output::Events)
                     }
                     Work::Embed { inputs, .. } => {
                         embedded_embed(state, inputs).await.map(Output::Embeddings)
@@ -283,7 +292,9 @@ pub async fn dispatch(
         }
         // Encoded once per deployment: retries resend the same bytes.
         let body = match work {
-            Work::Chat { plain, redacted } => {
+            Work::Chat {
+                plain, redacted, ..
+            } => {
                 let c = if route.redact {
                     redacted.unwrap_or(plain)
                 } else {
@@ -405,6 +416,7 @@ async fn embedded_chat(
     state: &AppState,
     model: &str,
     c: &Conversation,
+    cache: &str,
 ) -> Result<EventStream, ApiError> {
     let engine = state
         .models
@@ -423,7 +435,12 @@ async fn embedded_chat(
                 ApiError::Internal
             })??
     };
-    let rx = engine.generate(prompt, c.sampling.clone(), c.max_tokens)?;
+    let rx = engine.generate(
+        prompt,
+        c.sampling.clone(),
+        c.max_tokens,
+        Some(cache.to_string()),
+    )?;
     Ok(EventStream::new(rx))
 }
 

@@ -781,7 +781,7 @@ async fn answer_inner(
                         yield Ok(SseEvent::default().data(json!({"type": "delta", "text": t}).to_string()));
                     }
                     Event::ToolCall(_) => {}
-                    Event::Done { reason, prompt_tokens, completion_tokens } => {
+                    Event::Done { reason, prompt_tokens, completion_tokens, .. } => {
                         crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
                         a.ticket.settle(prompt_tokens, completion_tokens).await;
                         mark_cited(&mut citations, &text);
@@ -818,6 +818,7 @@ async fn answer_inner(
                 reason,
                 prompt_tokens,
                 completion_tokens,
+                ..
             }) => {
                 crate::metrics::tokens(&req.model, prompt_tokens, completion_tokens);
                 a.ticket.settle(prompt_tokens, completion_tokens).await;

@@ -371,6 +371,7 @@ async fn collect(
                 reason,
                 prompt_tokens,
                 completion_tokens,
+                ..
             } => {
                 crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
                 a.ticket.settle(prompt_tokens, completion_tokens).await;
@@ -488,7 +489,7 @@ fn stream(
                         })));
                     }
                 }
-                Event::Done { reason, prompt_tokens, completion_tokens } => {
+                Event::Done { reason, prompt_tokens, completion_tokens, .. } => {
                     crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
                     ticket.settle(prompt_tokens, completion_tokens).await;
                     if let Some((i, _)) = open.take() {

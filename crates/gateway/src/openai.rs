@@ -519,6 +519,13 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+/// How the prompt was paid for: `cached_tokens` came from the prompt cache (the tenant's own).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: u32,
 }
 
 impl Usage {
@@ -527,7 +534,14 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: PromptTokensDetails::default(),
         }
+    }
+
+    /// With `cached` of the prompt tokens read from the prompt cache.
+    pub fn cached(mut self, cached: u32) -> Self {
+        self.prompt_tokens_details.cached_tokens = cached;
+        self
     }
 }
 

@@ -153,6 +153,7 @@ pub fn whole(bytes: &[u8]) -> Result<Vec<Event>, String> {
         reason: finish(v.get("stop_reason").and_then(Value::as_str)),
         prompt_tokens: tokens(&usage, "input_tokens"),
         completion_tokens: tokens(&usage, "output_tokens"),
+        cached_tokens: 0,
     });
     Ok(events)
 }
@@ -255,6 +256,7 @@ impl StreamState {
             reason: finish(self.reason.as_deref()),
             prompt_tokens: self.input_tokens,
             completion_tokens: self.output_tokens,
+            cached_tokens: 0,
         }
     }
 

@@ -163,6 +163,7 @@ pub fn whole(bytes: &[u8]) -> Result<Vec<Event>, String> {
         reason: finish(choice.finish_reason.as_deref()),
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
+        cached_tokens: 0,
     });
     Ok(events)
 }
@@ -204,6 +205,7 @@ impl StreamState {
             reason: finish(self.reason.as_deref()),
             prompt_tokens: self.usage.prompt_tokens,
             completion_tokens: self.usage.completion_tokens,
+            cached_tokens: 0,
         }
     }
 
