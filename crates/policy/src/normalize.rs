@@ -184,6 +184,11 @@ fn unchanged(s: &str, at: usize) -> usize {
             i += 1;
             continue;
         }
+        // `À`–`ÿ` (lead byte 0xC3), the letters of German and French: no step changes them.
+        if b == 0xC3 {
+            i += 2;
+            continue;
+        }
         let Some(c) = s[i..].chars().next() else {
             return i;
         };
