@@ -422,7 +422,7 @@ fn main() -> Result<()> {
     )?;
     writeln!(
         out,
-        "prompt cache, 1,500-token shared prefix: warm TTFT {:.3} s ÷ cold {:.3} s = {:.2}× (goal ≤ 0.2×, {reused} tokens reused); another tenant {:.3} s = {:.2}× of cold (its cache is its own)",
+        "prompt cache, 1,500-token shared prefix: warm TTFT {:.3} s ÷ cold {:.3} s = {:.3}× (goal ≤ 0.2×, {reused} tokens reused); another tenant {:.3} s = {:.2}× of cold (its cache is its own)",
         warm,
         cold,
         warm / cold,
