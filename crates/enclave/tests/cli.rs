@@ -153,6 +153,9 @@ fn config_check_explains_a_good_file_and_refuses_a_bad_one() {
         text.contains("provider-eu") && text.contains("accredited to UNCLASSIFIED//REL TO DEU"),
         "{text}"
     );
+    // The nation operating each deployment is shown on its own.
+    let eu = text.lines().find(|l| l.contains("provider-eu")).unwrap();
+    assert!(eu.contains("nation DEU"), "{eu}");
     assert!(
         text.contains("citizen-services") && text.contains("configuration OK"),
         "{text}"

@@ -677,13 +677,21 @@ impl Policy {
                     d.priority
                 ),
             };
+            // The nation operating it decides what it may receive (NOFORN, REL TO).
+            let nation = match &d.placement.accreditation.releasability {
+                enclave_label::Releasability::To(nations) => {
+                    nations.iter().cloned().collect::<Vec<_>>().join(", ")
+                }
+                enclave_label::Releasability::Unrestricted => "any".to_string(),
+            };
             let _ = writeln!(
                 out,
-                "  {:<22} model {:<24} {:<9} jurisdiction {:<8} accredited to {}  [{backend}]",
+                "  {:<22} model {:<24} {:<9} jurisdiction {:<8} nation {:<4} accredited to {}  [{backend}]",
                 d.placement.name,
                 d.model,
                 d.kind.as_str(),
                 d.placement.jurisdiction,
+                nation,
                 s.banner(&d.placement.accreditation)
             );
         }
