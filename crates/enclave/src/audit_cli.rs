@@ -30,7 +30,9 @@ pub(crate) enum AuditCommand {
     /// Example: enclave audit verify /media/usb/audit-2026-11-22 --public-key "enclave/audit+1a2b3c4d+AbC..."
     Verify {
         dir: PathBuf,
-        #[arg(long, value_name = "KEY")]
+        /// The verifier key as `enclave audit public-key` prints it, or the path of a file
+        /// holding it.
+        #[arg(long, value_name = "KEY|FILE")]
         public_key: String,
     },
     /// Print the content kept for a record, for tenants whose policy keeps content (decrypted).
@@ -116,6 +118,16 @@ pub(crate) fn audit_command(config: &Config, cmd: AuditCommand) -> Result<()> {
             writeln!(out, "{}", new.public_key())?;
         }
         AuditCommand::Verify { dir, public_key } => {
+            // A path to the file `audit public-key` wrote works as well as the key itself.
+            let key_file = std::path::Path::new(&public_key);
+            let public_key = if key_file.is_file() {
+                std::fs::read_to_string(key_file)
+                    .with_context(|| format!("cannot read the key file {}", key_file.display()))?
+                    .trim()
+                    .to_string()
+            } else {
+                public_key
+            };
             match enclave_audit::verify_export(&dir, &public_key) {
                 Ok(v) => writeln!(
                     out,

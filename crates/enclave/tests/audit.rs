@@ -254,6 +254,17 @@ async fn every_call_is_recorded_once_and_the_log_verifies_offline() {
         &key,
     ]);
     assert!(ok && text.starts_with("OK"), "{text}{err}");
+    // The file `audit public-key > FILE` wrote works as well as the key text.
+    let key_file = s.data.path().join("verifier.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let (ok, text, err) = s.cli(&[
+        "audit",
+        "verify",
+        out.to_str().unwrap(),
+        "--public-key",
+        key_file.to_str().unwrap(),
+    ]);
+    assert!(ok && text.starts_with("OK"), "{text}{err}");
     let path = out.join("records.jsonl");
     let mut lines: Vec<String> = std::fs::read_to_string(&path)
         .unwrap()
