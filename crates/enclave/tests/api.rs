@@ -520,9 +520,10 @@ async fn an_overloaded_engine_answers_429_at_once_and_keeps_serving() {
     assert_eq!(status, 200);
 }
 
-/// A long shared system prompt is computed once per tenant: the second call of a tenant reports
+/// A long shared system prompt is computed once per tenant and label: the second call reports
 /// the reused tokens in `usage.prompt_tokens_details.cached_tokens`, as OpenAI does; another
-/// tenant's identical call reuses nothing (its answer and its timing owe nothing to the first).
+/// tenant's identical call, or a call at another label, reuses nothing (its answer and its timing
+/// owe nothing to the first).
 #[tokio::test]
 async fn a_tenants_shared_prefix_is_cached_for_that_tenant_only() {
     let s = Server::start();
@@ -560,4 +561,17 @@ async fn a_tenants_shared_prefix_is_cached_for_that_tenant_only() {
         Some(0),
         "another tenant read the cache: {theirs}"
     );
+    // Within the tenant, the cache is per label: a SECRET request shares nothing with the
+    // UNCLASSIFIED ones before it (its time to first token must not reveal them), then reuses
+    // its own.
+    let secret = s.cleared_key("default", "user", "SECRET");
+    let (status, high) = post(&s, &secret, "/v1/chat/completions", body("(S) Type 9?")).await;
+    assert_eq!(status, 200, "{high}");
+    assert_eq!(
+        cached(&high),
+        Some(0),
+        "a SECRET request reused an UNCLASSIFIED prefix: {high}"
+    );
+    let (_, high_again) = post(&s, &secret, "/v1/chat/completions", body("(S) Type 4?")).await;
+    assert!(cached(&high_again).unwrap() > 0, "{high_again}");
 }

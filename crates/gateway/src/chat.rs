@@ -100,10 +100,18 @@ pub async fn answer(
         .reserve(&state.policy, principal, model, worst_case)
         .await?;
     let started = Instant::now();
+    // The prompt cache is the tenant's, per label: a prefix computed for a request at one label
+    // is reused only by requests of the same tenant at the same label, so its presence (which
+    // shows in time to first token) tells a lower-cleared user nothing about higher requests.
+    let cache = format!(
+        "{}\u{1f}{}",
+        principal.tenant_id,
+        state.policy.scheme.banner(&admitted.label)
+    );
     let work = dispatch::Work::Chat {
         plain: &conversation,
         redacted: redacted.as_ref(),
-        cache: &principal.tenant_id,
+        cache: &cache,
     };
     let dispatched =
         dispatch::dispatch(state, &admitted.routes, &work, &mut note.attempts, clock).await;

@@ -184,8 +184,9 @@ pub enum Work<'a> {
     Chat {
         plain: &'a Conversation,
         redacted: Option<&'a Conversation>,
-        /// The prompt cache the embedded engine may use: the caller's tenant, so a prefix one
-        /// tenant computed is never reused (or timed) by another.
+        /// The prompt cache the embedded engine may use: the caller's tenant and the request's
+        /// label, so a prefix one tenant computed is never reused (or timed) by another, nor a
+        /// higher request's by a lower one.
         cache: &'a str,
     },
     Embed {
