@@ -530,7 +530,7 @@ async fn a_tenants_shared_prefix_is_cached_for_that_tenant_only() {
     let (ok, _, err) = s.cli(&["tenants", "create", "other-agency"]);
     assert!(ok, "{err}");
     let other = s.key("other-agency", "user");
-    let system: String = (0..25)
+    let system: String = (0..40)
         .map(|i| {
             format!(
                 "Rule {i}: records of type {i} are kept for {} years. ",

@@ -414,6 +414,12 @@ struct Kept {
     used: u64,
 }
 
+/// The fewest prompt tokens worth taking from the cache. Below it a prompt is computed afresh:
+/// the saving is small, and a fresh computation keeps seeded sampling reproducible (the rest of a
+/// reused prompt is computed in a batch of another shape, which can move the last bits of the
+/// logits and so, now and then, a sampled token).
+const MIN_REUSE: usize = 256;
+
 /// How many leading tokens `a` and `b` share.
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
@@ -437,7 +443,7 @@ fn pick_sequence(
                 Some((i, common_prefix(&k.tokens, &job.prompt).min(most)))
             })
             .max_by_key(|(_, n)| *n)
-            .filter(|(_, n)| *n > 0);
+            .filter(|(_, n)| *n >= MIN_REUSE);
         if best.is_some() {
             return best;
         }

@@ -207,7 +207,7 @@ fn prompt_cache_reuses_only_the_same_tenants_prefix() {
     let engine = ChatEngine::load(
         &path,
         ChatConfig {
-            slots: 2,
+            slots: 4,
             ctx_per_slot: 1024,
             threads: 2,
             ..ChatConfig::default()
@@ -217,7 +217,7 @@ fn prompt_cache_reuses_only_the_same_tenants_prefix() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let system = (0..30)
+    let system = (0..40)
         .map(|i| {
             format!(
                 "Rule {i}: every file of case {i} is kept for {} years.",
@@ -282,6 +282,19 @@ fn prompt_cache_reuses_only_the_same_tenants_prefix() {
     let (other, _, cached) = run(prompt("How long is case 7 kept?"), Some("tenant-b"));
     assert_eq!(cached, 0, "another tenant never reads tenant-a's cache");
     assert_eq!(other, fresh);
+    // A short prompt is computed afresh even when it shares all it has: seeded sampling stays
+    // reproducible where reuse would save little.
+    let short = |q: &str| {
+        engine
+            .prompt(&[ChatMessage {
+                role: "user".into(),
+                content: q.into(),
+            }])
+            .unwrap()
+    };
+    let _ = run(short("Say hi."), Some("tenant-c"));
+    let (_, _, cached) = run(short("Say hi."), Some("tenant-c"));
+    assert_eq!(cached, 0, "a short prompt came from the cache");
     // The same tenant again, same prompt: all but the last token come from the cache.
     let (again, _, cached) = run(prompt("How long is case 7 kept?"), Some("tenant-a"));
     assert_eq!(cached, prompt_tokens - 1);
