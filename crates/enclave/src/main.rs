@@ -271,9 +271,21 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                         .with_context(|| format!("cannot read the chat template {}", p.display()))
                 })
                 .transpose()?;
+            // Who ran the command: the login name, else the numeric user id (services and
+            // containers often set no `USER`).
             let added_by = std::env::var("USER")
                 .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_else(|_| "unknown".to_string());
+                .ok()
+                .filter(|u| !u.is_empty())
+                .or_else(|| {
+                    std::fs::read_to_string("/proc/self/status")
+                        .ok()
+                        .and_then(|s| {
+                            let uid = s.lines().find(|l| l.starts_with("Uid:"))?;
+                            Some(format!("uid {}", uid.split_whitespace().nth(1)?))
+                        })
+                })
+                .unwrap_or_else(|| "unknown".to_string());
             let model = add_model(
                 &config,
                 enclave_engine::local::AddRequest {

@@ -125,7 +125,7 @@ pub enum EngineError {
     },
     #[error("model `{model}` is missing `{file}`: run `enclave models pull`")]
     ModelMissing { model: String, file: String },
-    #[error("refusing {file}: its SHA-256 is {actual}, the pinned hash is {expected}")]
+    #[error("refusing {file}: its SHA-256 is {actual}, the expected (pinned) hash is {expected}")]
     HashMismatch {
         file: PathBuf,
         expected: String,
