@@ -8,22 +8,20 @@ mod audit_cli;
 mod config;
 mod kb_cli;
 mod models_cli;
+mod serve;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use enclave_engine::models;
-use enclave_engine::{ChatProcess, EmbeddingEngine, WorkerCommand};
-use enclave_gateway::{AppState, metrics::Metrics};
 use enclave_store::{AdminEvent, NewKey, Role, SqliteStore, Store, Tenant, keys, new_id, now};
 
-use crate::audit_cli::{AUDIT_ORIGIN, AuditCommand, audit_command};
+use crate::audit_cli::{AuditCommand, audit_command};
 use crate::config::Config;
-use crate::models_cli::{ModelsCommand, add_model, list_models, missing, pull_all, version};
+use crate::models_cli::{ModelsCommand, add_model, list_models, pull_all, version};
 
 /// Enclave serves AI models behind an OpenAI-compatible API, on hardware you control.
 ///
@@ -230,7 +228,7 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
             if let Some(addr) = listen {
                 config.listen = addr;
             }
-            serve(config, no_pull).await
+            serve::serve(config, no_pull).await
         }
         Command::Models(ModelsCommand::Pull) => {
             pull_all(&config)?;
@@ -451,9 +449,6 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         }
     }
 }
-
-/// Width of all-MiniLM-L6-v2's vectors, which the knowledge bases index.
-const MINILM_DIMS: usize = 384;
 
 fn label_command(config: &Config, cmd: LabelCommand) -> Result<()> {
     let scheme = &config.policy.scheme()?;
@@ -677,237 +672,4 @@ async fn create_key(
     writeln!(out, "{}", minted.secret)?;
     out.flush()?;
     Ok(())
-}
-
-async fn serve(config: Config, no_pull: bool) -> Result<()> {
-    let store = Arc::new(open_store(&config).await?);
-    if models::CATALOG.iter().any(|s| missing(&config, s)) {
-        if no_pull {
-            bail!(
-                "models are missing or corrupt in {}: run `enclave models pull`",
-                config.models_dir().display()
-            );
-        }
-        let pull_config = config.clone();
-        tokio::task::spawn_blocking(move || pull_all(&pull_config)).await??;
-    }
-    let policy = Arc::new(config.policy()?);
-    if store.list_tenants().await?.is_empty() {
-        let tenant = create_tenant(store.as_ref(), "default").await?;
-        eprintln!("first start: created tenant `default`");
-        create_key(
-            store.as_ref(),
-            &tenant,
-            Role::Admin,
-            Some("first admin".into()),
-            policy
-                .scheme
-                .banner(&policy.scheme.clearance(policy.scheme.lowest())),
-        )
-        .await?;
-    }
-
-    let metrics = Metrics::install()
-        .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
-    let audit = enclave_audit::AuditLog::open(&config.data_dir.join("audit"), AUDIT_ORIGIN)
-        .context("cannot open the audit log")?;
-    for spec in models::CATALOG {
-        for file in spec.files {
-            let mut record = admin_record(
-                "models.verify",
-                format!("{} sha256 {}", file.name, file.sha256),
-            );
-            record.model = Some(spec.id.to_string());
-            audit
-                .append(&record)
-                .await
-                .context("cannot write the audit log")?;
-        }
-    }
-    for model in enclave_engine::local::list(&config.models_dir())? {
-        let mut record = admin_record(
-            "models.verify",
-            format!(
-                "{} sha256 {} (added by {})",
-                model.file, model.sha256, model.added_by
-            ),
-        );
-        record.model = Some(model.name.clone());
-        audit
-            .append(&record)
-            .await
-            .context("cannot write the audit log")?;
-    }
-    let policy_digest = match &config.policy.policy_file {
-        Some(path) => std::fs::read(path)
-            .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
-            .unwrap_or_default(),
-        None => "none".into(),
-    };
-    let deployments: Vec<String> = policy
-        .deployments
-        .iter()
-        .map(|d| {
-            format!(
-                "{} ({}, {})",
-                d.placement.name,
-                d.placement.jurisdiction,
-                policy.scheme.banner(&d.placement.accreditation)
-            )
-        })
-        .collect();
-    let loaded = admin_record(
-        "policy.load",
-        format!(
-            "scheme {}; {} Cedar policies, file sha256 {policy_digest}; deployments: {}",
-            policy.scheme.name(),
-            policy.authz.policy_count(),
-            deployments.join(", ")
-        ),
-    );
-    audit
-        .append(&loaded)
-        .await
-        .context("cannot write the audit log")?;
-    ingest_admin_events(store.as_ref(), &audit).await?;
-    {
-        // Actions the CLI takes while the server runs reach the log within a second.
-        let (store, audit) = (Arc::clone(&store), audit.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                if let Err(e) = ingest_admin_events(store.as_ref(), &audit).await {
-                    tracing::error!(error = %e, "cannot move administrative actions into the audit log");
-                }
-            }
-        });
-    }
-    let content = Arc::new(
-        enclave_audit::ContentVault::open(&config.data_dir.join("audit"))
-            .context("cannot open the content vault")?,
-    );
-    let quotas = enclave_gateway::quota::Quotas::load(store.as_ref())
-        .await
-        .context("cannot read this month's usage to start the quotas")?;
-    let state = AppState::new(
-        Arc::clone(&store) as Arc<dyn enclave_store::Store>,
-        policy,
-        audit,
-        content,
-        metrics,
-    )
-    .with_quotas(quotas);
-    let kb = enclave_kb::KnowledgeBases::open(
-        &config.data_dir.join("kb"),
-        state.policy.scheme.clone(),
-        Arc::new(enclave_gateway::kb::EngineEmbedder(Arc::clone(
-            &state.models,
-        ))),
-        MINILM_DIMS,
-    )
-    .await
-    .context("cannot open the knowledge bases")?;
-    let state = state.with_knowledge_bases(kb);
-    let meter = Arc::clone(&state.quotas.meter);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening; loading models");
-    eprintln!("enclave listening on http://{addr} (OpenAI base URL http://{addr}/v1)");
-
-    let loading = {
-        let state = state.clone();
-        let config = config.clone();
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || load_models(&config, &state, &runtime))
-    };
-    let app = enclave_gateway::app(state);
-    let server = tokio::spawn(enclave_gateway::serve(listener, app, shutdown_signal()));
-    match loading.await? {
-        Ok(()) => tracing::info!("models loaded; ready"),
-        Err(e) => {
-            server.abort();
-            return Err(e.context("cannot load the models"));
-        }
-    }
-    server.await??;
-    if let Err(e) = meter.flush(store.as_ref()).await {
-        tracing::error!(error = %e, "cannot write the last metered usage");
-    }
-    tracing::info!("stopped");
-    Ok(())
-}
-
-fn load_models(config: &Config, state: &AppState, runtime: &tokio::runtime::Handle) -> Result<()> {
-    let dir = config.models_dir();
-    let embed_spec = &models::MINILM;
-    models::verify(&dir, embed_spec)?;
-    let embedding = EmbeddingEngine::load(&embed_spec.dir(&dir))?;
-    let _ = state.models.embedding.set(Arc::new(embedding));
-
-    let chat_spec = &models::SMOLLM2;
-    models::verify(&dir, chat_spec)?;
-    let file = chat_spec
-        .files
-        .first()
-        .context("the chat model has no file")?;
-    // The engine runs in a worker process this one supervises: a crash in llama.cpp restarts the
-    // worker instead of ending the server.
-    let worker = WorkerCommand {
-        program: std::env::current_exe().context("cannot find this program to start the engine")?,
-        args: vec!["engine-worker".to_string()],
-    };
-    let chat = ChatProcess::start(
-        &chat_spec.path(&dir, file.name),
-        config.chat_config(),
-        worker,
-        runtime,
-    )?;
-    let _ = state.models.chat.set(Arc::new(chat));
-
-    // The operator's own models, each in its own supervised worker.
-    let mut local = std::collections::BTreeMap::new();
-    for model in enclave_engine::local::list(&dir)? {
-        enclave_engine::local::verify(&dir, &model)
-            .with_context(|| format!("the model `{}` fails its check", model.name))?;
-        let mut settings = config.chat_config();
-        if let Some(context) = model.context {
-            settings.ctx_per_slot = context;
-        }
-        settings.chat_template.clone_from(&model.chat_template);
-        let worker = WorkerCommand {
-            program: std::env::current_exe()
-                .context("cannot find this program to start the engine")?,
-            args: vec!["engine-worker".to_string()],
-        };
-        let engine = ChatProcess::start(&model.path(&dir), settings, worker, runtime)
-            .with_context(|| format!("cannot start the model `{}`", model.name))?;
-        local.insert(model.name.clone(), Arc::new(engine));
-    }
-    let _ = state.models.local.set(local);
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down");
 }
