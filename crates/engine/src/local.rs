@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::EngineError;
 use crate::models::{ModelKind, PullProgress, sha256_file};
@@ -265,8 +264,8 @@ pub fn add(
     Ok(model)
 }
 
-/// Copies `from` to `to` through a `.partial` file, hashing what is written; the copy is kept
-/// only when its SHA-256 is `expected`.
+/// Copies `from` to `to`, kept only when its SHA-256 is `expected` (see
+/// [`crate::models::write_verified`]).
 fn copy_verified(
     from: &Path,
     to: &Path,
@@ -278,34 +277,7 @@ fn copy_verified(
         .metadata()
         .map_err(|e| EngineError::io(from, e))?
         .len();
-    let partial = to.with_extension("partial");
-    let mut out = File::create(&partial).map_err(|e| EngineError::io(&partial, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut written = 0u64;
-    loop {
-        let n = input.read(&mut buf).map_err(|e| EngineError::io(from, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])
-            .map_err(|e| EngineError::io(&partial, e))?;
-        written += n as u64;
-        progress.bytes(written, total);
-    }
-    out.sync_all().map_err(|e| EngineError::io(&partial, e))?;
-    let actual = hex::encode(hasher.finalize());
-    if actual != expected {
-        let _ = fs::remove_file(&partial);
-        return Err(EngineError::HashMismatch {
-            file: from.to_path_buf(),
-            expected: expected.to_string(),
-            actual,
-        });
-    }
-    fs::rename(&partial, to).map_err(|e| EngineError::io(to, e))?;
-    Ok(written)
+    crate::models::write_verified(&mut input, from, to, from, expected, total, progress)
 }
 
 /// Removes a model and its file.

