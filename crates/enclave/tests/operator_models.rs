@@ -146,22 +146,25 @@ async fn models_add_refuses_what_it_cannot_vouch_for_and_serves_what_it_can() {
         let listed = std::fs::read_to_string(models.join("local.json")).unwrap_or_default();
         assert!(!listed.contains("\"tiny\""), "{listed}");
     };
+    // `models add NAME --file FILE --sha256 HEX [more]`: (succeeded, stderr).
+    let add = |name: &str, file: &Path, hash: &str, more: &[&str]| {
+        let mut args = vec![
+            "models",
+            "add",
+            name,
+            "--file",
+            file.to_str().unwrap(),
+            "--sha256",
+            hash,
+        ];
+        args.extend_from_slice(more);
+        let (ok, _, err) = cli(&data, &models, &args);
+        (ok, err)
+    };
 
     // A wrong hash: refused, naming both hashes, nothing left.
     let wrong = "0".repeat(64);
-    let (ok, _, err) = cli(
-        &data,
-        &models,
-        &[
-            "models",
-            "add",
-            "tiny",
-            "--file",
-            good.to_str().unwrap(),
-            "--sha256",
-            &wrong,
-        ],
-    );
+    let (ok, err) = add("tiny", &good, &wrong, &[]);
     assert!(!ok);
     assert!(err.contains("SHA-256") && err.contains(&hash), "{err}");
     nothing_added(&models);
@@ -169,19 +172,7 @@ async fn models_add_refuses_what_it_cannot_vouch_for_and_serves_what_it_can() {
     // Not a GGUF at all.
     let text = work.path().join("notes.gguf");
     std::fs::write(&text, "meeting notes, not a model\n").unwrap();
-    let (ok, _, err) = cli(
-        &data,
-        &models,
-        &[
-            "models",
-            "add",
-            "tiny",
-            "--file",
-            text.to_str().unwrap(),
-            "--sha256",
-            &sha256(&text),
-        ],
-    );
+    let (ok, err) = add("tiny", &text, &sha256(&text), &[]);
     assert!(!ok);
     assert!(err.contains("not a GGUF"), "{err}");
     nothing_added(&models);
@@ -190,19 +181,7 @@ async fn models_add_refuses_what_it_cannot_vouch_for_and_serves_what_it_can() {
     let bytes = std::fs::read(&good).unwrap();
     let cut = work.path().join("cut.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let (ok, _, err) = cli(
-        &data,
-        &models,
-        &[
-            "models",
-            "add",
-            "tiny",
-            "--file",
-            cut.to_str().unwrap(),
-            "--sha256",
-            &sha256(&cut),
-        ],
-    );
+    let (ok, err) = add("tiny", &cut, &sha256(&cut), &[]);
     assert!(!ok);
     assert!(err.contains("truncated"), "{err}");
     nothing_added(&models);
@@ -210,19 +189,7 @@ async fn models_add_refuses_what_it_cannot_vouch_for_and_serves_what_it_can() {
     // A chat model without a template needs one given.
     let bare = tiny_gguf(work.path(), "bare", false);
     let bare_hash = sha256(&bare);
-    let (ok, _, err) = cli(
-        &data,
-        &models,
-        &[
-            "models",
-            "add",
-            "bare",
-            "--file",
-            bare.to_str().unwrap(),
-            "--sha256",
-            &bare_hash,
-        ],
-    );
+    let (ok, err) = add("bare", &bare, &bare_hash, &[]);
     assert!(!ok);
     assert!(err.contains("--chat-template"), "{err}");
     let template = work.path().join("chatml.jinja");
@@ -231,39 +198,16 @@ async fn models_add_refuses_what_it_cannot_vouch_for_and_serves_what_it_can() {
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n",
     )
     .unwrap();
-    let (ok, _, err) = cli(
-        &data,
-        &models,
-        &[
-            "models",
-            "add",
-            "bare",
-            "--file",
-            bare.to_str().unwrap(),
-            "--sha256",
-            &bare_hash,
-            "--chat-template",
-            template.to_str().unwrap(),
-        ],
+    let (ok, err) = add(
+        "bare",
+        &bare,
+        &bare_hash,
+        &["--chat-template", template.to_str().unwrap()],
     );
     assert!(ok, "{err}");
 
     // The good file, with the right hash (upper case, as some tools print it).
-    let (ok, _, err) = cli(
-        &data,
-        &models,
-        &[
-            "models",
-            "add",
-            "tiny",
-            "--file",
-            good.to_str().unwrap(),
-            "--sha256",
-            &hash.to_uppercase(),
-            "--context",
-            "512",
-        ],
-    );
+    let (ok, err) = add("tiny", &good, &hash.to_uppercase(), &["--context", "512"]);
     assert!(ok, "{err}");
     let (ok, out, err) = cli(&data, &models, &["models", "list"]);
     assert!(ok, "{err}");
@@ -273,19 +217,7 @@ async fn models_add_refuses_what_it_cannot_vouch_for_and_serves_what_it_can() {
         .unwrap_or_else(|| panic!("{out}"));
     assert!(row.contains("verified") && row.contains(&hash), "{row}");
     // A name taken is refused.
-    let (ok, _, err) = cli(
-        &data,
-        &models,
-        &[
-            "models",
-            "add",
-            "tiny",
-            "--file",
-            good.to_str().unwrap(),
-            "--sha256",
-            &hash,
-        ],
-    );
+    let (ok, err) = add("tiny", &good, &hash, &[]);
     assert!(!ok && err.contains("already exists"), "{err}");
 
     // Served: the configuration accredits `tiny` to CONFIDENTIAL only.
