@@ -59,8 +59,8 @@ fn reference(name: &str) -> Value {
         .unwrap()
 }
 
-#[test]
-fn chat_prompts_and_greedy_output_match_llama_cpp_python() {
+/// SmolLM2 in four sequences of 1,024 tokens on two threads, and a runtime to read its events.
+fn smollm2() -> (ChatEngine, tokio::runtime::Runtime) {
     let dir = models_dir();
     let path = models::SMOLLM2.path(&dir, models::SMOLLM2.files[0].name);
     let engine = ChatEngine::load(
@@ -76,6 +76,12 @@ fn chat_prompts_and_greedy_output_match_llama_cpp_python() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
+    (engine, rt)
+}
+
+#[test]
+fn chat_prompts_and_greedy_output_match_llama_cpp_python() {
+    let (engine, rt) = smollm2();
     let cases = reference("llama_reference.json");
     let conversations = reference("conversations.json");
     let mut mismatches = vec![];
@@ -202,21 +208,7 @@ fn embeddings_match_the_numpy_reference() {
 /// nothing.
 #[test]
 fn prompt_cache_reuses_only_the_same_tenants_prefix() {
-    let dir = models_dir();
-    let path = models::SMOLLM2.path(&dir, models::SMOLLM2.files[0].name);
-    let engine = ChatEngine::load(
-        &path,
-        ChatConfig {
-            slots: 4,
-            ctx_per_slot: 1024,
-            threads: 2,
-            ..ChatConfig::default()
-        },
-    )
-    .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let (engine, rt) = smollm2();
     let system = (0..40)
         .map(|i| {
             format!(
