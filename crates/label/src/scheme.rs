@@ -16,6 +16,8 @@
 //! caveat may be written by its name, its portion abbreviation or any alias.
 
 use std::collections::{BTreeSet, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::fmt;
 
 use crate::{Label, Level, Releasability};
@@ -78,7 +80,9 @@ pub struct Scheme {
     def: SchemeDef,
     /// Normalised level words, longest first, so `TOP SECRET` wins over a shorter prefix.
     levels: Vec<(String, u8)>,
-    items: HashMap<String, Item>,
+    /// Fx-hashed: the keys are the scheme's own words, and inspection looks up every item of
+    /// every candidate marking (SipHash was a twentieth of inspection's time).
+    items: FxHashMap<String, Item>,
     /// The compartments each umbrella word stands for.
     umbrellas: Vec<BTreeSet<String>>,
     /// Level words and suffixes [`squash`]ed, longest first, for [`Scheme::level_of_word`].
@@ -92,23 +96,41 @@ pub struct Scheme {
 
 /// Letters and digits only, upper case: how [`Scheme::level_of_word`] compares.
 fn squash(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    squash_into(s, &mut out);
+    out
+}
+
+/// [`squash`] into `out`, which is cleared first: inspection reads thousands of candidate words
+/// and reuses one buffer for them.
+pub(crate) fn squash_into(s: &str, out: &mut String) {
+    out.clear();
     if s.is_ascii() {
         // The common case, without the per-character Unicode case tables.
-        return s
-            .bytes()
-            .filter(u8::is_ascii_alphanumeric)
-            .map(|b| char::from(b.to_ascii_uppercase()))
-            .collect();
+        out.extend(
+            s.bytes()
+                .filter(u8::is_ascii_alphanumeric)
+                .map(|b| char::from(b.to_ascii_uppercase())),
+        );
+        return;
     }
-    s.chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_uppercase)
-        .collect()
+    out.extend(
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_uppercase),
+    );
 }
 
 /// Upper case, runs of white space as one space, trimmed.
 pub(crate) fn normalize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    normalize_into(s, &mut out);
+    out
+}
+
+/// [`normalize`] into `out`, which is cleared first.
+pub(crate) fn normalize_into(s: &str, out: &mut String) {
+    out.clear();
     for word in s.split_whitespace() {
         if !out.is_empty() {
             out.push(' ');
@@ -121,7 +143,6 @@ pub(crate) fn normalize(s: &str) -> String {
             out.extend(word.chars().flat_map(char::to_uppercase));
         }
     }
-    out
 }
 
 fn is_code(s: &str) -> bool {
@@ -185,7 +206,7 @@ impl Scheme {
                 levels.push((norm, i as u8));
             }
         }
-        let mut items = HashMap::new();
+        let mut items = FxHashMap::default();
         let groups = [(&def.compartments, "compartment"), (&def.caveats, "caveat")];
         for (defs, kind) in groups {
             for (i, c) in defs.iter().enumerate() {

@@ -17,19 +17,34 @@ pub(crate) fn longest_valid(s: &str, valid: fn(&str) -> bool) -> Option<usize> {
     None
 }
 
-fn digits(s: &str) -> Vec<u8> {
-    s.bytes()
-        .filter(u8::is_ascii_digit)
-        .map(|b| b - b'0')
-        .collect()
+/// The first `N` bytes of `s` that `keep` maps to `Some`, on the stack, and how many there were
+/// in all (more than `N` means the text is too long for what is checked). Confirmation runs for
+/// thousands of candidates a text; a heap allocation each cost more than the check.
+fn gather<const N: usize>(s: &str, keep: impl Fn(u8) -> Option<u8>) -> ([u8; N], usize) {
+    let mut out = [0u8; N];
+    let mut n = 0;
+    for v in s.bytes().filter_map(keep) {
+        if let Some(slot) = out.get_mut(n) {
+            *slot = v;
+        }
+        n += 1;
+    }
+    (out, n)
+}
+
+/// The digits of `s` as values when there are at most `N` of them.
+fn digits<const N: usize>(s: &str) -> Option<([u8; N], usize)> {
+    let (d, n) = gather::<N>(s, |b| b.is_ascii_digit().then(|| b - b'0'));
+    (n <= N).then_some((d, n))
 }
 
 /// ISO 13616: country length and mod-97 over the rearranged characters.
 pub fn iban_valid(s: &str) -> bool {
-    let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').collect();
-    if compact.len() < 15 || compact.len() > 34 {
+    let (compact, n) = gather::<34>(s, |b| (b != b' ').then_some(b));
+    if !(15..=34).contains(&n) {
         return false;
     }
+    let compact = &compact[..n];
     if let Some(expected) = iban_length(&compact[..2])
         && compact.len() != expected
     {
@@ -75,7 +90,10 @@ fn iban_length(country: &[u8]) -> Option<usize> {
 /// Luhn, a card length, and an issuer prefix (Visa, Mastercard, Maestro, Amex, Discover, JCB,
 /// Diners).
 pub fn card_valid(s: &str) -> bool {
-    let d = digits(s);
+    let Some((d, n)) = digits::<19>(s) else {
+        return false;
+    };
+    let d = &d[..n];
     if !(12..=19).contains(&d.len()) {
         return false;
     }
@@ -105,7 +123,7 @@ pub fn card_valid(s: &str) -> bool {
             }
             _ => false,
         };
-    issuer && luhn(&d)
+    issuer && luhn(d)
 }
 
 fn luhn(d: &[u8]) -> bool {
@@ -128,10 +146,9 @@ fn luhn(d: &[u8]) -> bool {
 
 /// US SSN: area not 000, 666 or 9xx; group not 00; serial not 0000.
 pub fn ssn_valid(s: &str) -> bool {
-    let d = digits(s);
-    if d.len() != 9 {
+    let Some((d, 9)) = digits::<9>(s) else {
         return false;
-    }
+    };
     let area = u32::from(d[0]) * 100 + u32::from(d[1]) * 10 + u32::from(d[2]);
     let group = u32::from(d[3]) * 10 + u32::from(d[4]);
     let serial: u32 = d[5..].iter().fold(0, |a, x| a * 10 + u32::from(*x));
@@ -141,8 +158,10 @@ pub fn ssn_valid(s: &str) -> bool {
 /// German Steuerliche Identifikationsnummer: 11 digits, no leading zero, in the first ten one digit
 /// appears twice or three times and the rest at most once, and an ISO 7064 MOD 11,10 check digit.
 pub fn de_tax_id_valid(s: &str) -> bool {
-    let d = digits(s);
-    if d.len() != 11 || d[0] == 0 {
+    let Some((d, 11)) = digits::<11>(s) else {
+        return false;
+    };
+    if d[0] == 0 {
         return false;
     }
     let mut counts = [0u8; 10];

@@ -40,10 +40,9 @@ const MAX_ENTITY: usize = 40;
 
 impl<'a> View<'a> {
     pub fn new(original: &'a str) -> Self {
-        // Both checks are vectorised; the byte loop in `unchanged` is only for what they leave.
-        let ascii_plain =
-            original.is_ascii() && memchr::memchr(b'&', original.as_bytes()).is_none();
-        if ascii_plain || unchanged(original, 0) == original.len() {
+        // The vector pass settles nearly all text; the byte loop in `unchanged` is only for
+        // what it leaves.
+        if plain_ascii(original.as_bytes()) || unchanged(original, 0) == original.len() {
             return Self {
                 original,
                 text: Cow::Borrowed(original),
@@ -148,6 +147,23 @@ impl<'a> View<'a> {
         let i = self.anchors.partition_point(|a| a.0 <= view);
         self.anchors.get(i).copied()
     }
+}
+
+/// Whether `bytes` is ASCII with no `&`: text no step of the view changes. One pass, 32 bytes
+/// at a time without an early exit inside, so the compiler makes it vector compares on the
+/// baseline target (two passes, `is_ascii` and then `memchr`, were a twentieth of inspection).
+fn plain_ascii(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(32);
+    for chunk in &mut chunks {
+        let mut odd = false;
+        for &b in chunk {
+            odd |= (b >= 0x80) | (b == b'&');
+        }
+        if odd {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&b| b < 0x80 && b != b'&')
 }
 
 /// The end of the run from `at` of characters inspection reads as they are: ASCII but `&`, and

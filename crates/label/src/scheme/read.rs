@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Reading, Scheme, is_code, normalize, split, squash};
+use super::{Reading, Scheme, is_code, normalize_into, split, squash_into};
 use crate::{Label, Level, Releasability};
 
 impl Scheme {
@@ -20,9 +20,11 @@ impl Scheme {
         };
         let mut segments = split(body, "//", 0);
         let (_, first) = segments.next()?;
-        let (level, exact) = match self.level_of_word(first) {
+        // One buffer for every word of the marking: inspection reads thousands of candidates.
+        let mut scratch = String::with_capacity(body.len());
+        let (level, exact) = match self.level_of_word_in(first, &mut scratch) {
             Some(l) => (l.0, true),
-            None => (self.level_prefix(first)?, false),
+            None => (self.level_prefix(first, &mut scratch)?, false),
         };
         let mut label = Label::level(level);
         let mut unrecognized = Vec::new();
@@ -31,7 +33,7 @@ impl Scheme {
                 if item.trim().is_empty() {
                     continue;
                 }
-                if !self.apply_item(item, &mut label) {
+                if !self.apply_item(item, &mut label, &mut scratch) {
                     unrecognized.push(item.trim().to_string());
                 }
             }
@@ -71,8 +73,9 @@ impl Scheme {
 
     /// The level a segment starts with when it is more than a level word: a level word followed
     /// by something that is not a letter or digit (`S-1`, `TS and more`).
-    fn level_prefix(&self, text: &str) -> Option<u8> {
-        let norm = normalize(text);
+    fn level_prefix(&self, text: &str, scratch: &mut String) -> Option<u8> {
+        normalize_into(text, scratch);
+        let norm = scratch.as_str();
         self.levels.iter().find_map(|(word, level)| {
             let rest = norm.strip_prefix(word.as_str())?;
             rest.starts_with(|c: char| !c.is_alphanumeric())
@@ -83,7 +86,13 @@ impl Scheme {
     /// The level a marking word names, compared without case, white space, hyphens or dots
     /// (`vs-nfd`, `VS – NfD`, `Streng geheim`), with the scheme's suffixes allowed after it.
     pub fn level_of_word(&self, word: &str) -> Option<Level> {
-        let w = squash(word);
+        self.level_of_word_in(word, &mut String::new())
+    }
+
+    /// [`Scheme::level_of_word`], squashing into `scratch`.
+    fn level_of_word_in(&self, word: &str, scratch: &mut String) -> Option<Level> {
+        squash_into(word, scratch);
+        let w = scratch.as_str();
         self.squashed_levels.iter().find_map(|(name, level)| {
             let rest = w.strip_prefix(name.as_str())?;
             (rest.is_empty() || self.squashed_suffixes.iter().any(|s| s == rest))
@@ -93,8 +102,9 @@ impl Scheme {
 
     /// Applies one item to `label`; `false` when the scheme does not know it. The quiet twin of
     /// `parse_item` for inspection, which meets many candidates and needs no error sentence.
-    fn apply_item(&self, text: &str, label: &mut Label) -> bool {
-        let norm = normalize(text);
+    fn apply_item(&self, text: &str, label: &mut Label, scratch: &mut String) -> bool {
+        normalize_into(text, scratch);
+        let norm = scratch.as_str();
         if let Some(list) = norm.strip_prefix("REL TO ") {
             if list == "NONE" {
                 label.releasability = label
@@ -112,7 +122,7 @@ impl Scheme {
             label.releasability = label.releasability.intersect(&Releasability::To(set));
             return true;
         }
-        match self.items.get(&norm) {
+        match self.items.get(norm) {
             Some(item) => {
                 self.apply_known(*item, label);
                 true
