@@ -62,3 +62,56 @@ fn the_official_openai_and_anthropic_sdks_work_through_upstreams() {
     // Every call reached the upstream through Enclave, none bypassed it.
     assert!(mock.stats()["requests"].as_u64().unwrap() >= 20);
 }
+
+#[test]
+fn answers_carrying_a_higher_marking_are_withheld_through_the_sdks() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mock = rt.block_on(MockUpstream::start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enclave.toml");
+    let deployment = |name: &str, scenario: &str| {
+        format!(
+            "[[deployments]]\nname = \"{name}\"\nmodel = \"{name}\"\nbackend = \"openai\"\n\
+             base_url = \"{}\"\naccreditation = \"UNCLASSIFIED\"\njurisdiction = \"enclave\"\n\n",
+            mock.url(scenario)
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "scheme = \"US\"\n\n{}{}",
+            deployment("mock-marked", "marked"),
+            deployment("mock-plain", "ok")
+        ),
+    )
+    .unwrap();
+    let s = Server::start_with(&[("ENCLAVE_CONFIG", config.to_str().unwrap())]);
+    let key = |clearance: &str| {
+        let (ok, out, err) = s.cli(&[
+            "keys",
+            "create",
+            "--tenant",
+            "default",
+            "--clearance",
+            clearance,
+        ]);
+        assert!(ok, "keys create failed: {err}");
+        out.trim().to_string()
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/sdk/test_answers.py"
+    );
+    let out = Command::new(common::python())
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", script])
+        .env("ENCLAVE_BASE_URL", &s.base)
+        .env("ENCLAVE_LOW_KEY", key("UNCLASSIFIED"))
+        .env("ENCLAVE_SECRET_KEY", key("SECRET"))
+        .output()
+        .expect("cannot run python: run scripts/test.sh, which makes .venv with the SDKs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the SDK suite failed:\n{stdout}");
+    // The withheld answers were asked of the upstream: the refusal came from inspecting them.
+    assert!(mock.stats()["requests"].as_u64().unwrap() >= 6);
+}

@@ -28,6 +28,7 @@ use crate::openai::{
 };
 use crate::quota::Ticket;
 use crate::upstream::EventStream;
+use crate::withhold::{self, Verdict};
 
 /// Names the build in `system_fingerprint`, so a client can tell answers of different builds apart.
 const FINGERPRINT: &str = concat!("enclave-", env!("CARGO_PKG_VERSION"));
@@ -49,6 +50,8 @@ pub async fn completions(
 /// reserved against quotas, answered by some deployment.
 pub struct Answer {
     pub events: EventStream,
+    /// What inspecting the answer decided: its label, and whether it was withheld.
+    pub verdict: Verdict,
     pub info: EnclaveInfo,
     pub header: HeaderValue,
     pub ticket: Ticket,
@@ -132,9 +135,24 @@ pub async fn answer(
         Some(r) => restoring(events, r.clone()),
         None => events,
     };
+    // The answer is inspected like the request: what the model writes may raise its label.
+    let clearance = match mac::clearance(&state.policy, principal) {
+        Ok(c) => c,
+        Err(e) => {
+            ticket.release().await;
+            return Err(e);
+        }
+    };
+    let (events, verdict) = withhold::inspecting(
+        events,
+        std::sync::Arc::clone(&state.policy),
+        clearance,
+        admitted.label.clone(),
+    );
     tracing::debug!(tenant = %principal.tenant_name, key = %principal.key_id, deployment = %admitted.info.deployment, "chat answer started");
     Ok(Answer {
         events,
+        verdict,
         header: admitted.header(),
         info: admitted.info,
         ticket,
@@ -184,11 +202,25 @@ async fn serve(
     }
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = enclave_store::now();
-    let header = a.header.clone();
+    let mut header = a.header.clone();
+    let verdict = a.verdict.clone();
     let mut response = if stream_it {
-        stream(a, id, model, created, include_usage).into_response()
+        stream(
+            a,
+            id,
+            model,
+            created,
+            include_usage,
+            std::sync::Arc::clone(&state.policy),
+        )
+        .into_response()
     } else {
         let mut completion = collect(a, id, model, created).await?;
+        // A marking in the answer raised its label (within the caller's clearance).
+        if let (Some(label), Some(info)) = (verdict.label(), completion.enclave.as_mut()) {
+            info.label = state.policy.scheme.banner(&label);
+            header = mac::header_value(&info.label);
+        }
         if let (Some(info), Some(choice)) =
             (completion.enclave.as_mut(), completion.choices.first())
         {
@@ -341,6 +373,10 @@ async fn collect(
                 });
             }
             Event::Error(msg) => {
+                if let Some(why) = a.verdict.withheld() {
+                    tracing::warn!(reason = %why, "answer withheld");
+                    return Err(ApiError::LabelExceedsClearance(why));
+                }
                 tracing::error!(error = %msg, "generation failed");
                 return Err(ApiError::UpstreamFailed(format!(
                     "the answer failed part-way: {msg}"
@@ -372,10 +408,12 @@ fn stream(
     model: String,
     created: i64,
     include_usage: bool,
+    policy: std::sync::Arc<crate::policy::Policy>,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let usage_field = include_usage.then_some(None);
     let Answer {
         events: mut rx,
+        verdict,
         info,
         ticket,
         started,
@@ -417,7 +455,15 @@ fn stream(
                 Event::Done { reason, prompt_tokens, completion_tokens, cached_tokens } => {
                     crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
                     ticket.settle(prompt_tokens, completion_tokens).await;
-                    yield Ok(chunk_event(&chunk(Delta::default(), Some(reason.as_str()))));
+                    // The last chunk names the answer's label, which a marking in it may have
+                    // raised since the header went out.
+                    let mut last_info = info.clone();
+                    if let Some(label) = verdict.label() {
+                        last_info.label = policy.scheme.banner(&label);
+                    }
+                    let mut last = chunk(Delta::default(), Some(reason.as_str()));
+                    last.enclave = Some(&last_info);
+                    yield Ok(chunk_event(&last));
                     if include_usage {
                         let last = ChatCompletionChunk {
                             id: &id,
@@ -435,6 +481,11 @@ fn stream(
                     return;
                 }
                 Event::Error(msg) => {
+                    if let Some(why) = verdict.withheld() {
+                        tracing::warn!(reason = %why, "streamed answer withheld");
+                        yield Ok(error_event(&ApiError::LabelExceedsClearance(why)));
+                        return;
+                    }
                     tracing::error!(error = %msg, "generation failed mid-stream");
                     yield Ok(error_event(&ApiError::UpstreamFailed(format!("the answer failed part-way: {msg}"))));
                     return;

@@ -39,6 +39,7 @@ pub mod policy;
 pub mod quota;
 pub mod routes;
 pub mod upstream;
+pub mod withhold;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -343,11 +343,18 @@ async fn serve(
     )
     .await?;
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-    let header = a.header.clone();
+    let mut header = a.header.clone();
+    let verdict = a.verdict.clone();
     let mut response = if stream_it {
         stream(a, id, model).into_response()
     } else {
-        let (body, usage) = collect(a, id, model).await?;
+        let (mut body, usage) = collect(a, id, model).await?;
+        // A marking in the answer raised its label (within the caller's clearance).
+        if let Some(label) = verdict.label() {
+            let banner = state.policy.scheme.banner(&label);
+            header = crate::mac::header_value(&banner);
+            body["enclave"]["label"] = Value::String(banner);
+        }
         note.prompt_tokens = usage.0;
         note.completion_tokens = usage.1;
         Json(body).into_response()
@@ -403,6 +410,9 @@ async fn collect(
                 ));
             }
             Event::Error(msg) => {
+                if let Some(why) = a.verdict.withheld() {
+                    return Err(ApiError::LabelExceedsClearance(why));
+                }
                 return Err(ApiError::UpstreamFailed(format!(
                     "the answer failed part-way: {msg}"
                 )));
@@ -426,6 +436,7 @@ fn stream(
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let Answer {
         events: mut rx,
+        verdict,
         info,
         ticket,
         ..
@@ -504,6 +515,14 @@ fn stream(
                     return;
                 }
                 Event::Error(msg) => {
+                    if let Some(why) = verdict.withheld() {
+                        tracing::warn!(reason = %why, "streamed answer withheld");
+                        yield Ok(sse("error", &json!({
+                            "type": "error",
+                            "error": {"type": "permission_error", "message": why},
+                        })));
+                        return;
+                    }
                     tracing::error!(error = %msg, "answer failed mid-stream");
                     yield Ok(sse("error", &json!({
                         "type": "error",

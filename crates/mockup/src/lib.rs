@@ -6,7 +6,9 @@
 //! `slow-MS` (wait before answering), `stall` (never answer), `stall-mid` (stream two tokens,
 //! then stall), `status-CODE` (answer that HTTP error), `fail-N-CODE` (the first N requests get
 //! CODE, then `ok`), `close` (close the connection without answering), `bad-sse` (a malformed
-//! first event), `bad-sse-mid` (two good tokens, then a malformed event).
+//! first event), `bad-sse-mid` (two good tokens, then a malformed event), `marked` (the answer
+//! opens with a US `(S)` portion mark the request did not carry, as a model quoting what it saw
+//! would write).
 //!
 //! HTTP/1.1 is spoken by hand over Tokio sockets (with `httparse` for request heads) because
 //! the faults need what a server framework hides: closing mid-request, stalling with the
@@ -237,6 +239,7 @@ enum Scenario {
     Close,
     BadSse,
     BadSseMid,
+    Marked,
 }
 
 fn scenario(name: &str) -> Option<Scenario> {
@@ -251,6 +254,7 @@ fn scenario(name: &str) -> Option<Scenario> {
         ["close"] => Scenario::Close,
         ["bad", "sse"] => Scenario::BadSse,
         ["bad", "sse", "mid"] => Scenario::BadSseMid,
+        ["marked"] => Scenario::Marked,
         _ => return None,
     })
 }
@@ -548,7 +552,11 @@ async fn respond(
         }
         _ => {}
     }
-    let p = plan(&req, anthropic);
+    let mut p = plan(&req, anthropic);
+    if sc == Scenario::Marked && p.tool.is_none() {
+        let mark = ["(S)", "The", "source", "reports:"].map(str::to_string);
+        p.words.splice(0..0, mark);
+    }
     let completion = if p.tool.is_some() {
         4
     } else {
