@@ -114,4 +114,31 @@ fn answers_carrying_a_higher_marking_are_withheld_through_the_sdks() {
     assert!(out.status.success(), "the SDK suite failed:\n{stdout}");
     // The withheld answers were asked of the upstream: the refusal came from inspecting them.
     assert!(mock.stats()["requests"].as_u64().unwrap() >= 6);
+    // The audit records name the label the answer reached: withheld (403) and served (200).
+    let records: serde_json::Value = rt.block_on(async {
+        common::http()
+            .build()
+            .unwrap()
+            .get(s.url("/v1/audit/records?limit=1000"))
+            .bearer_auth(&s.admin_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let calls: Vec<(u64, String)> = records["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["record"])
+        .filter(|r| r["model"] == "mock-marked" && r["answer_label"].is_string())
+        .map(|r| {
+            let label = r["answer_label"].as_str().unwrap().to_string();
+            (r["status"].as_u64().unwrap(), label)
+        })
+        .collect();
+    assert!(calls.contains(&(403, "SECRET".to_string())), "{calls:?}");
+    assert!(calls.contains(&(200, "SECRET".to_string())), "{calls:?}");
 }

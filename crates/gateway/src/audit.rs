@@ -31,6 +31,9 @@ pub struct CallNote {
     pub decision: Option<Decision>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The answer's label when inspecting the answer raised it above the request's (the answer
+    /// was then served at that label, or withheld).
+    pub answer_label: Option<String>,
     /// Every try at a deployment, in order.
     pub attempts: Vec<enclave_audit::Attempt>,
 }
@@ -171,7 +174,9 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         code,
         request_label: decision.and_then(|d| d.label.clone()),
         // The answer's label is the request's until retrieval adds inputs (the high-water mark).
-        answer_label: decision.filter(|d| d.allowed).and_then(|d| d.label.clone()),
+        answer_label: decision
+            .filter(|d| d.allowed)
+            .and_then(|d| note.answer_label.clone().or_else(|| d.label.clone())),
         findings: decision
             .map(|d| {
                 d.findings

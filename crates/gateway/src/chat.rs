@@ -215,11 +215,14 @@ async fn serve(
         )
         .into_response()
     } else {
-        let mut completion = collect(a, id, model, created).await?;
+        let collected = collect(a, id, model, created).await;
+        // The audit record names the label the answer reached, served or withheld.
+        note.answer_label = verdict.label().map(|l| state.policy.scheme.banner(&l));
+        let mut completion = collected?;
         // A marking in the answer raised its label (within the caller's clearance).
-        if let (Some(label), Some(info)) = (verdict.label(), completion.enclave.as_mut()) {
-            info.label = state.policy.scheme.banner(&label);
-            header = mac::header_value(&info.label);
+        if let (Some(banner), Some(info)) = (&note.answer_label, completion.enclave.as_mut()) {
+            info.label = banner.clone();
+            header = mac::header_value(banner);
         }
         if let (Some(info), Some(choice)) =
             (completion.enclave.as_mut(), completion.choices.first())

@@ -348,12 +348,14 @@ async fn serve(
     let mut response = if stream_it {
         stream(a, id, model).into_response()
     } else {
-        let (mut body, usage) = collect(a, id, model).await?;
+        let collected = collect(a, id, model).await;
+        // The audit record names the label the answer reached, served or withheld.
+        note.answer_label = verdict.label().map(|l| state.policy.scheme.banner(&l));
+        let (mut body, usage) = collected?;
         // A marking in the answer raised its label (within the caller's clearance).
-        if let Some(label) = verdict.label() {
-            let banner = state.policy.scheme.banner(&label);
-            header = crate::mac::header_value(&banner);
-            body["enclave"]["label"] = Value::String(banner);
+        if let Some(banner) = &note.answer_label {
+            header = crate::mac::header_value(banner);
+            body["enclave"]["label"] = Value::String(banner.clone());
         }
         note.prompt_tokens = usage.0;
         note.completion_tokens = usage.1;
