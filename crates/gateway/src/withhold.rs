@@ -18,13 +18,15 @@ use tokio::sync::mpsc::unbounded_channel;
 use crate::policy::Policy;
 use crate::upstream::EventStream;
 
-/// Streamed bytes held back until the text after them has been seen: longer than any marking
-/// that names a level before its end (a portion mark with a list of nations is about 40).
-pub const HOLD: usize = 160;
+/// Streamed bytes held back until the text after them has been seen. A marking names its level
+/// within its first few bytes (`(S`, `TOP SECRET`, `S//`), and what it governs follows it, so
+/// the content after a marking is still held when the marking is read. 64 bytes keep the first
+/// text about 20 tokens behind the model (160 bytes made a short answer arrive in one piece).
+pub const HOLD: usize = 64;
 
 /// Text is inspected and released in steps of at least this many bytes: each step reads the
 /// whole answer so far, so a marking split across tokens is read whole.
-const STEP: usize = 64;
+const STEP: usize = 16;
 
 /// What inspecting an answer decided, for the surface to read when the stream ends.
 #[derive(Debug, Clone, Default)]
