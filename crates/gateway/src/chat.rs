@@ -136,17 +136,10 @@ pub async fn answer(
         None => events,
     };
     // The answer is inspected like the request: what the model writes may raise its label.
-    let clearance = match mac::clearance(&state.policy, principal) {
-        Ok(c) => c,
-        Err(e) => {
-            ticket.release().await;
-            return Err(e);
-        }
-    };
     let (events, verdict) = withhold::inspecting(
         events,
         std::sync::Arc::clone(&state.policy),
-        clearance,
+        admitted.clearance.clone(),
         admitted.label.clone(),
     );
     tracing::debug!(tenant = %principal.tenant_name, key = %principal.key_id, deployment = %admitted.info.deployment, "chat answer started");

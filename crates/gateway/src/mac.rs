@@ -40,6 +40,8 @@ pub struct Route {
 #[derive(Debug)]
 pub struct Admitted {
     pub label: Label,
+    /// The caller's clearance, as admission read it: answers are checked against it too.
+    pub clearance: Label,
     banner: String,
     /// Every deployment routing allowed, in the operator's order; fallback uses only these.
     pub routes: Vec<Route>,
@@ -388,6 +390,7 @@ pub fn admit(
     let banner = policy.scheme.banner(&label);
     let mut admitted = Admitted {
         label,
+        clearance,
         banner,
         routes,
         redacted,

@@ -130,12 +130,17 @@ pub fn inspecting(
                 }
                 Event::ToolCall(call) => calls.push(call),
                 done @ Event::Done { .. } => {
-                    let mut whole = text.clone();
-                    for call in &calls {
-                        whole.push('\n');
-                        whole.push_str(&call.arguments);
-                    }
-                    if !check(&whole) {
+                    let passed = if calls.is_empty() {
+                        check(&text)
+                    } else {
+                        let mut whole = text.clone();
+                        for call in &calls {
+                            whole.push('\n');
+                            whole.push_str(&call.arguments);
+                        }
+                        check(&whole)
+                    };
+                    if !passed {
                         let _ = tx.send(Event::Error(decided.withheld().unwrap_or_default()));
                         return;
                     }

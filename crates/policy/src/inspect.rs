@@ -119,6 +119,24 @@ pub struct Finding {
     pub unrecognized: Vec<String>,
 }
 
+impl Finding {
+    /// A marking at `start..start + len` denoting `label`.
+    pub(crate) fn marking(
+        start: usize,
+        len: usize,
+        label: Label,
+        unrecognized: Vec<String>,
+    ) -> Self {
+        Self {
+            kind: Kind::Marking,
+            start,
+            end: start + len,
+            label: Some(label),
+            unrecognized,
+        }
+    }
+}
+
 /// What inspecting a whole request found: never the matched text, only what it means.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {

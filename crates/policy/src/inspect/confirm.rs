@@ -47,13 +47,7 @@ impl Inspector {
             })
         };
         let marking = |label: Label, len: usize, unrecognized: Vec<String>| {
-            Some(Finding {
-                kind: Kind::Marking,
-                start,
-                end: start + len,
-                label: Some(label),
-                unrecognized,
-            })
+            Some(Finding::marking(start, len, label, unrecognized))
         };
         match p {
             Pattern::Portion => {

@@ -9,7 +9,7 @@
 
 use regex_automata::{Anchored, Input};
 
-use super::{Caches, Finding, Inspector, Kind, Pattern};
+use super::{Caches, Finding, Inspector, Pattern};
 
 /// A place where a marking may start, found by the sweep and read only when reached.
 #[derive(Debug, Clone, Copy)]
@@ -115,13 +115,7 @@ impl Inspector {
             end = slash + close;
         }
         let (label, len, unrecognized) = self.banner(&text[start..end], true)?;
-        Some(Finding {
-            kind: Kind::Marking,
-            start,
-            end: start + len,
-            label: Some(label),
-            unrecognized,
-        })
+        Some(Finding::marking(start, len, label, unrecognized))
     }
 
     /// Where the longest level word of the scheme that `head` ends with (in any case, after
