@@ -10,13 +10,14 @@
 pub mod content;
 pub mod key;
 pub mod log;
+pub mod open;
 pub mod record;
 pub mod tree;
 pub mod verify;
 
 pub use content::ContentVault;
 pub use key::LogKey;
-pub use log::{AuditLog, LogError};
+pub use log::{AuditLog, LogError, OpenCall};
 pub use record::{Attempt, Record};
 pub use tlog_tiles::tlog::Hash;
 pub use tree::Tree;

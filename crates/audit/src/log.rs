@@ -17,6 +17,7 @@ use tlog_tiles::tlog::Hash;
 use tokio::sync::oneshot;
 
 use crate::key::{KeyError, LogKey};
+use crate::open::{Journal, Unclosed, interrupted, same_call};
 use crate::record::Record;
 use crate::tree::Tree;
 
@@ -85,9 +86,23 @@ impl From<KeyError> for LogError {
     }
 }
 
-struct Pending {
-    bytes: Vec<u8>,
-    ack: oneshot::Sender<Result<u64, LogError>>,
+/// Work for the writer thread.
+enum Job {
+    /// A record to append; `closes` names the open call it ends.
+    Append {
+        bytes: Vec<u8>,
+        ack: oneshot::Sender<Result<u64, LogError>>,
+        closes: Option<u64>,
+    },
+    /// A call to promise a record for (see [`crate::open`]).
+    Open(Opening),
+}
+
+/// A call to promise a record for, and where to say when the promise is durable.
+struct Opening {
+    id: u64,
+    record: Box<Record>,
+    ack: oneshot::Sender<Result<(), LogError>>,
 }
 
 struct State {
@@ -99,7 +114,8 @@ struct State {
 /// The audit log. Cheap to share (`Arc` inside); appends from any task.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: Sender<Pending>,
+    tx: Sender<Job>,
+    next_call: Arc<std::sync::atomic::AtomicU64>,
     batches: Arc<std::sync::atomic::AtomicU64>,
     state: Arc<Mutex<State>>,
     healthy: Arc<AtomicBool>,
@@ -135,13 +151,15 @@ fn parse_records(bytes: &[u8]) -> (Vec<Vec<u8>>, u64) {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log in `dir`: `records.log` and the signing key `log.key`.
+    /// Opens (or creates) the log in `dir`: `records.log`, the signing key `log.key`, and the
+    /// journal of open calls. Calls a stop left open get their records first.
     pub fn open(dir: &Path, origin: &str) -> Result<Self, LogError> {
-        std::fs::create_dir_all(dir).map_err(|e| LogError::Unavailable(e.to_string()))?;
+        let unavailable = |e: std::io::Error| LogError::Unavailable(e.to_string());
+        std::fs::create_dir_all(dir).map_err(unavailable)?;
         let key = LogKey::load_or_create(&dir.join("log.key"), origin)?;
-        let storage = FileStorage::open(&dir.join("records.log"))
-            .map_err(|e| LogError::Unavailable(e.to_string()))?;
-        Self::with_storage(Box::new(storage), key)
+        let storage = FileStorage::open(&dir.join("records.log")).map_err(unavailable)?;
+        let journal = Journal::recover(dir).map_err(unavailable)?;
+        Self::start(Box::new(storage), Some(journal), key)
     }
 
     /// Opens the log in `dir` to read and export only, beside a server that may be writing: a
@@ -159,6 +177,7 @@ impl AuditLog {
         let (tx, _) = mpsc::channel();
         Ok(Self {
             tx,
+            next_call: Arc::default(),
             batches: Arc::default(),
             state: Arc::new(Mutex::new(State { tree, records })),
             healthy: Arc::new(AtomicBool::new(true)),
@@ -166,21 +185,58 @@ impl AuditLog {
         })
     }
 
-    /// Opens a log over any storage (tests use one that loses unsynced writes).
-    pub fn with_storage(mut storage: Box<dyn Storage>, key: LogKey) -> Result<Self, LogError> {
-        let bytes = storage
-            .read_all()
-            .map_err(|e| LogError::Unavailable(e.to_string()))?;
-        let (records, good) = parse_records(&bytes);
+    /// Opens a log over any storage (tests use one that loses unsynced writes), without a
+    /// journal: [`AuditLog::open_call`] then promises nothing across a stop.
+    pub fn with_storage(storage: Box<dyn Storage>, key: LogKey) -> Result<Self, LogError> {
+        Self::start(storage, None, key)
+    }
+
+    fn start(
+        mut storage: Box<dyn Storage>,
+        journal: Option<(Journal, Vec<Unclosed>)>,
+        key: LogKey,
+    ) -> Result<Self, LogError> {
+        let unavailable = |e: std::io::Error| LogError::Unavailable(e.to_string());
+        let bytes = storage.read_all().map_err(unavailable)?;
+        let (mut records, mut good) = parse_records(&bytes);
         if good < bytes.len() as u64 {
             tracing::warn!(
                 cut = bytes.len() as u64 - good,
                 "audit log: cutting a torn tail that was never acknowledged"
             );
-            storage
-                .truncate(good)
-                .map_err(|e| LogError::Unavailable(e.to_string()))?;
+            storage.truncate(good).map_err(unavailable)?;
         }
+        let journal = match journal {
+            Some((mut journal, unclosed)) => {
+                // Calls the last stop cut: their provisional records, unless already written.
+                let mut buf = Vec::new();
+                for call in unclosed {
+                    let from = usize::try_from(call.at).unwrap_or(usize::MAX);
+                    let written = records
+                        .get(from..)
+                        .is_some_and(|rs| rs.iter().any(|r| same_call(r, &call.record)));
+                    if written {
+                        continue;
+                    }
+                    tracing::warn!(time = %call.record.time, operation = %call.record.operation, "audit log: recording a call the last stop cut");
+                    let bytes = interrupted(call.record).canonical();
+                    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                    buf.extend_from_slice(&len.to_le_bytes());
+                    buf.extend_from_slice(&bytes);
+                    records.push(bytes);
+                }
+                if !buf.is_empty() {
+                    storage
+                        .append(&buf)
+                        .and_then(|()| storage.sync())
+                        .map_err(unavailable)?;
+                    good += buf.len() as u64;
+                }
+                journal.clear().map_err(unavailable)?;
+                Some(journal)
+            }
+            None => None,
+        };
         let mut tree = Tree::new();
         for r in &records {
             tree.append(r)
@@ -194,13 +250,22 @@ impl AuditLog {
             let state = Arc::clone(&state);
             let healthy = Arc::clone(&healthy);
             let batches = Arc::clone(&batches);
+            let writer = Writer {
+                storage,
+                journal,
+                durable: good,
+                state,
+                healthy,
+                batches,
+            };
             std::thread::Builder::new()
                 .name("audit-writer".into())
-                .spawn(move || writer(storage, good, rx, state, healthy, batches))
-                .map_err(|e| LogError::Unavailable(e.to_string()))?;
+                .spawn(move || writer.run(rx))
+                .map_err(unavailable)?;
         }
         Ok(Self {
             tx,
+            next_call: Arc::default(),
             batches,
             state,
             healthy,
@@ -218,12 +283,38 @@ impl AuditLog {
     pub async fn append(&self, record: &Record) -> Result<u64, LogError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Pending {
+            .send(Job::Append {
                 bytes: record.canonical(),
                 ack,
+                closes: None,
             })
             .map_err(|_| LogError::Closed)?;
         done.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Promises a record for a call whose outcome is known only when it ends (a streamed
+    /// answer). Resolves once the promise is durable: should the process die before
+    /// [`OpenCall::close`], the next open appends `provisional` marked
+    /// [`crate::open::INTERRUPTED`]. Dropping the [`OpenCall`] appends it so marked now.
+    pub async fn open_call(&self, provisional: Record) -> Result<OpenCall, LogError> {
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job::Open(Opening {
+                id,
+                record: Box::new(provisional.clone()),
+                ack,
+            }))
+            .map_err(|_| LogError::Closed)?;
+        // Built before the promise is durable: should this future be dropped meanwhile, the call
+        // still gets one record.
+        let call = OpenCall {
+            tx: self.tx.clone(),
+            id,
+            provisional: Some(provisional),
+        };
+        done.await.map_err(|_| LogError::Closed)??;
+        Ok(call)
     }
 
     /// Batches written since open (each one `fdatasync`).
@@ -330,66 +421,171 @@ impl AuditLog {
     }
 }
 
-/// The writer thread: take every waiting record, write them in one go, sync once, then make them
-/// visible and acknowledge them.
-fn writer(
-    mut storage: Box<dyn Storage>,
-    mut durable: u64,
-    rx: Receiver<Pending>,
+/// A call promised a record by [`AuditLog::open_call`].
+pub struct OpenCall {
+    tx: Sender<Job>,
+    id: u64,
+    /// Taken when the call's record is sent.
+    provisional: Option<Record>,
+}
+
+impl OpenCall {
+    /// The record the call was opened with.
+    pub fn provisional(&self) -> Option<&Record> {
+        self.provisional.as_ref()
+    }
+
+    /// Appends the call's record; the future resolves with its index once it is durable. The
+    /// record is sent at once, so dropping the future does not lose it.
+    pub fn close(
+        mut self,
+        record: &Record,
+    ) -> impl std::future::Future<Output = Result<u64, LogError>> + use<> {
+        self.provisional = None;
+        let (ack, done) = oneshot::channel();
+        let sent = self
+            .tx
+            .send(Job::Append {
+                bytes: record.canonical(),
+                ack,
+                closes: Some(self.id),
+            })
+            .map_err(|_| LogError::Closed);
+        async move {
+            sent?;
+            done.await.map_err(|_| LogError::Closed)?
+        }
+    }
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        if let Some(record) = self.provisional.take() {
+            let (ack, _) = oneshot::channel();
+            let _ = self.tx.send(Job::Append {
+                bytes: interrupted(record).canonical(),
+                ack,
+                closes: Some(self.id),
+            });
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    storage: Box<dyn Storage>,
+    journal: Option<Journal>,
+    /// Bytes of `storage` known durable.
+    durable: u64,
     state: Arc<Mutex<State>>,
     healthy: Arc<AtomicBool>,
     batches: Arc<std::sync::atomic::AtomicU64>,
-) {
-    // Set when a failed batch could not be cut off the file: appending after it would let
-    // unacknowledged records reappear at restart, so nothing more is written until then.
-    let mut poisoned = false;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-            if batch.len() >= 65_536 {
-                break;
+}
+
+impl Writer {
+    /// Takes every waiting job, writes them in one go, syncs once, then makes the records
+    /// visible and acknowledges them.
+    fn run(mut self, rx: Receiver<Job>) {
+        // Set when a failed batch could not be cut off the file: appending after it would let
+        // unacknowledged records reappear at restart, so nothing more is written until then.
+        let mut poisoned = false;
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                jobs.push(more);
+                if jobs.len() >= 65_536 {
+                    break;
+                }
+            }
+            let mut appends = Vec::with_capacity(jobs.len());
+            let mut opens = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Append { bytes, ack, closes } => appends.push((bytes, ack, closes)),
+                    Job::Open(opening) => opens.push(opening),
+                }
+            }
+            if !opens.is_empty() {
+                self.open_calls(opens);
+            }
+            if appends.is_empty() {
+                continue;
+            }
+            let mut buf = Vec::with_capacity(appends.iter().map(|a| a.0.len() + 4).sum());
+            for (bytes, _, _) in &appends {
+                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                buf.extend_from_slice(&len.to_le_bytes());
+                buf.extend_from_slice(bytes);
+            }
+            let written = if poisoned {
+                Err(std::io::Error::other(
+                    "an earlier failed write could not be undone; restart to recover",
+                ))
+            } else {
+                self.storage.append(&buf).and_then(|()| self.storage.sync())
+            };
+            if let Err(e) = written {
+                tracing::error!(error = %e, records = appends.len(), "audit log write failed; failing the calls");
+                self.healthy.store(false, Ordering::SeqCst);
+                // Cut what may have reached the file, so the next batch follows the last
+                // durable one; nothing of this batch was acknowledged. Open calls stay open.
+                if !poisoned && self.storage.truncate(self.durable).is_err() {
+                    poisoned = true;
+                }
+                for (_, ack, _) in appends {
+                    let _ = ack.send(Err(LogError::Unavailable(e.to_string())));
+                }
+                continue;
+            }
+            self.durable += buf.len() as u64;
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            self.healthy.store(true, Ordering::SeqCst);
+            let closed: Vec<u64> = appends.iter().filter_map(|a| a.2).collect();
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            for (bytes, ack, _) in appends {
+                let result = s
+                    .tree
+                    .append(&bytes)
+                    .map_err(|e| LogError::Unavailable(e.to_string()));
+                if result.is_ok() {
+                    s.records.push(bytes);
+                }
+                let _ = ack.send(result.map(|(index, _)| index));
+            }
+            drop(s);
+            // After the records are durable: a close line never outlives its record.
+            if let Some(journal) = self.journal.as_mut()
+                && let Err(e) = journal.close(&closed)
+            {
+                tracing::warn!(error = %e, "audit journal: cannot note closed calls; the next start finds their records in the log");
             }
         }
-        let mut buf = Vec::with_capacity(batch.iter().map(|p| p.bytes.len() + 4).sum());
-        for p in &batch {
-            let len = u32::try_from(p.bytes.len()).unwrap_or(u32::MAX);
-            buf.extend_from_slice(&len.to_le_bytes());
-            buf.extend_from_slice(&p.bytes);
-        }
-        let written = if poisoned {
-            Err(std::io::Error::other(
-                "an earlier failed write could not be undone; restart to recover",
-            ))
-        } else {
-            storage.append(&buf).and_then(|()| storage.sync())
+    }
+
+    /// Makes the promises of a batch of opened calls durable, then acknowledges them.
+    fn open_calls(&mut self, opens: Vec<Opening>) {
+        let at = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tree
+            .size();
+        let result = match self.journal.as_mut() {
+            Some(journal) => {
+                let calls: Vec<(u64, u64, &Record)> =
+                    opens.iter().map(|o| (o.id, at, &*o.record)).collect();
+                journal
+                    .open(&calls)
+                    .map_err(|e| LogError::Unavailable(e.to_string()))
+            }
+            None => Ok(()),
         };
-        if let Err(e) = written {
-            tracing::error!(error = %e, records = batch.len(), "audit log write failed; failing the calls");
-            healthy.store(false, Ordering::SeqCst);
-            // Cut what may have reached the file, so the next batch follows the last durable
-            // one; nothing of this batch was acknowledged.
-            if !poisoned && storage.truncate(durable).is_err() {
-                poisoned = true;
-            }
-            for p in batch {
-                let _ = p.ack.send(Err(LogError::Unavailable(e.to_string())));
-            }
-            continue;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, calls = opens.len(), "audit journal write failed; failing the calls");
+            self.healthy.store(false, Ordering::SeqCst);
         }
-        durable += buf.len() as u64;
-        batches.fetch_add(1, Ordering::Relaxed);
-        healthy.store(true, Ordering::SeqCst);
-        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-        for p in batch {
-            let result = s
-                .tree
-                .append(&p.bytes)
-                .map_err(|e| LogError::Unavailable(e.to_string()));
-            if result.is_ok() {
-                s.records.push(p.bytes);
-            }
-            let _ = p.ack.send(result.map(|(index, _)| index));
+        for o in opens {
+            let _ = o.ack.send(result.clone());
         }
     }
 }

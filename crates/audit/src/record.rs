@@ -25,7 +25,7 @@ pub struct Attempt {
 /// labels and inspection findings. Never a secret; never prompt or answer text, only digests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    /// Format version: 1.
+    /// Format version: 2 (1 lacks `attempts`).
     pub v: u32,
     /// UTC time, RFC 3339 with nanoseconds.
     pub time: String,
@@ -55,7 +55,8 @@ pub struct Record {
     pub latency_ms: u64,
     /// SHA-256 of the request body, hex.
     pub request_sha256: Option<String>,
-    /// SHA-256 of the answer body, hex; absent for streamed answers, recorded as they start.
+    /// SHA-256 of the answer body the client received, hex: for a streamed answer, of every
+    /// byte of the event stream sent, however it ended.
     pub response_sha256: Option<String>,
     /// A sentence: the decision's reason or the administrative detail.
     pub detail: Option<String>,

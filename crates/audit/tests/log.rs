@@ -269,3 +269,108 @@ async fn acknowledged_records_survive_a_storage_that_loses_unsynced_writes() {
         assert!(log.healthy());
     }
 }
+
+fn streamed(i: u64) -> Record {
+    Record {
+        v: 2,
+        time: format!("2026-11-30T11:00:00.{i:09}Z"),
+        node: "node-1".into(),
+        kind: "api".into(),
+        operation: "POST /v1/chat/completions".into(),
+        key_id: Some("0123456789ab".into()),
+        status: 200,
+        ..Record::default()
+    }
+}
+
+fn stored(dir: &std::path::Path) -> Vec<Record> {
+    let log = AuditLog::open(dir, "enclave.test/audit").unwrap();
+    log.records(0, log.size())
+        .into_iter()
+        .map(|(_, bytes)| serde_json::from_slice(&bytes).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_open_call_has_exactly_one_record_however_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), "enclave.test/audit").unwrap();
+
+    // Closed: the final record, once.
+    let call = log.open_call(streamed(1)).await.unwrap();
+    let fin = Record {
+        prompt_tokens: 12,
+        completion_tokens: 34,
+        response_sha256: Some("ab".repeat(32)),
+        ..streamed(1)
+    };
+    assert_eq!(call.close(&fin).await.unwrap(), 0);
+
+    // Dropped without a close (the serving task went away): recorded as interrupted at once.
+    drop(log.open_call(streamed(2)).await.unwrap());
+
+    // The process dies with a call open: no record yet, one at the next start.
+    std::mem::forget(log.open_call(streamed(3)).await.unwrap());
+
+    // The process dies after the final record was synced but before its close line was noted:
+    // the next start finds the record and adds none.
+    let call = log.open_call(streamed(4)).await.unwrap();
+    log.append(&Record {
+        completion_tokens: 5,
+        ..streamed(4)
+    })
+    .await
+    .unwrap();
+    std::mem::forget(call);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(
+        log.size(),
+        3,
+        "closed, dropped and the last one's own record"
+    );
+    drop(log);
+
+    let records = stored(dir.path());
+    let times: Vec<&str> = records.iter().map(|r| r.time.as_str()).collect();
+    assert_eq!(records.len(), 4, "{times:?}");
+    assert_eq!(records[0], fin);
+    for r in [&records[1], &records[3]] {
+        assert_eq!(r.status, 500);
+        assert_eq!(r.code.as_deref(), Some(enclave_audit::open::INTERRUPTED));
+        assert_eq!(r.completion_tokens, 0);
+    }
+    assert_eq!(records[1].time, streamed(2).time);
+    assert_eq!(records[2].completion_tokens, 5);
+    assert_eq!(records[3].time, streamed(3).time);
+    // A second start finds nothing left open.
+    assert_eq!(stored(dir.path()).len(), 4);
+}
+
+#[tokio::test]
+async fn a_call_open_across_journal_turns_is_still_recorded_after_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(dir.path(), "enclave.test/audit").unwrap();
+    let long = log.open_call(streamed(0)).await.unwrap();
+    // About 3 MiB of journal lines: the files take turns more than once.
+    let padding = "x".repeat(8 << 10);
+    for i in 1..=400 {
+        let r = Record {
+            detail: Some(padding.clone()),
+            ..streamed(i)
+        };
+        let call = log.open_call(r.clone()).await.unwrap();
+        call.close(&r).await.unwrap();
+    }
+    std::mem::forget(long);
+    drop(log);
+    let total: u64 = ["open-a.journal", "open-b.journal"]
+        .iter()
+        .map(|f| std::fs::metadata(dir.path().join(f)).unwrap().len())
+        .sum();
+    assert!(total < 2 << 20, "the journal stays bounded: {total} bytes");
+    let records = stored(dir.path());
+    assert_eq!(records.len(), 401);
+    let last = records.last().unwrap();
+    assert_eq!(last.time, streamed(0).time);
+    assert_eq!(last.code.as_deref(), Some(enclave_audit::open::INTERRUPTED));
+}

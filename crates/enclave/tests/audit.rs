@@ -406,6 +406,49 @@ async fn acknowledged_records_survive_kill_9() {
     }
 }
 
+/// A streamed answer's record is promised durably before its first byte and written when it
+/// ends: `kill -9` part-way leaves exactly one record, marked interrupted, at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_by_kill_9_is_recorded_once_at_the_next_start() {
+    let mut s = Server::start();
+    let http = common::http().build().unwrap();
+    let mut r = http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({
+            "model": CHAT, "stream": true, "max_tokens": 400, "temperature": 0,
+            "messages": [{"role": "user", "content": "Count from 1 to 500, one number per line."}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("enclave-audit-index").is_none());
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty(), "the stream began");
+    s = tokio::task::spawn_blocking(move || {
+        s.crash_and_restart();
+        s
+    })
+    .await
+    .unwrap();
+    drop(r);
+    let auditor = s.key("default", "auditor");
+    let admin_id = &s.admin_key[3..15];
+    let records = audit_records(&http, &s, &auditor).await;
+    let streams: Vec<&Value> = records["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["record"])
+        .filter(|r| r["operation"] == "POST /v1/chat/completions" && r["key_id"] == admin_id)
+        .collect();
+    assert_eq!(streams.len(), 1, "exactly one record: {streams:?}");
+    assert_eq!(streams[0]["status"], 500, "{}", streams[0]);
+    assert_eq!(streams[0]["code"], "stream_interrupted");
+    assert_eq!(streams[0]["request_label"], "UNCLASSIFIED");
+}
+
 /// A client that goes away before its answer still leaves exactly one record: 499 when the
 /// server drops the call, or the call's own outcome when it runs to the end (HTTP/1 notices a
 /// closed connection only when it answers).

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::mpsc::unbounded_channel;
 
 use crate::AppState;
-use crate::audit::CallNote;
+use crate::audit::{CallNote, Outcome};
 use crate::auth::Principal;
 use crate::conversation::Conversation;
 use crate::dispatch::{self, UpstreamClock};
@@ -29,6 +29,7 @@ use crate::openai::{
 use crate::quota::Ticket;
 use crate::upstream::EventStream;
 use crate::withhold::{self, Verdict};
+
 
 /// Names the build in `system_fingerprint`, so a client can tell answers of different builds apart.
 const FINGERPRINT: &str = concat!("enclave-", env!("CARGO_PKG_VERSION"));
@@ -47,15 +48,102 @@ pub async fn completions(
 }
 
 /// A chat call under way, whichever surface it came in on: admitted by the reference monitor,
-/// reserved against quotas, answered by some deployment.
+/// reserved against quotas, answered by some deployment. Read it with [`Answer::next`], which
+/// meters, settles and notes the end for the audit record however the answer ends.
 pub struct Answer {
-    pub events: EventStream,
+    events: EventStream,
     /// What inspecting the answer decided: its label, and whether it was withheld.
-    pub verdict: Verdict,
+    verdict: Verdict,
     pub info: EnclaveInfo,
     pub header: HeaderValue,
-    pub ticket: Ticket,
+    /// Settled when the answer is done; dropped unsettled (charging the reservation) when it
+    /// fails part-way.
+    ticket: Option<Ticket>,
     pub started: Instant,
+    model: String,
+    outcome: Outcome,
+    policy: std::sync::Arc<crate::policy::Policy>,
+    ended: bool,
+}
+
+/// One step of an answer, as a surface shows it.
+#[derive(Debug)]
+pub enum Step {
+    Text(String),
+    ToolCall(ToolCallDelta),
+    Done {
+        reason: enclave_engine::FinishReason,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+        cached_tokens: u32,
+    },
+    /// The answer ended without being done: withheld (403 `label_exceeds_clearance`), failed
+    /// part-way, or its backend went away. Nothing follows.
+    Failed(ApiError),
+}
+
+impl Answer {
+    /// The next step; `None` after `Done` or `Failed`.
+    pub async fn next(&mut self) -> Option<Step> {
+        if self.ended {
+            return None;
+        }
+        let step = match self.events.recv().await {
+            Some(Event::Text(t)) => return Some(Step::Text(t)),
+            Some(Event::ToolCall(d)) => return Some(Step::ToolCall(d)),
+            Some(Event::Done {
+                reason,
+                prompt_tokens,
+                completion_tokens,
+                cached_tokens,
+            }) => {
+                crate::metrics::tokens(&self.model, prompt_tokens, completion_tokens);
+                if let Some(ticket) = self.ticket.take() {
+                    ticket.settle(prompt_tokens, completion_tokens).await;
+                }
+                self.outcome
+                    .tokens(prompt_tokens.into(), completion_tokens.into());
+                Step::Done {
+                    reason,
+                    prompt_tokens,
+                    completion_tokens,
+                    cached_tokens,
+                }
+            }
+            Some(Event::Error(msg)) => {
+                let error = match self.verdict.withheld() {
+                    Some(why) => {
+                        tracing::warn!(reason = %why, "answer withheld");
+                        ApiError::LabelExceedsClearance(why)
+                    }
+                    None => {
+                        tracing::error!(error = %msg, "generation failed part-way");
+                        ApiError::UpstreamFailed(format!("the answer failed part-way: {msg}"))
+                    }
+                };
+                self.outcome.fail(&error);
+                Step::Failed(error)
+            }
+            None => {
+                let error = ApiError::EngineUnavailable;
+                self.outcome.fail(&error);
+                Step::Failed(error)
+            }
+        };
+        self.ended = true;
+        // The label the answer reached, served or withheld.
+        if let Some(label) = self.verdict.label() {
+            self.outcome.label(self.policy.scheme.banner(&label));
+        }
+        Some(step)
+    }
+
+    /// The answer's label as inspecting its text found it so far, as a banner.
+    pub fn label(&self) -> Option<String> {
+        self.verdict
+            .label()
+            .map(|l| self.policy.scheme.banner(&l))
+    }
 }
 
 /// The steps every chat surface shares: admit (label, clearance, authorize, route, redact),
@@ -148,8 +236,12 @@ pub async fn answer(
         verdict,
         header: admitted.header(),
         info: admitted.info,
-        ticket,
+        ticket: Some(ticket),
         started,
+        model: model.to_string(),
+        outcome: note.outcome.clone(),
+        policy: std::sync::Arc::clone(&state.policy),
+        ended: false,
     })
 }
 
@@ -196,35 +288,21 @@ async fn serve(
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = enclave_store::now();
     let mut header = a.header.clone();
-    let verdict = a.verdict.clone();
     let mut response = if stream_it {
-        stream(
-            a,
-            id,
-            model,
-            created,
-            include_usage,
-            std::sync::Arc::clone(&state.policy),
-        )
-        .into_response()
+        stream(a, id, model, created, include_usage).into_response()
     } else {
-        let collected = collect(a, id, model, created).await;
-        // The audit record names the label the answer reached, served or withheld.
-        note.answer_label = verdict.label().map(|l| state.policy.scheme.banner(&l));
-        let mut completion = collected?;
-        // A marking in the answer raised its label (within the caller's clearance).
-        if let (Some(banner), Some(info)) = (&note.answer_label, completion.enclave.as_mut()) {
-            info.label = banner.clone();
-            header = mac::header_value(banner);
+        let mut completion = collect(a, id, model, created).await?;
+        if let Some(info) = completion.enclave.as_mut() {
+            // A marking in the answer raised its label (within the caller's clearance).
+            if let Some(banner) = note.outcome.get().answer_label {
+                header = mac::header_value(&banner);
+                info.label = banner;
+            }
+            if let Some(choice) = completion.choices.first() {
+                let text = choice.message.content.as_deref().unwrap_or_default();
+                crate::kb::mark_cited(&mut info.citations, text);
+            }
         }
-        if let (Some(info), Some(choice)) =
-            (completion.enclave.as_mut(), completion.choices.first())
-        {
-            let text = choice.message.content.as_deref().unwrap_or_default();
-            crate::kb::mark_cited(&mut info.citations, text);
-        }
-        note.prompt_tokens = u64::from(completion.usage.prompt_tokens);
-        note.completion_tokens = u64::from(completion.usage.completion_tokens);
         Json(completion).into_response()
     };
     response.headers_mut().insert(LABEL_HEADER, header);
@@ -333,18 +411,16 @@ async fn collect(
 ) -> Result<ChatCompletion, ApiError> {
     let mut content = String::new();
     let mut calls = ToolCalls::default();
-    while let Some(event) = a.events.recv().await {
-        match event {
-            Event::Text(t) => content.push_str(&t),
-            Event::ToolCall(d) => calls.push(d),
-            Event::Done {
+    while let Some(step) = a.next().await {
+        match step {
+            Step::Text(t) => content.push_str(&t),
+            Step::ToolCall(d) => calls.push(d),
+            Step::Done {
                 reason,
                 prompt_tokens,
                 completion_tokens,
                 cached_tokens,
             } => {
-                crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
-                a.ticket.settle(prompt_tokens, completion_tokens).await;
                 let tool_calls = calls.into_inner();
                 return Ok(ChatCompletion {
                     id,
@@ -368,16 +444,7 @@ async fn collect(
                     enclave: Some(a.info),
                 });
             }
-            Event::Error(msg) => {
-                if let Some(why) = a.verdict.withheld() {
-                    tracing::warn!(reason = %why, "answer withheld");
-                    return Err(ApiError::LabelExceedsClearance(why));
-                }
-                tracing::error!(error = %msg, "generation failed");
-                return Err(ApiError::UpstreamFailed(format!(
-                    "the answer failed part-way: {msg}"
-                )));
-            }
+            Step::Failed(error) => return Err(error),
         }
     }
     Err(ApiError::EngineUnavailable)
@@ -399,22 +466,13 @@ fn error_event(err: &ApiError) -> SseEvent {
 /// last chunk with `finish_reason`, a usage chunk with empty `choices` when asked for, then
 /// `[DONE]`. Dropping the stream (client gone) drops the receiver, which frees the sequence.
 fn stream(
-    a: Answer,
+    mut a: Answer,
     id: String,
     model: String,
     created: i64,
     include_usage: bool,
-    policy: std::sync::Arc<crate::policy::Policy>,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let usage_field = include_usage.then_some(None);
-    let Answer {
-        events: mut rx,
-        verdict,
-        info,
-        ticket,
-        started,
-        ..
-    } = a;
     let events = async_stream::stream! {
         let chunk = |delta: Delta, finish: Option<&'static str>| ChatCompletionChunk {
             id: &id,
@@ -427,19 +485,19 @@ fn stream(
             enclave: None,
         };
         let mut opening = chunk(Delta { role: Some("assistant"), content: Some(String::new()), tool_calls: None }, None);
-        opening.enclave = Some(&info);
+        opening.enclave = Some(&a.info);
         yield Ok(chunk_event(&opening));
         let mut first = true;
-        while let Some(event) = rx.recv().await {
-            match event {
-                Event::Text(t) => {
+        while let Some(step) = a.next().await {
+            match step {
+                Step::Text(t) => {
                     if first {
-                        metrics::histogram!("enclave_time_to_first_token_seconds").record(started.elapsed().as_secs_f64());
+                        metrics::histogram!("enclave_time_to_first_token_seconds").record(a.started.elapsed().as_secs_f64());
                         first = false;
                     }
                     yield Ok(chunk_event(&chunk(Delta { content: Some(t), ..Delta::default() }, None)));
                 }
-                Event::ToolCall(d) => {
+                Step::ToolCall(d) => {
                     let call = ToolCallDeltaOut {
                         index: d.index,
                         kind: d.id.is_some().then_some("function"),
@@ -448,14 +506,12 @@ fn stream(
                     };
                     yield Ok(chunk_event(&chunk(Delta { tool_calls: Some(vec![call]), ..Delta::default() }, None)));
                 }
-                Event::Done { reason, prompt_tokens, completion_tokens, cached_tokens } => {
-                    crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
-                    ticket.settle(prompt_tokens, completion_tokens).await;
+                Step::Done { reason, prompt_tokens, completion_tokens, cached_tokens } => {
                     // The last chunk names the answer's label, which a marking in it may have
                     // raised since the header went out.
-                    let mut last_info = info.clone();
-                    if let Some(label) = verdict.label() {
-                        last_info.label = policy.scheme.banner(&label);
+                    let mut last_info = a.info.clone();
+                    if let Some(banner) = a.label() {
+                        last_info.label = banner;
                     }
                     let mut last = chunk(Delta::default(), Some(reason.as_str()));
                     last.enclave = Some(&last_info);
@@ -476,19 +532,12 @@ fn stream(
                     yield Ok(SseEvent::default().data("[DONE]"));
                     return;
                 }
-                Event::Error(msg) => {
-                    if let Some(why) = verdict.withheld() {
-                        tracing::warn!(reason = %why, "streamed answer withheld");
-                        yield Ok(error_event(&ApiError::LabelExceedsClearance(why)));
-                        return;
-                    }
-                    tracing::error!(error = %msg, "generation failed mid-stream");
-                    yield Ok(error_event(&ApiError::UpstreamFailed(format!("the answer failed part-way: {msg}"))));
+                Step::Failed(error) => {
+                    yield Ok(error_event(&error));
                     return;
                 }
             }
         }
-        yield Ok(error_event(&ApiError::EngineUnavailable));
     };
     Sse::new(events).keep_alive(KeepAlive::default())
 }

@@ -131,7 +131,7 @@ async fn serve(
     }
     ticket.settle(out.tokens as u32, 0).await;
     crate::metrics::tokens(&req.model, out.tokens as u32, 0);
-    note.prompt_tokens = out.tokens as u64;
+    note.outcome.tokens(out.tokens as u64, 0);
     let data = out
         .vectors
         .into_iter()

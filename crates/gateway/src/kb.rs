@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use enclave_engine::{EmbedInput, Event};
+use enclave_engine::EmbedInput;
 use enclave_kb::{EmbedError, Embedder, Hit, KbError, KnowledgeBases, Mode, Upload};
 use enclave_label::Label;
 use enclave_policy::Decision;
@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use crate::audit::CallNote;
 use crate::auth::Principal;
+use crate::chat::Step;
 use crate::conversation::{Conversation, Role as TurnRole, Turn};
 use crate::dispatch::UpstreamClock;
 use crate::error::ApiError;
@@ -760,11 +761,10 @@ async fn answer_inner(
         clock,
     )
     .await?;
-    let label = a.info.label.clone();
-    let header = a.header.clone();
     let id = format!("kbans_{}", uuid::Uuid::new_v4().simple());
     if req.stream {
-        let model = req.model.clone();
+        let label = a.info.label.clone();
+        let header = a.header.clone();
         let events = async_stream::stream! {
             let opening = json!({
                 "type": "citations",
@@ -774,30 +774,29 @@ async fn answer_inner(
             });
             yield Ok::<_, Infallible>(SseEvent::default().data(opening.to_string()));
             let mut text = String::new();
-            while let Some(event) = a.events.recv().await {
-                match event {
-                    Event::Text(t) => {
+            while let Some(step) = a.next().await {
+                match step {
+                    Step::Text(t) => {
                         text.push_str(&t);
                         yield Ok(SseEvent::default().data(json!({"type": "delta", "text": t}).to_string()));
                     }
-                    Event::ToolCall(_) => {}
-                    Event::Done { reason, prompt_tokens, completion_tokens, .. } => {
-                        crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
-                        a.ticket.settle(prompt_tokens, completion_tokens).await;
+                    Step::ToolCall(_) => {}
+                    Step::Done { reason, prompt_tokens, completion_tokens, .. } => {
                         mark_cited(&mut citations, &text);
                         let cited: Vec<usize> = citations.iter().filter(|c| c.cited).map(|c| c.index).collect();
                         yield Ok(SseEvent::default().data(json!({
                             "type": "done",
                             "finish_reason": reason.as_str(),
                             "cited": cited,
+                            // A marking in the answer may have raised its label since it began.
+                            "label": a.label().unwrap_or_else(|| label.clone()),
                             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
                         }).to_string()));
                         yield Ok(SseEvent::default().data("[DONE]"));
                         return;
                     }
-                    Event::Error(msg) => {
-                        let err = ApiError::UpstreamFailed(format!("the answer failed part-way: {msg}"));
-                        yield Ok(SseEvent::default().data(serde_json::to_string(&err.body()).unwrap_or_default()));
+                    Step::Failed(error) => {
+                        yield Ok(SseEvent::default().data(serde_json::to_string(&error.body()).unwrap_or_default()));
                         return;
                     }
                 }
@@ -811,20 +810,19 @@ async fn answer_inner(
     }
     let mut text = String::new();
     loop {
-        match a.events.recv().await {
-            Some(Event::Text(t)) => text.push_str(&t),
-            Some(Event::ToolCall(_)) => {}
-            Some(Event::Done {
+        match a.next().await {
+            Some(Step::Text(t)) => text.push_str(&t),
+            Some(Step::ToolCall(_)) => {}
+            Some(Step::Done {
                 reason,
                 prompt_tokens,
                 completion_tokens,
                 ..
             }) => {
-                crate::metrics::tokens(&req.model, prompt_tokens, completion_tokens);
-                a.ticket.settle(prompt_tokens, completion_tokens).await;
-                note.prompt_tokens = prompt_tokens.into();
-                note.completion_tokens = completion_tokens.into();
                 mark_cited(&mut citations, &text);
+                // A marking in the answer raised its label (within the caller's clearance).
+                let label = a.label().unwrap_or_else(|| a.info.label.clone());
+                a.info.label = label.clone();
                 let mut response = Json(json!({
                     "id": id,
                     "object": "knowledge_base.answer",
@@ -841,14 +839,12 @@ async fn answer_inner(
                     "enclave": a.info,
                 }))
                 .into_response();
-                response.headers_mut().insert(LABEL_HEADER, header);
+                response
+                    .headers_mut()
+                    .insert(LABEL_HEADER, crate::mac::header_value(&label));
                 return Ok(response);
             }
-            Some(Event::Error(msg)) => {
-                return Err(ApiError::UpstreamFailed(format!(
-                    "the answer failed part-way: {msg}"
-                )));
-            }
+            Some(Step::Failed(error)) => return Err(error),
             None => return Err(ApiError::EngineUnavailable),
         }
     }

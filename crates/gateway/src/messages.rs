@@ -10,14 +10,14 @@ use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use enclave_engine::{Event, FinishReason};
+use enclave_engine::FinishReason;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::audit::CallNote;
 use crate::auth::Principal;
-use crate::chat::{self, Answer, ToolCalls};
+use crate::chat::{self, Answer, Step, ToolCalls};
 use crate::conversation::{Conversation, Role, Tool, ToolCall, ToolChoice, Turn};
 use crate::dispatch::UpstreamClock;
 use crate::error::ApiError;
@@ -344,46 +344,34 @@ async fn serve(
     .await?;
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let mut header = a.header.clone();
-    let verdict = a.verdict.clone();
     let mut response = if stream_it {
         stream(a, id, model).into_response()
     } else {
-        let collected = collect(a, id, model).await;
-        // The audit record names the label the answer reached, served or withheld.
-        note.answer_label = verdict.label().map(|l| state.policy.scheme.banner(&l));
-        let (mut body, usage) = collected?;
+        let mut body = collect(a, id, model).await?;
         // A marking in the answer raised its label (within the caller's clearance).
-        if let Some(banner) = &note.answer_label {
-            header = crate::mac::header_value(banner);
-            body["enclave"]["label"] = Value::String(banner.clone());
+        if let Some(banner) = note.outcome.get().answer_label {
+            header = crate::mac::header_value(&banner);
+            body["enclave"]["label"] = Value::String(banner);
         }
-        note.prompt_tokens = usage.0;
-        note.completion_tokens = usage.1;
         Json(body).into_response()
     };
     response.headers_mut().insert(LABEL_HEADER, header);
     Ok(response)
 }
 
-async fn collect(
-    mut a: Answer,
-    id: String,
-    model: String,
-) -> Result<(Value, (u64, u64)), ApiError> {
+async fn collect(mut a: Answer, id: String, model: String) -> Result<Value, ApiError> {
     let mut text = String::new();
     let mut calls = ToolCalls::default();
-    while let Some(event) = a.events.recv().await {
-        match event {
-            Event::Text(t) => text.push_str(&t),
-            Event::ToolCall(d) => calls.push(d),
-            Event::Done {
+    while let Some(step) = a.next().await {
+        match step {
+            Step::Text(t) => text.push_str(&t),
+            Step::ToolCall(d) => calls.push(d),
+            Step::Done {
                 reason,
                 prompt_tokens,
                 completion_tokens,
                 ..
             } => {
-                crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
-                a.ticket.settle(prompt_tokens, completion_tokens).await;
                 let mut content = Vec::new();
                 if !text.is_empty() {
                     content.push(json!({"type": "text", "text": text}));
@@ -395,7 +383,7 @@ async fn collect(
                         "type": "tool_use", "id": c.id, "name": c.function.name, "input": input,
                     }));
                 }
-                let body = json!({
+                return Ok(json!({
                     "id": id,
                     "type": "message",
                     "role": "assistant",
@@ -405,20 +393,9 @@ async fn collect(
                     "stop_sequence": null,
                     "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
                     "enclave": a.info,
-                });
-                return Ok((
-                    body,
-                    (u64::from(prompt_tokens), u64::from(completion_tokens)),
-                ));
+                }));
             }
-            Event::Error(msg) => {
-                if let Some(why) = a.verdict.withheld() {
-                    return Err(ApiError::LabelExceedsClearance(why));
-                }
-                return Err(ApiError::UpstreamFailed(format!(
-                    "the answer failed part-way: {msg}"
-                )));
-            }
+            Step::Failed(error) => return Err(error),
         }
     }
     Err(ApiError::EngineUnavailable)
@@ -432,17 +409,10 @@ fn sse(name: &str, data: &Value) -> SseEvent {
 /// deltas, `content_block_stop`; `message_delta` with the stop reason and usage; `message_stop`.
 /// A failure after the start is an `error` event, and the stream ends.
 fn stream(
-    a: Answer,
+    mut a: Answer,
     id: String,
     model: String,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
-    let Answer {
-        events: mut rx,
-        verdict,
-        info,
-        ticket,
-        ..
-    } = a;
     let events = async_stream::stream! {
         yield Ok(sse("message_start", &json!({
             "type": "message_start",
@@ -450,16 +420,16 @@ fn stream(
                 "id": id, "type": "message", "role": "assistant", "model": model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": 0, "output_tokens": 0},
-                "enclave": info,
+                "enclave": a.info,
             },
         })));
         yield Ok(sse("ping", &json!({"type": "ping"})));
         // The open block: its index and whether it is text (else the tool call it carries).
         let mut open: Option<(usize, Option<u32>)> = None;
         let mut next_block = 0usize;
-        while let Some(event) = rx.recv().await {
-            match event {
-                Event::Text(t) => {
+        while let Some(step) = a.next().await {
+            match step {
+                Step::Text(t) => {
                     if !matches!(open, Some((_, None))) {
                         if let Some((i, _)) = open.take() {
                             yield Ok(sse("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
@@ -477,7 +447,7 @@ fn stream(
                         "delta": {"type": "text_delta", "text": t},
                     })));
                 }
-                Event::ToolCall(d) => {
+                Step::ToolCall(d) => {
                     if open.map(|o| o.1) != Some(Some(d.index)) {
                         if let Some((i, _)) = open.take() {
                             yield Ok(sse("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
@@ -502,9 +472,7 @@ fn stream(
                         })));
                     }
                 }
-                Event::Done { reason, prompt_tokens, completion_tokens, .. } => {
-                    crate::metrics::tokens(&model, prompt_tokens, completion_tokens);
-                    ticket.settle(prompt_tokens, completion_tokens).await;
+                Step::Done { reason, prompt_tokens, completion_tokens, .. } => {
                     if let Some((i, _)) = open.take() {
                         yield Ok(sse("content_block_stop", &json!({"type": "content_block_stop", "index": i})));
                     }
@@ -516,28 +484,15 @@ fn stream(
                     yield Ok(sse("message_stop", &json!({"type": "message_stop"})));
                     return;
                 }
-                Event::Error(msg) => {
-                    if let Some(why) = verdict.withheld() {
-                        tracing::warn!(reason = %why, "streamed answer withheld");
-                        yield Ok(sse("error", &json!({
-                            "type": "error",
-                            "error": {"type": "permission_error", "message": why},
-                        })));
-                        return;
-                    }
-                    tracing::error!(error = %msg, "answer failed mid-stream");
+                Step::Failed(error) => {
                     yield Ok(sse("error", &json!({
                         "type": "error",
-                        "error": {"type": "api_error", "message": format!("the answer failed part-way: {msg}")},
+                        "error": {"type": error_type(error.parts().0), "message": error.to_string()},
                     })));
                     return;
                 }
             }
         }
-        yield Ok(sse("error", &json!({
-            "type": "error",
-            "error": {"type": "api_error", "message": "the inference engine is unavailable"},
-        })));
     };
     Sse::new(events).keep_alive(KeepAlive::default())
 }

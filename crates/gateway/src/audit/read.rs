@@ -1,0 +1,146 @@
+//! The read side of the audit log for auditors: signed checkpoints, proofs and records.
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use enclave_store::Role;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+/// `GET /v1/audit/checkpoint`: the latest signed checkpoint, as signed-note text.
+pub async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.audit.checkpoint().map_err(|e| {
+        tracing::error!(error = %e, "cannot sign a checkpoint");
+        ApiError::AuditUnavailable
+    })?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InclusionQuery {
+    index: u64,
+    tree_size: u64,
+}
+
+fn b64(hashes: &[enclave_audit::Hash]) -> Vec<String> {
+    hashes
+        .iter()
+        .map(|h| base64::engine::general_purpose::STANDARD.encode(h.0))
+        .collect()
+}
+
+/// `GET /v1/audit/proof/inclusion?index=&tree_size=`.
+pub async fn inclusion(
+    State(state): State<AppState>,
+    Query(q): Query<InclusionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let proof = state
+        .audit
+        .inclusion(q.index, q.tree_size)
+        .map_err(|e| ApiError::invalid("index", e.to_string()))?;
+    let leaf = state
+        .audit
+        .leaf(q.index)
+        .map(|h| base64::engine::general_purpose::STANDARD.encode(h.0));
+    Ok(Json(json!({
+        "index": q.index,
+        "tree_size": q.tree_size,
+        "leaf_hash": leaf,
+        "proof": b64(&proof),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+/// `GET /v1/audit/proof/consistency?from=&to=`.
+pub async fn consistency(
+    State(state): State<AppState>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let proof = state
+        .audit
+        .consistency(q.from, q.to)
+        .map_err(|e| ApiError::invalid("from", e.to_string()))?;
+    Ok(Json(
+        json!({ "from": q.from, "to": q.to, "proof": b64(&proof) }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RecordsQuery {
+    #[serde(default)]
+    from: u64,
+    #[serde(default)]
+    to: Option<u64>,
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+/// `GET /v1/audit/records?from=&limit=&tenant=`: auditors read every tenant's records, admins
+/// their own tenant's, users none.
+pub async fn records(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Query(q): Query<RecordsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let only = match principal.role {
+        Role::Auditor => q.tenant.clone(),
+        Role::Admin => {
+            if q.tenant
+                .as_ref()
+                .is_some_and(|t| *t != principal.tenant_name)
+            {
+                return Err(ApiError::ForbiddenByPolicy(
+                    "an admin key reads its own tenant's audit records only".into(),
+                ));
+            }
+            Some(principal.tenant_name.clone())
+        }
+        Role::User => {
+            return Err(ApiError::ForbiddenByPolicy(
+                "audit records are for `auditor` keys (every tenant) and `admin` keys (their own)"
+                    .into(),
+            ));
+        }
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut out = Vec::new();
+    let mut at = q.from;
+    let size = state.audit.size().min(q.to.unwrap_or(u64::MAX));
+    while at < size && (out.len() as u64) < limit {
+        let chunk = state.audit.records(at, (at + 1000).min(size));
+        for (index, bytes) in chunk {
+            at = index + 1;
+            let Ok(record) = serde_json::from_slice::<Value>(&bytes) else {
+                continue;
+            };
+            if let Some(t) = &only
+                && record["tenant"].as_str() != Some(t.as_str())
+            {
+                continue;
+            }
+            out.push(json!({ "index": index, "record": record }));
+            if out.len() as u64 >= limit {
+                break;
+            }
+        }
+    }
+    let next = (at < size).then_some(at);
+    Ok(Json(
+        json!({ "object": "list", "data": out, "next_from": next, "tree_size": size }),
+    ))
+}
+
