@@ -37,7 +37,9 @@ enum Line {
         at: u64,
         record: Box<Record>,
     },
-    Close { close: u64 },
+    Close {
+        close: u64,
+    },
 }
 
 /// A call promised and not yet closed, found at recovery.

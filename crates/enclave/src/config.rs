@@ -24,7 +24,7 @@ pub struct Config {
     pub log: LogSection,
     /// Marking scheme, Cedar policy file, deployments and tenant policies.
     #[serde(flatten)]
-    pub policy: enclave_gateway::policy::PolicyConfig,
+    pub policy: enclave_service::policy::PolicyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,7 +138,7 @@ impl Config {
     }
 
     /// Builds the policy in force, reading the Cedar policy file if one is named.
-    pub fn policy(&self) -> anyhow::Result<enclave_gateway::policy::Policy> {
+    pub fn policy(&self) -> anyhow::Result<enclave_service::policy::Policy> {
         use anyhow::Context as _;
         let cedar = match &self.policy.policy_file {
             Some(path) => Some((
@@ -148,17 +148,17 @@ impl Config {
             )),
             None => None,
         };
-        let local: Vec<(String, enclave_gateway::policy::ModelKind)> =
+        let local: Vec<(String, enclave_service::policy::ModelKind)> =
             enclave_engine::local::list(&self.models_dir())
                 .context("cannot read the operator's models")?
                 .into_iter()
                 .map(|m| match m.kind {
                     enclave_engine::local::LocalKind::Chat => {
-                        (m.name, enclave_gateway::policy::ModelKind::Chat)
+                        (m.name, enclave_service::policy::ModelKind::Chat)
                     }
                 })
                 .collect();
-        enclave_gateway::policy::Policy::from_config_with(
+        enclave_service::policy::Policy::from_config_with(
             &self.policy,
             cedar.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
             &local,

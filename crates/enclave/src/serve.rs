@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use enclave_engine::models;
 use enclave_engine::{ChatProcess, EmbeddingEngine, WorkerCommand};
 use enclave_gateway::{AppState, metrics::Metrics};
+use enclave_service::Service;
 use enclave_store::{Role, Store};
 
 use crate::audit_cli::AUDIT_ORIGIN;
@@ -109,46 +110,54 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
         .await
         .context("cannot write the audit log")?;
     ingest_admin_events(store.as_ref(), &audit).await?;
-    {
-        // Actions the CLI takes while the server runs reach the log within a second.
-        let (store, audit) = (Arc::clone(&store), audit.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                if let Err(e) = ingest_admin_events(store.as_ref(), &audit).await {
-                    tracing::error!(error = %e, "cannot move administrative actions into the audit log");
-                }
-            }
-        });
-    }
     let content = Arc::new(
         enclave_audit::ContentVault::open(&config.data_dir.join("audit"))
             .context("cannot open the content vault")?,
     );
-    let quotas = enclave_gateway::quota::Quotas::load(store.as_ref())
+    let quotas = enclave_service::quota::Quotas::load(store.as_ref())
         .await
         .context("cannot read this month's usage to start the quotas")?;
-    let state = AppState::new(
+    let service = Service::new(
         Arc::clone(&store) as Arc<dyn enclave_store::Store>,
         policy,
         audit,
         content,
-        metrics,
+        &enclave_upstream::Connector,
     )
+    .map_err(anyhow::Error::msg)
+    .context("cannot start the upstream clients")?
     .with_quotas(quotas);
     let kb = enclave_kb::KnowledgeBases::open(
         &config.data_dir.join("kb"),
-        state.policy.scheme.clone(),
-        Arc::new(enclave_gateway::kb::EngineEmbedder(Arc::clone(
-            &state.models,
+        service.policy.scheme.clone(),
+        Arc::new(enclave_service::retrieval::EngineEmbedder(Arc::clone(
+            &service.models,
         ))),
         MINILM_DIMS,
     )
     .await
     .context("cannot open the knowledge bases")?;
-    let state = state.with_knowledge_bases(kb);
-    let meter = Arc::clone(&state.quotas.meter);
+    let state = AppState::new(service.with_knowledge_bases(kb), metrics);
+    {
+        // Actions the CLI takes while the server runs reach the log within a second, and the
+        // last ones before a stop do too.
+        let (store, audit) = (Arc::clone(&store), state.audit.clone());
+        state.background.spawn("admin-event pump", |stop| async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                let stopping = tokio::select! {
+                    () = stop.cancelled() => true,
+                    _ = tick.tick() => false,
+                };
+                if let Err(e) = ingest_admin_events(store.as_ref(), &audit).await {
+                    tracing::error!(error = %e, "cannot move administrative actions into the audit log");
+                }
+                if stopping {
+                    break;
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -162,6 +171,7 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || load_models(&config, &state, &runtime))
     };
+    let shutdown = state.clone();
     let app = enclave_gateway::app(state);
     let server = tokio::spawn(enclave_gateway::serve(listener, app, shutdown_signal()));
     match loading.await? {
@@ -172,9 +182,8 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
         }
     }
     server.await??;
-    if let Err(e) = meter.flush(store.as_ref()).await {
-        tracing::error!(error = %e, "cannot write the last metered usage");
-    }
+    // In-flight calls have ended; the background work finishes what it holds.
+    shutdown.service.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

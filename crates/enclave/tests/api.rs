@@ -575,3 +575,63 @@ async fn a_tenants_shared_prefix_is_cached_for_that_tenant_only() {
     let (_, high_again) = post(&s, &secret, "/v1/chat/completions", body("(S) Type 4?")).await;
     assert!(cached(&high_again).unwrap() > 0, "{high_again}");
 }
+
+/// SIGTERM: the server stops taking calls, then finishes its background work — usage metered so
+/// far written, the last administrative actions moved into the audit log, the ingestion worker
+/// stopped — waits for it, and exits 0. Usage of a call made just before is there after a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_server_finishes_its_background_work_and_exits_cleanly() {
+    let mut s = Server::start();
+    let (status, _) = post(
+        &s,
+        &s.admin_key,
+        "/v1/embeddings",
+        json!({"model": EMBED, "input": "the harbour crane"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (mut s, exit) = tokio::task::spawn_blocking(move || {
+        let exit = s.terminate(std::time::Duration::from_secs(30));
+        (s, exit)
+    })
+    .await
+    .unwrap();
+    assert!(exit.success(), "exit status {exit}");
+    let log = s.log.lock().unwrap().clone();
+    for task in ["meter flush", "admin-event pump"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("background task stopped") && l.contains(task)),
+            "`{task}` was not stopped and awaited:\n{log}"
+        );
+    }
+    assert!(
+        log.contains("background task stopped: ingestion worker"),
+        "{log}"
+    );
+    let stopped = log.rfind("stopped").unwrap();
+    assert!(
+        log[stopped..].lines().count() <= 2,
+        "`stopped` is the last word:\n{log}"
+    );
+
+    s.crash_and_restart();
+    let usage: Value = client()
+        .get(s.url("/v1/usage"))
+        .bearer_auth(&s.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let requests: u64 = usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["model"] == EMBED)
+        .map(|r| r["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(requests, 1, "{usage}");
+}

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use enclave_engine::EmbeddingEngine;
 use enclave_engine::models::MINILM;
-use enclave_gateway::Models;
-use enclave_gateway::kb::EngineEmbedder;
 use enclave_kb::eval::{eval_set, score};
 use enclave_kb::{KnowledgeBases, Mode, Upload};
 use enclave_label::Scheme;
+use enclave_service::Models;
+use enclave_service::retrieval::EngineEmbedder;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hybrid_retrieval_beats_vector_only_and_bm25_only() {

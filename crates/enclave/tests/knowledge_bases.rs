@@ -250,7 +250,7 @@ fn no_read_up_in_search_answers_and_the_prompt_the_model_receives() {
     );
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (403, Some("forbidden_by_role"))
+        (403, Some("forbidden_by_policy"))
     );
 
     // Add a folder with the CLI: every format; the broken file is reported and the rest go on.

@@ -1,35 +1,27 @@
 //! `POST /v1/chat/completions`, streamed and not, from the embedded engine or an upstream.
 
 use std::convert::Infallible;
-use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use enclave_engine::{Event, ToolCallDelta};
-use enclave_label::Label;
-use enclave_policy::{Action, Redactions};
-use serde_json::Value;
-use tokio::sync::mpsc::unbounded_channel;
+use enclave_engine::ToolCallDelta;
+use enclave_service::answer::{self, Answer, Step};
+use enclave_service::dispatch::UpstreamClock;
+use enclave_service::info::mark_cited;
 
 use crate::AppState;
-use crate::audit::{CallNote, Outcome};
+use crate::audit::{CallNote, attach};
 use crate::auth::Principal;
-use crate::conversation::Conversation;
-use crate::dispatch::{self, UpstreamClock};
-use crate::error::ApiError;
+use crate::error::{ApiError, Error};
 use crate::extract::OpenAiJson;
-use crate::mac::{self, EnclaveInfo, LABEL_HEADER};
+use crate::labels::{LABEL_HEADER, declared, header_value};
 use crate::openai::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
     ChunkChoice, Delta, FunctionDeltaOut, FunctionOut, ToolCallDeltaOut, ToolCallOut, Usage,
 };
-use crate::quota::Ticket;
-use crate::upstream::EventStream;
-use crate::withhold::{self, Verdict};
-
 
 /// Names the build in `system_fingerprint`, so a client can tell answers of different builds apart.
 const FINGERPRINT: &str = concat!("enclave-", env!("CARGO_PKG_VERSION"));
@@ -44,209 +36,8 @@ pub async fn completions(
     let mut note = CallNote::for_model(&req.model);
     let clock = clock.map(|c| c.0).unwrap_or_default();
     let result = serve(state, principal, headers, req, &mut note, &clock).await;
-    note.attach(result)
+    attach(note, result)
 }
-
-/// A chat call under way, whichever surface it came in on: admitted by the reference monitor,
-/// reserved against quotas, answered by some deployment. Read it with [`Answer::next`], which
-/// meters, settles and notes the end for the audit record however the answer ends.
-pub struct Answer {
-    events: EventStream,
-    /// What inspecting the answer decided: its label, and whether it was withheld.
-    verdict: Verdict,
-    pub info: EnclaveInfo,
-    pub header: HeaderValue,
-    /// Settled when the answer is done; dropped unsettled (charging the reservation) when it
-    /// fails part-way.
-    ticket: Option<Ticket>,
-    pub started: Instant,
-    model: String,
-    outcome: Outcome,
-    policy: std::sync::Arc<crate::policy::Policy>,
-    ended: bool,
-}
-
-/// One step of an answer, as a surface shows it.
-#[derive(Debug)]
-pub enum Step {
-    Text(String),
-    ToolCall(ToolCallDelta),
-    Done {
-        reason: enclave_engine::FinishReason,
-        prompt_tokens: u32,
-        completion_tokens: u32,
-        cached_tokens: u32,
-    },
-    /// The answer ended without being done: withheld (403 `label_exceeds_clearance`), failed
-    /// part-way, or its backend went away. Nothing follows.
-    Failed(ApiError),
-}
-
-impl Answer {
-    /// The next step; `None` after `Done` or `Failed`.
-    pub async fn next(&mut self) -> Option<Step> {
-        if self.ended {
-            return None;
-        }
-        let step = match self.events.recv().await {
-            Some(Event::Text(t)) => return Some(Step::Text(t)),
-            Some(Event::ToolCall(d)) => return Some(Step::ToolCall(d)),
-            Some(Event::Done {
-                reason,
-                prompt_tokens,
-                completion_tokens,
-                cached_tokens,
-            }) => {
-                crate::metrics::tokens(&self.model, prompt_tokens, completion_tokens);
-                if let Some(ticket) = self.ticket.take() {
-                    ticket.settle(prompt_tokens, completion_tokens).await;
-                }
-                self.outcome
-                    .tokens(prompt_tokens.into(), completion_tokens.into());
-                Step::Done {
-                    reason,
-                    prompt_tokens,
-                    completion_tokens,
-                    cached_tokens,
-                }
-            }
-            Some(Event::Error(msg)) => {
-                let error = match self.verdict.withheld() {
-                    Some(why) => {
-                        tracing::warn!(reason = %why, "answer withheld");
-                        ApiError::LabelExceedsClearance(why)
-                    }
-                    None => {
-                        tracing::error!(error = %msg, "generation failed part-way");
-                        ApiError::UpstreamFailed(format!("the answer failed part-way: {msg}"))
-                    }
-                };
-                self.outcome.fail(&error);
-                Step::Failed(error)
-            }
-            None => {
-                let error = ApiError::EngineUnavailable;
-                self.outcome.fail(&error);
-                Step::Failed(error)
-            }
-        };
-        self.ended = true;
-        // The label the answer reached, served or withheld.
-        if let Some(label) = self.verdict.label() {
-            self.outcome.label(self.policy.scheme.banner(&label));
-        }
-        Some(step)
-    }
-
-    /// The answer's label as inspecting its text found it so far, as a banner.
-    pub fn label(&self) -> Option<String> {
-        self.verdict
-            .label()
-            .map(|l| self.policy.scheme.banner(&l))
-    }
-}
-
-/// The steps every chat surface shares: admit (label, clearance, authorize, route, redact),
-/// reserve quota, dispatch to the deployments in order, restore redacted data in the answer.
-#[allow(clippy::too_many_arguments, reason = "each is one input of the call")]
-pub async fn answer(
-    state: &AppState,
-    principal: &Principal,
-    headers: &HeaderMap,
-    metadata: Option<&Value>,
-    model: &str,
-    mut conversation: Conversation,
-    floor: Option<&Label>,
-    note: &mut CallNote,
-    clock: &UpstreamClock,
-) -> Result<Answer, ApiError> {
-    let mut texts = conversation.take_texts();
-    let mut admitted = match mac::admit(
-        &state.policy,
-        principal,
-        Action::Chat,
-        model,
-        headers,
-        metadata,
-        floor,
-        &mut texts,
-    ) {
-        Ok(a) => a,
-        Err(denied) => {
-            note.decision = Some(denied.decision);
-            return Err(denied.error);
-        }
-    };
-    note.decision = Some(admitted.decision.clone());
-    let redacted = admitted.redacted.as_ref().map(|(t, _)| {
-        let mut c = conversation.clone();
-        c.put_texts(t.clone());
-        c
-    });
-    conversation.put_texts(texts);
-    let worst_case = conversation.estimated_prompt_tokens()
-        + u64::from(conversation.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS));
-    let ticket = state
-        .quotas
-        .reserve(&state.policy, principal, model, worst_case)
-        .await?;
-    let started = Instant::now();
-    // The prompt cache is the tenant's, per label: a prefix computed for a request at one label
-    // is reused only by requests of the same tenant at the same label, so its presence (which
-    // shows in time to first token) tells a lower-cleared user nothing about higher requests.
-    let cache = format!(
-        "{}\u{1f}{}",
-        principal.tenant_id,
-        state.policy.scheme.banner(&admitted.label)
-    );
-    let work = dispatch::Work::Chat {
-        plain: &conversation,
-        redacted: redacted.as_ref(),
-        cache: &cache,
-    };
-    let dispatched =
-        dispatch::dispatch(state, &admitted.routes, &work, &mut note.attempts, clock).await;
-    let (events, index) = match dispatched {
-        Ok((dispatch::Output::Events(events), index)) => (events, index),
-        Ok(_) => {
-            ticket.release().await;
-            return Err(ApiError::Internal);
-        }
-        Err(e) => {
-            ticket.release().await;
-            return Err(e);
-        }
-    };
-    admitted.serve(index);
-    note.decision = Some(admitted.decision.clone());
-    let events = match admitted.redactions_for(index) {
-        Some(r) => restoring(events, r.clone()),
-        None => events,
-    };
-    // The answer is inspected like the request: what the model writes may raise its label.
-    let (events, verdict) = withhold::inspecting(
-        events,
-        std::sync::Arc::clone(&state.policy),
-        admitted.clearance.clone(),
-        admitted.label.clone(),
-    );
-    tracing::debug!(tenant = %principal.tenant_name, key = %principal.key_id, deployment = %admitted.info.deployment, "chat answer started");
-    Ok(Answer {
-        events,
-        verdict,
-        header: admitted.header(),
-        info: admitted.info,
-        ticket: Some(ticket),
-        started,
-        model: model.to_string(),
-        outcome: note.outcome.clone(),
-        policy: std::sync::Arc::clone(&state.policy),
-        ended: false,
-    })
-}
-
-/// Tokens reserved for an answer whose request set no `max_tokens`.
-pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 
 async fn serve(
     state: AppState,
@@ -262,19 +53,19 @@ async fn serve(
     let stream_it = valid.conversation.stream;
     let include_usage = valid.include_usage;
     let mut conversation = valid.conversation;
-    let retrieved = crate::kb::augment(
+    let declared = declared(&headers, metadata.as_ref())?;
+    let retrieved = enclave_service::retrieval::augment(
         &state,
         &principal,
-        &headers,
+        declared.as_ref(),
         metadata.as_ref(),
         &mut conversation,
     )
     .await?;
-    let mut a = answer(
+    let mut a = answer::chat(
         &state,
         &principal,
-        &headers,
-        metadata.as_ref(),
+        declared.as_ref(),
         &model,
         conversation,
         retrieved.as_ref().and_then(|r| r.floor.as_ref()),
@@ -287,7 +78,7 @@ async fn serve(
     }
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = enclave_store::now();
-    let mut header = a.header.clone();
+    let mut header = header_value(&a.info.label);
     let mut response = if stream_it {
         stream(a, id, model, created, include_usage).into_response()
     } else {
@@ -295,80 +86,18 @@ async fn serve(
         if let Some(info) = completion.enclave.as_mut() {
             // A marking in the answer raised its label (within the caller's clearance).
             if let Some(banner) = note.outcome.get().answer_label {
-                header = mac::header_value(&banner);
+                header = header_value(&banner);
                 info.label = banner;
             }
             if let Some(choice) = completion.choices.first() {
                 let text = choice.message.content.as_deref().unwrap_or_default();
-                crate::kb::mark_cited(&mut info.citations, text);
+                mark_cited(&mut info.citations, text);
             }
         }
         Json(completion).into_response()
     };
     response.headers_mut().insert(LABEL_HEADER, header);
     Ok(response)
-}
-
-/// Puts redacted personal data back into the answer as it streams, holding back only text that
-/// may still be the start of a placeholder.
-fn restoring(mut rx: EventStream, redactions: Redactions) -> EventStream {
-    let (tx, out) = unbounded_channel();
-    tokio::spawn(async move {
-        let mut restorer = redactions.restorer();
-        // Each tool call's arguments stream on their own, so each gets its own restorer.
-        let mut calls: std::collections::BTreeMap<u32, enclave_policy::Restorer<'_>> =
-            Default::default();
-        loop {
-            let event = tokio::select! {
-                // The client left: stop now, which drops `rx` and cancels the backend.
-                () = tx.closed() => return,
-                e = rx.recv() => match e {
-                    Some(e) => e,
-                    None => return,
-                },
-            };
-            let mut out = Vec::with_capacity(1);
-            match event {
-                Event::Text(t) => {
-                    let text = restorer.push(&t);
-                    if !text.is_empty() {
-                        out.push(Event::Text(text));
-                    }
-                }
-                Event::ToolCall(mut call) => {
-                    let r = calls
-                        .entry(call.index)
-                        .or_insert_with(|| redactions.restorer());
-                    call.arguments = r.push(&call.arguments);
-                    out.push(Event::ToolCall(call));
-                }
-                done @ Event::Done { .. } => {
-                    let rest = restorer.finish();
-                    if !rest.is_empty() {
-                        out.push(Event::Text(rest));
-                    }
-                    for (index, r) in &mut calls {
-                        let rest = r.finish();
-                        if !rest.is_empty() {
-                            out.push(Event::ToolCall(ToolCallDelta {
-                                index: *index,
-                                arguments: rest,
-                                ..ToolCallDelta::default()
-                            }));
-                        }
-                    }
-                    out.push(done);
-                }
-                other => out.push(other),
-            }
-            for e in out {
-                if tx.send(e).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    EventStream::new(out)
 }
 
 /// Tool calls assembled from their streamed pieces.
@@ -444,16 +173,16 @@ async fn collect(
                     enclave: Some(a.info),
                 });
             }
-            Step::Failed(error) => return Err(error),
+            Step::Failed(error) => return Err(error.into()),
         }
     }
-    Err(ApiError::EngineUnavailable)
+    Err(Error::EngineUnavailable.into())
 }
 
 fn chunk_event(chunk: &ChatCompletionChunk<'_>) -> SseEvent {
     match serde_json::to_string(chunk) {
         Ok(json) => SseEvent::default().data(json),
-        Err(_) => error_event(&ApiError::Internal),
+        Err(_) => error_event(&ApiError(Error::Internal)),
     }
 }
 
@@ -533,7 +262,7 @@ fn stream(
                     return;
                 }
                 Step::Failed(error) => {
-                    yield Ok(error_event(&error));
+                    yield Ok(error_event(&ApiError(error)));
                     return;
                 }
             }

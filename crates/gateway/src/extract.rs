@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Error};
 
 /// A JSON body, parsed with the failing field's path in the error.
 pub struct OpenAiJson<T>(pub T);
@@ -21,9 +21,9 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::BodyTooLarge(crate::MAX_BODY_BYTES)
+                Error::BodyTooLarge(crate::MAX_BODY_BYTES)
             } else {
-                ApiError::InvalidJson(rejection.body_text())
+                Error::InvalidJson(rejection.body_text())
             }
         })?;
         parse(&bytes).map(OpenAiJson)
@@ -33,21 +33,22 @@ where
 /// Parses a body, naming the parameter that failed.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::InvalidJson("the body is empty".into()));
+        return Err(Error::InvalidJson("the body is empty".into()).into());
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            ApiError::InvalidJson(inner.to_string())
+            Error::InvalidJson(inner.to_string())
         } else if path.is_empty() || path == "." {
-            ApiError::invalid(
+            Error::invalid(
                 "body",
                 format!("the request body is not a valid request: {inner}"),
             )
         } else {
-            ApiError::invalid(path.clone(), format!("`{path}` is invalid: {inner}"))
+            Error::invalid(path.clone(), format!("`{path}` is invalid: {inner}"))
         }
+        .into()
     })
 }

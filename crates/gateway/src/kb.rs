@@ -8,7 +8,6 @@
 //! uses that label, so passages only reach deployments accredited for them.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::Extension;
 use axum::Json;
@@ -17,121 +16,26 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use enclave_engine::EmbedInput;
-use enclave_kb::{EmbedError, Embedder, Hit, KbError, KnowledgeBases, Mode, Upload};
+use enclave_kb::{Hit, Mode, Upload};
 use enclave_label::Label;
-use enclave_policy::Decision;
-use enclave_store::Role;
+use enclave_policy::{Action, Decision};
+use enclave_service::answer::Step;
+use enclave_service::conversation::{Conversation, Role as TurnRole, Turn};
+use enclave_service::dispatch::UpstreamClock;
+use enclave_service::info::mark_cited;
+use enclave_service::monitor::authorize;
+use enclave_service::retrieval::{
+    DEFAULT_PASSAGES, Retrieved, build, ceiling, clearance, knowledge_bases, parse_label, require,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::audit::CallNote;
+use crate::AppState;
+use crate::audit::{CallNote, attach};
 use crate::auth::Principal;
-use crate::chat::Step;
-use crate::conversation::{Conversation, Role as TurnRole, Turn};
-use crate::dispatch::UpstreamClock;
-use crate::error::ApiError;
+use crate::error::{ApiError, Error};
 use crate::extract::parse;
-use crate::mac::{self, LABEL_HEADER};
-use crate::{AppState, Models};
-
-/// Where in a chat request's `metadata` knowledge bases are named (a string, comma-separated,
-/// as OpenAI's SDKs require metadata values to be; or an array).
-pub const KB_METADATA: &str = "knowledge_bases";
-
-/// Passages placed in a prompt unless the request asks for another number.
-const DEFAULT_PASSAGES: usize = 5;
-
-/// The embedded MiniLM model as the knowledge bases' embedder.
-pub struct EngineEmbedder(pub Arc<Models>);
-
-impl Embedder for EngineEmbedder {
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let engine = self.0.embedding.get().ok_or(EmbedError::NotReady)?;
-        let inputs: Vec<EmbedInput> = texts.iter().cloned().map(EmbedInput::Text).collect();
-        engine
-            .embed(&inputs)
-            .map(|e| e.vectors)
-            .map_err(|e| EmbedError::Failed(e.to_string()))
-    }
-}
-
-impl From<KbError> for ApiError {
-    fn from(e: KbError) -> Self {
-        let message = e.to_string();
-        match e {
-            KbError::NoKnowledgeBase(_) | KbError::NoDocument(_) => ApiError::NotFound(message),
-            KbError::Exists(_) => ApiError::Conflict(message),
-            KbError::Invalid(_) => ApiError::invalid("body", message),
-            KbError::Unreadable { .. } => ApiError::UnreadableDocument(message),
-            KbError::Unlabelled { .. } => ApiError::LabelRequired(message),
-            KbError::UnrecognizedMarking { .. } => ApiError::UnrecognizedMarkingInDocument(message),
-            KbError::AboveClearance(_) => ApiError::LabelExceedsClearance(message),
-            KbError::AboveMaximum(_) => ApiError::LabelExceedsMaximum(message),
-            KbError::Embed(EmbedError::NotReady) => {
-                ApiError::ModelLoading(crate::EMBEDDING_MODEL.to_string())
-            }
-            KbError::Embed(EmbedError::Failed(_)) | KbError::Storage(_) => {
-                tracing::error!(error = %message, "knowledge-base failure");
-                ApiError::Internal
-            }
-        }
-    }
-}
-
-fn service(state: &AppState) -> Result<&KnowledgeBases, ApiError> {
-    state.kb.as_ref().ok_or(ApiError::KnowledgeBasesDisabled)
-}
-
-fn require(principal: &Principal, roles: &[Role], what: &str) -> Result<(), ApiError> {
-    if roles.contains(&principal.role) {
-        Ok(())
-    } else {
-        Err(ApiError::RoleForbidden(format!(
-            "a `{}` key cannot {what}",
-            principal.role.as_str()
-        )))
-    }
-}
-
-const READERS: &[Role] = &[Role::User, Role::Admin];
-
-fn clearance(state: &AppState, principal: &Principal) -> Result<Label, ApiError> {
-    mac::clearance(&state.policy, principal)
-}
-
-fn parse_label(state: &AppState, param: &str, text: &str) -> Result<Label, ApiError> {
-    state
-        .policy
-        .scheme
-        .parse(text)
-        .map_err(|e| ApiError::InvalidLabel {
-            param: param.to_string(),
-            message: format!(
-                "`{text}` in `{param}` is not a label of scheme {}: {e}",
-                state.policy.scheme.name()
-            ),
-        })
-}
-
-/// The label a read works at: the declared request label (header or metadata), which may not
-/// exceed the clearance, else the clearance itself.
-fn ceiling(
-    state: &AppState,
-    principal: &Principal,
-    headers: &HeaderMap,
-    metadata: Option<&Value>,
-) -> Result<Label, ApiError> {
-    let clearance = clearance(state, principal)?;
-    let declared = mac::declared(headers, metadata)?;
-    let Some((param, text)) = declared else {
-        return Ok(clearance);
-    };
-    let label = parse_label(state, param, &text)?;
-    enclave_policy::check_clearance(&state.policy.scheme, &clearance, &label)
-        .map_err(ApiError::LabelExceedsClearance)?;
-    Ok(label)
-}
+use crate::labels::{LABEL_HEADER, declared, header_value};
 
 fn note_for(label: Option<&Label>, state: &AppState, reason: &str) -> CallNote {
     CallNote {
@@ -163,17 +67,15 @@ pub async fn create(
     Extension(principal): Extension<Principal>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let kbs = service(&state)?;
-    require(&principal, &[Role::Admin], "create knowledge bases")?;
+    let kbs = knowledge_bases(&state)?;
     let req: CreateRequest = parse(&body)?;
-    if let Some(t) = &req.tenant
-        && t != &principal.tenant_name
-    {
-        return Err(ApiError::RoleForbidden(format!(
-            "a key of tenant `{}` cannot create knowledge bases for tenant `{t}`",
-            principal.tenant_name
-        )));
-    }
+    let tenant = req.tenant.as_deref().unwrap_or(&principal.tenant_name);
+    authorize(
+        &state.policy,
+        &principal,
+        Action::CreateKnowledgeBase,
+        tenant,
+    )?;
     let max = parse_label(&state, "max_label", &req.max_label)?;
     let default = req
         .default_label
@@ -198,8 +100,8 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
-    let kbs = service(&state)?;
-    require(&principal, READERS, "read knowledge bases")?;
+    let kbs = knowledge_bases(&state)?;
+    require(&state, &principal, Action::ReadKnowledgeBases)?;
     let data = kbs.list(&principal.tenant_name).await?;
     Ok(Json(json!({ "object": "list", "data": data })))
 }
@@ -210,8 +112,8 @@ pub async fn get(
     Extension(principal): Extension<Principal>,
     Path(kb): Path<String>,
 ) -> Result<Response, ApiError> {
-    let kbs = service(&state)?;
-    require(&principal, READERS, "read knowledge bases")?;
+    let kbs = knowledge_bases(&state)?;
+    require(&state, &principal, Action::ReadKnowledgeBases)?;
     Ok(Json(kbs.get(&principal.tenant_name, &kb).await?).into_response())
 }
 
@@ -241,7 +143,7 @@ pub async fn add(
 ) -> Response {
     let mut note = CallNote::default();
     let result = add_documents(&state, &principal, &kb, request, &mut note).await;
-    note.attach(result)
+    attach(note, result)
 }
 
 async fn add_documents(
@@ -251,8 +153,8 @@ async fn add_documents(
     request: Request,
     note: &mut CallNote,
 ) -> Result<Response, ApiError> {
-    let kbs = service(state)?;
-    require(principal, READERS, "add documents")?;
+    let kbs = knowledge_bases(state)?;
+    require(state, principal, Action::WriteKnowledgeBases)?;
     let clearance = clearance(state, principal)?;
     let multipart = request
         .headers()
@@ -263,20 +165,20 @@ async fn add_documents(
     if multipart {
         let mut form = Multipart::from_request(request, state)
             .await
-            .map_err(|e| ApiError::invalid("body", format!("bad multipart body: {e}")))?;
+            .map_err(|e| Error::invalid("body", format!("bad multipart body: {e}")))?;
         let mut label = None;
         let mut files = Vec::new();
         while let Some(field) = form
             .next_field()
             .await
-            .map_err(|e| ApiError::invalid("body", format!("bad multipart body: {e}")))?
+            .map_err(|e| Error::invalid("body", format!("bad multipart body: {e}")))?
         {
             match field.name() {
                 Some("label") => {
                     let text = field
                         .text()
                         .await
-                        .map_err(|e| ApiError::invalid("label", e.to_string()))?;
+                        .map_err(|e| Error::invalid("label", e.to_string()))?;
                     label = Some(parse_label(state, "label", text.trim())?);
                 }
                 Some("file") => {
@@ -285,25 +187,22 @@ async fn add_documents(
                     let bytes = field
                         .bytes()
                         .await
-                        .map_err(|e| ApiError::invalid("file", e.to_string()))?;
+                        .map_err(|e| Error::invalid("file", e.to_string()))?;
                     files.push((name, media, bytes.to_vec()));
                 }
                 Some(other) => {
-                    return Err(ApiError::invalid(
+                    return Err(Error::invalid(
                         other,
                         format!(
                             "unknown form field `{other}`: send `file` parts and an optional `label`"
                         ),
-                    ));
+                    ).into());
                 }
                 None => {}
             }
         }
         if files.is_empty() {
-            return Err(ApiError::invalid(
-                "file",
-                "the form has no `file` part".to_string(),
-            ));
+            return Err(Error::invalid("file", "the form has no `file` part".to_string()).into());
         }
         for (name, media_type, bytes) in files {
             uploads.push(Upload {
@@ -318,20 +217,19 @@ async fn add_documents(
     } else {
         let body = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|_| ApiError::BodyTooLarge(crate::MAX_UPLOAD_BYTES))?;
+            .map_err(|_| Error::BodyTooLarge(crate::MAX_UPLOAD_BYTES))?;
         let req: DocumentRequest = parse(&body)?;
         let bytes = match (req.text, req.content_base64) {
             (Some(t), None) => t.into_bytes(),
             (None, Some(b)) => base64::engine::general_purpose::STANDARD
                 .decode(b.trim())
-                .map_err(|e| {
-                    ApiError::invalid("content_base64", format!("not valid base64: {e}"))
-                })?,
+                .map_err(|e| Error::invalid("content_base64", format!("not valid base64: {e}")))?,
             _ => {
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     "text",
                     "give exactly one of `text` and `content_base64`".to_string(),
-                ));
+                )
+                .into());
             }
         };
         let label = req
@@ -351,7 +249,7 @@ async fn add_documents(
     // One document: its own status code. Several: each its own result; the rest go on when one
     // fails.
     if uploads.len() == 1 {
-        let upload = uploads.pop().ok_or(ApiError::Internal)?;
+        let upload = uploads.pop().ok_or(Error::Internal)?;
         let doc = kbs.add(&principal.tenant_name, kb, upload).await?;
         *note = note_for(
             state.policy.scheme.parse(&doc.label).ok().as_ref(),
@@ -371,15 +269,15 @@ async fn add_documents(
                 }
                 data.push(serde_json::to_value(doc).unwrap_or(Value::Null));
             }
-            Err(KbError::NoKnowledgeBase(k)) => {
-                return Err(ApiError::from(KbError::NoKnowledgeBase(k)));
+            Err(enclave_kb::KbError::NoKnowledgeBase(k)) => {
+                return Err(ApiError::from(enclave_kb::KbError::NoKnowledgeBase(k)));
             }
             Err(e) => {
                 let err = ApiError::from(e);
                 data.push(json!({
                     "name": name,
                     "error": err.body().error,
-                    "status": err.parts().0.as_u16(),
+                    "status": err.status().as_u16(),
                 }));
             }
         }
@@ -398,8 +296,8 @@ pub async fn documents(
     Extension(principal): Extension<Principal>,
     Path(kb): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let kbs = service(&state)?;
-    require(&principal, READERS, "read knowledge bases")?;
+    let kbs = knowledge_bases(&state)?;
+    require(&state, &principal, Action::ReadKnowledgeBases)?;
     let data = kbs.documents(&principal.tenant_name, &kb).await?;
     Ok(Json(json!({ "object": "list", "data": data })))
 }
@@ -411,8 +309,8 @@ pub async fn document(
     Extension(principal): Extension<Principal>,
     Path((kb, doc)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let kbs = service(&state)?;
-    require(&principal, READERS, "read knowledge bases")?;
+    let kbs = knowledge_bases(&state)?;
+    require(&state, &principal, Action::ReadKnowledgeBases)?;
     Ok(Json(kbs.document(&principal.tenant_name, &kb, &doc).await?).into_response())
 }
 
@@ -424,8 +322,8 @@ pub async fn delete(
     Path((kb, doc)): Path<(String, String)>,
 ) -> Response {
     let result = async {
-        let kbs = service(&state)?;
-        require(&principal, READERS, "delete documents")?;
+        let kbs = knowledge_bases(&state)?;
+        require(&state, &principal, Action::WriteKnowledgeBases)?;
         let removed = kbs.delete(&principal.tenant_name, &kb, &doc).await?;
         let label = state.policy.scheme.parse(&removed.label).ok();
         let note = note_for(label.as_ref(), &state, "document deleted");
@@ -436,8 +334,8 @@ pub async fn delete(
     }
     .await;
     match result {
-        Ok((body, note)) => note.attach(Ok(body.into_response())),
-        Err(e) => CallNote::default().attach(Err(e)),
+        Ok((body, note)) => attach(note, Ok(body.into_response())),
+        Err(e) => attach(CallNote::default(), Err(e)),
     }
 }
 
@@ -461,7 +359,8 @@ struct Passage<'a> {
 
 fn mode(m: Option<&str>) -> Result<Mode, ApiError> {
     m.map_or(Ok(Mode::Hybrid), |m| {
-        m.parse().map_err(|e: String| ApiError::invalid("mode", e))
+        m.parse()
+            .map_err(|e: String| Error::invalid("mode", e).into())
     })
 }
 
@@ -476,10 +375,14 @@ pub async fn search(
 ) -> Response {
     let mut note = CallNote::default();
     let result = async {
-        let kbs = service(&state)?;
-        require(&principal, READERS, "search knowledge bases")?;
+        let kbs = knowledge_bases(&state)?;
+        require(&state, &principal, Action::ReadKnowledgeBases)?;
         let req: SearchRequest = parse(&body)?;
-        let ceiling = ceiling(&state, &principal, &headers, req.metadata.as_ref())?;
+        let ceiling = ceiling(
+            &state,
+            &principal,
+            declared(&headers, req.metadata.as_ref())?.as_ref(),
+        )?;
         let mode = mode(req.mode.as_deref())?;
         let hits = kbs
             .search(
@@ -510,153 +413,11 @@ pub async fn search(
         .into_response();
         response
             .headers_mut()
-            .insert(LABEL_HEADER, mac::header_value(&label));
+            .insert(LABEL_HEADER, header_value(&label));
         Ok(response)
     }
     .await;
-    note.attach(result)
-}
-
-/// A passage placed in a prompt, as the answer cites it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Citation {
-    /// The `[n]` the model was asked to cite it by.
-    pub index: usize,
-    pub document: String,
-    pub document_name: String,
-    pub chunk: i64,
-    pub label: String,
-    pub page: Option<u32>,
-    pub start: u64,
-    pub end: u64,
-    pub score: f32,
-    pub text: String,
-    /// Whether the answer cites it (`[n]` in the text).
-    pub cited: bool,
-}
-
-/// Passages retrieved for a prompt: the system message built from them, their citations, and
-/// the join of their labels.
-pub struct Retrieved {
-    pub system: String,
-    pub citations: Vec<Citation>,
-    pub floor: Option<Label>,
-}
-
-fn build(hits: Vec<Hit>) -> Retrieved {
-    let mut system = String::from(
-        "Answer the question using only the numbered passages below. Cite the passages you use \
-         by their number in square brackets, like [1]. If the passages do not answer the \
-         question, say that you do not know.\n",
-    );
-    let mut floor: Option<Label> = None;
-    let mut citations = Vec::with_capacity(hits.len());
-    for (i, h) in hits.into_iter().enumerate() {
-        system.push_str(&format!(
-            "\n[{}] ({}) {}: {}\n",
-            i + 1,
-            h.label,
-            h.document_name,
-            h.text
-        ));
-        floor = Some(floor.map_or(h.parsed_label.clone(), |f| f.join(&h.parsed_label)));
-        citations.push(Citation {
-            index: i + 1,
-            document: h.document,
-            document_name: h.document_name,
-            chunk: h.chunk,
-            label: h.label,
-            page: h.page,
-            start: h.start,
-            end: h.end,
-            score: h.score,
-            text: h.text,
-            cited: false,
-        });
-    }
-    Retrieved {
-        system,
-        citations,
-        floor,
-    }
-}
-
-/// Marks the citations whose `[n]` appears in `answer`.
-pub fn mark_cited(citations: &mut [Citation], answer: &str) {
-    for c in citations {
-        c.cited = answer.contains(&format!("[{}]", c.index));
-    }
-}
-
-/// The knowledge bases a chat request names in `metadata.knowledge_bases`.
-fn named(metadata: Option<&Value>) -> Result<Vec<String>, ApiError> {
-    let bad = || {
-        ApiError::invalid(
-            "metadata.knowledge_bases",
-            "`metadata.knowledge_bases` must be a string of knowledge-base ids or names separated by commas, or an array of them".to_string(),
-        )
-    };
-    match metadata.and_then(|m| m.get(KB_METADATA)) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(bad))
-            .collect(),
-        Some(_) => Err(bad()),
-    }
-}
-
-/// Retrieval for a chat completion that names knowledge bases: passages for the last user
-/// turn from each, best first, placed as a system turn at the start of the conversation.
-/// `None` when the request names none.
-pub async fn augment(
-    state: &AppState,
-    principal: &Principal,
-    headers: &HeaderMap,
-    metadata: Option<&Value>,
-    conversation: &mut Conversation,
-) -> Result<Option<Retrieved>, ApiError> {
-    let names = named(metadata)?;
-    if names.is_empty() {
-        return Ok(None);
-    }
-    let kbs = service(state)?;
-    require(principal, READERS, "read knowledge bases")?;
-    let ceiling = ceiling(state, principal, headers, metadata)?;
-    let question = conversation
-        .turns
-        .iter()
-        .rev()
-        .find(|t| t.role == TurnRole::User)
-        .map(|t| t.text.clone())
-        .unwrap_or_default();
-    let mut hits = Vec::new();
-    for name in &names {
-        hits.extend(
-            kbs.search(
-                &principal.tenant_name,
-                name,
-                &ceiling,
-                &question,
-                DEFAULT_PASSAGES,
-                Mode::Hybrid,
-            )
-            .await?,
-        );
-    }
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-    hits.truncate(DEFAULT_PASSAGES);
-    let retrieved = build(hits);
-    conversation
-        .turns
-        .insert(0, Turn::new(TurnRole::System, retrieved.system.clone()));
-    Ok(Some(retrieved))
+    attach(note, result)
 }
 
 #[derive(Debug, Deserialize)]
@@ -689,7 +450,7 @@ pub async fn answer(
     let mut note = CallNote::default();
     let clock = clock.map(|c| c.0).unwrap_or_default();
     let result = answer_inner(&state, &principal, &kb, &headers, &body, &mut note, &clock).await;
-    note.attach(result)
+    attach(note, result)
 }
 
 #[allow(clippy::too_many_arguments, reason = "each is one input of the call")]
@@ -702,17 +463,18 @@ async fn answer_inner(
     note: &mut CallNote,
     clock: &UpstreamClock,
 ) -> Result<Response, ApiError> {
-    let kbs = service(state)?;
-    require(principal, READERS, "ask knowledge bases")?;
+    let kbs = knowledge_bases(state)?;
+    require(state, principal, Action::ReadKnowledgeBases)?;
     let req: AnswerRequest = parse(body)?;
     if req.question.trim().is_empty() {
-        return Err(ApiError::invalid(
-            "question",
-            "`question` is empty".to_string(),
-        ));
+        return Err(Error::invalid("question", "`question` is empty".to_string()).into());
     }
     note.model = Some(req.model.clone());
-    let ceiling = ceiling(state, principal, headers, req.metadata.as_ref())?;
+    let ceiling = ceiling(
+        state,
+        principal,
+        declared(headers, req.metadata.as_ref())?.as_ref(),
+    )?;
     let k = req.k.unwrap_or(DEFAULT_PASSAGES).clamp(1, 20);
     let hits = kbs
         .search(
@@ -749,11 +511,11 @@ async fn answer_inner(
         max_tokens: req.max_tokens,
         stream: req.stream,
     };
-    let mut a = crate::chat::answer(
+    let declared = declared(headers, req.metadata.as_ref())?;
+    let mut a = enclave_service::answer::chat(
         state,
         principal,
-        headers,
-        req.metadata.as_ref(),
+        declared.as_ref(),
         &req.model,
         conversation,
         floor.as_ref(),
@@ -764,7 +526,7 @@ async fn answer_inner(
     let id = format!("kbans_{}", uuid::Uuid::new_v4().simple());
     if req.stream {
         let label = a.info.label.clone();
-        let header = a.header.clone();
+        let header = header_value(&a.info.label);
         let events = async_stream::stream! {
             let opening = json!({
                 "type": "citations",
@@ -796,7 +558,7 @@ async fn answer_inner(
                         return;
                     }
                     Step::Failed(error) => {
-                        yield Ok(SseEvent::default().data(serde_json::to_string(&error.body()).unwrap_or_default()));
+                        yield Ok(SseEvent::default().data(serde_json::to_string(&crate::error::body(&error)).unwrap_or_default()));
                         return;
                     }
                 }
@@ -841,11 +603,11 @@ async fn answer_inner(
                 .into_response();
                 response
                     .headers_mut()
-                    .insert(LABEL_HEADER, crate::mac::header_value(&label));
+                    .insert(LABEL_HEADER, header_value(&label));
                 return Ok(response);
             }
-            Some(Step::Failed(error)) => return Err(error),
-            None => return Err(ApiError::EngineUnavailable),
+            Some(Step::Failed(error)) => return Err(error.into()),
+            None => return Err(Error::EngineUnavailable.into()),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `POST /v1/messages`: Anthropic's Messages API, served by any deployment, so the official
 //! `anthropic` SDK works unchanged. Parses into the same [`Conversation`] as the OpenAI
-//! surface and shares every step after that ([`chat::answer`]); only the wire differs.
+//! surface and shares every step after that (`enclave_service::answer::chat`); only the wire differs.
 
 use std::convert::Infallible;
 
@@ -15,14 +15,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::audit::CallNote;
+use crate::audit::{CallNote, attach};
 use crate::auth::Principal;
-use crate::chat::{self, Answer, Step, ToolCalls};
-use crate::conversation::{Conversation, Role, Tool, ToolCall, ToolChoice, Turn};
-use crate::dispatch::UpstreamClock;
-use crate::error::ApiError;
+use crate::chat::ToolCalls;
+use crate::error::{ApiError, Error};
 use crate::extract::OpenAiJson;
-use crate::mac::LABEL_HEADER;
+use crate::labels::{LABEL_HEADER, declared, header_value};
+use enclave_service::answer::{self, Answer, Step};
+use enclave_service::conversation::{Conversation, Role, Tool, ToolCall, ToolChoice, Turn};
+use enclave_service::dispatch::UpstreamClock;
 
 #[derive(Debug, Deserialize)]
 pub struct MessagesRequest {
@@ -83,22 +84,24 @@ fn text_of(v: &Value, param: &str) -> Result<String, ApiError> {
                         out.push_str(b.get("text").and_then(Value::as_str).unwrap_or_default())
                     }
                     other => {
-                        return Err(ApiError::unsupported(
+                        return Err(Error::unsupported(
                             format!("{param}[{j}].type"),
                             format!(
                                 "content of type `{}` is not supported here: send text",
                                 other.unwrap_or("(none)")
                             ),
-                        ));
+                        )
+                        .into());
                     }
                 }
             }
             Ok(out)
         }
-        _ => Err(ApiError::invalid(
+        _ => Err(Error::invalid(
             param,
             format!("`{param}` must be a string or a list of content blocks"),
-        )),
+        )
+        .into()),
     }
 }
 
@@ -109,29 +112,27 @@ impl MessagesRequest {
                 && !v.is_null()
                 && v.get("type").and_then(Value::as_str) != Some("disabled")
             {
-                return Err(ApiError::unsupported(
+                return Err(Error::unsupported(
                     *name,
                     "Enclave does not implement it yet; remove it from the request",
-                ));
+                )
+                .into());
             }
         }
         if self.top_k.is_some() {
-            return Err(ApiError::unsupported(
+            return Err(Error::unsupported(
                 "top_k",
                 "top-k sampling is not implemented; use `temperature` or `top_p`",
-            ));
+            )
+            .into());
         }
         if self.max_tokens == 0 {
-            return Err(ApiError::invalid(
-                "max_tokens",
-                "`max_tokens` must be at least 1",
-            ));
+            return Err(Error::invalid("max_tokens", "`max_tokens` must be at least 1").into());
         }
         if self.messages.is_empty() {
-            return Err(ApiError::invalid(
-                "messages",
-                "`messages` must hold at least one message",
-            ));
+            return Err(
+                Error::invalid("messages", "`messages` must hold at least one message").into(),
+            );
         }
         let mut turns = Vec::new();
         if let Some(system) = &self.system {
@@ -154,7 +155,7 @@ impl MessagesRequest {
                             Some("tool_result") => {
                                 let id = b.get("tool_use_id").and_then(Value::as_str).ok_or_else(
                                     || {
-                                        ApiError::invalid(
+                                        Error::invalid(
                                             format!("{at}[{j}].tool_use_id"),
                                             "a `tool_result` needs the `tool_use_id` it answers",
                                         )
@@ -172,13 +173,14 @@ impl MessagesRequest {
                                 });
                             }
                             other => {
-                                return Err(ApiError::unsupported(
+                                return Err(Error::unsupported(
                                     format!("{at}[{j}].type"),
                                     format!(
                                         "content of type `{}` is not supported: send text",
                                         other.unwrap_or("(none)")
                                     ),
-                                ));
+                                )
+                                .into());
                             }
                         }
                     }
@@ -211,13 +213,14 @@ impl MessagesRequest {
                                             .map_or_else(|| "{}".to_string(), Value::to_string),
                                     }),
                                     other => {
-                                        return Err(ApiError::unsupported(
+                                        return Err(Error::unsupported(
                                             format!("{at}[{j}].type"),
                                             format!(
                                                 "content of type `{}` is not supported",
                                                 other.unwrap_or("(none)")
                                             ),
-                                        ));
+                                        )
+                                        .into());
                                     }
                                 }
                             }
@@ -227,20 +230,22 @@ impl MessagesRequest {
                     turns.push(turn);
                 }
                 other => {
-                    return Err(ApiError::invalid(
+                    return Err(Error::invalid(
                         format!("messages[{i}].role"),
                         format!("`{other}` is not a role: use `user` or `assistant`"),
-                    ));
+                    )
+                    .into());
                 }
             }
         }
         let mut tools = Vec::new();
         for (i, t) in self.tools.unwrap_or_default().into_iter().enumerate() {
             if t.kind.as_deref().is_some_and(|k| k != "custom") {
-                return Err(ApiError::unsupported(
+                return Err(Error::unsupported(
                     format!("tools[{i}].type"),
                     "only client tools (with `input_schema`) are supported",
-                ));
+                )
+                .into());
             }
             tools.push(Tool {
                 name: t.name,
@@ -259,27 +264,26 @@ impl MessagesRequest {
                 Some("tool") => match v.get("name").and_then(Value::as_str) {
                     Some(n) if tools.iter().any(|t| t.name == n) => ToolChoice::Named(n.into()),
                     _ => {
-                        return Err(ApiError::invalid(
+                        return Err(Error::invalid(
                             "tool_choice.name",
                             "`tool_choice` of type `tool` names a tool that is not in `tools`",
-                        ));
+                        )
+                        .into());
                     }
                 },
                 _ => {
-                    return Err(ApiError::invalid(
+                    return Err(Error::invalid(
                         "tool_choice",
                         "`tool_choice.type` is `auto`, `any`, `tool` or `none`",
-                    ));
+                    )
+                    .into());
                 }
             }),
         };
         let (temperature, top_p) = crate::openai::sampling(self.temperature, 1.0, self.top_p)?;
         let stop = self.stop_sequences.unwrap_or_default();
         if stop.iter().any(String::is_empty) {
-            return Err(ApiError::invalid(
-                "stop_sequences",
-                "a stop sequence cannot be empty",
-            ));
+            return Err(Error::invalid("stop_sequences", "a stop sequence cannot be empty").into());
         }
         Ok(Conversation {
             turns,
@@ -315,7 +319,7 @@ pub async fn create(
     let mut note = CallNote::for_model(&req.model);
     let clock = clock.map(|c| c.0).unwrap_or_default();
     let result = serve(state, principal, headers, req, &mut note, &clock).await;
-    note.attach(result)
+    attach(note, result)
 }
 
 async fn serve(
@@ -330,11 +334,11 @@ async fn serve(
     let metadata = req.metadata.take();
     let conversation = req.validate()?;
     let stream_it = conversation.stream;
-    let a = chat::answer(
+    let declared = declared(&headers, metadata.as_ref())?;
+    let a = answer::chat(
         &state,
         &principal,
-        &headers,
-        metadata.as_ref(),
+        declared.as_ref(),
         &model,
         conversation,
         None,
@@ -343,14 +347,14 @@ async fn serve(
     )
     .await?;
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-    let mut header = a.header.clone();
+    let mut header = header_value(&a.info.label);
     let mut response = if stream_it {
         stream(a, id, model).into_response()
     } else {
         let mut body = collect(a, id, model).await?;
         // A marking in the answer raised its label (within the caller's clearance).
         if let Some(banner) = note.outcome.get().answer_label {
-            header = crate::mac::header_value(&banner);
+            header = header_value(&banner);
             body["enclave"]["label"] = Value::String(banner);
         }
         Json(body).into_response()
@@ -395,10 +399,10 @@ async fn collect(mut a: Answer, id: String, model: String) -> Result<Value, ApiE
                     "enclave": a.info,
                 }));
             }
-            Step::Failed(error) => return Err(error),
+            Step::Failed(error) => return Err(error.into()),
         }
     }
-    Err(ApiError::EngineUnavailable)
+    Err(Error::EngineUnavailable.into())
 }
 
 fn sse(name: &str, data: &Value) -> SseEvent {
@@ -487,7 +491,7 @@ fn stream(
                 Step::Failed(error) => {
                     yield Ok(sse("error", &json!({
                         "type": "error",
-                        "error": {"type": error_type(error.parts().0), "message": error.to_string()},
+                        "error": {"type": error_type(crate::error::status(&error).0), "message": error.to_string()},
                     })));
                     return;
                 }
@@ -527,7 +531,7 @@ pub async fn error_shape(OriginalUri(uri): OriginalUri, req: Request, next: Next
     }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
-        return ApiError::Internal.into_response();
+        return ApiError(Error::Internal).into_response();
     };
     let openai: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let message = openai

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::AppState;
-use crate::dispatch::UpstreamClock;
+use enclave_service::dispatch::UpstreamClock;
 
 /// Latency buckets in seconds: from a cache-hit health check to a long generation.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -48,22 +48,6 @@ impl Metrics {
             })
             .clone()
             .map(|handle| Self { handle })
-    }
-}
-
-/// A gauge held up while a value lives: `new` adds one, dropping subtracts it.
-pub struct Live(&'static str);
-
-impl Live {
-    pub fn new(name: &'static str) -> Self {
-        metrics::gauge!(name).increment(1.0);
-        Self(name)
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        metrics::gauge!(self.0).decrement(1.0);
     }
 }
 
@@ -114,13 +98,4 @@ pub async fn render(State(state): State<AppState>) -> Response {
         state.metrics.handle.render(),
     )
         .into_response()
-}
-
-/// Counts tokens in and out of a model.
-pub fn tokens(model: &str, prompt: u32, completion: u32) {
-    let model = model.to_string();
-    metrics::counter!("enclave_tokens_total", "model" => model.clone(), "direction" => "in")
-        .increment(u64::from(prompt));
-    metrics::counter!("enclave_tokens_total", "model" => model, "direction" => "out")
-        .increment(u64::from(completion));
 }

@@ -6,9 +6,9 @@ use enclave_policy::{Action, Subject};
 
 use crate::AppState;
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, Error};
 use crate::openai::{ModelList, ModelObject};
-use crate::policy::ModelKind;
+use enclave_service::policy::ModelKind;
 
 fn object(state: &AppState, id: &str) -> ModelObject {
     ModelObject {
@@ -61,6 +61,6 @@ pub async fn get(
     if visible(&state, &principal).contains(&id) {
         Ok(Json(object(&state, &id)))
     } else {
-        Err(ApiError::ModelNotFound(id))
+        Err(Error::ModelNotFound(id).into())
     }
 }

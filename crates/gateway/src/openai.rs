@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::conversation::{Conversation, Role, Tool, ToolCall, ToolChoice, Turn};
-use crate::error::ApiError;
+use crate::error::{ApiError, Error};
+use enclave_service::conversation::{Conversation, Role, Tool, ToolCall, ToolChoice, Turn};
 
 // ---------- chat completions: request ----------
 
@@ -148,16 +148,16 @@ fn tools_in(tools: Option<Vec<ToolIn>>) -> Result<Vec<Tool>, ApiError> {
     let mut out = Vec::new();
     for (i, t) in tools.unwrap_or_default().into_iter().enumerate() {
         if t.kind != "function" {
-            return Err(ApiError::unsupported(
+            return Err(Error::unsupported(
                 format!("tools[{i}].type"),
                 format!("only `function` tools are supported; got `{}`", t.kind),
-            ));
+            )
+            .into());
         }
         if t.function.name.is_empty() {
-            return Err(ApiError::invalid(
-                format!("tools[{i}].function.name"),
-                "a tool needs a name",
-            ));
+            return Err(
+                Error::invalid(format!("tools[{i}].function.name"), "a tool needs a name").into(),
+            );
         }
         out.push(Tool {
             name: t.function.name,
@@ -180,37 +180,39 @@ fn tool_choice_in(v: Option<Value>, tools: &[Tool]) -> Result<Option<ToolChoice>
             "none" => ToolChoice::None,
             "required" => ToolChoice::Required,
             other => {
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     "tool_choice",
                     format!(
                         "`{other}` is not a tool choice: use `auto`, `none`, `required` or a named function"
                     ),
-                ));
+                ).into());
             }
         },
         Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
             Some(name) => ToolChoice::Named(name.to_string()),
             None => {
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     "tool_choice",
                     "a named tool choice is `{\"type\": \"function\", \"function\": {\"name\": ...}}`",
-                ));
+                ).into());
             }
         },
     };
     if choice != ToolChoice::None && choice != ToolChoice::Auto && tools.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "tool_choice",
             "`tool_choice` asks for a tool call but `tools` is empty",
-        ));
+        )
+        .into());
     }
     if let ToolChoice::Named(name) = &choice
         && !tools.iter().any(|t| &t.name == name)
     {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "tool_choice",
             format!("`tool_choice` names `{name}`, which is not in `tools`"),
-        ));
+        )
+        .into());
     }
     Ok(Some(choice))
 }
@@ -224,17 +226,19 @@ pub fn sampling(
 ) -> Result<(f32, f32), ApiError> {
     let temperature = temperature.unwrap_or(1.0);
     if !(0.0..=max_temperature).contains(&temperature) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "temperature",
             format!("`temperature` must be between 0 and {max_temperature}; got {temperature}"),
-        ));
+        )
+        .into());
     }
     let top_p = top_p.unwrap_or(1.0);
     if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "top_p",
             format!("`top_p` must be greater than 0 and at most 1; got {top_p}"),
-        ));
+        )
+        .into());
     }
     Ok((temperature, top_p))
 }
@@ -256,10 +260,11 @@ impl ChatCompletionRequest {
                 let is_text_format = *name == "response_format"
                     && v.get("type").and_then(Value::as_str) == Some("text");
                 if !is_inert(v) && !is_text_format {
-                    return Err(ApiError::unsupported(
+                    return Err(Error::unsupported(
                         *name,
                         "Enclave does not implement it yet; remove it from the request",
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -267,17 +272,15 @@ impl ChatCompletionRequest {
             && n != 1
         {
             {
-                return Err(ApiError::unsupported(
-                    "n",
-                    format!("only `n=1` is implemented; got {n}"),
-                ));
+                return Err(
+                    Error::unsupported("n", format!("only `n=1` is implemented; got {n}")).into(),
+                );
             }
         }
         if self.messages.is_empty() {
-            return Err(ApiError::invalid(
-                "messages",
-                "`messages` must hold at least one message",
-            ));
+            return Err(
+                Error::invalid("messages", "`messages` must hold at least one message").into(),
+            );
         }
         let tools = tools_in(self.tools)?;
         let tool_choice = tool_choice_in(self.tool_choice, &tools)?;
@@ -289,18 +292,19 @@ impl ChatCompletionRequest {
                 "assistant" => Role::Assistant,
                 "tool" => Role::Tool,
                 "function" => {
-                    return Err(ApiError::unsupported(
+                    return Err(Error::unsupported(
                         format!("messages[{i}].role"),
                         "the deprecated `function` role is not supported; use `tool`",
-                    ));
+                    )
+                    .into());
                 }
                 other => {
-                    return Err(ApiError::invalid(
+                    return Err(Error::invalid(
                         format!("messages[{i}].role"),
                         format!(
                             "`{other}` is not a role: use `system`, `developer`, `user`, `assistant` or `tool`"
                         ),
-                    ));
+                    ).into());
                 }
             };
             let tool_calls: Vec<ToolCall> = m
@@ -314,19 +318,21 @@ impl ChatCompletionRequest {
                 })
                 .collect();
             if !tool_calls.is_empty() && role != Role::Assistant {
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     format!("messages[{i}].tool_calls"),
                     "only assistant messages carry `tool_calls`",
-                ));
+                )
+                .into());
             }
             let tool_call_id = if role == Role::Tool {
                 match m.tool_call_id {
                     Some(id) if !id.is_empty() => Some(id),
                     _ => {
-                        return Err(ApiError::invalid(
+                        return Err(Error::invalid(
                             format!("messages[{i}].tool_call_id"),
                             "a `tool` message needs the `tool_call_id` it answers",
-                        ));
+                        )
+                        .into());
                     }
                 }
             } else {
@@ -338,19 +344,20 @@ impl ChatCompletionRequest {
                     let mut text = String::new();
                     for (j, part) in parts.into_iter().enumerate() {
                         if part.kind != "text" {
-                            return Err(ApiError::unsupported(
+                            return Err(Error::unsupported(
                                 format!("messages[{i}].content[{j}].type"),
                                 format!(
                                     "content of type `{}` is not supported: this model reads text only",
                                     part.kind
                                 ),
-                            ));
+                            ).into());
                         }
                         let Some(t) = part.text else {
-                            return Err(ApiError::invalid(
+                            return Err(Error::invalid(
                                 format!("messages[{i}].content[{j}].text"),
                                 "a text part needs `text`",
-                            ));
+                            )
+                            .into());
                         };
                         text.push_str(&t);
                     }
@@ -359,10 +366,11 @@ impl ChatCompletionRequest {
                 // An assistant turn that only calls tools has no content.
                 None if role == Role::Assistant && !tool_calls.is_empty() => String::new(),
                 None => {
-                    return Err(ApiError::invalid(
+                    return Err(Error::invalid(
                         format!("messages[{i}].content"),
                         "every message needs `content`",
-                    ));
+                    )
+                    .into());
                 }
             };
             turns.push(Turn {
@@ -379,10 +387,7 @@ impl ChatCompletionRequest {
             } else {
                 "max_tokens"
             };
-            return Err(ApiError::invalid(
-                param,
-                format!("`{param}` must be at least 1"),
-            ));
+            return Err(Error::invalid(param, format!("`{param}` must be at least 1")).into());
         }
         let (temperature, top_p) = sampling(self.temperature, 2.0, self.top_p)?;
         for (name, value) in [
@@ -393,10 +398,11 @@ impl ChatCompletionRequest {
                 && v != 0.0
             {
                 {
-                    return Err(ApiError::unsupported(
+                    return Err(Error::unsupported(
                         name,
                         "penalties are not implemented yet; send 0 or leave it out",
-                    ));
+                    )
+                    .into());
                 }
             }
         }
@@ -406,20 +412,22 @@ impl ChatCompletionRequest {
             Some(StopField::Many(v)) => v,
         };
         if stop.len() > 4 {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "stop",
                 format!("`stop` takes at most 4 sequences; got {}", stop.len()),
-            ));
+            )
+            .into());
         }
         if stop.iter().any(String::is_empty) {
-            return Err(ApiError::invalid("stop", "a stop sequence cannot be empty"));
+            return Err(Error::invalid("stop", "a stop sequence cannot be empty").into());
         }
         let stream = self.stream.unwrap_or(false);
         if self.stream_options.is_some() && !stream {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "stream_options",
                 "`stream_options` is only allowed with `stream: true`",
-            ));
+            )
+            .into());
         }
         let include_usage = self
             .stream_options
@@ -462,7 +470,7 @@ pub struct ChatCompletion {
     pub system_fingerprint: &'static str,
     /// Enclave's addition: the answer's label and the deployment that produced it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub enclave: Option<crate::mac::EnclaveInfo>,
+    pub enclave: Option<enclave_service::info::EnclaveInfo>,
 }
 
 #[derive(Debug, Serialize)]
@@ -558,7 +566,7 @@ pub struct ChatCompletionChunk<'a> {
     pub usage: Option<Option<Usage>>,
     /// Enclave's addition, on the first chunk: the answer's label and deployment.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub enclave: Option<&'a crate::mac::EnclaveInfo>,
+    pub enclave: Option<&'a enclave_service::info::EnclaveInfo>,
 }
 
 #[derive(Debug, Serialize)]
@@ -615,19 +623,17 @@ impl EmbeddingInput {
             EmbeddingInput::ManyTokens(v) => v.into_iter().map(EmbedInput::Tokens).collect(),
         };
         if inputs.is_empty() {
-            return Err(ApiError::invalid(
-                "input",
-                "`input` must not be an empty list",
-            ));
+            return Err(Error::invalid("input", "`input` must not be an empty list").into());
         }
         if inputs.len() > MAX_EMBEDDING_INPUTS {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "input",
                 format!(
                     "`input` takes at most {MAX_EMBEDDING_INPUTS} items; got {}",
                     inputs.len()
                 ),
-            ));
+            )
+            .into());
         }
         for (i, input) in inputs.iter().enumerate() {
             let empty = match input {
@@ -635,10 +641,9 @@ impl EmbeddingInput {
                 EmbedInput::Tokens(t) => t.is_empty(),
             };
             if empty {
-                return Err(ApiError::invalid(
-                    format!("input[{i}]"),
-                    "an input must not be empty",
-                ));
+                return Err(
+                    Error::invalid(format!("input[{i}]"), "an input must not be empty").into(),
+                );
             }
         }
         Ok(inputs)
@@ -652,7 +657,7 @@ pub struct EmbeddingResponse {
     pub model: String,
     pub usage: EmbeddingUsage,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub enclave: Option<crate::mac::EnclaveInfo>,
+    pub enclave: Option<enclave_service::info::EnclaveInfo>,
 }
 
 #[derive(Debug, Serialize)]

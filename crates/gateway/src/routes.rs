@@ -7,10 +7,10 @@ use axum::middleware;
 use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Error};
 use crate::{
     AppState, MAX_BODY_BYTES, audit, auth, chat, embeddings, health, kb, messages, metrics, models,
-    quota,
+    usage,
 };
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
@@ -21,7 +21,7 @@ pub fn app(state: AppState) -> Router {
         .route("/chat/completions", post(chat::completions))
         .route("/messages", post(messages::create))
         .route("/embeddings", post(embeddings::create))
-        .route("/usage", get(quota::usage))
+        .route("/usage", get(usage::usage))
         .route("/knowledge-bases", post(kb::create).get(kb::list))
         .route("/knowledge-bases/{kb}", get(kb::get))
         .route(
@@ -67,9 +67,9 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn no_route(uri: Uri) -> ApiError {
-    ApiError::NoRoute(uri.path().to_string())
+    Error::NoRoute(uri.path().to_string()).into()
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+    Error::MethodNotAllowed.into()
 }

@@ -14,8 +14,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use enclave_audit::log::Storage;
 use enclave_audit::{AuditLog, ContentVault, LogKey};
-use enclave_gateway::policy::Policy;
 use enclave_gateway::{AppState, app, metrics::Metrics};
+use enclave_service::policy::Policy;
 use enclave_store::{NewKey, Role, SqliteStore, Store, Tenant, keys, new_id, now};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -104,13 +104,15 @@ async fn the_api_fails_closed_while_the_log_cannot_write_and_records_are_scoped(
         LogKey::load_or_create(&dir.path().join("k"), "test/audit").unwrap(),
     )
     .unwrap();
-    let state = AppState::new(
+    let service = enclave_service::Service::new(
         Arc::new(store),
         Arc::new(Policy::default_policy().unwrap()),
         log,
         Arc::new(ContentVault::open(dir.path()).unwrap()),
-        Metrics::install().unwrap(),
-    );
+        &enclave_service::upstream::NoUpstreams,
+    )
+    .unwrap();
+    let state = AppState::new(service, Metrics::install().unwrap());
     let app = app(state);
 
     assert_eq!(get(&app, "/v1/models", &user).await.0, StatusCode::OK);

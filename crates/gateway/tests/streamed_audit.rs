@@ -72,7 +72,10 @@ async fn a_complete_stream_is_recorded_with_its_tokens_and_the_digest_of_what_wa
     assert_eq!(record["code"], Value::Null);
     assert_eq!(record["prompt_tokens"], usage["prompt_tokens"]);
     assert_eq!(record["completion_tokens"], usage["completion_tokens"]);
-    assert!(record["completion_tokens"].as_u64().unwrap() > 0, "{record}");
+    assert!(
+        record["completion_tokens"].as_u64().unwrap() > 0,
+        "{record}"
+    );
     assert_eq!(record["response_sha256"], digest(&bytes));
     assert_eq!(record["answer_label"], "UNCLASSIFIED");
     assert_eq!(record["deployment"], "up");
@@ -91,8 +94,7 @@ async fn a_complete_stream_is_recorded_with_its_tokens_and_the_digest_of_what_wa
         .expect("a message_delta event");
     assert_eq!(record["status"], 200, "{record}");
     assert_eq!(
-        record["completion_tokens"],
-        delta["usage"]["output_tokens"],
+        record["completion_tokens"], delta["usage"]["output_tokens"],
         "{record}"
     );
     assert!(record["completion_tokens"].as_u64().unwrap() > 0);

@@ -553,7 +553,7 @@ async fn a_revoked_key_stops_working_within_a_second_of_revocation() {
             .await
             .unwrap()
     );
-    tokio::time::sleep(enclave_gateway::auth::KEY_CACHE_TTL).await;
+    tokio::time::sleep(enclave_service::principal::KEY_CACHE_TTL).await;
     let r = get().await.unwrap();
     assert_eq!(r.status(), 401);
     let body: Value = r.json().await.unwrap();

@@ -209,6 +209,8 @@ struct Inner {
     dims: usize,
     open: Mutex<HashMap<String, Arc<KbIndex>>>,
     wake: Arc<tokio::sync::Notify>,
+    /// Set by [`KnowledgeBases::stop`]: the worker ends after the batch in hand.
+    stop: tokio_util::sync::CancellationToken,
     progress: Progress,
 }
 
@@ -216,6 +218,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct KnowledgeBases {
     inner: Arc<Inner>,
+    /// The ingestion worker, awaited by [`KnowledgeBases::stop`].
+    worker: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 fn now() -> i64 {
@@ -280,16 +284,34 @@ impl KnowledgeBases {
             dims,
             open: Mutex::new(HashMap::new()),
             wake: Arc::new(tokio::sync::Notify::new()),
+            stop: tokio_util::sync::CancellationToken::new(),
             progress: Progress::default(),
         });
-        let kbs = Self { inner };
+        let kbs = Self {
+            inner,
+            worker: Arc::default(),
+        };
         kbs.recover().await?;
         // The worker holds the service weakly: dropping the last handle stops it and releases
         // the indexes.
         let worker = Arc::downgrade(&kbs.inner);
         let wake = Arc::clone(&kbs.inner.wake);
-        tokio::spawn(async move { Self::work(worker, wake).await });
+        let stop = kbs.inner.stop.clone();
+        let handle = tokio::spawn(async move { Self::work(worker, wake, stop).await });
+        *kbs.worker.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(kbs)
+    }
+
+    /// Stops the ingestion worker once the batch in hand is written, and waits for it. Queued
+    /// documents stay queued for the next start.
+    pub async fn stop(&self) {
+        self.inner.stop.cancel();
+        let handle = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle
+            && let Err(e) = handle.await
+        {
+            tracing::error!(error = %e, "the ingestion worker ended badly");
+        }
     }
 
     pub fn progress(&self) -> &Progress {

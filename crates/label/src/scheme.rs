@@ -719,16 +719,16 @@ mod tests {
 
     #[test]
     fn operator_schemes_are_checked() {
-        let mut def = crate::builtin::us();
+        let mut def = Scheme::builtin("US").unwrap().def().clone();
         def.caveats.push(CaveatDef::new("SI", None, &[]));
         assert!(matches!(
             Scheme::new(def),
             Err(SchemeError::Ambiguous { .. })
         ));
-        let mut def = crate::builtin::us();
+        let mut def = Scheme::builtin("US").unwrap().def().clone();
         def.levels.clear();
         assert!(matches!(Scheme::new(def), Err(SchemeError::NoLevels(_))));
-        let mut def = crate::builtin::us();
+        let mut def = Scheme::builtin("US").unwrap().def().clone();
         def.compartments.push(CaveatDef::new("A/B", None, &[]));
         assert!(matches!(Scheme::new(def), Err(SchemeError::BadWord { .. })));
     }

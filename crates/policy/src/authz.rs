@@ -1,4 +1,6 @@
-//! Who may call what, as Cedar policies validated against a schema in strict mode.
+//! Who may do what, as Cedar policies validated against a schema in strict mode: every role rule
+//! of the platform (model calls, knowledge bases, the audit trail, usage) is an action here, so
+//! an operator can narrow any of them, and every refusal has one error code.
 //!
 //! Cedar answers role and tenant questions only. Labels are never a Cedar question: dominance is
 //! decided by the `label` crate, the reference monitor. Cedar skips a policy whose evaluation
@@ -25,6 +27,14 @@ namespace Enclave {
 
   action "chat" appliesTo { principal: [Key], resource: [Model] };
   action "embed" appliesTo { principal: [Key], resource: [Model] };
+
+  // Actions on a tenant's data: the resource is the tenant acted on, or `*` for every tenant at
+  // once (a key is `in` only its own tenant).
+  action "knowledge_bases.create" appliesTo { principal: [Key], resource: [Tenant] };
+  action "knowledge_bases.read" appliesTo { principal: [Key], resource: [Tenant] };
+  action "knowledge_bases.write" appliesTo { principal: [Key], resource: [Tenant] };
+  action "audit.read" appliesTo { principal: [Key], resource: [Tenant] };
+  action "usage.read" appliesTo { principal: [Key], resource: [Tenant] };
 }
 "#;
 
@@ -37,27 +47,85 @@ permit (
   action in [Enclave::Action::"chat", Enclave::Action::"embed"],
   resource
 ) when { principal.role == "user" || principal.role == "admin" };
+
+// Admins create their tenant's knowledge bases; users and admins read them and add or delete
+// documents.
+@id("default-knowledge-bases-create")
+permit (principal, action == Enclave::Action::"knowledge_bases.create", resource)
+when { principal.role == "admin" && principal in resource };
+@id("default-knowledge-bases-use")
+permit (
+  principal,
+  action in [Enclave::Action::"knowledge_bases.read", Enclave::Action::"knowledge_bases.write"],
+  resource
+) when { (principal.role == "user" || principal.role == "admin") && principal in resource };
+
+// Auditors read every tenant's audit records; admins their own tenant's.
+@id("default-audit-auditors")
+permit (principal, action == Enclave::Action::"audit.read", resource)
+when { principal.role == "auditor" };
+@id("default-audit-admins")
+permit (principal, action == Enclave::Action::"audit.read", resource)
+when { principal.role == "admin" && principal in resource };
+
+// Every key reads its own tenant's usage; auditors any tenant's, or all.
+@id("default-usage-own")
+permit (principal, action == Enclave::Action::"usage.read", resource)
+when { principal in resource };
+@id("default-usage-auditors")
+permit (principal, action == Enclave::Action::"usage.read", resource)
+when { principal.role == "auditor" };
 "#;
 
-/// What is being asked.
+/// The resource of a tenant-wide action that spans every tenant.
+pub const ALL_TENANTS: &str = "*";
+
+/// What is being asked. Model calls act on a model; the others on a tenant (or
+/// [`ALL_TENANTS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Chat,
     Embed,
+    CreateKnowledgeBase,
+    ReadKnowledgeBases,
+    WriteKnowledgeBases,
+    ReadAudit,
+    ReadUsage,
 }
 
 impl Action {
-    fn id(self) -> &'static str {
+    /// The action's id in Cedar.
+    pub fn id(self) -> &'static str {
         match self {
             Action::Chat => "chat",
             Action::Embed => "embed",
+            Action::CreateKnowledgeBase => "knowledge_bases.create",
+            Action::ReadKnowledgeBases => "knowledge_bases.read",
+            Action::WriteKnowledgeBases => "knowledge_bases.write",
+            Action::ReadAudit => "audit.read",
+            Action::ReadUsage => "usage.read",
         }
     }
 
-    fn kind(self) -> &'static str {
+    /// What the action does, as the end of "may not …".
+    pub fn describe(self) -> &'static str {
         match self {
-            Action::Chat => "chat",
-            Action::Embed => "embedding",
+            Action::Chat => "chat with",
+            Action::Embed => "embed with",
+            Action::CreateKnowledgeBase => "create knowledge bases of",
+            Action::ReadKnowledgeBases => "read knowledge bases of",
+            Action::WriteKnowledgeBases => "add or delete documents of",
+            Action::ReadAudit => "read the audit records of",
+            Action::ReadUsage => "read the usage of",
+        }
+    }
+
+    /// The model kind a model action needs; `None` for an action on a tenant.
+    fn kind(self) -> Option<&'static str> {
+        match self {
+            Action::Chat => Some("chat"),
+            Action::Embed => Some("embedding"),
+            _ => None,
         }
     }
 }
@@ -131,20 +199,20 @@ impl Authorizer {
         })
     }
 
-    /// Whether `who` may do `action` on `model`. Any error, in building the request or in
-    /// evaluating a policy, is a deny.
-    pub fn is_allowed(&self, who: Subject<'_>, action: Action, model: &str) -> bool {
-        self.decide(who, action, model).unwrap_or(false)
+    /// Whether `who` may do `action` on `target`: the model for a model call, else the tenant
+    /// (or [`ALL_TENANTS`]). Any error, in building the request or in evaluating a policy, is a
+    /// deny.
+    pub fn is_allowed(&self, who: Subject<'_>, action: Action, target: &str) -> bool {
+        self.decide(who, action, target).unwrap_or(false)
     }
 
-    fn decide(&self, who: Subject<'_>, action: Action, model: &str) -> Option<bool> {
+    fn decide(&self, who: Subject<'_>, action: Action, target: &str) -> Option<bool> {
         let uid = |t: &EntityTypeName, id: &str| {
             EntityUid::from_type_name_and_id(t.clone(), EntityId::new(id))
         };
         let tenant = uid(&self.tenant_type, who.tenant);
         let key = uid(&self.key_type, who.key_id);
-        let resource = uid(&self.model_type, model);
-        let entities = [
+        let mut entities = vec![
             Entity::new_no_attrs(tenant.clone(), HashSet::new()),
             Entity::new(
                 key.clone(),
@@ -155,16 +223,31 @@ impl Authorizer {
                 HashSet::from([tenant]),
             )
             .ok()?,
-            Entity::new(
-                resource.clone(),
-                HashMap::from([(
-                    "kind".to_string(),
-                    RestrictedExpression::new_string(action.kind().to_string()),
-                )]),
-                HashSet::new(),
-            )
-            .ok()?,
         ];
+        let resource = match action.kind() {
+            Some(kind) => {
+                let model = uid(&self.model_type, target);
+                entities.push(
+                    Entity::new(
+                        model.clone(),
+                        HashMap::from([(
+                            "kind".to_string(),
+                            RestrictedExpression::new_string(kind.to_string()),
+                        )]),
+                        HashSet::new(),
+                    )
+                    .ok()?,
+                );
+                model
+            }
+            None => {
+                let acted_on = uid(&self.tenant_type, target);
+                if target != who.tenant {
+                    entities.push(Entity::new_no_attrs(acted_on.clone(), HashSet::new()));
+                }
+                acted_on
+            }
+        };
         let entities = Entities::from_entities(entities, Some(&self.schema)).ok()?;
         let request = Request::new(
             key,
@@ -207,6 +290,42 @@ mod tests {
         assert!(a.is_allowed(who("user", "t"), Action::Chat, "m"));
         assert!(a.is_allowed(who("admin", "t"), Action::Embed, "m"));
         assert!(!a.is_allowed(who("auditor", "t"), Action::Chat, "m"));
+    }
+
+    #[test]
+    fn defaults_keep_every_role_rule_of_the_platform() {
+        let a = Authorizer::new(None).unwrap();
+        let may = |role, action, target| a.is_allowed(who(role, "t"), action, target);
+        use Action::*;
+        // Knowledge bases: admins create; users and admins read and write; only their own.
+        assert!(may("admin", CreateKnowledgeBase, "t"));
+        assert!(!may("user", CreateKnowledgeBase, "t"));
+        assert!(!may("admin", CreateKnowledgeBase, "other"));
+        for role in ["user", "admin"] {
+            assert!(may(role, ReadKnowledgeBases, "t") && may(role, WriteKnowledgeBases, "t"));
+            assert!(!may(role, ReadKnowledgeBases, "other"));
+        }
+        assert!(!may("auditor", ReadKnowledgeBases, "t"));
+        // The audit trail: auditors everywhere, admins their own tenant, users nowhere.
+        assert!(may("auditor", ReadAudit, ALL_TENANTS) && may("auditor", ReadAudit, "other"));
+        assert!(may("admin", ReadAudit, "t"));
+        assert!(!may("admin", ReadAudit, "other") && !may("admin", ReadAudit, ALL_TENANTS));
+        assert!(!may("user", ReadAudit, "t"));
+        // Usage: every key its own tenant; auditors any, or all.
+        for role in ["user", "admin", "auditor"] {
+            assert!(may(role, ReadUsage, "t"));
+        }
+        assert!(!may("admin", ReadUsage, "other") && !may("user", ReadUsage, ALL_TENANTS));
+        assert!(may("auditor", ReadUsage, "other") && may("auditor", ReadUsage, ALL_TENANTS));
+    }
+
+    #[test]
+    fn operators_narrow_tenant_actions_too() {
+        let extra = r#"forbid (principal, action == Enclave::Action::"knowledge_bases.write", resource) when { principal.role == "user" };"#;
+        let a = Authorizer::new(Some(("ops.cedar", extra))).unwrap();
+        assert!(!a.is_allowed(who("user", "t"), Action::WriteKnowledgeBases, "t"));
+        assert!(a.is_allowed(who("user", "t"), Action::ReadKnowledgeBases, "t"));
+        assert!(a.is_allowed(who("admin", "t"), Action::WriteKnowledgeBases, "t"));
     }
 
     #[test]

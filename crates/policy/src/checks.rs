@@ -217,12 +217,11 @@ pub(crate) const DOCUMENT_WORDS: [&str; 9] = [
 pub(crate) struct Words(aho_corasick::AhoCorasick);
 
 impl Words {
-    pub(crate) fn new(words: &[&str]) -> Result<Self, crate::inspect::BuildError> {
+    pub(crate) fn new(words: &[&str]) -> Result<Self, aho_corasick::BuildError> {
         aho_corasick::AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .build(words)
             .map(Self)
-            .map_err(|e| crate::inspect::BuildError(e.to_string()))
     }
 
     /// Whether `text` holds one of the words anywhere.

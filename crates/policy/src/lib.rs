@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use enclave_label::{Label, Scheme};
 use serde::Serialize;
 
-pub use authz::{Action, Authorizer, AuthzError, Subject};
+pub use authz::{ALL_TENANTS, Action, Authorizer, AuthzError, Subject};
 pub use inspect::{Finding, Inspector, Kind, Summary};
 pub use redact::{Redactions, Restorer};
 pub use route::{Choice, ENCLAVE, Placement, Refused, TenantPolicy, route};

@@ -14,7 +14,7 @@ mod stream;
 pub use read::{checkpoint, consistency, inclusion, records};
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -23,86 +23,23 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use enclave_audit::Record;
-use enclave_policy::Decision;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, Error};
 
-/// What a handler tells the audit step about its call, as a response extension.
-#[derive(Debug, Clone, Default)]
-pub struct CallNote {
-    pub model: Option<String>,
-    pub decision: Option<Decision>,
-    /// Every try at a deployment, in order.
-    pub attempts: Vec<enclave_audit::Attempt>,
-    /// How the answer ended: shared with a streamed answer, which fills it in as it ends.
-    pub outcome: Outcome,
+pub use enclave_service::note::{CallNote, Ended, Outcome};
+
+/// The handler's answer (or its error, in the API's shape) carrying `note` to the audit step.
+pub fn attach(note: CallNote, result: Result<Response, ApiError>) -> Response {
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(note);
+    response
 }
 
-/// How a call's answer ended, filled in by what produced it: before the handler returns for a
-/// whole answer, as the stream ends for a streamed one.
-#[derive(Debug, Clone, Default)]
-pub struct Outcome(Arc<Mutex<Ended>>);
-
-#[derive(Debug, Clone, Default)]
-pub struct Ended {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// The answer's label, as inspecting it found it (the request's, or higher for a marking in
-    /// the answer: served at that label, or withheld).
-    pub answer_label: Option<String>,
-    /// How a streamed answer failed after its `200` went out: the status and code of the error
-    /// event it ended with, and its message.
-    pub failure: Option<(u16, &'static str, String)>,
-}
-
-impl Outcome {
-    fn with(&self, f: impl FnOnce(&mut Ended)) {
-        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
-    }
-
-    pub fn tokens(&self, prompt: u64, completion: u64) {
-        self.with(|e| (e.prompt_tokens, e.completion_tokens) = (prompt, completion));
-    }
-
-    pub fn label(&self, banner: String) {
-        self.with(|e| e.answer_label = Some(banner));
-    }
-
-    pub fn fail(&self, error: &ApiError) {
-        let (status, _, code) = error.parts();
-        self.with(|e| e.failure = Some((status.as_u16(), code, error.to_string())));
-    }
-
-    pub fn get(&self) -> Ended {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
-
-impl CallNote {
-    /// A note for a call to `model`.
-    pub fn for_model(model: &str) -> Self {
-        Self {
-            model: Some(model.to_string()),
-            ..Self::default()
-        }
-    }
-
-    /// The handler's answer (or its error, in the API's shape) carrying this note to the audit
-    /// step.
-    pub fn attach(self, result: Result<Response, ApiError>) -> Response {
-        let mut response = result.unwrap_or_else(IntoResponse::into_response);
-        response.extensions_mut().insert(self);
-        response
-    }
-}
-
-/// The stable error code of an error response, set by `ApiError::into_response`.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
+pub use crate::error::ErrorCode;
 
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
@@ -230,7 +167,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
             let req = Request::from_parts(parts, Body::from(bytes));
             (next.run(req).await, digest)
         }
-        Err(_) => (ApiError::BodyTooLarge(limit).into_response(), None),
+        Err(_) => (ApiError(Error::BodyTooLarge(limit)).into_response(), None),
     };
     let call = Call {
         started,
@@ -265,14 +202,17 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
             Err(e) => {
                 metrics::counter!("enclave_audit_failures_total").increment(1);
                 tracing::error!(error = %e, "audit record cannot be promised; refusing the stream");
-                ApiError::AuditUnavailable.into_response()
+                ApiError(Error::AuditUnavailable).into_response()
             }
         };
     }
     let (parts, body) = response.into_parts();
     let (response, response_body) = match axum::body::to_bytes(body, 64 << 20).await {
-        Ok(bytes) => (Response::from_parts(parts, Body::from(bytes.clone())), Some(bytes)),
-        Err(_) => (ApiError::Internal.into_response(), None),
+        Ok(bytes) => (
+            Response::from_parts(parts, Body::from(bytes.clone())),
+            Some(bytes),
+        ),
+        Err(_) => (ApiError(Error::Internal).into_response(), None),
     };
     let record = call.record(
         &response,
@@ -287,7 +227,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
             if let Some((tenant, request)) = keep
                 && !seal(&state, tenant, index, &request, response_body.as_deref()).await
             {
-                return ApiError::AuditUnavailable.into_response();
+                return ApiError(Error::AuditUnavailable).into_response();
             }
             let mut response = response;
             if let Ok(v) = HeaderValue::from_str(&index.to_string()) {
@@ -298,7 +238,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         Err(e) => {
             metrics::counter!("enclave_audit_failures_total").increment(1);
             tracing::error!(error = %e, "audit record not durable; refusing the answer");
-            ApiError::AuditUnavailable.into_response()
+            ApiError(Error::AuditUnavailable).into_response()
         }
     }
 }
@@ -323,12 +263,16 @@ async fn seal(
         "response": response.map(|b| String::from_utf8_lossy(b).into_owned()),
     });
     let vault = Arc::clone(&state.content);
-    let sealed =
-        tokio::task::spawn_blocking(move || vault.seal(&tenant, index, kept.to_string().as_bytes()))
-            .await;
+    let sealed = tokio::task::spawn_blocking(move || {
+        vault.seal(&tenant, index, kept.to_string().as_bytes())
+    })
+    .await;
     let ok = matches!(sealed, Ok(Ok(())));
     if !ok {
-        tracing::error!(index, "cannot keep content the tenant's policy asks to keep");
+        tracing::error!(
+            index,
+            "cannot keep content the tenant's policy asks to keep"
+        );
     }
     ok
 }

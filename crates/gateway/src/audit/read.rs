@@ -6,19 +6,20 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use enclave_store::Role;
+use enclave_policy::{ALL_TENANTS, Action};
+use enclave_service::monitor::authorize;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, Error};
 
 /// `GET /v1/audit/checkpoint`: the latest signed checkpoint, as signed-note text.
 pub async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = state.audit.checkpoint().map_err(|e| {
         tracing::error!(error = %e, "cannot sign a checkpoint");
-        ApiError::AuditUnavailable
+        Error::AuditUnavailable
     })?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
@@ -44,7 +45,7 @@ pub async fn inclusion(
     let proof = state
         .audit
         .inclusion(q.index, q.tree_size)
-        .map_err(|e| ApiError::invalid("index", e.to_string()))?;
+        .map_err(|e| Error::invalid("index", e.to_string()))?;
     let leaf = state
         .audit
         .leaf(q.index)
@@ -71,7 +72,7 @@ pub async fn consistency(
     let proof = state
         .audit
         .consistency(q.from, q.to)
-        .map_err(|e| ApiError::invalid("from", e.to_string()))?;
+        .map_err(|e| Error::invalid("from", e.to_string()))?;
     Ok(Json(
         json!({ "from": q.from, "to": q.to, "proof": b64(&proof) }),
     ))
@@ -96,26 +97,16 @@ pub async fn records(
     Extension(principal): Extension<Principal>,
     Query(q): Query<RecordsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let only = match principal.role {
-        Role::Auditor => q.tenant.clone(),
-        Role::Admin => {
-            if q.tenant
-                .as_ref()
-                .is_some_and(|t| *t != principal.tenant_name)
-            {
-                return Err(ApiError::ForbiddenByPolicy(
-                    "an admin key reads its own tenant's audit records only".into(),
-                ));
-            }
-            Some(principal.tenant_name.clone())
+    // No tenant named: every tenant where the policy allows it, else the caller's own.
+    let scope = match q.tenant.clone() {
+        Some(t) => t,
+        None if authorize(&state.policy, &principal, Action::ReadAudit, ALL_TENANTS).is_ok() => {
+            ALL_TENANTS.to_string()
         }
-        Role::User => {
-            return Err(ApiError::ForbiddenByPolicy(
-                "audit records are for `auditor` keys (every tenant) and `admin` keys (their own)"
-                    .into(),
-            ));
-        }
+        None => principal.tenant_name.clone(),
     };
+    authorize(&state.policy, &principal, Action::ReadAudit, &scope)?;
+    let only = (scope != ALL_TENANTS).then_some(scope);
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let mut out = Vec::new();
     let mut at = q.from;
@@ -143,4 +134,3 @@ pub async fn records(
         json!({ "object": "list", "data": out, "next_from": next, "tree_size": size }),
     ))
 }
-

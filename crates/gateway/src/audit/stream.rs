@@ -106,7 +106,13 @@ impl Closing {
         {
             record.answer_label = Some(label);
         }
-        if let Some((status, code, detail)) = failure.or(ended.failure) {
+        let failure = failure.or_else(|| {
+            ended.failure.map(|e| {
+                let status = crate::error::status(&e).0.as_u16();
+                (status, e.code(), e.to_string())
+            })
+        });
+        if let Some((status, code, detail)) = failure {
             record.status = status;
             record.code = Some(code.to_string());
             record.detail = Some(detail);

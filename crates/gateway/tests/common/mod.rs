@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use enclave_audit::{AuditLog, ContentVault};
-use enclave_gateway::policy::{Policy, PolicyConfig};
 use enclave_gateway::{AppState, app, metrics::Metrics};
+use enclave_service::policy::{Policy, PolicyConfig};
 use enclave_store::{NewKey, Role, SqliteStore, Store, Tenant, keys, new_id, now};
 use serde_json::Value;
 
@@ -38,13 +38,15 @@ impl Gateway {
         let config: PolicyConfig = serde_json::from_value(config).unwrap();
         let policy = Policy::from_config(&config, None).unwrap();
         let audit = AuditLog::open(&dir.path().join("audit"), "test/audit").unwrap();
-        let state = AppState::new(
+        let service = enclave_service::Service::new(
             Arc::clone(&store) as Arc<dyn Store>,
             Arc::new(policy),
             audit,
             Arc::new(ContentVault::open(&dir.path().join("audit")).unwrap()),
-            Metrics::install().unwrap(),
-        );
+            &enclave_upstream::Connector,
+        )
+        .unwrap();
+        let state = AppState::new(service, Metrics::install().unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = app(state.clone());

@@ -4,17 +4,32 @@
 use super::*;
 
 impl KnowledgeBases {
-    /// The ingestion worker: batches of queued documents, oldest first, until the process ends.
-    pub(super) async fn work(inner: std::sync::Weak<Inner>, wake: Arc<tokio::sync::Notify>) {
+    /// The ingestion worker: batches of queued documents, oldest first, until `stop` is set or
+    /// the last handle is dropped.
+    pub(super) async fn work(
+        inner: std::sync::Weak<Inner>,
+        wake: Arc<tokio::sync::Notify>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         loop {
+            if stop.is_cancelled() {
+                tracing::info!("background task stopped: ingestion worker");
+                return;
+            }
             let Some(inner) = inner.upgrade() else {
                 return;
             };
-            let this = Self { inner };
+            let this = Self {
+                inner,
+                worker: Arc::default(),
+            };
             match this.ingest_batch().await {
                 Ok(0) => {
                     drop(this);
-                    let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()) => {}
+                    }
                 }
                 Ok(_) => {}
                 Err(KbError::Embed(EmbedError::NotReady)) => {

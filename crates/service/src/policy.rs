@@ -10,11 +10,9 @@ use enclave_policy::{Authorizer, ENCLAVE, Inspector, Placement, TenantPolicy};
 use enclave_quota::Limits;
 use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dispatch::Breaker;
-use crate::upstream::{Protocol, Timeouts, Upstream};
+use crate::upstream::{Protocol, Timeouts, UpstreamSpec};
 use crate::{CHAT_MODEL, EMBEDDING_MODEL};
 
 /// The `scheme`, `policy_file`, `[[deployments]]` and `[tenants.NAME]` parts of the configuration.
@@ -159,12 +157,24 @@ impl ModelKind {
 #[derive(Debug, Clone)]
 pub enum Backend {
     Embedded,
-    Upstream(Box<Upstream>),
+    /// What the service's connector makes the deployment's client from.
+    Upstream(Box<UpstreamSpec>),
 }
 
-/// A deployment in force.
+/// When a deployment's circuit opens, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Failures in a row that open it.
+    pub failures: u32,
+    pub cooldown: Duration,
+}
+
+/// A deployment in force: plain data. Its runtime parts (client, circuit breaker) are in the
+/// service's registry, at [`Deployment::slot`].
 #[derive(Debug, Clone)]
 pub struct Deployment {
+    /// Its position in [`Policy::deployments`].
+    pub slot: usize,
     pub placement: Placement,
     pub model: String,
     pub kind: ModelKind,
@@ -172,8 +182,7 @@ pub struct Deployment {
     pub weight: u32,
     pub priority: u32,
     pub retries: u32,
-    /// Shared by every clone: one circuit per deployment.
-    pub breaker: Arc<Breaker>,
+    pub breaker: BreakerConfig,
 }
 
 impl Deployment {
@@ -184,7 +193,12 @@ impl Deployment {
         d: Option<&DeploymentConfig>,
     ) -> Self {
         Self {
-            breaker: Arc::new(Breaker::new(&placement.name, u32::MAX, Duration::ZERO)),
+            slot: 0,
+            // The embedded engine is never skipped: its own refusals say when it cannot answer.
+            breaker: BreakerConfig {
+                failures: u32::MAX,
+                cooldown: Duration::ZERO,
+            },
             placement,
             model: model.to_string(),
             kind,
@@ -477,23 +491,30 @@ impl Policy {
                             "Anthropic's API has no embeddings: use `backend = \"openai\"` for an embedding model",
                         ));
                     }
-                    let upstream = Upstream::new(
+                    if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                        return Err(invalid(
+                            &at,
+                            format!(
+                                "`base_url` must start with http:// or https://; got `{base_url}`"
+                            ),
+                        ));
+                    }
+                    let upstream = UpstreamSpec {
                         protocol,
-                        &base_url,
-                        d.upstream_model.clone().unwrap_or_else(|| d.model.clone()),
-                        api_key,
+                        base_url: base_url.clone(),
+                        model: d.upstream_model.clone().unwrap_or_else(|| d.model.clone()),
+                        credential: api_key,
                         timeouts,
-                        256,
-                    )
-                    .map_err(|e| invalid(&at, e.to_string()))?;
+                        pool_idle: 256,
+                    };
                     let cooldown =
                         seconds(&at, "breaker_cooldown_secs", d.breaker_cooldown_secs, 30.0)?;
                     Deployment {
-                        breaker: Arc::new(Breaker::new(
-                            &d.name,
-                            d.breaker_failures.unwrap_or(5),
+                        slot: 0,
+                        breaker: BreakerConfig {
+                            failures: d.breaker_failures.unwrap_or(5).max(1),
                             cooldown,
-                        )),
+                        },
                         placement: Placement {
                             name: d.name.clone(),
                             accreditation,
@@ -594,6 +615,9 @@ impl Policy {
                 },
             );
         }
+        for (slot, d) in deployments.iter_mut().enumerate() {
+            d.slot = slot;
+        }
         let inspector = Inspector::new(scheme.clone())?;
         let authz = Authorizer::new(cedar)?;
         let default_tenant = TenantPolicy::enclave_only(scheme.lowest());
@@ -668,11 +692,11 @@ impl Policy {
                 Backend::Embedded => "embedded".to_string(),
                 Backend::Upstream(u) => format!(
                     "{} {}, weight {}, priority {}",
-                    match u.protocol() {
+                    match u.protocol {
                         Protocol::OpenAi => "openai",
                         Protocol::Anthropic => "anthropic",
                     },
-                    u.base_url(),
+                    u.base_url,
                     d.weight,
                     d.priority
                 ),

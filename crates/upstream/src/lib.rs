@@ -1,11 +1,11 @@
-//! Model servers Enclave passes requests to: anything speaking OpenAI's chat completions (vLLM,
-//! TGI, llama.cpp's server, Ollama, a provider) or Anthropic's Messages API.
+//! The HTTP clients of upstream model servers: anything speaking OpenAI's chat completions
+//! (vLLM, TGI, llama.cpp's server, Ollama, a provider) or Anthropic's Messages API, as
+//! `enclave_service::upstream::Upstream`s made by [`Connector`].
 //!
-//! An upstream answers in the engine's [`Event`] stream, so the handlers, redaction restore and
-//! both streaming surfaces are one path for every backend. One call here is one *attempt*: it
-//! either fails before the first token (a [`Failure`] the router may retry or fall back on) or
-//! yields an [`EventStream`] whose later failures arrive as `Event::Error`. Only what routing
-//! allowed reaches here: this module never decides where content may go.
+//! An upstream answers in the engine's [`Event`] stream, so redaction restore, answer inspection
+//! and both streaming surfaces are one path for every backend. It owns the wire protocols and
+//! connection pools; it must never decide where content may go (routing did, in the service),
+//! and never print a credential.
 
 mod anthropic;
 mod openai;
@@ -13,30 +13,37 @@ mod openai;
 use std::fmt;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::Bytes;
 use enclave_engine::Event;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use tokio::sync::mpsc::unbounded_channel;
 use tokio::time::{Instant, timeout_at};
 
-use crate::conversation::Conversation;
+use enclave_service::conversation::Conversation;
+use enclave_service::upstream::{EventStream, Failure, Protocol, Timeouts, UpstreamSpec};
 
-/// The wire protocol an upstream speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    OpenAi,
-    Anthropic,
-}
+/// Makes the HTTP client of each upstream deployment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Connector;
 
-/// How long an attempt may take: to connect; to the first token (or, not streamed, the whole
-/// answer's headers), and between tokens after that; and in all.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub first_token: Duration,
-    pub total: Duration,
+impl enclave_service::upstream::Connector for Connector {
+    fn connect(
+        &self,
+        spec: &UpstreamSpec,
+    ) -> Result<std::sync::Arc<dyn enclave_service::upstream::Upstream>, String> {
+        Upstream::new(
+            spec.protocol,
+            &spec.base_url,
+            spec.model.clone(),
+            spec.credential.clone(),
+            spec.timeouts,
+            spec.pool_idle,
+        )
+        .map(|u| std::sync::Arc::new(u) as _)
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// One configured server and the model name it knows.
@@ -50,7 +57,7 @@ pub struct Upstream {
     /// The credential header, marked sensitive so no header dump prints it.
     auth: Option<(header::HeaderName, HeaderValue)>,
     client: reqwest::Client,
-    pub timeouts: Timeouts,
+    timeouts: Timeouts,
 }
 
 impl fmt::Debug for Upstream {
@@ -73,96 +80,6 @@ pub enum UpstreamConfigError {
     Client(String),
     #[error("the credential contains characters a header cannot carry")]
     Credential,
-}
-
-/// Why an attempt failed before its answer started.
-#[derive(Debug, Clone)]
-pub enum Failure {
-    /// No answer: refused, reset, closed, DNS, TLS.
-    Connect(String),
-    /// An HTTP error status, with the upstream's own message.
-    Status {
-        status: u16,
-        retry_after: Option<Duration>,
-        message: String,
-    },
-    /// Nothing within the first-token timeout.
-    FirstToken,
-    /// The whole answer did not arrive within the total timeout.
-    Total,
-    /// An answer that is not the protocol (bad JSON, malformed SSE, stream closed early).
-    Malformed(String),
-}
-
-impl Failure {
-    /// The attempt's outcome as recorded in the audit log and metrics.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            Failure::Connect(_) => "connect_error",
-            Failure::Status { status: 429, .. } => "rate_limited",
-            Failure::Status { status, .. } if *status >= 500 => "server_error",
-            Failure::Status { .. } => "rejected",
-            Failure::FirstToken => "first_token_timeout",
-            Failure::Total => "timeout",
-            Failure::Malformed(_) => "malformed",
-        }
-    }
-
-    /// Worth trying the same deployment again after a pause.
-    pub fn retryable(&self) -> bool {
-        match self {
-            Failure::Connect(_) | Failure::FirstToken | Failure::Total => true,
-            Failure::Status { status, .. } => *status == 429 || *status >= 500,
-            Failure::Malformed(_) => false,
-        }
-    }
-
-    /// Worth trying another deployment. A request the upstream rejected as invalid (4xx other
-    /// than 429) would be rejected by the next one too: the caller gets that answer instead.
-    pub fn falls_back(&self) -> bool {
-        !matches!(self, Failure::Status { status, .. } if *status != 429 && *status < 500)
-    }
-
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Failure::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Failure::Connect(e) => format!("could not be reached ({e})"),
-            Failure::Status {
-                status, message, ..
-            } => format!("answered {status}: {message}"),
-            Failure::FirstToken => "sent nothing within its first-token timeout".into(),
-            Failure::Total => "did not finish within its timeout".into(),
-            Failure::Malformed(e) => format!("sent a malformed answer ({e})"),
-        }
-    }
-}
-
-/// An answer under way: the first event already received (so the router knows the attempt
-/// succeeded), then the rest. Dropping it drops the receiver, which stops the reader task and
-/// closes the upstream connection.
-#[derive(Debug)]
-pub struct EventStream {
-    pending: Option<Event>,
-    rx: UnboundedReceiver<Event>,
-}
-
-impl EventStream {
-    pub fn new(rx: UnboundedReceiver<Event>) -> Self {
-        Self { pending: None, rx }
-    }
-
-    pub async fn recv(&mut self) -> Option<Event> {
-        match self.pending.take() {
-            Some(e) => Some(e),
-            None => self.rx.recv().await,
-        }
-    }
 }
 
 impl Upstream {
@@ -219,16 +136,28 @@ impl Upstream {
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base_url
+    fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if self.protocol == Protocol::Anthropic {
+            h.insert(
+                "anthropic-version",
+                HeaderValue::from_static(anthropic::VERSION),
+            );
+        }
+        if let Some((name, value)) = &self.auth {
+            h.insert(name.clone(), value.clone());
+        }
+        h
     }
+}
 
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
-    }
-
-    /// The request body for this upstream, encoded once: retries resend the same bytes.
-    pub fn encode(&self, c: &Conversation) -> Bytes {
+#[async_trait::async_trait]
+impl enclave_service::upstream::Upstream for Upstream {
+    fn encode(&self, c: &Conversation) -> Bytes {
         let value = match self.protocol {
             Protocol::OpenAi => openai::request(&self.model, c),
             Protocol::Anthropic => anthropic::request(&self.model, c),
@@ -236,8 +165,7 @@ impl Upstream {
         Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
     }
 
-    /// An embeddings request body (OpenAI's protocol; Anthropic's has no embeddings).
-    pub fn encode_embeddings(&self, inputs: &[String], dimensions: Option<u32>) -> Bytes {
+    fn encode_embeddings(&self, inputs: &[String], dimensions: Option<u32>) -> Bytes {
         let mut v = serde_json::json!({
             "model": self.model,
             "input": inputs,
@@ -249,8 +177,7 @@ impl Upstream {
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     }
 
-    /// One embeddings attempt.
-    pub async fn embed(&self, body: Bytes) -> Result<enclave_engine::Embeddings, Failure> {
+    async fn embed(&self, body: Bytes) -> Result<enclave_engine::Embeddings, Failure> {
         let deadline = Instant::now() + self.timeouts.total;
         let send = self
             .client
@@ -279,26 +206,7 @@ impl Upstream {
         openai::embeddings(&bytes).map_err(Failure::Malformed)
     }
 
-    fn headers(&self) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if self.protocol == Protocol::Anthropic {
-            h.insert(
-                "anthropic-version",
-                HeaderValue::from_static(anthropic::VERSION),
-            );
-        }
-        if let Some((name, value)) = &self.auth {
-            h.insert(name.clone(), value.clone());
-        }
-        h
-    }
-
-    /// One attempt: send `body`, wait for the first token (streamed) or the whole answer.
-    pub async fn start(&self, body: Bytes, stream: bool) -> Result<EventStream, Failure> {
+    async fn start(&self, body: Bytes, stream: bool) -> Result<EventStream, Failure> {
         let started = Instant::now();
         let deadline = started + self.timeouts.total;
         let first_by = (started + self.timeouts.first_token).min(deadline);
@@ -352,7 +260,7 @@ impl Upstream {
         let idle = self.timeouts.first_token;
         let upstream = self.base_url.clone();
         tokio::spawn(async move {
-            let _live = crate::metrics::Live::new("enclave_upstream_streams_open");
+            let _live = enclave_service::telemetry::Live::new("enclave_upstream_streams_open");
             let mut events = response.bytes_stream().eventsource();
             let mut decoder = Decoder::new(protocol);
             loop {
@@ -391,17 +299,14 @@ impl Upstream {
                 }
             }
         });
-        let mut stream = EventStream::new(rx);
-        match timeout_at(first_by, stream.rx.recv()).await {
+        let mut rx = rx;
+        match timeout_at(first_by, rx.recv()).await {
             Err(_) => Err(Failure::FirstToken),
             Ok(None) => Err(Failure::Malformed(
                 "the stream closed before any event".into(),
             )),
             Ok(Some(Event::Error(e))) => Err(Failure::Malformed(e)),
-            Ok(Some(first)) => {
-                stream.pending = Some(first);
-                Ok(stream)
-            }
+            Ok(Some(first)) => Ok(EventStream::starting_with(first, rx)),
         }
     }
 }

@@ -4,7 +4,7 @@ use enclave_engine::{Event, FinishReason, ToolCallDelta};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::conversation::{Conversation, Role, ToolChoice};
+use enclave_service::conversation::{Conversation, Role, ToolChoice};
 
 pub fn finish(reason: Option<&str>) -> FinishReason {
     match reason {

@@ -9,18 +9,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Extension;
-use axum::Json;
-use axum::extract::{Query, State};
 use enclave_quota::{Ledger, Limits, MemoryLedger, Reservation, Scope, ScopeKind};
-use enclave_store::{Role, Store, UsageRow};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use enclave_store::{Store, UsageRow};
 
-use crate::AppState;
-use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::policy::Policy;
+use crate::principal::Principal;
 
 /// (tenant, key, model, day) → (requests, prompt tokens, completion tokens).
 type Pending = HashMap<(String, String, String, String), (u64, u64, u64)>;
@@ -82,7 +76,8 @@ impl Meter {
     }
 }
 
-fn today() -> String {
+/// Today, UTC, as `YYYY-MM-DD`.
+pub fn today() -> String {
     let d = time::OffsetDateTime::now_utc().date();
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
@@ -145,7 +140,7 @@ impl Quotas {
         principal: &Principal,
         model: &str,
         tokens: u64,
-    ) -> Result<Ticket, ApiError> {
+    ) -> Result<Ticket, Error> {
         let q = policy.quota(&principal.tenant_name);
         let mut scopes = Vec::with_capacity(3);
         let mut add = |kind, name: String, limits: Limits| {
@@ -174,7 +169,7 @@ impl Quotas {
                         enclave_quota::Limit::MonthlyTokens => "insufficient_quota",
                         _ => "rate_limit_exceeded",
                     };
-                    return Err(ApiError::QuotaExceeded {
+                    return Err(Error::QuotaExceeded {
                         code,
                         message: e.to_string(),
                         retry_after: e.retry_after.max(Duration::from_secs(1)),
@@ -242,108 +237,4 @@ impl Drop for Ticket {
             handle.spawn(async move { ledger.settle(r, charged).await });
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct UsageQuery {
-    /// First day, `YYYY-MM-DD`; the first of this month when unset.
-    from: Option<String>,
-    /// Last day, inclusive; today when unset.
-    to: Option<String>,
-    /// Admins and auditors: another tenant, or `*` for all (auditors only).
-    tenant: Option<String>,
-}
-
-fn valid_day(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-}
-
-/// `GET /v1/usage?from=&to=&tenant=`: requests and tokens by model and day. Users and admins
-/// see their own tenant; auditors any tenant, or all.
-pub async fn usage(
-    State(state): State<AppState>,
-    Extension(principal): Extension<Principal>,
-    Query(q): Query<UsageQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let tenant = match (&principal.role, q.tenant.as_deref()) {
-        (_, None) => Some(principal.tenant_name.clone()),
-        (_, Some(t)) if t == principal.tenant_name => Some(t.to_string()),
-        (Role::Auditor, Some("*")) => None,
-        (Role::Auditor, Some(t)) => Some(t.to_string()),
-        (_, Some(_)) => {
-            return Err(ApiError::ForbiddenByPolicy(
-                "a key reads its own tenant's usage; only `auditor` keys read other tenants'"
-                    .into(),
-            ));
-        }
-    };
-    let today = today();
-    let from = q.from.unwrap_or_else(|| format!("{}-01", &today[..7]));
-    let to = q.to.unwrap_or(today);
-    for (param, day) in [("from", &from), ("to", &to)] {
-        if !valid_day(day) {
-            return Err(ApiError::invalid(
-                param,
-                format!("`{param}` must be a day as YYYY-MM-DD; got `{day}`"),
-            ));
-        }
-    }
-    // What has not been written yet is written first, so the answer includes every call so far.
-    state
-        .quotas
-        .meter
-        .flush(state.store.as_ref())
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot write usage");
-            ApiError::Internal
-        })?;
-    let rows = state
-        .store
-        .usage(tenant.as_deref(), &from, &to)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot read usage");
-            ApiError::Internal
-        })?;
-    // By tenant, model and day: keys are summed (a user of the tenant sees totals, not peers).
-    let mut by: std::collections::BTreeMap<(String, String, String), (u64, u64, u64)> =
-        Default::default();
-    for r in rows {
-        let e = by.entry((r.day, r.tenant, r.model)).or_default();
-        e.0 += r.requests;
-        e.1 += r.prompt_tokens;
-        e.2 += r.completion_tokens;
-    }
-    let mut totals = (0, 0, 0);
-    let data: Vec<Value> = by
-        .into_iter()
-        .map(|((day, tenant, model), (r, p, c))| {
-            totals.0 += r;
-            totals.1 += p;
-            totals.2 += c;
-            json!({
-                "object": "usage.bucket",
-                "day": day,
-                "tenant": tenant,
-                "model": model,
-                "requests": r,
-                "input_tokens": p,
-                "output_tokens": c,
-            })
-        })
-        .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "from": from,
-        "to": to,
-        "data": data,
-        "total": {"requests": totals.0, "input_tokens": totals.1, "output_tokens": totals.2},
-    })))
 }

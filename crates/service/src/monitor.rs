@@ -2,32 +2,17 @@
 //! caller's clearance, authorize, route, redact. One function, [`admit`], in that order, so no
 //! handler can skip a step or take them out of order.
 
-use axum::http::{HeaderMap, HeaderValue};
 use enclave_label::Label;
 use enclave_policy::{Action, Decision, Redactions, Subject, check_clearance, label_request};
-use serde::Serialize;
 use serde_json::Value;
 
-use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::error::Error;
+use crate::info::EnclaveInfo;
 use crate::policy::{Deployment, ModelKind, Policy};
+use crate::principal::Principal;
 
-/// The header a caller declares its request label in, and the answer carries its label in.
-pub const LABEL_HEADER: &str = "enclave-label";
-/// Where in a body's `metadata` a label may be declared instead.
+/// Where in a body's `metadata` a label may be declared.
 pub const LABEL_METADATA: &str = "enclave_label";
-
-/// The `enclave` field of an answer: its label and where it was computed. SDKs ignore it.
-#[derive(Debug, Clone, Serialize)]
-pub struct EnclaveInfo {
-    pub label: String,
-    pub deployment: String,
-    pub jurisdiction: String,
-    pub redacted: bool,
-    /// Passages retrieved from knowledge bases and placed in the prompt.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub citations: Vec<crate::kb::Citation>,
-}
 
 /// A deployment the request may go to, and whether only its redacted copy may.
 #[derive(Debug, Clone)]
@@ -58,9 +43,9 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    /// The label as a response header value.
-    pub fn header(&self) -> HeaderValue {
-        header_value(&self.info.label)
+    /// The request's label as a banner, as the answer carries it.
+    pub fn banner(&self) -> &str {
+        &self.info.label
     }
 
     /// Makes route `index` the one that serves: the decision and answer info name it.
@@ -111,70 +96,36 @@ impl Admitted {
     }
 }
 
-/// A header value for a banner: non-ASCII bytes (`FÜR`) are percent-encoded, since header values
-/// are ASCII.
-pub fn header_value(banner: &str) -> HeaderValue {
-    let mut out = String::with_capacity(banner.len());
-    for b in banner.bytes() {
-        if b.is_ascii_graphic() || b == b' ' {
-            if b == b'%' {
-                out.push_str("%25");
-            } else {
-                out.push(char::from(b));
-            }
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+/// A label a caller declared, and where it was declared (for the error naming it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// `Enclave-Label`, `metadata.enclave_label`, or a job's field.
+    pub source: &'static str,
+    pub text: String,
 }
 
-/// Reverses [`header_value`]'s encoding on a declared label.
-pub fn decode_header(raw: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' && i + 2 < raw.len() {
-            let hex = std::str::from_utf8(&raw[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(raw[i]);
-            i += 1;
+impl Declared {
+    /// The label declared in a request's `metadata.enclave_label`, if any.
+    pub fn from_metadata(metadata: Option<&Value>) -> Result<Option<Self>, Error> {
+        match metadata.and_then(|m| m.get(LABEL_METADATA)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(Declared {
+                source: "metadata.enclave_label",
+                text: s.clone(),
+            })),
+            Some(_) => Err(Error::InvalidLabel {
+                param: "metadata.enclave_label".into(),
+                message: "`metadata.enclave_label` must be a string such as \"SECRET//NOFORN\""
+                    .into(),
+            }),
         }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// The label a caller declared, from the header or else `metadata.enclave_label`, with where.
-/// The label a request declares: the `Enclave-Label` header, else `metadata.enclave_label`,
-/// with where it came from.
-pub fn declared(
-    headers: &HeaderMap,
-    metadata: Option<&Value>,
-) -> Result<Option<(&'static str, String)>, ApiError> {
-    if let Some(v) = headers.get(LABEL_HEADER) {
-        let text = decode_header(v.as_bytes()).ok_or_else(|| ApiError::InvalidLabel {
-            param: "Enclave-Label".into(),
-            message: "the `Enclave-Label` header is not valid UTF-8 or has a broken %-escape"
-                .into(),
-        })?;
-        return Ok(Some(("Enclave-Label", text)));
-    }
-    match metadata.and_then(|m| m.get(LABEL_METADATA)) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(("metadata.enclave_label", s.clone()))),
-        Some(_) => Err(ApiError::InvalidLabel {
-            param: "metadata.enclave_label".into(),
-            message: "`metadata.enclave_label` must be a string such as \"SECRET//NOFORN\"".into(),
-        }),
     }
 }
 
 /// The caller's clearance, its stored banner parsed against the scheme in force.
-pub fn clearance(policy: &Policy, principal: &Principal) -> Result<Label, ApiError> {
+pub fn clearance(policy: &Policy, principal: &Principal) -> Result<Label, Error> {
     policy.clearance(&principal.clearance).map_err(|e| {
-        ApiError::InvalidClearance(format!(
+        Error::InvalidClearance(format!(
             "the key's stored clearance `{}` is not a label of scheme {}: {e}; an admin must issue a new key",
             principal.clearance,
             policy.scheme.name()
@@ -182,14 +133,44 @@ pub fn clearance(policy: &Policy, principal: &Principal) -> Result<Label, ApiErr
     })
 }
 
+/// Whether the policy lets `principal` do `action` on `target` (a model for a model call, else a
+/// tenant or [`enclave_policy::ALL_TENANTS`]): Cedar decides every role rule, and every refusal
+/// is 403 `forbidden_by_policy`.
+pub fn authorize(
+    policy: &Policy,
+    principal: &Principal,
+    action: Action,
+    target: &str,
+) -> Result<(), Error> {
+    let subject = Subject {
+        key_id: &principal.key_id,
+        tenant: &principal.tenant_name,
+        role: principal.role.as_str(),
+    };
+    if policy.authz.is_allowed(subject, action, target) {
+        return Ok(());
+    }
+    let target = if target == enclave_policy::ALL_TENANTS {
+        "every tenant".to_string()
+    } else {
+        format!("`{target}`")
+    };
+    Err(Error::ForbiddenByPolicy(format!(
+        "the policy does not allow a `{}` key of tenant `{}` to {} {target}",
+        principal.role,
+        principal.tenant_name,
+        action.describe()
+    )))
+}
+
 /// A request the reference monitor refused: the error for the caller, the decision for the audit.
 #[derive(Debug)]
 pub struct Denied {
-    pub error: ApiError,
+    pub error: Error,
     pub decision: Decision,
 }
 
-fn deny(err: ApiError, label: Option<&Label>, policy: &Policy, reason: String) -> Box<Denied> {
+fn deny(err: Error, label: Option<&Label>, policy: &Policy, reason: String) -> Box<Denied> {
     let decision = Decision {
         allowed: false,
         code: Some(err.code()),
@@ -235,33 +216,32 @@ pub fn unrecognized(
 pub fn admit(
     policy: &Policy,
     principal: &Principal,
-    action: Action,
+    want: ModelKind,
     model: &str,
-    headers: &HeaderMap,
-    metadata: Option<&Value>,
+    declared: Option<&Declared>,
     floor: Option<&Label>,
     texts: &mut [String],
 ) -> Result<Admitted, Box<Denied>> {
-    let want = match action {
-        Action::Chat => ModelKind::Chat,
-        Action::Embed => ModelKind::Embedding,
+    let action = match want {
+        ModelKind::Chat => Action::Chat,
+        ModelKind::Embedding => Action::Embed,
     };
     let candidates: Vec<&Deployment> = policy.deployments_for(model).collect();
     let Some(first) = candidates.first() else {
-        let e = ApiError::ModelNotFound(model.to_string());
+        let e = Error::ModelNotFound(model.to_string());
         let reason = e.to_string();
         return Err(deny(e, None, policy, reason));
     };
     if first.kind != want {
-        let e = ApiError::WrongModelKind {
+        let e = Error::WrongModelKind {
             model: model.to_string(),
             actual: match first.kind {
                 ModelKind::Chat => "a chat",
                 ModelKind::Embedding => "an embedding",
             },
-            route: match action {
-                Action::Chat => "chat completions",
-                Action::Embed => "embeddings",
+            route: match want {
+                ModelKind::Chat => "chat completions",
+                ModelKind::Embedding => "embeddings",
             },
         };
         let reason = e.to_string();
@@ -274,12 +254,9 @@ pub fn admit(
         deny(err, None, policy, reason)
     })?;
     let tenant = policy.tenant(&principal.tenant_name);
-    let declared_label = match declared(headers, metadata).map_err(|e| {
-        let reason = e.to_string();
-        deny(e, None, policy, reason)
-    })? {
-        Some((source, text)) => policy.scheme.parse(&text).map_err(|e| {
-            let err = ApiError::InvalidLabel {
+    let declared_label = match declared {
+        Some(Declared { source, text }) => policy.scheme.parse(text).map_err(|e| {
+            let err = Error::InvalidLabel {
                 param: source.to_string(),
                 message: format!(
                     "`{text}` in `{source}` is not a label of scheme {}: {e}",
@@ -309,28 +286,19 @@ pub fn admit(
 
     // A control the scheme does not know is refused, never read as nothing (fail closed).
     if let Some(why) = unrecognized(&policy.scheme, texts, &labelled.findings) {
-        let err = ApiError::UnrecognizedMarking(why.clone());
+        let err = Error::UnrecognizedMarking(why.clone());
         return Err(with_findings(deny(err, Some(&label), policy, why)));
     }
 
     // 2. Never above the caller's clearance.
     check_clearance(&policy.scheme, &clearance, &label).map_err(|why| {
-        let err = ApiError::LabelExceedsClearance(why.clone());
+        let err = Error::LabelExceedsClearance(why.clone());
         with_findings(deny(err, Some(&label), policy, why))
     })?;
 
     // 3. Who may call what: Cedar, on roles and tenants only.
-    let subject = Subject {
-        key_id: &principal.key_id,
-        tenant: &principal.tenant_name,
-        role: principal.role.as_str(),
-    };
-    if !policy.authz.is_allowed(subject, action, model) {
-        let why = format!(
-            "the policy does not allow a `{}` key of tenant `{}` to use `{model}`",
-            principal.role, principal.tenant_name
-        );
-        let err = ApiError::ForbiddenByPolicy(why.clone());
+    if let Err(err) = authorize(policy, principal, action, model) {
+        let why = err.to_string();
         return Err(with_findings(deny(err, Some(&label), policy, why)));
     }
 
@@ -353,7 +321,7 @@ pub fn admit(
                 },
                 list.join("; ")
             );
-            let err = ApiError::NoAccreditedDeployment(why.clone());
+            let err = Error::NoAccreditedDeployment(why.clone());
             with_findings(deny(err, Some(&label), policy, why))
         })?;
     let routes: Vec<Route> = chosen
@@ -368,7 +336,7 @@ pub fn admit(
     if routes.is_empty() {
         let why = "routing chose nothing".to_string();
         return Err(with_findings(deny(
-            ApiError::Internal,
+            Error::Internal,
             Some(&label),
             policy,
             why,
@@ -408,19 +376,4 @@ pub fn admit(
     };
     admitted.serve(0);
     Ok(admitted)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_values_round_trip_non_ascii() {
-        let banner = "VS-NUR FÜR DEN DIENSTGEBRAUCH";
-        let v = header_value(banner);
-        assert_eq!(v.to_str().unwrap(), "VS-NUR F%C3%9CR DEN DIENSTGEBRAUCH");
-        assert_eq!(decode_header(v.as_bytes()).unwrap(), banner);
-        assert_eq!(decode_header(b"S//NF").unwrap(), "S//NF");
-        assert_eq!(decode_header(b"50%").unwrap(), "50%");
-    }
 }

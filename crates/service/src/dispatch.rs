@@ -7,19 +7,19 @@
 //! Every try is recorded as an [`Attempt`] for the audit record and the metrics.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use enclave_audit::Attempt;
 use enclave_engine::{EmbedInput, Embeddings};
 use tokio::time::Instant;
 
-use crate::AppState;
+use crate::Service;
+use crate::breaker::Breaker;
 use crate::conversation::Conversation;
-use crate::error::ApiError;
-use crate::mac::Route;
-use crate::policy::Backend;
-use crate::upstream::{EventStream, Failure};
+use crate::error::Error;
+use crate::monitor::Route;
+use crate::policy::{Backend, Policy};
+use crate::upstream::{Connector, EventStream, Failure, Upstream};
 
 /// Backoff before retry `n` (0-based): a random point in `[0, BASE × 2ⁿ]`, at most `CAP`
 /// ("full jitter"), so clients retrying together do not arrive together.
@@ -35,94 +35,40 @@ fn backoff(n: u32, retry_after: Option<Duration>) -> Duration {
     retry_after.map_or(jittered, |r| r.min(BACKOFF_CAP).max(jittered))
 }
 
-/// A circuit breaker per deployment: after `threshold` failures in a row it opens and the
-/// deployment is skipped for `cooldown`; then one request probes it (half-open) and its outcome
-/// closes or reopens the circuit.
-#[derive(Debug)]
-pub struct Breaker {
-    name: String,
-    threshold: u32,
-    cooldown: Duration,
-    state: Mutex<State>,
+/// The runtime side of each deployment in the policy, at its [`crate::policy::Deployment::slot`]:
+/// its circuit breaker, and for an upstream its client.
+pub struct Registry {
+    slots: Vec<Slot>,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum State {
-    Closed {
-        failures: u32,
-    },
-    Open {
-        until: Instant,
-    },
-    /// A probe is out; if it never reports (its client left), another may go at `next`.
-    HalfOpen {
-        next: Instant,
-    },
+struct Slot {
+    breaker: Breaker,
+    client: Option<Arc<dyn Upstream>>,
 }
 
-impl Breaker {
-    pub fn new(name: &str, threshold: u32, cooldown: Duration) -> Self {
-        Self {
-            name: name.to_string(),
-            threshold: threshold.max(1),
-            cooldown,
-            state: Mutex::new(State::Closed { failures: 0 }),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A poisoned lock still holds a valid state: every write is a single assignment.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether a request may go to this deployment now.
-    pub fn admit(&self) -> bool {
-        let now = Instant::now();
-        let mut s = self.state();
-        match *s {
-            State::Closed { .. } => true,
-            State::Open { until } | State::HalfOpen { next: until } if now < until => false,
-            State::Open { .. } | State::HalfOpen { .. } => {
-                *s = State::HalfOpen {
-                    next: now + self.cooldown,
-                };
-                true
-            }
-        }
-    }
-
-    pub fn success(&self) {
-        let mut s = self.state();
-        if !matches!(*s, State::Closed { failures: 0 }) {
-            *s = State::Closed { failures: 0 };
-            metrics::gauge!("enclave_upstream_circuit_open", "deployment" => self.name.clone())
-                .set(0.0);
-        }
-    }
-
-    pub fn failure(&self) {
-        let mut s = self.state();
-        let open = match *s {
-            State::Closed { failures } if failures + 1 < self.threshold => {
-                *s = State::Closed {
-                    failures: failures + 1,
-                };
-                false
-            }
-            _ => true,
-        };
-        if open {
-            *s = State::Open {
-                until: Instant::now() + self.cooldown,
+impl Registry {
+    /// Makes every upstream deployment's client with `connector`; an error names the deployment.
+    pub fn build(policy: &Policy, connector: &dyn Connector) -> Result<Self, String> {
+        let mut slots = Vec::with_capacity(policy.deployments.len());
+        for d in &policy.deployments {
+            let client = match &d.backend {
+                Backend::Embedded => None,
+                Backend::Upstream(spec) => Some(
+                    connector
+                        .connect(spec)
+                        .map_err(|e| format!("deployment `{}`: {e}", d.placement.name))?,
+                ),
             };
-            tracing::warn!(deployment = %self.name, cooldown_s = self.cooldown.as_secs_f64(), "circuit opened");
-            metrics::gauge!("enclave_upstream_circuit_open", "deployment" => self.name.clone())
-                .set(1.0);
+            slots.push(Slot {
+                breaker: Breaker::new(&d.placement.name, d.breaker.failures, d.breaker.cooldown),
+                client,
+            });
         }
+        Ok(Self { slots })
     }
 
-    pub fn is_open(&self) -> bool {
-        matches!(*self.state(), State::Open { until } if Instant::now() < until)
+    fn slot(&self, slot: usize) -> Option<&Slot> {
+        self.slots.get(slot)
     }
 }
 
@@ -200,24 +146,53 @@ pub enum Work<'a> {
 }
 
 /// What a deployment answered.
-pub enum Output {
+enum Output {
     Events(EventStream),
     Embeddings(Embeddings),
 }
 
-/// Tries the routes until one answers. Returns the answer and the index of the route that
-/// served.
-pub async fn dispatch(
-    state: &AppState,
+/// A chat answer from the first route that gives one, and the index of that route.
+pub async fn chat(
+    state: &Service,
     routes: &[Route],
     work: &Work<'_>,
     attempts: &mut Vec<Attempt>,
     clock: &UpstreamClock,
-) -> Result<(Output, usize), ApiError> {
+) -> Result<(EventStream, usize), Error> {
+    match dispatch(state, routes, work, attempts, clock).await? {
+        (Output::Events(events), index) => Ok((events, index)),
+        (Output::Embeddings(_), _) => Err(Error::Internal),
+    }
+}
+
+/// Embeddings from the first route that gives them, and the index of that route.
+pub async fn embed(
+    state: &Service,
+    routes: &[Route],
+    work: &Work<'_>,
+    attempts: &mut Vec<Attempt>,
+    clock: &UpstreamClock,
+) -> Result<(Embeddings, usize), Error> {
+    match dispatch(state, routes, work, attempts, clock).await? {
+        (Output::Embeddings(e), index) => Ok((e, index)),
+        (Output::Events(_), _) => Err(Error::Internal),
+    }
+}
+
+/// Tries the routes until one answers. Returns the answer and the index of the route that
+/// served. (`Work::Chat` always yields events, `Work::Embed` embeddings: [`chat`] and
+/// [`embed`] say so in their types.)
+async fn dispatch(
+    state: &Service,
+    routes: &[Route],
+    work: &Work<'_>,
+    attempts: &mut Vec<Attempt>,
+    clock: &UpstreamClock,
+) -> Result<(Output, usize), Error> {
     let mut failures: Vec<String> = Vec::new();
     let mut retry_hint: Option<Duration> = None;
     // The embedded engine's own refusal, returned as is when no upstream route was tried.
-    let mut last_error: Option<ApiError> = None;
+    let mut last_error: Option<Error> = None;
     let mut upstream_tried = false;
     for index in order(routes) {
         let route = &routes[index];
@@ -231,7 +206,7 @@ pub async fn dispatch(
                     // The embedded model cannot call tools; another route may.
                     attempts.push(attempt(name, "unsupported", None, Duration::ZERO));
                     failures.push(format!("`{name}` does not call tools"));
-                    last_error = Some(ApiError::unsupported(
+                    last_error = Some(Error::unsupported(
                         "tools",
                         format!(
                             "`{name}` does not call tools, and no other deployment of this model could answer"
@@ -268,9 +243,9 @@ pub async fn dispatch(
                     }
                     // Busy or still loading: another deployment may answer.
                     Err(
-                        e @ (ApiError::Overloaded(_)
-                        | ApiError::ModelLoading(_)
-                        | ApiError::ModelUnavailable(_)),
+                        e @ (Error::Overloaded(_)
+                        | Error::ModelLoading(_)
+                        | Error::ModelUnavailable(_)),
                     ) => {
                         attempts.push(attempt(name, e.code(), None, took));
                         failures.push(format!("`{name}` {e}"));
@@ -283,10 +258,21 @@ pub async fn dispatch(
                     }
                 }
             }
-            Backend::Upstream(u) => u,
+            Backend::Upstream(_) => match state.registry.slot(d.slot) {
+                Some(Slot {
+                    client: Some(client),
+                    breaker,
+                }) => (client, breaker),
+                _ => {
+                    tracing::error!(deployment = name, "no client for an upstream deployment");
+                    failures.push(format!("`{name}` has no client"));
+                    continue;
+                }
+            },
         };
+        let (upstream, breaker) = upstream;
         upstream_tried = true;
-        if !d.breaker.admit() {
+        if !breaker.admit() {
             attempts.push(attempt(name, "circuit_open", None, Duration::ZERO));
             failures.push(format!("`{name}` is cooling down after repeated failures"));
             continue;
@@ -331,7 +317,7 @@ pub async fn dispatch(
             clock.add(took);
             let failure = match result {
                 Ok(out) => {
-                    d.breaker.success();
+                    breaker.success();
                     attempts.push(attempt(name, "ok", None, took));
                     return Ok((out, index));
                 }
@@ -347,19 +333,19 @@ pub async fn dispatch(
             );
             if !failure.falls_back() {
                 // The upstream is up and says the request is wrong: that is the caller's answer.
-                d.breaker.success();
+                breaker.success();
                 let (status, message) = match &failure {
                     Failure::Status {
                         status, message, ..
                     } => (*status, message.clone()),
                     _ => (502, failure.describe()),
                 };
-                return Err(ApiError::UpstreamRejected {
+                return Err(Error::UpstreamRejected {
                     status,
                     message: format!("the upstream `{name}` rejected the request: {message}"),
                 });
             }
-            d.breaker.failure();
+            breaker.failure();
             let retry_after = match &failure {
                 Failure::Status { retry_after, .. } => *retry_after,
                 _ => None,
@@ -368,7 +354,7 @@ pub async fn dispatch(
                 retry_hint = Some(retry_hint.map_or(r, |h| h.min(r)));
             }
             let too_long = retry_after.is_some_and(|r| r > BACKOFF_CAP);
-            if !failure.retryable() || n >= d.retries || too_long || d.breaker.is_open() {
+            if !failure.retryable() || n >= d.retries || too_long || breaker.is_open() {
                 failures.push(format!("`{name}` {}", failure.describe()));
                 break;
             }
@@ -381,7 +367,7 @@ pub async fn dispatch(
     if !upstream_tried && let Some(e) = last_error {
         return Err(e);
     }
-    Err(ApiError::UpstreamUnavailable {
+    Err(Error::UpstreamUnavailable {
         message: format!(
             "no deployment could answer: {}",
             if failures.is_empty() {
@@ -395,34 +381,34 @@ pub async fn dispatch(
 }
 
 /// The embedded embedding model as one more route.
-async fn embedded_embed(state: &AppState, inputs: &[EmbedInput]) -> Result<Embeddings, ApiError> {
+async fn embedded_embed(state: &Service, inputs: &[EmbedInput]) -> Result<Embeddings, Error> {
     let engine = state
         .models
         .embedding
         .get()
         .cloned()
-        .ok_or_else(|| ApiError::ModelLoading(crate::EMBEDDING_MODEL.to_string()))?;
+        .ok_or_else(|| Error::ModelLoading(crate::EMBEDDING_MODEL.to_string()))?;
     let inputs = inputs.to_vec();
     // Encoding a batch is compute-bound: off the runtime's workers.
     Ok(tokio::task::spawn_blocking(move || engine.embed(&inputs))
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "embedding task failed");
-            ApiError::Internal
+            Error::Internal
         })??)
 }
 
 /// The embedded chat model as one more route.
 async fn embedded_chat(
-    state: &AppState,
+    state: &Service,
     model: &str,
     c: &Conversation,
     cache: &str,
-) -> Result<EventStream, ApiError> {
+) -> Result<EventStream, Error> {
     let engine = state
         .models
         .chat_engine(model)
-        .ok_or_else(|| ApiError::ModelLoading(model.to_string()))?;
+        .ok_or_else(|| Error::ModelLoading(model.to_string()))?;
     let messages = c.engine_messages()?;
     // Rendering and tokenizing a prompt of up to `MAX_BODY_BYTES` takes long enough to stall a
     // runtime worker, so it runs on the blocking pool. The engine itself runs in its own process
@@ -433,7 +419,7 @@ async fn embedded_chat(
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "prompt task failed");
-                ApiError::Internal
+                Error::Internal
             })??
     };
     let rx = engine.generate(

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use enclave_engine::{Event, FinishReason, ToolCallDelta};
 use serde_json::{Value, json};
 
-use crate::conversation::{Conversation, Role, ToolChoice};
+use enclave_service::conversation::{Conversation, Role, ToolChoice};
 
 /// The `anthropic-version` Enclave speaks.
 pub const VERSION: &str = "2023-06-01";

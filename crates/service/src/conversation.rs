@@ -7,7 +7,7 @@
 use enclave_engine::{ChatMessage, Sampling};
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -139,9 +139,9 @@ impl Conversation {
     }
 
     /// The messages for the embedded model, which reads text turns only.
-    pub fn engine_messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
+    pub fn engine_messages(&self) -> Result<Vec<ChatMessage>, Error> {
         if self.uses_tools() {
-            return Err(ApiError::unsupported(
+            return Err(Error::unsupported(
                 "tools",
                 "the embedded model does not call tools; use a model served by an upstream that does",
             ));

@@ -1,0 +1,192 @@
+//! Enclave's request path with no HTTP in it: every caller — the HTTP gateway today; agents,
+//! batch jobs, the console and other logins next — goes through it.
+//!
+//! It owns who is calling ([`principal`]), the policy in force as plain data ([`policy`]) and
+//! the runtime registry of deployments built from it ([`dispatch::Registry`]), the reference
+//! monitor ([`monitor`]: label, clearance, authorize, route, redact), quotas ([`quota`]), typed
+//! dispatch to the embedded engines and upstreams ([`dispatch`], [`upstream`]), answers that
+//! are inspected, metered, settled and noted for their audit record however they end
+//! ([`answer`], [`withhold`], [`note`]), and retrieval from knowledge bases ([`retrieval`]).
+//!
+//! It must never depend on an HTTP stack (`axum`, `http`, `hyper`: the test suite checks its
+//! dependency tree), never let content reach a deployment routing did not choose, and never let
+//! an answer reach a caller whose clearance does not dominate its label.
+
+pub mod answer;
+pub mod breaker;
+pub mod conversation;
+pub mod dispatch;
+pub mod embed;
+pub mod error;
+pub mod info;
+pub mod monitor;
+pub mod note;
+pub mod policy;
+pub mod principal;
+pub mod quota;
+pub mod retrieval;
+pub mod telemetry;
+pub mod upstream;
+pub mod withhold;
+
+use std::sync::{Arc, OnceLock};
+
+use enclave_engine::{ChatProcess, EmbeddingEngine};
+use enclave_store::Store;
+
+pub use error::Error;
+
+/// The embedded chat model's id.
+pub const CHAT_MODEL: &str = enclave_engine::models::SMOLLM2.id;
+/// The embedded embedding model's id.
+pub const EMBEDDING_MODEL: &str = enclave_engine::models::MINILM.id;
+
+/// Models the server serves, filled in once they are loaded (the server answers before that,
+/// with `/readyz` unready and model calls refused with `model_loading`).
+#[derive(Default)]
+pub struct Models {
+    pub chat: OnceLock<Arc<ChatProcess>>,
+    pub embedding: OnceLock<Arc<EmbeddingEngine>>,
+    /// The operator's own chat models (`enclave models add`), by the name clients call them.
+    pub local: OnceLock<std::collections::BTreeMap<String, Arc<ChatProcess>>>,
+}
+
+impl Models {
+    /// The chat engine serving `model`, once it is loaded.
+    pub fn chat_engine(&self, model: &str) -> Option<Arc<ChatProcess>> {
+        if model == CHAT_MODEL {
+            return self.chat.get().cloned();
+        }
+        self.local.get()?.get(model).cloned()
+    }
+}
+
+/// Tasks the service runs beside its callers (the meter flush; the binary adds its own). They
+/// stop when [`Service::shutdown`] asks, and it waits for them.
+#[derive(Clone, Default)]
+pub struct Background {
+    stop: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Background {
+    /// Runs `task` until it returns; it gets the token that says when to stop, and should finish
+    /// what it holds (a last flush) before returning.
+    pub fn spawn<F>(
+        &self,
+        name: &'static str,
+        task: impl FnOnce(tokio_util::sync::CancellationToken) -> F,
+    ) where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let work = task(self.stop.clone());
+        self.tasks.spawn(async move {
+            work.await;
+            tracing::info!(task = name, "background task stopped");
+        });
+    }
+
+    /// Asks every task to stop and waits until they have.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// The service every caller shares. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    pub store: Arc<dyn Store>,
+    pub models: Arc<Models>,
+    pub policy: Arc<policy::Policy>,
+    /// The runtime side of the policy's deployments: clients and circuit breakers.
+    pub registry: Arc<dispatch::Registry>,
+    pub audit: enclave_audit::AuditLog,
+    /// Sealed request/answer content for tenants whose policy keeps it.
+    pub content: Arc<enclave_audit::ContentVault>,
+    pub quotas: quota::Quotas,
+    pub key_cache: Arc<principal::KeyCache>,
+    /// Knowledge bases, where the server runs them.
+    pub kb: Option<enclave_kb::KnowledgeBases>,
+    /// When the service started, as the `created` of model objects.
+    pub started: i64,
+    pub background: Background,
+}
+
+impl Service {
+    /// A service over `store` enforcing `policy`, recording to `audit`; `connector` makes the
+    /// upstream deployments' clients. Fails naming a deployment whose client cannot be made.
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy: Arc<policy::Policy>,
+        audit: enclave_audit::AuditLog,
+        content: Arc<enclave_audit::ContentVault>,
+        connector: &dyn upstream::Connector,
+    ) -> Result<Self, String> {
+        let registry = Arc::new(dispatch::Registry::build(&policy, connector)?);
+        Ok(Self {
+            store,
+            models: Arc::new(Models::default()),
+            policy,
+            registry,
+            audit,
+            content,
+            quotas: quota::Quotas::default(),
+            key_cache: Arc::new(principal::KeyCache::default()),
+            kb: None,
+            started: enclave_store::now(),
+            background: Background::default(),
+        })
+    }
+
+    /// Uses `quotas` (seeded from the store by [`quota::Quotas::load`]) and starts writing its
+    /// metered usage to the store every second, and once more when the service shuts down.
+    pub fn with_quotas(mut self, quotas: quota::Quotas) -> Self {
+        self.quotas = quotas;
+        let (meter, store) = (Arc::clone(&self.quotas.meter), Arc::clone(&self.store));
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.background.spawn("meter flush", |stop| async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = tick.tick() => {}
+                    }
+                    if let Err(e) = meter.flush(store.as_ref()).await {
+                        tracing::error!(error = %e, "cannot write metered usage; will retry");
+                    }
+                }
+                if let Err(e) = meter.flush(store.as_ref()).await {
+                    tracing::error!(error = %e, "cannot write the last metered usage");
+                }
+            });
+        }
+        self
+    }
+
+    /// Stops the background tasks and the knowledge bases' ingestion worker, and waits for them:
+    /// usage metered so far is written, and a document being indexed is finished.
+    pub async fn shutdown(&self) {
+        self.background.stop().await;
+        if let Some(kb) = &self.kb {
+            kb.stop().await;
+        }
+    }
+
+    /// Serves knowledge bases from `kb`.
+    pub fn with_knowledge_bases(mut self, kb: enclave_kb::KnowledgeBases) -> Self {
+        self.kb = Some(kb);
+        self
+    }
+
+    /// Whether every model is loaded and the audit log writes.
+    pub fn ready(&self) -> bool {
+        self.models
+            .chat
+            .get()
+            .is_some_and(|c| c.health().is_ready())
+            && self.models.embedding.get().is_some()
+            && self.audit.healthy()
+    }
+}

@@ -1,0 +1,109 @@
+//! Who is calling, and how that was established: today an API key of one tenant, with the
+//! role and clearance an administrator gave it (OIDC, signed tokens and client certificates are
+//! further ways to produce a [`Principal`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use enclave_store::{ApiKey, Role, keys};
+
+use crate::Service;
+use crate::error::Error;
+
+/// How long a looked-up key is trusted without asking the store again, and so how long a revoked
+/// key may still work. The secret is still compared on every call; only the round trip is saved.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// Keys looked up in the last [`KEY_CACHE_TTL`]: a store lookup per call would cost more than
+/// the rest of authentication.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    map: Mutex<Cached>,
+}
+
+/// Key id → (when looked up, the key, its stored hash).
+type Cached = HashMap<String, (Instant, ApiKey, Vec<u8>)>;
+
+impl KeyCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Option<(ApiKey, Vec<u8>)> {
+        let map = self.lock();
+        let (at, key, hash) = map.get(id)?;
+        (at.elapsed() < KEY_CACHE_TTL).then(|| (key.clone(), hash.clone()))
+    }
+
+    fn put(&self, id: &str, (key, hash): (ApiKey, Vec<u8>)) {
+        let mut map = self.lock();
+        if map.len() >= KEY_CACHE_MAX {
+            map.retain(|_, (at, _, _)| at.elapsed() < KEY_CACHE_TTL);
+            if map.len() >= KEY_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(id.to_string(), (Instant::now(), key, hash));
+    }
+}
+
+/// How a principal was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Established {
+    /// An API key (`Authorization: Bearer`, `x-api-key`).
+    ApiKey,
+}
+
+/// Who is calling: a key of one tenant, with a role.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub established: Established,
+    pub key_id: String,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub role: Role,
+    /// The stored clearance banner; parsed against the scheme in force on each request.
+    pub clearance: String,
+}
+
+/// The principal an API key establishes: a valid, unrevoked key of a tenant, with its role and
+/// clearance.
+pub async fn authenticate_key(state: &Service, presented: &str) -> Result<Principal, Error> {
+    let presented = presented.trim();
+    if presented.is_empty() {
+        return Err(Error::MissingKey);
+    }
+    let id = keys::parse_id(presented).ok_or(Error::InvalidKey)?;
+    let found = match state.key_cache.get(id) {
+        Some(hit) => Some(hit),
+        None => {
+            let found = state.store.key_for_auth(id).await.map_err(|e| {
+                tracing::error!(error = %e, "key lookup failed");
+                Error::Internal
+            })?;
+            if let Some(f) = &found {
+                state.key_cache.put(id, f.clone());
+            }
+            found
+        }
+    };
+    let Some((key, hash)) = found else {
+        return Err(Error::InvalidKey);
+    };
+    if !keys::matches(presented, &hash) {
+        return Err(Error::InvalidKey);
+    }
+    if key.revoked_at.is_some() {
+        return Err(Error::RevokedKey(key.id));
+    }
+    Ok(Principal {
+        established: Established::ApiKey,
+        key_id: key.id,
+        tenant_id: key.tenant_id,
+        tenant_name: key.tenant_name,
+        role: key.role,
+        clearance: key.clearance,
+    })
+}
