@@ -101,7 +101,8 @@ enum Job {
 /// A call to promise a record for, and where to say when the promise is durable.
 struct Opening {
     id: u64,
-    record: Box<Record>,
+    /// The start of the call's journal line, serialised by the caller (see [`crate::open`]).
+    line: Vec<u8>,
     ack: oneshot::Sender<Result<(), LogError>>,
 }
 
@@ -302,7 +303,7 @@ impl AuditLog {
         self.tx
             .send(Job::Open(Opening {
                 id,
-                record: Box::new(provisional.clone()),
+                line: crate::open::line_start(id, &provisional),
                 ack,
             }))
             .map_err(|_| LogError::Closed)?;
@@ -572,10 +573,10 @@ impl Writer {
             .size();
         let result = match self.journal.as_mut() {
             Some(journal) => {
-                let calls: Vec<(u64, u64, &Record)> =
-                    opens.iter().map(|o| (o.id, at, &*o.record)).collect();
+                let calls: Vec<(u64, &[u8])> =
+                    opens.iter().map(|o| (o.id, o.line.as_slice())).collect();
                 journal
-                    .open(&calls)
+                    .open(&calls, at)
                     .map_err(|e| LogError::Unavailable(e.to_string()))
             }
             None => Ok(()),

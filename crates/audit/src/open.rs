@@ -73,6 +73,17 @@ pub(crate) fn same_call(bytes: &[u8], r: &Record) -> bool {
         .is_ok_and(|s| s.time == r.time && s.node == r.node && s.operation == r.operation)
 }
 
+/// The start of a call's open line, `{"open":ID,"record":{…},"at":`, serialised by the caller
+/// so the writer thread only appends the log's size (not known before it writes).
+pub(crate) fn line_start(id: u64, record: &Record) -> Vec<u8> {
+    let canonical = record.canonical();
+    let mut line = Vec::with_capacity(canonical.len() + 48);
+    line.extend_from_slice(format!("{{\"open\":{id},\"record\":").as_bytes());
+    line.extend_from_slice(&canonical);
+    line.extend_from_slice(b",\"at\":");
+    line
+}
+
 /// The journal the writer thread keeps.
 pub(crate) struct Journal {
     files: [File; 2],
@@ -148,14 +159,15 @@ impl Journal {
         Ok(())
     }
 
-    /// Writes the open lines of a batch and syncs them.
-    pub(crate) fn open(&mut self, calls: &[(u64, u64, &Record)]) -> std::io::Result<()> {
+    /// Writes the open lines of a batch (each `(id, line start)`; the log held `at` records
+    /// when they arrived) and syncs them.
+    pub(crate) fn open(&mut self, calls: &[(u64, &[u8])], at: u64) -> std::io::Result<()> {
         let mut buf = Vec::new();
-        for (id, at, record) in calls {
-            let line = serde_json::to_vec(&serde_json::json!({
-                "open": id, "at": at, "record": record,
-            }))
-            .map_err(std::io::Error::other)?;
+        let at = format!("{at}}}");
+        for (id, start) in calls {
+            let mut line = Vec::with_capacity(start.len() + at.len());
+            line.extend_from_slice(start);
+            line.extend_from_slice(at.as_bytes());
             buf.extend_from_slice(&line);
             buf.push(b'\n');
             self.open.insert(*id, line);
