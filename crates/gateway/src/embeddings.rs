@@ -24,6 +24,7 @@ enum Format {
     Base64,
 }
 
+#[utoipa::path(post, path = "/v1/embeddings", tag = "embeddings", request_body = crate::openai::EmbeddingRequest, params(("Enclave-Label" = Option<String>, Header, description = "The request's declared label")), responses((status = 200, description = "Embeddings", body = crate::openai::EmbeddingResponse), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -8,12 +8,14 @@ use serde_json::{Value, json};
 use crate::AppState;
 
 /// The process is up and answering.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, description = "The process is up", body = Object)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready once every embedded model is loaded and the chat engine's process answers; unready while
 /// that process is restarting after a crash.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses((status = 200, description = "Ready: models loaded, the audit log writes", body = Object), (status = 503, description = "Not ready, and why", body = Object)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let chat_health = state.models.chat.get().map(|c| c.health());
     let chat = chat_health.as_ref().is_some_and(|h| h.is_ready());

@@ -49,7 +49,7 @@ fn note_for(label: Option<&Label>, state: &AppState, reason: &str) -> CallNote {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     name: String,
@@ -62,6 +62,7 @@ pub struct CreateRequest {
 }
 
 /// `POST /v1/knowledge-bases` (admins).
+#[utoipa::path(post, path = "/v1/knowledge-bases", tag = "knowledge bases", request_body = CreateRequest, responses((status = 200, description = "The knowledge base", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -96,6 +97,7 @@ pub async fn create(
 }
 
 /// `GET /v1/knowledge-bases`.
+#[utoipa::path(get, path = "/v1/knowledge-bases", tag = "knowledge bases", responses((status = 200, description = "The tenant's knowledge bases", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -107,6 +109,7 @@ pub async fn list(
 }
 
 /// `GET /v1/knowledge-bases/{kb}`: the knowledge base with document and chunk counts.
+#[utoipa::path(get, path = "/v1/knowledge-bases/{kb}", tag = "knowledge bases", params(("kb" = String, Path, description = "A knowledge base's id or name")), responses((status = 200, description = "The knowledge base", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -117,7 +120,7 @@ pub async fn get(
     Ok(Json(kbs.get(&principal.tenant_name, &kb).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentRequest {
     name: String,
@@ -135,6 +138,7 @@ pub struct DocumentRequest {
 
 /// `POST /v1/knowledge-bases/{kb}/documents`: JSON (one document) or multipart (one or more
 /// `file` parts, an optional `label` part). Answers 202: ingestion continues in the background.
+#[utoipa::path(post, path = "/v1/knowledge-bases/{kb}/documents", tag = "knowledge bases", params(("kb" = String, Path, description = "A knowledge base's id or name")), request_body(content((DocumentRequest = "application/json"), (Object = "multipart/form-data"))), responses((status = 200, description = "The documents, queued for indexing, or why each was refused", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn add(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -291,6 +295,7 @@ async fn add_documents(
 }
 
 /// `GET /v1/knowledge-bases/{kb}/documents`.
+#[utoipa::path(get, path = "/v1/knowledge-bases/{kb}/documents", tag = "knowledge bases", params(("kb" = String, Path, description = "A knowledge base's id or name")), responses((status = 200, description = "Its documents and their status", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn documents(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -304,6 +309,7 @@ pub async fn documents(
 
 /// `GET /v1/knowledge-bases/{kb}/documents/{doc}`: queued, indexing, ready, or failed with the
 /// reason.
+#[utoipa::path(get, path = "/v1/knowledge-bases/{kb}/documents/{doc}", tag = "knowledge bases", params(("kb" = String, Path, description = "A knowledge base's id or name"), ("doc" = String, Path, description = "A document id")), responses((status = 200, description = "The document and its status", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn document(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -316,6 +322,7 @@ pub async fn document(
 
 /// `DELETE /v1/knowledge-bases/{kb}/documents/{doc}`: removes its text, chunks and vectors from
 /// every index. Audited like every call; the record carries the document's label.
+#[utoipa::path(delete, path = "/v1/knowledge-bases/{kb}/documents/{doc}", tag = "knowledge bases", params(("kb" = String, Path, description = "A knowledge base's id or name"), ("doc" = String, Path, description = "A document id")), responses((status = 200, description = "Deleted from every index", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -339,7 +346,7 @@ pub async fn delete(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     query: String,
@@ -366,6 +373,7 @@ fn mode(m: Option<&str>) -> Result<Mode, ApiError> {
 
 /// `POST /v1/knowledge-bases/{kb}/search`: passages with document, page, offsets, score and
 /// label; only passages the request's ceiling dominates.
+#[utoipa::path(post, path = "/v1/knowledge-bases/{kb}/search", tag = "knowledge bases", params(("kb" = String, Path, description = "A knowledge base's id or name"), ("Enclave-Label" = Option<String>, Header, description = "Read at this label (at most the key's clearance)")), request_body = SearchRequest, responses((status = 200, description = "Passages the reader may see, best first", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn search(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -420,7 +428,7 @@ pub async fn search(
     attach(note, result)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerRequest {
     question: String,
@@ -439,6 +447,7 @@ pub struct AnswerRequest {
 
 /// `POST /v1/knowledge-bases/{kb}/answer`: retrieve, prompt, generate with any permitted
 /// deployment; the answer with numbered citations and its label (the high-water mark).
+#[utoipa::path(post, path = "/v1/knowledge-bases/{kb}/answer", tag = "knowledge bases", params(("kb" = String, Path, description = "A knowledge base's id or name"), ("Enclave-Label" = Option<String>, Header, description = "Read at this label (at most the key's clearance)")), request_body = AnswerRequest, responses((status = 200, description = "An answer with citations; with `stream: true`, server-sent events", content((Object = "application/json"), (String = "text/event-stream"))), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn answer(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -15,6 +15,7 @@
 //! - [`openai`]: wire types and their validation; [`extract`]: the JSON extractor; [`labels`]:
 //!   the `Enclave-Label` header; [`error`]: the error table.
 //! - [`metrics`]: the Prometheus recorder and the request-metrics middleware.
+//! - [`openapi`]: the OpenAPI document of every route, generated from the handlers.
 
 pub mod audit;
 pub mod auth;
@@ -29,6 +30,7 @@ pub mod messages;
 pub mod metrics;
 pub mod models;
 pub mod openai;
+pub mod openapi;
 pub mod routes;
 pub mod usage;
 

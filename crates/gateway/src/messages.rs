@@ -25,7 +25,7 @@ use enclave_service::answer::{self, Answer, Step};
 use enclave_service::conversation::{Conversation, Role, Tool, ToolCall, ToolChoice, Turn};
 use enclave_service::dispatch::UpstreamClock;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct MessagesRequest {
     pub model: String,
     pub max_tokens: u32,
@@ -50,16 +50,17 @@ pub struct MessagesRequest {
     pub tool_choice: Option<Value>,
     /// Anthropic parameters Enclave does not implement; refused by name when they matter.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub other: serde_json::Map<String, Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct MessageIn {
     pub role: String,
     pub content: Value,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ToolIn {
     pub name: String,
     #[serde(default)]
@@ -309,6 +310,7 @@ fn stop_reason(r: FinishReason) -> &'static str {
     }
 }
 
+#[utoipa::path(post, path = "/v1/messages", tag = "chat", request_body = MessagesRequest, params(("Enclave-Label" = Option<String>, Header, description = "The request's declared label")), responses((status = 200, description = "An Anthropic message; with `stream: true`, Anthropic's event stream", content((Object = "application/json"), (String = "text/event-stream"))), (status = "default", description = "An error in Anthropic's shape, with a stable `code`", body = Object)))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

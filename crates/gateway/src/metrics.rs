@@ -84,6 +84,7 @@ pub async fn track(mut req: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics` in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn render(State(state): State<AppState>) -> Response {
     if let Some(chat) = state.models.chat.get() {
         let stats = chat.stats();

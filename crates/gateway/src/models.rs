@@ -40,6 +40,7 @@ fn visible(state: &AppState, principal: &Principal) -> Vec<String> {
         .collect()
 }
 
+#[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, description = "The models this key may use", body = crate::openai::ModelList), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -53,6 +54,7 @@ pub async fn list(
     })
 }
 
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "models", params(("id" = String, Path, description = "A model id")), responses((status = 200, description = "The model", body = crate::openai::ModelObject), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -10,7 +10,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::{ApiError, Error};
 use crate::{
     AppState, MAX_BODY_BYTES, audit, auth, chat, embeddings, health, kb, messages, metrics, models,
-    usage,
+    openapi, usage,
 };
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
@@ -54,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::document))
         .nest("/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -13,7 +13,8 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::error::{ApiError, Error};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// First day, `YYYY-MM-DD`; the first of this month when unset.
     from: Option<String>,
@@ -35,6 +36,7 @@ fn valid_day(s: &str) -> bool {
 
 /// `GET /v1/usage?from=&to=&tenant=`: requests and tokens by model and day. Users and admins
 /// see their own tenant; auditors any tenant, or all.
+#[utoipa::path(get, path = "/v1/usage", tag = "usage", params(UsageQuery), responses((status = 200, description = "Requests and tokens by model and day", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn usage(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

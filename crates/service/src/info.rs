@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 /// The `enclave` field of an answer: its label and where it was computed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EnclaveInfo {
     pub label: String,
     pub deployment: String,
@@ -17,7 +17,7 @@ pub struct EnclaveInfo {
 }
 
 /// A passage placed in a prompt, as the answer cites it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Citation {
     /// The `[n]` the model was asked to cite it by.
     pub index: usize,

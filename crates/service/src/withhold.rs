@@ -274,7 +274,7 @@ mod tests {
                 let mut text = String::new();
                 while text.len() < before {
                     text.push_str(filler);
-                    if breaks && text.len() % 7 == 0 {
+                    if breaks && text.len().is_multiple_of(7) {
                         text.push('\n');
                     }
                 }

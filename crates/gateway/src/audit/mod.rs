@@ -8,7 +8,7 @@
 //! client, and a stop of the server part-way is recorded at the next start. The read side for
 //! auditors is in [`read`].
 
-mod read;
+pub mod read;
 mod stream;
 
 pub use read::{checkpoint, consistency, inclusion, records};

@@ -16,6 +16,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, Error};
 
 /// `GET /v1/audit/checkpoint`: the latest signed checkpoint, as signed-note text.
+#[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit", responses((status = 200, description = "The latest signed checkpoint, as signed-note text", body = String, content_type = "text/plain"), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = state.audit.checkpoint().map_err(|e| {
         tracing::error!(error = %e, "cannot sign a checkpoint");
@@ -24,7 +25,8 @@ pub async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiEr
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InclusionQuery {
     index: u64,
     tree_size: u64,
@@ -38,6 +40,7 @@ fn b64(hashes: &[enclave_audit::Hash]) -> Vec<String> {
 }
 
 /// `GET /v1/audit/proof/inclusion?index=&tree_size=`.
+#[utoipa::path(get, path = "/v1/audit/proof/inclusion", tag = "audit", params(InclusionQuery), responses((status = 200, description = "An inclusion proof", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn inclusion(
     State(state): State<AppState>,
     Query(q): Query<InclusionQuery>,
@@ -58,13 +61,15 @@ pub async fn inclusion(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
     from: u64,
     to: u64,
 }
 
 /// `GET /v1/audit/proof/consistency?from=&to=`.
+#[utoipa::path(get, path = "/v1/audit/proof/consistency", tag = "audit", params(ConsistencyQuery), responses((status = 200, description = "A consistency proof", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn consistency(
     State(state): State<AppState>,
     Query(q): Query<ConsistencyQuery>,
@@ -78,7 +83,8 @@ pub async fn consistency(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecordsQuery {
     #[serde(default)]
     from: u64,
@@ -92,6 +98,7 @@ pub struct RecordsQuery {
 
 /// `GET /v1/audit/records?from=&limit=&tenant=`: auditors read every tenant's records, admins
 /// their own tenant's, users none.
+#[utoipa::path(get, path = "/v1/audit/records", tag = "audit", params(RecordsQuery), responses((status = 200, description = "Records the key may read, with their indices", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn records(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,

@@ -1,0 +1,64 @@
+//! The OpenAPI document of every route the gateway serves, `GET /openapi.json`: generated from
+//! the handlers' `#[utoipa::path]` annotations and the wire types' derived schemas, never written
+//! by hand. A test checks that it names every route of the route table.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{audit, chat, embeddings, health, kb, messages, metrics, models, usage};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Enclave",
+        description = "OpenAI- and Anthropic-compatible model serving under classification labels, with knowledge bases, a verifiable audit log and usage. Every `/v1` route takes an API key: `Authorization: Bearer <key>` (or `x-api-key`)."
+    ),
+    paths(
+        models::list,
+        models::get,
+        chat::completions,
+        messages::create,
+        embeddings::create,
+        usage::usage,
+        kb::create,
+        kb::list,
+        kb::get,
+        kb::add,
+        kb::documents,
+        kb::document,
+        kb::delete,
+        kb::search,
+        kb::answer,
+        audit::read::checkpoint,
+        audit::read::records,
+        audit::read::inclusion,
+        audit::read::consistency,
+        health::healthz,
+        health::readyz,
+        metrics::render,
+        document,
+    ),
+    modifiers(&ApiKey),
+    security(("api_key" = []))
+)]
+pub struct ApiDoc;
+
+/// The API key, as a bearer token.
+struct ApiKey;
+
+impl Modify for ApiKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()), responses((status = 200, description = "This document", body = Object)))]
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
