@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use enclave_engine::models;
-use enclave_store::{AdminEvent, NewKey, Role, SqliteStore, Store, Tenant, keys, new_id, now};
+use enclave_store::{Role, SqliteStore, Store, Tenant, now};
 
 use crate::audit_cli::{AuditCommand, audit_command};
 use crate::config::Config;
@@ -376,32 +376,10 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                     clearance,
                 } => {
                     let scheme = config.policy.scheme()?;
-                    let clearance = match clearance {
-                        Some(text) => scheme.clearance(scheme.parse(&text).with_context(|| {
-                            format!("`{text}` is not a label of scheme {}", scheme.name())
-                        })?),
-                        None => scheme.clearance(scheme.lowest()),
-                    };
-                    let clearance = scheme.banner(&clearance);
-                    let tenant = store
-                        .tenant_by_name(&tenant)
-                        .await?
-                        .with_context(|| format!("no tenant named `{tenant}`: create it with `enclave tenants create {tenant}`"))?;
-                    create_key(&store, &tenant, role, name, clearance).await?;
+                    create_key(&store, &scheme, &tenant, role, name, clearance.as_deref()).await?;
                 }
                 KeysCommand::Revoke { id } => {
-                    let id = id.strip_prefix("ek_").unwrap_or(&id).to_string();
-                    if !store.revoke_key(&id, now()).await? {
-                        bail!("no active key with id `{id}`: `enclave keys list` shows the keys");
-                    }
-                    admin_event(
-                        &store,
-                        "keys.revoke",
-                        None,
-                        Some(&id),
-                        format!("revoked key {id}"),
-                    )
-                    .await?;
+                    let id = admin::revoke_key(&store, &id).await?;
                     eprintln!("revoked key {id}");
                 }
                 KeysCommand::List { tenant } => {
@@ -540,32 +518,10 @@ async fn open_store(config: &Config) -> Result<SqliteStore> {
         .with_context(|| format!("cannot open the database {}", config.db_path().display()))
 }
 
+use enclave_service::admin::{self, record as admin_record};
+
 async fn create_tenant(store: &dyn Store, name: &str) -> Result<Tenant> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-    {
-        bail!(
-            "a tenant name is 1 to 64 characters of letters, digits, `-`, `_` and `.`; got `{name}`"
-        );
-    }
-    let tenant = Tenant {
-        id: new_id(),
-        name: name.to_string(),
-        created_at: now(),
-    };
-    store.create_tenant(&tenant).await?;
-    admin_event(
-        store,
-        "tenants.create",
-        Some(name),
-        None,
-        format!("created tenant `{name}` ({})", tenant.id),
-    )
-    .await?;
-    Ok(tenant)
+    Ok(admin::create_tenant(store, name).await?)
 }
 
 /// Queues an administrative action for the audit log (the server appends it, running or next
@@ -577,96 +533,26 @@ async fn admin_event(
     key_id: Option<&str>,
     detail: String,
 ) -> Result<()> {
-    store
-        .record_admin_event(&AdminEvent {
-            id: 0,
-            at: now(),
-            operation: operation.to_string(),
-            tenant: tenant.map(str::to_string),
-            key_id: key_id.map(str::to_string),
-            detail,
-        })
-        .await?;
-    Ok(())
+    Ok(admin::record_event(store, operation, tenant, key_id, detail).await?)
 }
 
-/// Moves queued administrative actions into the audit log, oldest first; each is marked only
-/// once its record is durable (so a crash between the two logs it again, never loses it).
 async fn ingest_admin_events(store: &dyn Store, audit: &enclave_audit::AuditLog) -> Result<()> {
-    for e in store.pending_admin_events(1000).await? {
-        let record = enclave_audit::Record {
-            v: 2,
-            time: time::OffsetDateTime::from_unix_timestamp(e.at)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default(),
-            node: node_name(),
-            kind: "admin".into(),
-            operation: e.operation.clone(),
-            tenant: e.tenant.clone(),
-            key_id: e.key_id.clone(),
-            detail: Some(format!("admin event {}: {}", e.id, e.detail)),
-            ..Default::default()
-        };
-        audit.append(&record).await?;
-        store.mark_admin_event_logged(e.id, now()).await?;
-    }
-    Ok(())
+    Ok(admin::ingest_events(store, audit).await?)
 }
 
-/// An administrative record made by this process now.
-fn admin_record(operation: &str, detail: String) -> enclave_audit::Record {
-    enclave_audit::Record {
-        v: 2,
-        time: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        node: node_name(),
-        kind: "admin".into(),
-        operation: operation.to_string(),
-        detail: Some(detail),
-        ..Default::default()
-    }
-}
-
-fn node_name() -> String {
-    enclave_gateway::audit::node()
-}
-
-/// Mints a key, stores its hash, prints the secret alone on stdout and the details on stderr.
+/// Mints a key, prints the secret alone on stdout and the details on stderr.
 async fn create_key(
     store: &dyn Store,
-    tenant: &Tenant,
+    scheme: &enclave_label::Scheme,
+    tenant: &str,
     role: Role,
     name: Option<String>,
-    clearance: String,
+    clearance: Option<&str>,
 ) -> Result<()> {
-    let minted = keys::mint();
-    store
-        .create_key(&NewKey {
-            id: minted.id.clone(),
-            tenant_id: tenant.id.clone(),
-            name,
-            role,
-            clearance: clearance.clone(),
-            secret_hash: minted.hash,
-            created_at: now(),
-        })
-        .await?;
-    admin_event(
-        store,
-        "keys.create",
-        Some(&tenant.name),
-        Some(&minted.id),
-        format!("created a {role} key cleared to {clearance}"),
-    )
-    .await?;
+    let minted = admin::create_key(store, scheme, tenant, role, name, clearance).await?;
     eprintln!(
-        "created {role} key {} for tenant `{}`, cleared to {clearance}; it is shown once, store it now:",
-        minted.id, tenant.name
+        "created {role} key {} for tenant `{}`, cleared to {}; it is shown once, store it now:",
+        minted.id, minted.tenant.name, minted.clearance
     );
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", minted.secret)?;

@@ -37,12 +37,11 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
         eprintln!("first start: created tenant `default`");
         create_key(
             store.as_ref(),
-            &tenant,
+            &policy.scheme,
+            &tenant.name,
             Role::Admin,
             Some("first admin".into()),
-            policy
-                .scheme
-                .banner(&policy.scheme.clearance(policy.scheme.lowest())),
+            None,
         )
         .await?;
     }

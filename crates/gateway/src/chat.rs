@@ -7,10 +7,10 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use enclave_engine::ToolCallDelta;
 use enclave_service::answer::{self, Answer, Step};
 use enclave_service::dispatch::UpstreamClock;
 use enclave_service::info::mark_cited;
+use enclave_service::types::ToolCallDelta;
 
 use crate::AppState;
 use crate::audit::{CallNote, attach};
@@ -78,7 +78,7 @@ async fn serve(
         a.info.citations = r.citations;
     }
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
-    let created = enclave_store::now();
+    let created = enclave_service::types::now();
     let mut header = header_value(&a.info.label);
     let mut response = if stream_it {
         stream(a, id, model, created, include_usage).into_response()

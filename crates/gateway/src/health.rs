@@ -54,7 +54,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let mut engine = json!({
         "restarts": chat_health.as_ref().map_or(0, |h| h.restarts()),
     });
-    if let Some(enclave_engine::EngineHealth::Down { reason, .. }) = &chat_health {
+    if let Some(enclave_service::types::EngineHealth::Down { reason, .. }) = &chat_health {
         engine["last_failure"] = json!(reason);
     }
     let mut models =

@@ -16,7 +16,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use enclave_kb::{Hit, Mode, Upload};
 use enclave_label::Label;
 use enclave_policy::{Action, Decision};
 use enclave_service::answer::Step;
@@ -27,6 +26,7 @@ use enclave_service::monitor::authorize;
 use enclave_service::retrieval::{
     DEFAULT_PASSAGES, Retrieved, build, ceiling, clearance, knowledge_bases, parse_label, require,
 };
+use enclave_service::types::{Hit, Mode, Upload};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -273,8 +273,10 @@ async fn add_documents(
                 }
                 data.push(serde_json::to_value(doc).unwrap_or(Value::Null));
             }
-            Err(enclave_kb::KbError::NoKnowledgeBase(k)) => {
-                return Err(ApiError::from(enclave_kb::KbError::NoKnowledgeBase(k)));
+            Err(enclave_service::types::KbError::NoKnowledgeBase(k)) => {
+                return Err(ApiError::from(
+                    enclave_service::types::KbError::NoKnowledgeBase(k),
+                ));
             }
             Err(e) => {
                 let err = ApiError::from(e);
@@ -503,7 +505,7 @@ async fn answer_inner(
     // Grounded answers default to greedy decoding: the same passages give the same answer.
     let (temperature, top_p) =
         crate::openai::sampling(Some(req.temperature.unwrap_or(0.0)), 2.0, None)?;
-    let sampling = enclave_engine::Sampling {
+    let sampling = enclave_service::types::Sampling {
         temperature,
         top_p,
         seed: rand::random(),

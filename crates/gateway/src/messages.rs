@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use enclave_engine::FinishReason;
+use enclave_service::types::FinishReason;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -290,7 +290,7 @@ impl MessagesRequest {
             turns,
             tools,
             tool_choice,
-            sampling: enclave_engine::Sampling {
+            sampling: enclave_service::types::Sampling {
                 temperature,
                 top_p,
                 seed: rand::random(),

@@ -444,7 +444,7 @@ impl ChatCompletionRequest {
                 turns,
                 tools,
                 tool_choice,
-                sampling: enclave_engine::Sampling {
+                sampling: enclave_service::types::Sampling {
                     temperature,
                     top_p,
                     seed,
@@ -615,8 +615,8 @@ pub enum EmbeddingInput {
 pub const MAX_EMBEDDING_INPUTS: usize = 2048;
 
 impl EmbeddingInput {
-    pub fn into_inputs(self) -> Result<Vec<enclave_engine::EmbedInput>, ApiError> {
-        use enclave_engine::EmbedInput;
+    pub fn into_inputs(self) -> Result<Vec<enclave_service::types::EmbedInput>, ApiError> {
+        use enclave_service::types::EmbedInput;
         let inputs: Vec<EmbedInput> = match self {
             EmbeddingInput::One(s) => vec![EmbedInput::Text(s)],
             EmbeddingInput::Many(v) => v.into_iter().map(EmbedInput::Text).collect(),

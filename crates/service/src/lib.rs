@@ -6,12 +6,14 @@
 //! monitor ([`monitor`]: label, clearance, authorize, route, redact), quotas ([`quota`]), typed
 //! dispatch to the embedded engines and upstreams ([`dispatch`], [`upstream`]), answers that
 //! are inspected, metered, settled and noted for their audit record however they end
-//! ([`answer`], [`withhold`], [`note`]), and retrieval from knowledge bases ([`retrieval`]).
+//! ([`answer`], [`withhold`], [`note`]), retrieval from knowledge bases ([`retrieval`]), and the
+//! administrative operations every front end calls ([`admin`]: tenants, keys, revocation).
 //!
 //! It must never depend on an HTTP stack (`axum`, `http`, `hyper`: the test suite checks its
 //! dependency tree), never let content reach a deployment routing did not choose, and never let
 //! an answer reach a caller whose clearance does not dominate its label.
 
+pub mod admin;
 pub mod answer;
 pub mod breaker;
 pub mod conversation;
@@ -35,6 +37,15 @@ use enclave_engine::{ChatProcess, EmbeddingEngine};
 use enclave_store::Store;
 
 pub use error::Error;
+
+/// The engine's, store's and knowledge bases' types that callers of the service name: the
+/// vocabulary of its API. Front ends reach those crates through the service only (the gateway
+/// has no dependency on them; `tests/layering.rs` checks).
+pub mod types {
+    pub use enclave_engine::{EmbedInput, EngineHealth, FinishReason, Sampling, ToolCallDelta};
+    pub use enclave_kb::{Hit, KbError, Mode, Upload};
+    pub use enclave_store::{Role, now};
+}
 
 /// The embedded chat model's id.
 pub const CHAT_MODEL: &str = enclave_engine::models::SMOLLM2.id;

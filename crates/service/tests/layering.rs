@@ -84,7 +84,7 @@ fn the_crates_below_the_service_never_depend_on_it() {
 }
 
 #[test]
-fn the_gateway_gets_upstream_clients_from_the_binary_not_by_itself() {
+fn the_gateway_reaches_the_engine_stores_and_upstreams_through_the_service_only() {
     let manifest = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../gateway/Cargo.toml"
@@ -100,6 +100,12 @@ fn the_gateway_gets_upstream_clients_from_the_binary_not_by_itself() {
         !dependencies.contains("enclave-upstream"),
         "the binary wires the upstream clients in, not the gateway"
     );
+    for below in ["enclave-store", "enclave-engine", "enclave-kb"] {
+        assert!(
+            !dependencies.contains(below),
+            "the gateway reaches `{below}` through the service only"
+        );
+    }
 }
 
 /// Top-level modules of a crate's `src`, and which of them each one names (`crate::other`).

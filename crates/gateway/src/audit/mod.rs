@@ -47,24 +47,7 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// This node's name in records: `HOSTNAME`, else `/etc/hostname`, else `enclave`. Looked up
-/// once per process.
-pub fn node() -> String {
-    static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NODE.get_or_init(lookup_node).clone()
-}
-
-fn lookup_node() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .unwrap_or_else(|| "enclave".to_string())
-}
+pub use enclave_service::admin::node;
 
 /// What the audit step knows of a call before its handler runs.
 struct Call {
