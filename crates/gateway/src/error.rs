@@ -1,6 +1,6 @@
 //! The gateway's error table: every [`Error`] of the request path, and the few the HTTP layer
 //! adds, to its HTTP status and OpenAI `type`, and the one place that builds the wire body.
-//! (`/v1/messages` reshapes the body into Anthropic's; see `messages::error_shape`.)
+//! (`/v1/messages` reshapes the body into Anthropic's; see `anthropic::error_shape`.)
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -10,25 +10,23 @@
 //! - [`routes`]: the route table and nothing else.
 //! - [`auth`]: API key → principal, as a middleware on `/v1`.
 //! - [`audit`]: one record per call, durable before the answer leaves (a stream: promised).
-//! - [`chat`] (OpenAI), [`messages`] (Anthropic), [`embeddings`], [`models`], [`kb`],
-//!   [`usage`], [`health`]: handlers.
-//! - [`openai`]: wire types and their validation; [`extract`]: the JSON extractor; [`labels`]:
-//!   the `Enclave-Label` header; [`error`]: the error table.
+//! - [`openai`] (chat completions, embeddings, models, and OpenAI's wire types) and
+//!   [`anthropic`] (Messages): each surface in its own folder; [`kb`], [`usage`], [`health`]:
+//!   the other handlers.
+//! - [`extract`]: the JSON extractor; [`labels`]: the `Enclave-Label` header; [`error`]: the
+//!   error table.
 //! - [`metrics`]: the Prometheus recorder and the request-metrics middleware.
 //! - [`openapi`]: the OpenAPI document of every route, generated from the handlers.
 
+pub mod anthropic;
 pub mod audit;
 pub mod auth;
-pub mod chat;
-pub mod embeddings;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod kb;
 pub mod labels;
-pub mod messages;
 pub mod metrics;
-pub mod models;
 pub mod openai;
 pub mod openapi;
 pub mod routes;

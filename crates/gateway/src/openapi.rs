@@ -6,7 +6,8 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{audit, chat, embeddings, health, kb, messages, metrics, models, usage};
+use crate::openai::{chat, embeddings, models};
+use crate::{anthropic, audit, health, kb, metrics, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,7 +19,7 @@ use crate::{audit, chat, embeddings, health, kb, messages, metrics, models, usag
         models::list,
         models::get,
         chat::completions,
-        messages::create,
+        anthropic::create,
         embeddings::create,
         usage::usage,
         kb::create,

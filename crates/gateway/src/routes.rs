@@ -8,9 +8,9 @@ use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, Error};
+use crate::openai::{chat, embeddings, models};
 use crate::{
-    AppState, MAX_BODY_BYTES, audit, auth, chat, embeddings, health, kb, messages, metrics, models,
-    openapi, usage,
+    AppState, MAX_BODY_BYTES, anthropic, audit, auth, health, kb, metrics, openapi, usage,
 };
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
@@ -19,7 +19,7 @@ pub fn app(state: AppState) -> Router {
         .route("/models", get(models::list))
         .route("/models/{id}", get(models::get))
         .route("/chat/completions", post(chat::completions))
-        .route("/messages", post(messages::create))
+        .route("/messages", post(anthropic::create))
         .route("/embeddings", post(embeddings::create))
         .route("/usage", get(usage::usage))
         .route("/knowledge-bases", post(kb::create).get(kb::list))
@@ -46,7 +46,7 @@ pub fn app(state: AppState) -> Router {
             auth::require_key,
         ))
         // Errors of the Anthropic surface in Anthropic's shape, including authentication's.
-        .route_layer(middleware::from_fn(messages::error_shape))
+        .route_layer(middleware::from_fn(anthropic::error_shape))
         // Outside authentication: every call that reaches it is recorded, allowed or not.
         .route_layer(middleware::from_fn_with_state(state.clone(), audit::record));
 
