@@ -5,6 +5,7 @@
 //! same placeholder everywhere in one request, so a model can refer back to it. Markings are never
 //! redacted: classified content is not made safe by masking, it is refused (see `route`).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use crate::inspect::{Finding, Kind};
@@ -71,11 +72,8 @@ impl Redactions {
     }
 
     /// A restorer for a streamed answer, where a placeholder may arrive split across chunks.
-    pub fn restorer(&self) -> Restorer<'_> {
-        Restorer {
-            map: self,
-            pending: String::new(),
-        }
+    pub fn restorer(&self) -> Restorer<&Self> {
+        Restorer::new(self)
     }
 }
 
@@ -84,14 +82,22 @@ impl Redactions {
 const MAX_PLACEHOLDER: usize = 24;
 
 /// Restores placeholders in a stream of text chunks, holding back only what could still be the
-/// start of a placeholder.
+/// start of a placeholder. `M` is how it holds the request's redactions: borrowed, or shared
+/// (`Arc<Redactions>`) by a restorer that outlives the borrow.
 #[derive(Debug)]
-pub struct Restorer<'a> {
-    map: &'a Redactions,
+pub struct Restorer<M> {
+    map: M,
     pending: String,
 }
 
-impl Restorer<'_> {
+impl<M: Borrow<Redactions>> Restorer<M> {
+    pub fn new(map: M) -> Self {
+        Self {
+            map,
+            pending: String::new(),
+        }
+    }
+
     /// Text that can be sent now.
     pub fn push(&mut self, chunk: &str) -> String {
         self.pending.push_str(chunk);
@@ -107,7 +113,7 @@ impl Restorer<'_> {
             match rest.find(']') {
                 Some(close) => {
                     let candidate = &rest[..=close];
-                    match self.map.by_placeholder.get(candidate) {
+                    match self.map.borrow().by_placeholder.get(candidate) {
                         Some(original) => {
                             out.push_str(original);
                             self.pending = rest[close + 1..].to_string();

@@ -3,13 +3,13 @@
 //! restore redacted data in the answer, inspect the answer; then [`Answer::next`] meters,
 //! settles the quota ticket and notes the end for the audit record however the answer ends.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
 use enclave_engine::{Event, ToolCallDelta};
 use enclave_label::Label;
-use enclave_policy::Redactions;
-use tokio::sync::mpsc::unbounded_channel;
+use enclave_policy::{Redactions, Restorer};
 
 use crate::Service;
 use crate::conversation::Conversation;
@@ -22,15 +22,23 @@ use crate::policy::{ModelKind, Policy};
 use crate::principal::Principal;
 use crate::quota::Ticket;
 use crate::upstream::EventStream;
-use crate::withhold::{self, Verdict};
+use crate::withhold::Inspection;
 
 /// A chat call under way, whichever surface it came in on: admitted by the reference monitor,
 /// reserved against quotas, answered by some deployment. Read it with [`Answer::next`], which
 /// meters, settles and notes the end for the audit record however the answer ends.
 pub struct Answer {
+    /// The backend's events. Dropping the answer drops them, which stops the generation.
     events: EventStream,
-    /// What inspecting the answer decided: its label, and whether it was withheld.
-    verdict: Verdict,
+    /// Puts redacted personal data back, when the serving route was sent redacted text.
+    restoration: Option<Restoration>,
+    /// Reads the answer as it arrives: its label, and whether it was withheld.
+    inspection: Inspection,
+    /// Events restored and inspected, ready for the caller. Restoring and inspecting run here,
+    /// in the caller's task, rather than in relay tasks of their own: one hop per event.
+    ready: VecDeque<Event>,
+    /// Scratch for what restoring one event yields.
+    restored: VecDeque<Event>,
     pub info: EnclaveInfo,
     /// Settled when the answer is done; dropped unsettled (charging the reservation) when it
     /// fails part-way.
@@ -64,7 +72,16 @@ impl Answer {
         if self.ended {
             return None;
         }
-        let step = match self.events.recv().await {
+        let event = loop {
+            if let Some(e) = self.ready.pop_front() {
+                break Some(e);
+            }
+            match self.events.recv().await {
+                Some(e) => self.relay(e),
+                None => break None,
+            }
+        };
+        let step = match event {
             Some(Event::Text(t)) => return Some(Step::Text(t)),
             Some(Event::ToolCall(d)) => return Some(Step::ToolCall(d)),
             Some(Event::Done {
@@ -87,10 +104,10 @@ impl Answer {
                 }
             }
             Some(Event::Error(msg)) => {
-                let error = match self.verdict.withheld() {
+                let error = match self.inspection.withheld() {
                     Some(why) => {
                         tracing::warn!(reason = %why, "answer withheld");
-                        Error::LabelExceedsClearance(why)
+                        Error::LabelExceedsClearance(why.to_string())
                     }
                     None => {
                         tracing::error!(error = %msg, "generation failed part-way");
@@ -108,15 +125,30 @@ impl Answer {
         };
         self.ended = true;
         // The label the answer reached, served or withheld.
-        if let Some(label) = self.verdict.label() {
-            self.outcome.label(self.policy.scheme.banner(&label));
+        if let Some(label) = self.inspection.label() {
+            self.outcome.label(self.policy.scheme.banner(label));
         }
         Some(step)
     }
 
+    /// Restores and inspects one event from the backend, queueing what may go out now.
+    fn relay(&mut self, event: Event) {
+        match &mut self.restoration {
+            None => self.inspection.push(event, &mut self.ready),
+            Some(r) => {
+                r.push(event, &mut self.restored);
+                for e in self.restored.drain(..) {
+                    self.inspection.push(e, &mut self.ready);
+                }
+            }
+        }
+    }
+
     /// The answer's label as inspecting its text found it so far, as a banner.
     pub fn label(&self) -> Option<String> {
-        self.verdict.label().map(|l| self.policy.scheme.banner(&l))
+        self.inspection
+            .label()
+            .map(|l| self.policy.scheme.banner(l))
     }
 }
 
@@ -187,13 +219,11 @@ pub async fn chat(
     };
     admitted.serve(index);
     note.decision = Some(admitted.decision.clone());
-    let events = match admitted.redactions_for(index) {
-        Some(r) => restoring(events, r.clone()),
-        None => events,
-    };
+    let restoration = admitted
+        .redactions_for(index)
+        .map(|r| Restoration::new(Arc::new(r.clone())));
     // The answer is inspected like the request: what the model writes may raise its label.
-    let (events, verdict) = withhold::inspecting(
-        events,
+    let inspection = Inspection::new(
         Arc::clone(&state.policy),
         admitted.clearance.clone(),
         admitted.label.clone(),
@@ -201,7 +231,10 @@ pub async fn chat(
     tracing::debug!(tenant = %principal.tenant_name, key = %principal.key_id, deployment = %admitted.info.deployment, "chat answer started");
     Ok(Answer {
         events,
-        verdict,
+        restoration,
+        inspection,
+        ready: VecDeque::new(),
+        restored: VecDeque::new(),
         info: admitted.info,
         ticket: Some(ticket),
         started,
@@ -215,64 +248,58 @@ pub async fn chat(
 /// Tokens reserved for an answer whose request set no `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 
-/// Puts redacted personal data back into the answer as it streams, holding back only text that
+/// Puts redacted personal data back into an answer as it arrives, holding back only text that
 /// may still be the start of a placeholder.
-pub fn restoring(mut rx: EventStream, redactions: Redactions) -> EventStream {
-    let (tx, out) = unbounded_channel();
-    tokio::spawn(async move {
-        let mut restorer = redactions.restorer();
-        // Each tool call's arguments stream on their own, so each gets its own restorer.
-        let mut calls: std::collections::BTreeMap<u32, enclave_policy::Restorer<'_>> =
-            Default::default();
-        loop {
-            let event = tokio::select! {
-                // The client left: stop now, which drops `rx` and cancels the backend.
-                () = tx.closed() => return,
-                e = rx.recv() => match e {
-                    Some(e) => e,
-                    None => return,
-                },
-            };
-            let mut out = Vec::with_capacity(1);
-            match event {
-                Event::Text(t) => {
-                    let text = restorer.push(&t);
-                    if !text.is_empty() {
-                        out.push(Event::Text(text));
-                    }
-                }
-                Event::ToolCall(mut call) => {
-                    let r = calls
-                        .entry(call.index)
-                        .or_insert_with(|| redactions.restorer());
-                    call.arguments = r.push(&call.arguments);
-                    out.push(Event::ToolCall(call));
-                }
-                done @ Event::Done { .. } => {
-                    let rest = restorer.finish();
-                    if !rest.is_empty() {
-                        out.push(Event::Text(rest));
-                    }
-                    for (index, r) in &mut calls {
-                        let rest = r.finish();
-                        if !rest.is_empty() {
-                            out.push(Event::ToolCall(ToolCallDelta {
-                                index: *index,
-                                arguments: rest,
-                                ..ToolCallDelta::default()
-                            }));
-                        }
-                    }
-                    out.push(done);
-                }
-                other => out.push(other),
-            }
-            for e in out {
-                if tx.send(e).is_err() {
-                    return;
-                }
-            }
+struct Restoration {
+    redactions: Arc<Redactions>,
+    text: Restorer<Arc<Redactions>>,
+    /// Each tool call's arguments stream on their own, so each gets its own restorer.
+    calls: BTreeMap<u32, Restorer<Arc<Redactions>>>,
+}
+
+impl Restoration {
+    fn new(redactions: Arc<Redactions>) -> Self {
+        Self {
+            text: Restorer::new(Arc::clone(&redactions)),
+            redactions,
+            calls: BTreeMap::new(),
         }
-    });
-    EventStream::new(out)
+    }
+
+    fn push(&mut self, event: Event, out: &mut VecDeque<Event>) {
+        match event {
+            Event::Text(t) => {
+                let text = self.text.push(&t);
+                if !text.is_empty() {
+                    out.push_back(Event::Text(text));
+                }
+            }
+            Event::ToolCall(mut call) => {
+                let r = self
+                    .calls
+                    .entry(call.index)
+                    .or_insert_with(|| Restorer::new(Arc::clone(&self.redactions)));
+                call.arguments = r.push(&call.arguments);
+                out.push_back(Event::ToolCall(call));
+            }
+            done @ Event::Done { .. } => {
+                let rest = self.text.finish();
+                if !rest.is_empty() {
+                    out.push_back(Event::Text(rest));
+                }
+                for (index, r) in &mut self.calls {
+                    let rest = r.finish();
+                    if !rest.is_empty() {
+                        out.push_back(Event::ToolCall(ToolCallDelta {
+                            index: *index,
+                            arguments: rest,
+                            ..ToolCallDelta::default()
+                        }));
+                    }
+                }
+                out.push_back(done);
+            }
+            other => out.push_back(other),
+        }
+    }
 }

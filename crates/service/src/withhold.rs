@@ -8,15 +8,14 @@
 //! steps, so a stream stays smooth. Tool-call arguments are short and go out at the end, after
 //! the whole answer was read.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use enclave_engine::{Event, ToolCallDelta};
 use enclave_label::Label;
 use enclave_policy::label_request;
-use tokio::sync::mpsc::unbounded_channel;
 
 use crate::policy::Policy;
-use crate::upstream::EventStream;
 
 /// Streamed bytes held back until the text after them has been seen. A marking names its level
 /// within its first few bytes (`(S`, `TOP SECRET`, `S//`), and what it governs follows it, so
@@ -96,130 +95,110 @@ impl Reader {
     }
 }
 
-/// What inspecting an answer decided, for the surface to read when the stream ends.
-#[derive(Debug, Clone, Default)]
-pub struct Verdict(Arc<Mutex<Decided>>);
-
-#[derive(Debug, Default)]
-struct Decided {
-    /// The answer's label so far: the request's, joined with every marking in the answer.
-    label: Option<Label>,
-    /// Why the answer was withheld, if it was.
+/// Inspects an answer as its events arrive and says what may go out: the request was labelled
+/// `label`, the caller is cleared to `clearance`. Synchronous, so the answer's reader runs it in
+/// its own task: one hop per event from the backend to the client.
+pub struct Inspection {
+    reader: Reader,
+    /// The answer's text so far.
+    text: String,
+    /// Bytes of `text` already released.
+    sent: usize,
+    /// Tool-call deltas, released after the whole answer was read.
+    calls: Vec<ToolCallDelta>,
+    /// Whether any of the answer was read yet.
+    read: bool,
+    /// Why the answer was withheld, once it was.
     withheld: Option<String>,
 }
 
-impl Verdict {
-    /// The answer's label, once some of it was inspected.
-    pub fn label(&self) -> Option<Label> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .label
-            .clone()
+impl Inspection {
+    pub fn new(policy: Arc<Policy>, clearance: Label, label: Label) -> Self {
+        Self {
+            reader: Reader::new(policy, clearance, label),
+            text: String::new(),
+            sent: 0,
+            calls: Vec::new(),
+            read: false,
+            withheld: None,
+        }
+    }
+
+    /// The answer's label: the request's joined with every marking read in it; `None` until
+    /// some of it was read.
+    pub fn label(&self) -> Option<&Label> {
+        self.read.then_some(&self.reader.label)
     }
 
     /// Why the answer was withheld; `None` while it is not.
-    pub fn withheld(&self) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .withheld
-            .clone()
+    pub fn withheld(&self) -> Option<&str> {
+        self.withheld.as_deref()
     }
 
-    fn set(&self, label: Label, withheld: Option<String>) {
-        let mut d = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        d.label = Some(label);
-        d.withheld = withheld;
-    }
-}
-
-/// Passes `rx` on once inspected: the request was labelled `label`, the caller is cleared to
-/// `clearance`. When the answer must be withheld, the stream ends with an [`Event::Error`] and
-/// [`Verdict::withheld`] says why; dropping `rx` then stops the generation.
-pub fn inspecting(
-    mut rx: EventStream,
-    policy: Arc<Policy>,
-    clearance: Label,
-    label: Label,
-) -> (EventStream, Verdict) {
-    let verdict = Verdict::default();
-    let decided = verdict.clone();
-    let (tx, out) = unbounded_channel();
-    tokio::spawn(async move {
-        let mut reader = Reader::new(policy, clearance, label);
-        let mut check = |text: &str, extra: &str| -> bool {
-            let why = reader.read(text, extra);
-            let ok = why.is_none();
-            decided.set(reader.label.clone(), why);
-            ok
-        };
-        let mut text = String::new();
-        let mut sent = 0;
-        let mut calls: Vec<ToolCallDelta> = Vec::new();
-        loop {
-            let event = tokio::select! {
-                // The client left: stop now, which drops `rx` and cancels the backend.
-                () = tx.closed() => return,
-                e = rx.recv() => match e {
-                    Some(e) => e,
-                    None => return,
-                },
-            };
-            let mut out = Vec::with_capacity(1);
-            match event {
-                Event::Text(t) => {
-                    text.push_str(&t);
-                    if text.len() - sent >= HOLD + STEP {
-                        if !check(&text, "") {
-                            let _ = tx.send(Event::Error(decided.withheld().unwrap_or_default()));
-                            return;
-                        }
-                        let cut = text.floor_char_boundary(text.len() - HOLD);
-                        out.push(Event::Text(text[sent..cut].to_string()));
-                        sent = cut;
-                    }
-                }
-                Event::ToolCall(call) => calls.push(call),
-                done @ Event::Done { .. } => {
-                    let mut arguments = String::new();
-                    for call in &calls {
-                        arguments.push('\n');
-                        arguments.push_str(&call.arguments);
-                    }
-                    let passed = check(&text, &arguments);
-                    if !passed {
-                        let _ = tx.send(Event::Error(decided.withheld().unwrap_or_default()));
+    /// Takes the answer's next event and queues on `out` what may go out now. When the answer
+    /// must be withheld, an [`Event::Error`] is queued and nothing after it ever is; the reader
+    /// then drops the backend's stream, which stops the generation.
+    pub fn push(&mut self, event: Event, out: &mut VecDeque<Event>) {
+        if self.withheld.is_some() {
+            return;
+        }
+        match event {
+            Event::Text(t) => {
+                self.text.push_str(&t);
+                if self.text.len() - self.sent >= HOLD + STEP {
+                    if !self.check("", out) {
                         return;
                     }
-                    if sent < text.len() {
-                        out.push(Event::Text(text[sent..].to_string()));
-                    }
-                    out.extend(calls.drain(..).map(Event::ToolCall));
-                    out.push(done);
-                }
-                // A failure part-way: what came before it goes out, once inspected, then
-                // the failure (clients keep a partial answer).
-                error @ Event::Error(_) => {
-                    if !check(&text, "") {
-                        let _ = tx.send(Event::Error(decided.withheld().unwrap_or_default()));
-                        return;
-                    }
-                    if sent < text.len() {
-                        out.push(Event::Text(text[sent..].to_string()));
-                        sent = text.len();
-                    }
-                    out.push(error);
+                    let cut = self.text.floor_char_boundary(self.text.len() - HOLD);
+                    out.push_back(Event::Text(self.text[self.sent..cut].to_string()));
+                    self.sent = cut;
                 }
             }
-            for e in out {
-                if tx.send(e).is_err() {
+            Event::ToolCall(call) => self.calls.push(call),
+            done @ Event::Done { .. } => {
+                let mut arguments = String::new();
+                for call in &self.calls {
+                    arguments.push('\n');
+                    arguments.push_str(&call.arguments);
+                }
+                if !self.check(&arguments, out) {
                     return;
                 }
+                self.release_rest(out);
+                out.extend(self.calls.drain(..).map(Event::ToolCall));
+                out.push_back(done);
+            }
+            // A failure part-way: what came before it goes out, once inspected, then the
+            // failure (clients keep a partial answer).
+            error @ Event::Error(_) => {
+                if !self.check("", out) {
+                    return;
+                }
+                self.release_rest(out);
+                out.push_back(error);
             }
         }
-    });
-    (EventStream::new(out), verdict)
+    }
+
+    /// Reads what is new; when the answer must be withheld, queues the error and says so.
+    fn check(&mut self, extra: &str, out: &mut VecDeque<Event>) -> bool {
+        self.read = true;
+        match self.reader.read(&self.text, extra) {
+            None => true,
+            Some(why) => {
+                out.push_back(Event::Error(why.clone()));
+                self.withheld = Some(why);
+                false
+            }
+        }
+    }
+
+    fn release_rest(&mut self, out: &mut VecDeque<Event>) {
+        if self.sent < self.text.len() {
+            out.push_back(Event::Text(self.text[self.sent..].to_string()));
+            self.sent = self.text.len();
+        }
+    }
 }
 
 #[cfg(test)]
