@@ -166,7 +166,7 @@ pub async fn chat(
     clock: &UpstreamClock,
 ) -> Result<Answer, Error> {
     let mut texts = conversation.take_texts();
-    let mut admitted = match monitor::admit(
+    let mut admitted = monitor::admit_noted(
         &state.policy,
         principal,
         ModelKind::Chat,
@@ -174,14 +174,8 @@ pub async fn chat(
         declared,
         floor,
         &mut texts,
-    ) {
-        Ok(a) => a,
-        Err(denied) => {
-            note.decision = Some(denied.decision);
-            return Err(denied.error);
-        }
-    };
-    note.decision = Some(admitted.decision.clone());
+        &mut note.decision,
+    )?;
     let redacted = admitted.redacted.as_ref().map(|(t, _)| {
         let mut c = conversation.clone();
         c.put_texts(t.clone());
@@ -210,13 +204,7 @@ pub async fn chat(
     };
     let dispatched =
         dispatch::chat(state, &admitted.routes, &work, &mut note.attempts, clock).await;
-    let (events, index) = match dispatched {
-        Ok(served) => served,
-        Err(e) => {
-            ticket.release().await;
-            return Err(e);
-        }
-    };
+    let ((events, index), ticket) = ticket.unless_refused(dispatched).await?;
     admitted.serve(index);
     note.decision = Some(admitted.decision.clone());
     let restoration = admitted

@@ -46,7 +46,7 @@ pub async fn embed(
             },
         });
     }
-    let mut admitted = match monitor::admit(
+    let mut admitted = monitor::admit_noted(
         &state.policy,
         principal,
         ModelKind::Embedding,
@@ -54,14 +54,8 @@ pub async fn embed(
         declared,
         None,
         &mut texts,
-    ) {
-        Ok(a) => a,
-        Err(denied) => {
-            note.decision = Some(denied.decision);
-            return Err(denied.error);
-        }
-    };
-    note.decision = Some(admitted.decision.clone());
+        &mut note.decision,
+    )?;
     let estimate: u64 = texts.iter().map(|t| (t.len() as u64).div_ceil(4) + 2).sum();
     let ticket = state
         .quotas
@@ -75,29 +69,23 @@ pub async fn embed(
         redacted: redacted.as_deref(),
         dimensions,
     };
-    let dispatched =
-        dispatch::embed(state, &admitted.routes, &work, &mut note.attempts, clock).await;
-    let (out, index) = match dispatched {
-        Ok(served) => served,
-        Err(e) => {
-            ticket.release().await;
-            return Err(e);
-        }
-    };
-    admitted.serve(index);
-    note.decision = Some(admitted.decision.clone());
-    if let Some(d) = dimensions
-        && out.vectors.first().is_some_and(|v| v.len() != d as usize)
-    {
-        ticket.release().await;
-        return Err(Error::unsupported(
-            "dimensions",
-            format!(
-                "`{model}` gives {} dimensions and cannot be shortened to {d}",
-                out.vectors.first().map_or(0, Vec::len)
-            ),
-        ));
-    }
+    let dispatched = dispatch::embed(state, &admitted.routes, &work, &mut note.attempts, clock)
+        .await
+        .and_then(|(out, index)| {
+            admitted.serve(index);
+            note.decision = Some(admitted.decision.clone());
+            match (dimensions, out.vectors.first()) {
+                (Some(d), Some(v)) if v.len() != d as usize => Err(Error::unsupported(
+                    "dimensions",
+                    format!(
+                        "`{model}` gives {} dimensions and cannot be shortened to {d}",
+                        v.len()
+                    ),
+                )),
+                _ => Ok(out),
+            }
+        });
+    let (out, ticket) = ticket.unless_refused(dispatched).await?;
     let tokens = u32::try_from(out.tokens).unwrap_or(u32::MAX);
     ticket.settle(tokens, 0).await;
     crate::telemetry::tokens(model, tokens, 0);

@@ -207,6 +207,33 @@ pub fn unrecognized(
     })
 }
 
+/// [`admit`], with its decision noted for the audit record whether it admits or denies.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "each is one input of the decision"
+)]
+pub fn admit_noted(
+    policy: &Policy,
+    principal: &Principal,
+    want: ModelKind,
+    model: &str,
+    declared: Option<&Declared>,
+    floor: Option<&Label>,
+    texts: &mut [String],
+    decision: &mut Option<Decision>,
+) -> Result<Admitted, Error> {
+    match admit(policy, principal, want, model, declared, floor, texts) {
+        Ok(a) => {
+            *decision = Some(a.decision.clone());
+            Ok(a)
+        }
+        Err(denied) => {
+            *decision = Some(denied.decision);
+            Err(denied.error)
+        }
+    }
+}
+
 /// Runs the reference monitor over a request: `texts` is everything the request sends (every
 /// message, system prompt and earlier turn); it is redacted in place when routing requires it.
 #[allow(

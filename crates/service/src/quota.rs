@@ -212,6 +212,18 @@ impl Ticket {
         }
     }
 
+    /// Keeps the ticket for a call that was served; releases it (nothing charged) when the call
+    /// was refused before anything was generated.
+    pub async fn unless_refused<T>(self, served: Result<T, Error>) -> Result<(T, Self), Error> {
+        match served {
+            Ok(t) => Ok((t, self)),
+            Err(e) => {
+                self.release().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Ends a call that used nothing (the backend refused before generating).
     pub async fn release(mut self) {
         self.settled = true;
