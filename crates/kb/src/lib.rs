@@ -8,6 +8,7 @@
 //! marking in its text or its document's banner, never guess a label for an unmarked document,
 //! and never return a passage its reader's label does not dominate. It knows nothing of HTTP.
 
+pub mod catalog;
 pub mod eval;
 pub mod extract;
 pub mod segment;

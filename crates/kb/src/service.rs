@@ -19,11 +19,8 @@ use enclave_label::{Label, Scheme};
 use enclave_policy::Inspector;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 
+use crate::catalog::{Catalog, NewDocument, NewKb, Passage, SqliteCatalog};
 use crate::extract::{self, ExtractError, Extracted, Format};
 use crate::segment::{self, SegmentError};
 use crate::text::{TextIndex, TextRow};
@@ -37,13 +34,11 @@ pub use error::KbError;
 pub use fusion::{Fused, VECTOR_WEIGHT, fuse};
 use ingest::build_graph_in_background;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
 /// Words per passage: about 160 MiniLM tokens, inside its 256-token window.
 pub const CHUNK_WORDS: usize = 120;
 
 /// Documents ingested together: one embedding batch, one transaction, one index commit.
-const BATCH_DOCUMENTS: i64 = 16;
+const BATCH_DOCUMENTS: usize = 16;
 
 /// Candidates each retriever contributes before fusion.
 const CANDIDATES: usize = 50;
@@ -84,7 +79,7 @@ pub struct KbInfo {
     pub vector_index: &'static str,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DocumentCounts {
     pub queued: u64,
     pub indexing: u64,
@@ -93,7 +88,7 @@ pub struct DocumentCounts {
 }
 
 /// A document as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DocumentInfo {
     pub id: String,
     pub object: &'static str,
@@ -201,7 +196,7 @@ struct KbIndex {
 }
 
 struct Inner {
-    pool: SqlitePool,
+    catalog: Arc<dyn Catalog>,
     dir: PathBuf,
     scheme: Scheme,
     inspector: Inspector,
@@ -228,17 +223,6 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn vector_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn vector_from(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -252,8 +236,8 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl KnowledgeBases {
-    /// Opens the knowledge bases under `dir`, repairs what a crash left half done, loads the
-    /// indexes, and starts the ingestion worker (on the current Tokio runtime).
+    /// Opens the knowledge bases under `dir` with the embedded SQLite catalog (`catalog.db`
+    /// there); see [`KnowledgeBases::open_with`].
     pub async fn open(
         dir: &Path,
         scheme: Scheme,
@@ -261,22 +245,25 @@ impl KnowledgeBases {
         dims: usize,
     ) -> Result<Self, KbError> {
         std::fs::create_dir_all(dir).map_err(|e| KbError::Storage(e.to_string()))?;
-        let options = SqliteConnectOptions::new()
-            .filename(dir.join("catalog.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
+        let catalog = SqliteCatalog::open(&dir.join("catalog.db")).await?;
+        Self::open_with(dir, Arc::new(catalog), scheme, embedder, dims).await
+    }
+
+    /// Opens the knowledge bases of `catalog`, with their indexes under `dir`; repairs what a
+    /// crash left half done, loads the indexes, and starts the ingestion worker (on the current
+    /// Tokio runtime).
+    pub async fn open_with(
+        dir: &Path,
+        catalog: Arc<dyn Catalog>,
+        scheme: Scheme,
+        embedder: Arc<dyn Embedder>,
+        dims: usize,
+    ) -> Result<Self, KbError> {
+        std::fs::create_dir_all(dir).map_err(|e| KbError::Storage(e.to_string()))?;
         let inspector = Inspector::new(scheme.clone())
             .map_err(|e| KbError::Invalid(format!("the scheme's markings: {e}")))?;
         let inner = Arc::new(Inner {
-            pool,
+            catalog,
             dir: dir.to_path_buf(),
             scheme,
             inspector,
@@ -325,20 +312,7 @@ impl KnowledgeBases {
     /// Documents a crash left `indexing` go back to `queued`, their chunks gone; then every
     /// index is loaded and checked against the catalog.
     async fn recover(&self) -> Result<(), KbError> {
-        let mut tx = self.inner.pool.begin().await?;
-        let stuck = sqlx::query(
-            "DELETE FROM chunks WHERE document IN (SELECT id FROM documents WHERE status = 'indexing')",
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let requeued = sqlx::query(
-            "UPDATE documents SET status = 'queued', chunks = 0 WHERE status = 'indexing'",
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
+        let (requeued, stuck) = self.inner.catalog.requeue_interrupted().await?;
         if requeued > 0 {
             tracing::warn!(
                 documents = requeued,
@@ -346,10 +320,7 @@ impl KnowledgeBases {
                 "ingestion was interrupted; those documents are queued again"
             );
         }
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM knowledge_bases")
-            .fetch_all(&self.inner.pool)
-            .await?;
-        for id in ids {
+        for id in self.inner.catalog.all().await? {
             self.index(&id).await?;
         }
         Ok(())
@@ -360,13 +331,7 @@ impl KnowledgeBases {
         if let Some(i) = lock(&self.inner.open).get(kb) {
             return Ok(Arc::clone(i));
         }
-        let rows = sqlx::query(
-            "SELECT c.id, c.document, c.label, c.text, c.vector FROM chunks c \
-             JOIN documents d ON d.id = c.document WHERE c.kb = ? AND d.status = 'ready' ORDER BY c.id",
-        )
-        .bind(kb)
-        .fetch_all(&self.inner.pool)
-        .await?;
+        let loaded = self.inner.catalog.ready_chunks(kb).await?;
         let dir = self.inner.dir.join("indexes").join(kb);
         let inner = Arc::clone(&self.inner);
         let kb_id = kb.to_string();
@@ -374,24 +339,14 @@ impl KnowledgeBases {
             let text = TextIndex::open(&dir.join("text"))?;
             let mut labels = Labels::default();
             let mut vectors = Vectors::new(inner.dims);
-            let mut loaded: Vec<(i64, String, String, String, Vec<f32>)> =
-                Vec::with_capacity(rows.len());
-            for row in &rows {
-                loaded.push((
-                    row.try_get("id")?,
-                    row.try_get("document")?,
-                    row.try_get("label")?,
-                    row.try_get("text")?,
-                    vector_from(row.try_get::<&[u8], _>("vector")?),
-                ));
-            }
             let mut batch = Vec::with_capacity(loaded.len());
-            for (id, _, banner, _, v) in &loaded {
+            for c in &loaded {
+                let banner = &c.label;
                 let label = inner
                     .scheme
                     .parse(banner)
                     .map_err(|e| KbError::Storage(format!("stored label `{banner}`: {e}")))?;
-                batch.push((*id, labels.id(banner, &label), v.as_slice()));
+                batch.push((c.id, labels.id(banner, &label), c.vector.as_slice()));
             }
             vectors.add(&batch);
             if text.len() != loaded.len() as u64 {
@@ -404,11 +359,11 @@ impl KnowledgeBases {
                 text.clear()?;
                 let rows: Vec<TextRow<'_>> = loaded
                     .iter()
-                    .map(|(id, doc, label, t, _)| TextRow {
-                        chunk: *id,
-                        document: doc,
-                        label,
-                        text: t,
+                    .map(|c| TextRow {
+                        chunk: c.id,
+                        document: &c.document,
+                        label: &c.label,
+                        text: &c.text,
                     })
                     .collect();
                 text.add(&rows)?;
@@ -480,49 +435,32 @@ impl KnowledgeBases {
             })?;
         }
         let id = format!("kb_{}", uuid::Uuid::now_v7().simple());
-        let result = sqlx::query(
-            "INSERT INTO knowledge_bases (id, tenant, name, max_label, default_label, created) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(tenant)
-        .bind(name)
-        .bind(self.banner(max_label))
-        .bind(default_label.map(|l| self.banner(l)))
-        .bind(now())
-        .execute(&self.inner.pool)
-        .await;
-        match result {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(KbError::Exists(name.to_string()));
-            }
-            other => {
-                other?;
-            }
-        }
+        self.inner
+            .catalog
+            .create(&NewKb {
+                id: id.clone(),
+                tenant: tenant.to_string(),
+                name: name.to_string(),
+                max_label: self.banner(max_label),
+                default_label: default_label.map(|l| self.banner(l)),
+                created: now(),
+            })
+            .await?;
         self.index(&id).await?;
         self.get(tenant, &id).await
     }
 
     /// The id of the knowledge base `id_or_name` of `tenant`. Another tenant's is "not found".
     pub async fn resolve(&self, tenant: &str, id_or_name: &str) -> Result<String, KbError> {
-        sqlx::query_scalar::<_, String>(
-            "SELECT id FROM knowledge_bases WHERE tenant = ? AND (id = ? OR name = ?)",
-        )
-        .bind(tenant)
-        .bind(id_or_name)
-        .bind(id_or_name)
-        .fetch_optional(&self.inner.pool)
-        .await?
-        .ok_or_else(|| KbError::NoKnowledgeBase(id_or_name.to_string()))
+        self.inner
+            .catalog
+            .resolve(tenant, id_or_name)
+            .await?
+            .ok_or_else(|| KbError::NoKnowledgeBase(id_or_name.to_string()))
     }
 
     pub async fn list(&self, tenant: &str) -> Result<Vec<KbInfo>, KbError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM knowledge_bases WHERE tenant = ? ORDER BY created, id",
-        )
-        .bind(tenant)
-        .fetch_all(&self.inner.pool)
-        .await?;
+        let ids = self.inner.catalog.list(tenant).await?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(self.get(tenant, &id).await?);
@@ -532,42 +470,23 @@ impl KnowledgeBases {
 
     pub async fn get(&self, tenant: &str, id_or_name: &str) -> Result<KbInfo, KbError> {
         let id = self.resolve(tenant, id_or_name).await?;
-        let row = sqlx::query(
-            "SELECT id, tenant, name, max_label, default_label, created FROM knowledge_bases WHERE id = ?",
-        )
-        .bind(&id)
-        .fetch_one(&self.inner.pool)
-        .await?;
-        let mut counts = DocumentCounts::default();
-        for r in
-            sqlx::query("SELECT status, COUNT(*) AS n FROM documents WHERE kb = ? GROUP BY status")
-                .bind(&id)
-                .fetch_all(&self.inner.pool)
-                .await?
-        {
-            let n = r.try_get::<i64, _>("n")? as u64;
-            match r.try_get::<String, _>("status")?.as_str() {
-                "queued" => counts.queued = n,
-                "indexing" => counts.indexing = n,
-                "ready" => counts.ready = n,
-                _ => counts.failed += n,
-            }
-        }
-        let chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE kb = ?")
-            .bind(&id)
-            .fetch_one(&self.inner.pool)
-            .await?;
+        let kb = self
+            .inner
+            .catalog
+            .get(&id)
+            .await?
+            .ok_or_else(|| KbError::NoKnowledgeBase(id_or_name.to_string()))?;
         let index = self.index(&id).await?;
         Ok(KbInfo {
-            id: row.try_get("id")?,
+            id: kb.id,
             object: "knowledge_base",
-            name: row.try_get("name")?,
-            tenant: row.try_get("tenant")?,
-            max_label: row.try_get("max_label")?,
-            default_label: row.try_get("default_label")?,
-            created: row.try_get("created")?,
-            documents: counts,
-            chunks: chunks as u64,
+            name: kb.name,
+            tenant: kb.tenant,
+            max_label: kb.max_label,
+            default_label: kb.default_label,
+            created: kb.created,
+            documents: kb.documents,
+            chunks: kb.chunks,
             indexed_text: index.text.len(),
             indexed_vectors: read(&index.vectors).len() as u64,
             vector_index: read(&index.vectors).mode(),
@@ -584,13 +503,14 @@ impl KnowledgeBases {
         upload: Upload,
     ) -> Result<DocumentInfo, KbError> {
         let kb = self.resolve(tenant, kb).await?;
-        let (max, default): (String, Option<String>) =
-            sqlx::query_as("SELECT max_label, default_label FROM knowledge_bases WHERE id = ?")
-                .bind(&kb)
-                .fetch_one(&self.inner.pool)
-                .await?;
-        let max = self.parse_stored(&max)?;
-        let given = match (&upload.label, default) {
+        let record = self
+            .inner
+            .catalog
+            .get(&kb)
+            .await?
+            .ok_or_else(|| KbError::NoKnowledgeBase(kb.clone()))?;
+        let max = self.parse_stored(&record.max_label)?;
+        let given = match (&upload.label, record.default_label) {
             (Some(l), _) => Some(l.clone()),
             (None, Some(d)) => Some(self.parse_stored(&d)?),
             (None, None) => None,
@@ -648,26 +568,23 @@ impl KnowledgeBases {
         })?;
         let id = format!("doc_{}", uuid::Uuid::now_v7().simple());
         let t = now();
-        let pages = serde_json::to_string(&extracted.pages).unwrap_or_else(|_| "[]".into());
-        sqlx::query(
-            "INSERT INTO documents (id, kb, name, format, label, given_label, status, text, pages, sha256, bytes, uploader, created, updated) \
-             VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(&kb)
-        .bind(&upload.name)
-        .bind(format.as_str())
-        .bind(self.banner(&label))
-        .bind(given.as_ref().map(|l| self.banner(l)))
-        .bind(&extracted.text)
-        .bind(pages)
-        .bind(sha)
-        .bind(size as i64)
-        .bind(&upload.uploader)
-        .bind(t)
-        .bind(t)
-        .execute(&self.inner.pool)
-        .await?;
+        self.inner
+            .catalog
+            .add_document(&NewDocument {
+                id: id.clone(),
+                kb: kb.clone(),
+                name: upload.name.clone(),
+                format: format.as_str().to_string(),
+                label: self.banner(&label),
+                given_label: given.as_ref().map(|l| self.banner(l)),
+                text: extracted.text,
+                pages: extracted.pages,
+                sha256: sha,
+                bytes: size as u64,
+                uploader: upload.uploader.clone(),
+                created: t,
+            })
+            .await?;
         self.inner.wake.notify_one();
         self.document(tenant, &kb, &id).await
     }
@@ -679,28 +596,16 @@ impl KnowledgeBases {
         id: &str,
     ) -> Result<DocumentInfo, KbError> {
         let kb = self.resolve(tenant, kb).await?;
-        let row = sqlx::query(
-            "SELECT id, kb, name, format, label, status, error, chunks, pages, bytes, sha256, created, updated \
-             FROM documents WHERE kb = ? AND id = ?",
-        )
-        .bind(&kb)
-        .bind(id)
-        .fetch_optional(&self.inner.pool)
-        .await?
-        .ok_or_else(|| KbError::NoDocument(id.to_string()))?;
-        document_info(&row)
+        self.inner
+            .catalog
+            .document(&kb, id)
+            .await?
+            .ok_or_else(|| KbError::NoDocument(id.to_string()))
     }
 
     pub async fn documents(&self, tenant: &str, kb: &str) -> Result<Vec<DocumentInfo>, KbError> {
         let kb = self.resolve(tenant, kb).await?;
-        let rows = sqlx::query(
-            "SELECT id, kb, name, format, label, status, error, chunks, pages, bytes, sha256, created, updated \
-             FROM documents WHERE kb = ? ORDER BY created, id",
-        )
-        .bind(&kb)
-        .fetch_all(&self.inner.pool)
-        .await?;
-        rows.iter().map(document_info).collect()
+        self.inner.catalog.documents(&kb).await
     }
 
     /// Removes a document: its text and chunks from the catalog, then its chunks from both
@@ -709,20 +614,7 @@ impl KnowledgeBases {
         let info = self.document(tenant, kb, id).await?;
         let kb = info.knowledge_base.clone();
         let index = self.index(&kb).await?;
-        let chunk_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM chunks WHERE document = ?")
-            .bind(id)
-            .fetch_all(&self.inner.pool)
-            .await?;
-        let mut tx = self.inner.pool.begin().await?;
-        sqlx::query("DELETE FROM chunks WHERE document = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM documents WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let chunk_ids = self.inner.catalog.delete_document(&kb, id).await?;
         let doc = id.to_string();
         tokio::task::spawn_blocking(move || -> Result<(), KbError> {
             index.text.delete_document(&doc);
@@ -801,30 +693,22 @@ impl KnowledgeBases {
 
     /// Catalog rows for fused results, in order.
     async fn hits(&self, kb: &str, ceiling: &Label, fused: &[Fused]) -> Result<Vec<Hit>, KbError> {
-        // One query for every hit (the ids as a JSON array), not one per hit.
-        let ids = serde_json::to_string(&fused.iter().map(|f| f.chunk).collect::<Vec<_>>())
-            .map_err(|e| KbError::Storage(e.to_string()))?;
-        let rows = sqlx::query(
-            "SELECT c.id, c.document, d.name, c.label, c.text, c.page, c.start, c.\"end\" \
-             FROM chunks c JOIN documents d ON d.id = c.document \
-             WHERE c.kb = ? AND c.id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(kb)
-        .bind(ids)
-        .fetch_all(&self.inner.pool)
-        .await?;
-        let mut by_id = HashMap::with_capacity(rows.len());
-        for row in rows {
-            by_id.insert(row.try_get::<i64, _>("id")?, row);
-        }
+        let ids: Vec<i64> = fused.iter().map(|f| f.chunk).collect();
+        let by_id: HashMap<i64, Passage> = self
+            .inner
+            .catalog
+            .passages(kb, &ids)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
         let mut out = Vec::with_capacity(fused.len());
         for f in fused {
             let Some(row) = by_id.get(&f.chunk) else {
                 // Deleted between the index search and now.
                 continue;
             };
-            let banner: String = row.try_get("label")?;
-            let label = self.parse_stored(&banner)?;
+            let label = self.parse_stored(&row.label)?;
             if self.dominates(ceiling, &label).is_err() {
                 // The filter is inside both index searches; this cannot happen unless an index
                 // is corrupt. Never deliver it.
@@ -835,15 +719,15 @@ impl KnowledgeBases {
                 continue;
             }
             out.push(Hit {
-                chunk: row.try_get("id")?,
-                document: row.try_get("document")?,
-                document_name: row.try_get("name")?,
-                label: banner,
+                chunk: row.id,
+                document: row.document.clone(),
+                document_name: row.document_name.clone(),
+                label: row.label.clone(),
                 parsed_label: label,
-                text: row.try_get("text")?,
-                page: row.try_get::<Option<i64>, _>("page")?.map(|p| p as u32),
-                start: row.try_get::<i64, _>("start")? as u64,
-                end: row.try_get::<i64, _>("end")? as u64,
+                text: row.text.clone(),
+                page: row.page,
+                start: row.start,
+                end: row.end,
                 score: f.score,
                 vector_rank: f.vector_rank,
                 text_rank: f.text_rank,
@@ -853,25 +737,4 @@ impl KnowledgeBases {
         }
         Ok(out)
     }
-}
-
-fn document_info(row: &sqlx::sqlite::SqliteRow) -> Result<DocumentInfo, KbError> {
-    let pages: String = row.try_get("pages")?;
-    let pages: Vec<usize> = serde_json::from_str(&pages).unwrap_or_default();
-    Ok(DocumentInfo {
-        id: row.try_get("id")?,
-        object: "knowledge_base.document",
-        knowledge_base: row.try_get("kb")?,
-        name: row.try_get("name")?,
-        format: row.try_get("format")?,
-        label: row.try_get("label")?,
-        status: row.try_get("status")?,
-        error: row.try_get("error")?,
-        chunks: row.try_get::<i64, _>("chunks")? as u64,
-        pages: pages.len() as u64,
-        bytes: row.try_get::<i64, _>("bytes")? as u64,
-        sha256: row.try_get("sha256")?,
-        created: row.try_get("created")?,
-        updated: row.try_get("updated")?,
-    })
 }

@@ -2,6 +2,7 @@
 //! markings, chunks, embeds, and writes catalog, full-text and vector indexes together.
 
 use super::*;
+use crate::catalog::{DocumentChunks, NewChunk, QueuedDocument};
 
 impl KnowledgeBases {
     /// The ingestion worker: batches of queued documents, oldest first, until `stop` is set or
@@ -45,32 +46,10 @@ impl KnowledgeBases {
 
     /// Ingests one batch; returns how many documents it took.
     async fn ingest_batch(&self) -> Result<usize, KbError> {
-        let pool = &self.inner.pool;
-        let rows = sqlx::query(
-            "SELECT id, kb, name, text, pages, given_label FROM documents WHERE status = 'queued' ORDER BY created, id LIMIT ?",
-        )
-        .bind(BATCH_DOCUMENTS)
-        .fetch_all(pool)
-        .await?;
-        if rows.is_empty() {
+        let catalog = &self.inner.catalog;
+        let docs = catalog.claim(BATCH_DOCUMENTS).await?;
+        if docs.is_empty() {
             return Ok(0);
-        }
-        let mut docs = Vec::with_capacity(rows.len());
-        for r in &rows {
-            docs.push(Queued {
-                id: r.try_get("id")?,
-                kb: r.try_get("kb")?,
-                text: r.try_get("text")?,
-                pages: serde_json::from_str(&r.try_get::<String, _>("pages")?).unwrap_or_default(),
-                given: r.try_get("given_label")?,
-            });
-        }
-        for d in &docs {
-            sqlx::query("UPDATE documents SET status = 'indexing', updated = ? WHERE id = ?")
-                .bind(now())
-                .bind(&d.id)
-                .execute(pool)
-                .await?;
         }
         // Segment, chunk and embed off the async threads.
         let inner = Arc::clone(&self.inner);
@@ -79,18 +58,19 @@ impl KnowledgeBases {
             String,
             Result<Vec<(segment::Chunk, Option<u32>)>, String>,
         )>;
+        let ids: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
         let prepared: Prepared = {
             let docs = docs.clone();
             let inner = Arc::clone(&inner);
             tokio::task::spawn_blocking(move || {
                 docs.into_iter()
                     .map(
-                        |Queued {
+                        |QueuedDocument {
                              id,
                              kb,
                              text,
                              pages,
-                             given,
+                             given_label: given,
                          }| {
                             let given = match given.map(|g| inner.scheme.parse(&g)) {
                                 Some(Ok(l)) => Some(l),
@@ -132,67 +112,69 @@ impl KnowledgeBases {
             Ok(v) => v,
             Err(e) => {
                 // Not ready yet, or failed: the batch goes back to the queue untouched.
-                for d in &docs {
-                    sqlx::query("UPDATE documents SET status = 'queued' WHERE id = ?")
-                        .bind(&d.id)
-                        .execute(pool)
-                        .await?;
-                }
+                catalog.requeue(&ids).await?;
                 return Err(e.into());
             }
         };
         let mut vectors = vectors.into_iter();
-        // One transaction for every chunk and vector of the batch.
-        let mut tx = pool.begin().await?;
-        let mut added: Vec<(String, Vec<Stored>)> = Vec::new();
+        let mut written: Vec<(String, String, Vec<Embedded>)> = Vec::new();
         let mut failed: Vec<(String, String)> = Vec::new();
         for (id, kb, chunks) in prepared {
-            let chunks = match chunks {
-                Ok(c) => c,
-                Err(reason) => {
-                    failed.push((id, reason));
-                    continue;
+            match chunks {
+                Ok(c) => {
+                    let rows = c
+                        .into_iter()
+                        .map(|(chunk, page)| Embedded {
+                            banner: self.banner(&chunk.label),
+                            chunk,
+                            page,
+                            vector: vectors.next().unwrap_or_default(),
+                        })
+                        .collect();
+                    written.push((id, kb, rows));
                 }
-            };
-            sqlx::query("DELETE FROM chunks WHERE document = ?")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-            let mut rows = Vec::with_capacity(chunks.len());
-            for (ord, (c, page)) in chunks.into_iter().enumerate() {
-                let v = vectors.next().unwrap_or_default();
-                let banner = self.banner(&c.label);
-                let chunk_id = sqlx::query(
-                    "INSERT INTO chunks (kb, document, ord, label, text, page, start, \"end\", vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&kb)
-                .bind(&id)
-                .bind(ord as i64)
-                .bind(&banner)
-                .bind(&c.text)
-                .bind(page.map(i64::from))
-                .bind(c.start as i64)
-                .bind(c.end as i64)
-                .bind(vector_bytes(&v))
-                .execute(&mut *tx)
-                .await?
-                .last_insert_rowid();
-                rows.push(Stored {
-                    chunk: chunk_id,
-                    banner,
-                    label: c.label,
-                    text: c.text,
-                    vector: v,
-                });
+                Err(reason) => failed.push((id, reason)),
             }
-            sqlx::query("UPDATE documents SET chunks = ? WHERE id = ?")
-                .bind(rows.len() as i64)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-            added.push((id, rows));
         }
-        tx.commit().await?;
+        // One transaction for every chunk and vector of the batch.
+        let to_write: Vec<DocumentChunks<'_>> = written
+            .iter()
+            .map(|(id, kb, rows)| DocumentChunks {
+                document: id,
+                kb,
+                chunks: rows
+                    .iter()
+                    .map(|e| NewChunk {
+                        label: &e.banner,
+                        text: &e.chunk.text,
+                        page: e.page,
+                        start: e.chunk.start as u64,
+                        end: e.chunk.end as u64,
+                        vector: &e.vector,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let chunk_ids = catalog.write_chunks(&to_write).await?;
+        drop(to_write);
+        let added: Vec<(String, Vec<Stored>)> = written
+            .into_iter()
+            .zip(chunk_ids)
+            .map(|((id, _, rows), ids)| {
+                let stored = rows
+                    .into_iter()
+                    .zip(ids)
+                    .map(|(e, chunk)| Stored {
+                        chunk,
+                        banner: e.banner,
+                        label: e.chunk.label,
+                        text: e.chunk.text,
+                        vector: e.vector,
+                    })
+                    .collect();
+                (id, stored)
+            })
+            .collect();
         // The indexes, per knowledge base: full text (committed), then vectors.
         let mut by_kb: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, (id, _)) in added.iter().enumerate() {
@@ -234,26 +216,9 @@ impl KnowledgeBases {
             })
             .await??;
         }
-        let t = now();
-        let mut chunks = 0u64;
-        for (id, rows) in added.iter() {
-            chunks += rows.len() as u64;
-            sqlx::query("UPDATE documents SET status = 'ready', updated = ? WHERE id = ?")
-                .bind(t)
-                .bind(id)
-                .execute(pool)
-                .await?;
-        }
-        for (id, reason) in &failed {
-            sqlx::query(
-                "UPDATE documents SET status = 'failed', error = ?, updated = ? WHERE id = ?",
-            )
-            .bind(reason)
-            .bind(t)
-            .bind(id)
-            .execute(pool)
-            .await?;
-        }
+        let chunks: u64 = added.iter().map(|(_, rows)| rows.len() as u64).sum();
+        let ready: Vec<String> = added.iter().map(|(id, _)| id.clone()).collect();
+        catalog.finish(&ready, &failed).await?;
         self.inner
             .progress
             .documents
@@ -287,14 +252,12 @@ pub(super) fn build_graph_in_background(index: &Arc<KbIndex>) {
     }
 }
 
-/// A queued document as the worker reads it.
-#[derive(Clone)]
-struct Queued {
-    id: String,
-    kb: String,
-    text: String,
-    pages: Vec<usize>,
-    given: Option<String>,
+/// A chunk with its vector, on its way into the catalog.
+struct Embedded {
+    chunk: segment::Chunk,
+    page: Option<u32>,
+    banner: String,
+    vector: Vec<f32>,
 }
 
 /// A chunk written to the catalog, on its way into the indexes.
