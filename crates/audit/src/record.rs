@@ -1,7 +1,8 @@
 //! One audit record and its canonical bytes.
 //!
-//! Format `v2` (`v1` without `attempts`): a JSON object with exactly these keys in this order, no white space, strings in
-//! serde_json's escaping, absent values as `null`, `findings` with keys in byte order. The bytes
+//! Format `v2` (`v1` without `attempts`): a JSON object with exactly these keys in this order, no
+//! white space, strings in serde_json's escaping, absent values as `null`, `findings` with keys in
+//! byte order; `answer_findings` (same form) comes last and only when the answer had any. The bytes
 //! are the leaf: leaf hash = SHA-256(0x00 ‖ bytes) (RFC 9162 §2.1.1). A verifier in another
 //! language recomputes the leaf from the exported line without parsing it.
 
@@ -63,6 +64,10 @@ pub struct Record {
     /// Format 2: every try at a deployment, in order; the last `ok` one served.
     #[serde(default)]
     pub attempts: Vec<Attempt>,
+    /// What inspecting the answer found in it, by kind (counts only): personal data and markings
+    /// the model wrote. Absent when it found nothing, so records without it keep their bytes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub answer_findings: BTreeMap<String, u64>,
 }
 
 impl Record {

@@ -182,7 +182,7 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
     }
     server.await??;
     // In-flight calls have ended; the background work finishes what it holds.
-    shutdown.service.shutdown().await;
+    shutdown.service().shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

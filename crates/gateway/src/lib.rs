@@ -34,6 +34,7 @@ pub mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use routes::app;
@@ -60,16 +61,27 @@ pub fn body_limit(method: &axum::http::Method, path: &str) -> usize {
 
 pub use enclave_service::{CHAT_MODEL, EMBEDDING_MODEL, Models, Service};
 
-/// Shared state of every handler: the service, and the metrics recorder's handle.
+/// Shared state of every handler: the service, and the metrics recorder's handle. Behind one
+/// `Arc`, since axum clones the state for every extractor and middleware of every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub service: Service,
     pub metrics: metrics::Metrics,
 }
 
 impl AppState {
     pub fn new(service: Service, metrics: metrics::Metrics) -> Self {
-        Self { service, metrics }
+        Self(Arc::new(Shared { service, metrics }))
+    }
+
+    pub fn service(&self) -> &Service {
+        &self.0.service
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.0.metrics
     }
 }
 
@@ -77,7 +89,7 @@ impl std::ops::Deref for AppState {
     type Target = Service;
 
     fn deref(&self) -> &Service {
-        &self.service
+        &self.0.service
     }
 }
 

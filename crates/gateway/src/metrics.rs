@@ -96,7 +96,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
     }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.handle.render(),
+        state.metrics().handle.render(),
     )
         .into_response()
 }

@@ -168,3 +168,59 @@ async fn a_stream_the_client_leaves_is_recorded_as_cut_by_the_client() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(gw.state.audit.size(), before + 1);
 }
+
+#[tokio::test]
+async fn personal_data_and_markings_the_model_writes_are_counted_in_the_record() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(json!({"deployments": [
+        upstream("personal", "personal", &mock.url("personal"), json!({})),
+        upstream("plain", "plain", &mock.url("ok"), json!({})),
+        upstream("marks", "marks", &mock.url("marked"), json!({})),
+    ]}))
+    .await;
+    let key = gw.key("agency", Role::User).await;
+    let want = json!({"email": 1, "iban": 1});
+
+    // Streamed: the caller is inside the enclave and gets the answer as written; the record
+    // counts what the model wrote, never the values.
+    let (bytes, record) = streamed(&gw, &key, "/v1/chat/completions", &ask("personal")).await;
+    let text: String = sse_events(std::str::from_utf8(&bytes).unwrap())
+        .iter()
+        .filter_map(|(_, data)| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(
+        text.starts_with("Write to jane.doe@example.org or pay DE89"),
+        "{text}"
+    );
+    assert_eq!(record["status"], 200, "{record}");
+    assert_eq!(record["answer_findings"], want, "{record}");
+    assert_eq!(
+        record["findings"],
+        json!({}),
+        "the request carried none: {record}"
+    );
+    assert!(!record.to_string().contains("jane.doe"), "{record}");
+
+    // Whole.
+    let mut whole = ask("personal");
+    whole["stream"] = json!(false);
+    whole.as_object_mut().unwrap().remove("stream_options");
+    let (status, body) = gw.call("/v1/chat/completions", &key, &whole).await;
+    assert_eq!(status, 200, "{body}");
+    let record = gw.last_record("POST /v1/chat/completions");
+    assert_eq!(record["answer_findings"], want, "{record}");
+
+    // An answer with nothing in it leaves no `answer_findings` at all (older records' bytes).
+    let (_, record) = streamed(&gw, &key, "/v1/chat/completions", &ask("plain")).await;
+    assert!(record.get("answer_findings").is_none(), "{record}");
+
+    // A withheld answer's record counts the marking that withheld it.
+    let (_, record) = streamed(&gw, &key, "/v1/chat/completions", &ask("marks")).await;
+    assert_eq!(record["status"], 403, "{record}");
+    assert_eq!(record["answer_findings"]["marking"], 1, "{record}");
+}

@@ -8,7 +8,8 @@
 //! CODE, then `ok`), `close` (close the connection without answering), `bad-sse` (a malformed
 //! first event), `bad-sse-mid` (two good tokens, then a malformed event), `marked` (the answer
 //! opens with a US `(S)` portion mark the request did not carry, as a model quoting what it saw
-//! would write).
+//! would write), `personal` (the answer opens with an e-mail address and an IBAN the request did
+//! not carry).
 //!
 //! HTTP/1.1 is spoken by hand over Tokio sockets (with `httparse` for request heads) because
 //! the faults need what a server framework hides: closing mid-request, stalling with the
@@ -240,6 +241,7 @@ enum Scenario {
     BadSse,
     BadSseMid,
     Marked,
+    Personal,
 }
 
 fn scenario(name: &str) -> Option<Scenario> {
@@ -255,6 +257,7 @@ fn scenario(name: &str) -> Option<Scenario> {
         ["bad", "sse"] => Scenario::BadSse,
         ["bad", "sse", "mid"] => Scenario::BadSseMid,
         ["marked"] => Scenario::Marked,
+        ["personal"] => Scenario::Personal,
         _ => return None,
     })
 }
@@ -556,6 +559,12 @@ async fn respond(
     if sc == Scenario::Marked && p.tool.is_none() {
         let mark = ["(S)", "The", "source", "reports:"].map(str::to_string);
         p.words.splice(0..0, mark);
+    }
+    if sc == Scenario::Personal && p.tool.is_none() {
+        let personal = "Write to jane.doe@example.org or pay DE89 3704 0044 0532 0130 00 and"
+            .split(' ')
+            .map(str::to_string);
+        p.words.splice(0..0, personal);
     }
     let completion = if p.tool.is_some() {
         4

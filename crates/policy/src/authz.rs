@@ -82,7 +82,7 @@ pub const ALL_TENANTS: &str = "*";
 
 /// What is being asked. Model calls act on a model; the others on a tenant (or
 /// [`ALL_TENANTS`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Chat,
     Embed,
@@ -154,6 +154,11 @@ pub enum AuthzError {
 /// A validated policy set.
 #[derive(Debug)]
 pub struct Authorizer {
+    /// Decisions already made. The policies are fixed for this authorizer's life and a decision
+    /// depends only on the subject, the action and the target, all in the key, so a cached
+    /// decision is the one Cedar would make again (Cedar's entity checks cost as much as the
+    /// rest of a request's admission).
+    decided: quick_cache::sync::Cache<DecisionKey, bool>,
     policies: PolicySet,
     schema: Schema,
     cedar: CedarAuthorizer,
@@ -162,6 +167,12 @@ pub struct Authorizer {
     model_type: EntityTypeName,
     action_type: EntityTypeName,
 }
+
+/// Everything a decision depends on: key, tenant, role, action, target.
+type DecisionKey = (String, String, String, Action, String);
+
+/// Decisions kept: distinct (key, action, target) triples in use at once.
+const DECISIONS_KEPT: usize = 16_384;
 
 fn type_name(s: &str) -> Result<EntityTypeName, AuthzError> {
     EntityTypeName::from_str(s).map_err(|e| AuthzError::Schema(e.to_string()))
@@ -189,6 +200,7 @@ impl Authorizer {
             return Err(AuthzError::Invalid(errors.join("; ")));
         }
         Ok(Self {
+            decided: quick_cache::sync::Cache::new(DECISIONS_KEPT),
             policies,
             schema,
             cedar: CedarAuthorizer::new(),
@@ -203,7 +215,19 @@ impl Authorizer {
     /// (or [`ALL_TENANTS`]). Any error, in building the request or in evaluating a policy, is a
     /// deny.
     pub fn is_allowed(&self, who: Subject<'_>, action: Action, target: &str) -> bool {
-        self.decide(who, action, target).unwrap_or(false)
+        let key = (
+            who.key_id.to_string(),
+            who.tenant.to_string(),
+            who.role.to_string(),
+            action,
+            target.to_string(),
+        );
+        if let Some(allowed) = self.decided.get(&key) {
+            return allowed;
+        }
+        let allowed = self.decide(who, action, target).unwrap_or(false);
+        self.decided.insert(key, allowed);
+        allowed
     }
 
     fn decide(&self, who: Subject<'_>, action: Action, target: &str) -> Option<bool> {
@@ -290,6 +314,30 @@ mod tests {
         assert!(a.is_allowed(who("user", "t"), Action::Chat, "m"));
         assert!(a.is_allowed(who("admin", "t"), Action::Embed, "m"));
         assert!(!a.is_allowed(who("auditor", "t"), Action::Chat, "m"));
+    }
+
+    #[test]
+    fn remembered_decisions_are_the_ones_cedar_makes() {
+        // A policy naming one key and one model: every part of the subject and target matters.
+        let a = Authorizer::new(Some((
+            "ops.cedar",
+            r#"forbid (principal == Enclave::Key::"k2", action == Enclave::Action::"chat", resource == Enclave::Model::"big");"#,
+        )))
+        .unwrap();
+        let k = |key_id, role, tenant| Subject {
+            key_id,
+            tenant,
+            role,
+        };
+        for _ in 0..3 {
+            assert!(a.is_allowed(k("k1", "user", "t"), Action::Chat, "big"));
+            assert!(!a.is_allowed(k("k2", "user", "t"), Action::Chat, "big"));
+            assert!(a.is_allowed(k("k2", "user", "t"), Action::Chat, "small"));
+            assert!(a.is_allowed(k("k2", "user", "t"), Action::Embed, "big"));
+            assert!(!a.is_allowed(k("k1", "auditor", "t"), Action::Chat, "big"));
+            assert!(a.is_allowed(k("k1", "admin", "t"), Action::ReadAudit, "t"));
+            assert!(!a.is_allowed(k("k1", "admin", "u"), Action::ReadAudit, "t"));
+        }
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Answer {
     model: String,
     outcome: Outcome,
     policy: Arc<Policy>,
+    /// The request's label, and its banner.
+    request: (Label, String),
     ended: bool,
 }
 
@@ -124,11 +126,22 @@ impl Answer {
             }
         };
         self.ended = true;
+        self.outcome.answer_findings(self.inspection.findings());
         // The label the answer reached, served or withheld.
         if let Some(label) = self.inspection.label() {
-            self.outcome.label(self.policy.scheme.banner(label));
+            let banner = self.banner_of(label);
+            self.outcome.label(banner);
         }
         Some(step)
+    }
+
+    /// `label` as a banner: the request's, written once at admission, unless the answer raised it.
+    fn banner_of(&self, label: &Label) -> String {
+        if *label == self.request.0 {
+            self.request.1.clone()
+        } else {
+            self.policy.scheme.banner(label)
+        }
     }
 
     /// Restores and inspects one event from the backend, queueing what may go out now.
@@ -146,9 +159,7 @@ impl Answer {
 
     /// The answer's label as inspecting its text found it so far, as a banner.
     pub fn label(&self) -> Option<String> {
-        self.inspection
-            .label()
-            .map(|l| self.policy.scheme.banner(l))
+        self.inspection.label().map(|l| self.banner_of(l))
     }
 }
 
@@ -192,11 +203,7 @@ pub async fn chat(
     // The prompt cache is the tenant's, per label: a prefix computed for a request at one label
     // is reused only by requests of the same tenant at the same label, so its presence (which
     // shows in time to first token) tells a lower-cleared user nothing about higher requests.
-    let cache = format!(
-        "{}\u{1f}{}",
-        principal.tenant_id,
-        state.policy.scheme.banner(&admitted.label)
-    );
+    let cache = format!("{}\u{1f}{}", principal.tenant_id, admitted.banner());
     let work = dispatch::Work::Chat {
         plain: &conversation,
         redacted: redacted.as_ref(),
@@ -217,6 +224,7 @@ pub async fn chat(
         admitted.label.clone(),
     );
     tracing::debug!(tenant = %principal.tenant_name, key = %principal.key_id, deployment = %admitted.info.deployment, "chat answer started");
+    let request = (admitted.label.clone(), admitted.banner().to_string());
     Ok(Answer {
         events,
         restoration,
@@ -229,6 +237,7 @@ pub async fn chat(
         model: model.to_string(),
         outcome: note.outcome.clone(),
         policy: Arc::clone(&state.policy),
+        request,
         ended: false,
     })
 }

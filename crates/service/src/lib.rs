@@ -44,6 +44,7 @@ pub use error::Error;
 pub mod types {
     pub use enclave_engine::{EmbedInput, EngineHealth, FinishReason, Sampling, ToolCallDelta};
     pub use enclave_kb::{Hit, KbError, Mode, Upload};
+    pub use enclave_policy::Kind;
     pub use enclave_store::{Role, now};
 }
 

@@ -39,7 +39,6 @@ pub struct Admitted {
     pub info: EnclaveInfo,
     /// The route now serving.
     pub deployment: Deployment,
-    scheme: enclave_label::Scheme,
 }
 
 impl Admitted {
@@ -68,9 +67,7 @@ impl Admitted {
             redacted,
             reason: format!(
                 "routed to `{}` ({}, accredited to {})",
-                d.placement.name,
-                d.placement.jurisdiction,
-                self.scheme.banner(&d.placement.accreditation)
+                d.placement.name, d.placement.jurisdiction, d.accreditation
             ),
         };
         self.info = EnclaveInfo {
@@ -398,7 +395,6 @@ pub fn admit(
             redacted: false,
             citations: Vec::new(),
         },
-        scheme: policy.scheme.clone(),
         deployment: candidates[0].clone(),
     };
     admitted.serve(0);

@@ -1,9 +1,10 @@
 //! What a call tells its audit record beyond who called and what came in: filled in along the
 //! request path, read by whichever caller writes the record (the gateway's audit step today).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use enclave_policy::Decision;
+use enclave_policy::{Decision, Kind};
 
 use crate::error::Error;
 
@@ -33,6 +34,9 @@ pub struct Ended {
     pub answer_label: Option<String>,
     /// How a streamed answer failed after it began: the error it ended with.
     pub failure: Option<Error>,
+    /// What inspecting the answer found in it, by kind: personal data and markings the model
+    /// wrote (counts only).
+    pub answer_findings: BTreeMap<Kind, usize>,
 }
 
 impl Outcome {
@@ -46,6 +50,10 @@ impl Outcome {
 
     pub fn label(&self, banner: String) {
         self.with(|e| e.answer_label = Some(banner));
+    }
+
+    pub fn answer_findings(&self, counts: BTreeMap<Kind, usize>) {
+        self.with(|e| e.answer_findings = counts);
     }
 
     pub fn fail(&self, error: &Error) {

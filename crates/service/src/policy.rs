@@ -175,6 +175,8 @@ pub struct BreakerConfig {
 pub struct Deployment {
     /// Its position in [`Policy::deployments`].
     pub slot: usize,
+    /// The placement's accreditation as a banner, written once for the decisions that name it.
+    pub accreditation: String,
     pub placement: Placement,
     pub model: String,
     pub kind: ModelKind,
@@ -194,6 +196,7 @@ impl Deployment {
     ) -> Self {
         Self {
             slot: 0,
+            accreditation: String::new(),
             // The embedded engine is never skipped: its own refusals say when it cannot answer.
             breaker: BreakerConfig {
                 failures: u32::MAX,
@@ -511,6 +514,7 @@ impl Policy {
                         seconds(&at, "breaker_cooldown_secs", d.breaker_cooldown_secs, 30.0)?;
                     Deployment {
                         slot: 0,
+                        accreditation: String::new(),
                         breaker: BreakerConfig {
                             failures: d.breaker_failures.unwrap_or(5).max(1),
                             cooldown,
@@ -617,6 +621,7 @@ impl Policy {
         }
         for (slot, d) in deployments.iter_mut().enumerate() {
             d.slot = slot;
+            d.accreditation = scheme.banner(&d.placement.accreditation);
         }
         let inspector = Inspector::new(scheme.clone())?;
         let authz = Authorizer::new(cedar)?;

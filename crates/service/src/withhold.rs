@@ -8,12 +8,12 @@
 //! steps, so a stream stays smooth. Tool-call arguments are short and go out at the end, after
 //! the whole answer was read.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use enclave_engine::{Event, ToolCallDelta};
 use enclave_label::Label;
-use enclave_policy::label_request;
+use enclave_policy::{Kind, Summary, label_request};
 
 use crate::policy::Policy;
 
@@ -106,6 +106,8 @@ pub struct Inspection {
     sent: usize,
     /// Tool-call deltas, released after the whole answer was read.
     calls: Vec<ToolCallDelta>,
+    /// Every tool call's arguments, as read at the end.
+    arguments: String,
     /// Whether any of the answer was read yet.
     read: bool,
     /// Why the answer was withheld, once it was.
@@ -119,6 +121,7 @@ impl Inspection {
             text: String::new(),
             sent: 0,
             calls: Vec::new(),
+            arguments: String::new(),
             read: false,
             withheld: None,
         }
@@ -161,7 +164,9 @@ impl Inspection {
                     arguments.push('\n');
                     arguments.push_str(&call.arguments);
                 }
-                if !self.check(&arguments, out) {
+                let passed = self.check(&arguments, out);
+                self.arguments = arguments;
+                if !passed {
                     return;
                 }
                 self.release_rest(out);
@@ -178,6 +183,19 @@ impl Inspection {
                 out.push_back(error);
             }
         }
+    }
+
+    /// What the whole answer as received so far holds, by kind: personal data and markings the
+    /// model wrote. One pass over the answer, made once when it ends (the reads while it streams
+    /// overlap, so counting there would count some findings twice).
+    pub fn findings(&self) -> BTreeMap<Kind, usize> {
+        let mut summary = Summary::default();
+        let inspector = &self.reader.policy.inspector;
+        summary.add(&inspector.inspect(&self.text));
+        if !self.arguments.is_empty() {
+            summary.add(&inspector.inspect(&self.arguments));
+        }
+        summary.counts
     }
 
     /// Reads what is new; when the answer must be withheld, queues the error and says so.

@@ -89,14 +89,7 @@ impl Call {
             answer_label: decision
                 .filter(|d| d.allowed)
                 .and_then(|d| ended.answer_label.clone().or_else(|| d.label.clone())),
-            findings: decision
-                .map(|d| {
-                    d.findings
-                        .iter()
-                        .map(|(k, v)| (k.as_str().to_string(), *v as u64))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            findings: decision.map(|d| counts(&d.findings)).unwrap_or_default(),
             redacted: decision.map_or(0, |d| d.redacted as u64),
             prompt_tokens: ended.prompt_tokens,
             completion_tokens: ended.completion_tokens,
@@ -105,8 +98,19 @@ impl Call {
             response_sha256,
             detail: decision.map(|d| d.reason.clone()),
             attempts: note.map(|n| n.attempts.clone()).unwrap_or_default(),
+            answer_findings: counts(&ended.answer_findings),
         }
     }
+}
+
+/// Findings by kind as a record holds them.
+fn counts(
+    by_kind: &std::collections::BTreeMap<enclave_service::types::Kind, usize>,
+) -> std::collections::BTreeMap<String, u64> {
+    by_kind
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), *v as u64))
+        .collect()
 }
 
 /// Middleware around `/v1`, outside authentication: every call that gets this far is recorded,

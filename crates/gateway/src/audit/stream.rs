@@ -101,6 +101,7 @@ impl Closing {
         let mut record = std::mem::take(&mut self.record);
         record.prompt_tokens = ended.prompt_tokens;
         record.completion_tokens = ended.completion_tokens;
+        record.answer_findings = super::counts(&ended.answer_findings);
         if record.answer_label.is_some()
             && let Some(label) = ended.answer_label
         {
