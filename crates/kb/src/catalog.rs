@@ -7,12 +7,40 @@
 //! decides access: the service above it checks every label before a row is written or returned.
 
 use async_trait::async_trait;
+use serde::Serialize;
 
-use crate::service::{DocumentCounts, DocumentInfo, KbError};
+use crate::error::KbError;
 
 mod sqlite;
 
 pub use sqlite::SqliteCatalog;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DocumentCounts {
+    pub queued: u64,
+    pub indexing: u64,
+    pub ready: u64,
+    pub failed: u64,
+}
+
+/// A document as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DocumentInfo {
+    pub id: String,
+    pub object: &'static str,
+    pub knowledge_base: String,
+    pub name: String,
+    pub format: String,
+    pub label: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub chunks: u64,
+    pub pages: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub created: i64,
+    pub updated: i64,
+}
 
 /// A knowledge base to create.
 #[derive(Debug, Clone, PartialEq, Eq)]

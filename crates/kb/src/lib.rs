@@ -9,6 +9,7 @@
 //! and never return a passage its reader's label does not dominate. It knows nothing of HTTP.
 
 pub mod catalog;
+pub mod error;
 pub mod eval;
 pub mod extract;
 pub mod segment;

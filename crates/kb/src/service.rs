@@ -26,11 +26,11 @@ use crate::segment::{self, SegmentError};
 use crate::text::{TextIndex, TextRow};
 use crate::vectors::{LabelId, Vectors};
 
-mod error;
 mod fusion;
 mod ingest;
 
-pub use error::KbError;
+pub use crate::catalog::{DocumentCounts, DocumentInfo};
+pub use crate::error::{EmbedError, KbError};
 pub use fusion::{Fused, VECTOR_WEIGHT, fuse};
 use ingest::build_graph_in_background;
 
@@ -51,14 +51,6 @@ pub trait Embedder: Send + Sync {
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum EmbedError {
-    #[error("the embedding model is still loading")]
-    NotReady,
-    #[error("embedding failed: {0}")]
-    Failed(String),
-}
-
 /// A knowledge base as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct KbInfo {
@@ -77,33 +69,6 @@ pub struct KbInfo {
     /// How vector search runs: `exact` (a scan of the visible rows), `building` (a graph is being
     /// built; scans meanwhile) or `graph` (HNSW).
     pub vector_index: &'static str,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct DocumentCounts {
-    pub queued: u64,
-    pub indexing: u64,
-    pub ready: u64,
-    pub failed: u64,
-}
-
-/// A document as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DocumentInfo {
-    pub id: String,
-    pub object: &'static str,
-    pub knowledge_base: String,
-    pub name: String,
-    pub format: String,
-    pub label: String,
-    pub status: String,
-    pub error: Option<String>,
-    pub chunks: u64,
-    pub pages: u64,
-    pub bytes: u64,
-    pub sha256: String,
-    pub created: i64,
-    pub updated: i64,
 }
 
 /// A file to add.

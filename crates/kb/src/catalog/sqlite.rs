@@ -13,7 +13,8 @@ use sqlx::sqlite::{
 use super::{
     Catalog, DocumentChunks, KbRecord, NewDocument, NewKb, Passage, QueuedDocument, StoredChunk,
 };
-use crate::service::{DocumentCounts, DocumentInfo, KbError};
+use super::{DocumentCounts, DocumentInfo};
+use crate::error::KbError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

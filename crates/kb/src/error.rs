@@ -1,6 +1,15 @@
 //! Everything a knowledge-base operation can refuse or fail with.
 
-use super::{EmbedError, SegmentError};
+use crate::segment::SegmentError;
+
+/// Why texts could not be embedded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmbedError {
+    #[error("the embedding model is still loading")]
+    NotReady,
+    #[error("embedding failed: {0}")]
+    Failed(String),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KbError {
