@@ -13,6 +13,13 @@ use crate::error::KbError;
 
 mod sqlite;
 
+/// Seconds since the Unix epoch, as the catalog stamps rows.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 pub use sqlite::SqliteCatalog;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

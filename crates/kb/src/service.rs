@@ -20,7 +20,7 @@ use enclave_policy::Inspector;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Catalog, NewDocument, NewKb, Passage, SqliteCatalog};
+use crate::catalog::{Catalog, NewDocument, NewKb, Passage, SqliteCatalog, now};
 use crate::extract::{self, ExtractError, Extracted, Format};
 use crate::segment::{self, SegmentError};
 use crate::text::{TextIndex, TextRow};
@@ -180,12 +180,6 @@ pub struct KnowledgeBases {
     inner: Arc<Inner>,
     /// The ingestion worker, awaited by [`KnowledgeBases::stop`].
     worker: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

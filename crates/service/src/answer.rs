@@ -177,14 +177,16 @@ pub async fn chat(
     clock: &UpstreamClock,
 ) -> Result<Answer, Error> {
     let mut texts = conversation.take_texts();
-    let mut admitted = monitor::admit_noted(
-        &state.policy,
-        principal,
-        ModelKind::Chat,
-        model,
-        declared,
-        floor,
-        &mut texts,
+    let mut admitted = monitor::noted(
+        monitor::admit(
+            &state.policy,
+            principal,
+            ModelKind::Chat,
+            model,
+            declared,
+            floor,
+            &mut texts,
+        ),
         &mut note.decision,
     )?;
     let redacted = admitted.redacted.as_ref().map(|(t, _)| {

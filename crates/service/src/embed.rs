@@ -46,14 +46,16 @@ pub async fn embed(
             },
         });
     }
-    let mut admitted = monitor::admit_noted(
-        &state.policy,
-        principal,
-        ModelKind::Embedding,
-        model,
-        declared,
-        None,
-        &mut texts,
+    let mut admitted = monitor::noted(
+        monitor::admit(
+            &state.policy,
+            principal,
+            ModelKind::Embedding,
+            model,
+            declared,
+            None,
+            &mut texts,
+        ),
         &mut note.decision,
     )?;
     let estimate: u64 = texts.iter().map(|t| (t.len() as u64).div_ceil(4) + 2).sum();

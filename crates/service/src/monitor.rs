@@ -204,22 +204,12 @@ pub fn unrecognized(
     })
 }
 
-/// [`admit`], with its decision noted for the audit record whether it admits or denies.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "each is one input of the decision"
-)]
-pub fn admit_noted(
-    policy: &Policy,
-    principal: &Principal,
-    want: ModelKind,
-    model: &str,
-    declared: Option<&Declared>,
-    floor: Option<&Label>,
-    texts: &mut [String],
+/// `admitted` with its decision noted for the audit record, whether it admits or denies.
+pub fn noted(
+    admitted: Result<Admitted, Box<Denied>>,
     decision: &mut Option<Decision>,
 ) -> Result<Admitted, Error> {
-    match admit(policy, principal, want, model, declared, floor, texts) {
+    match admitted {
         Ok(a) => {
             *decision = Some(a.decision.clone());
             Ok(a)

@@ -10,6 +10,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+use super::now;
 use super::{
     Catalog, DocumentChunks, KbRecord, NewDocument, NewKb, Passage, QueuedDocument, StoredChunk,
 };
@@ -41,12 +42,6 @@ impl SqliteCatalog {
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn vector_bytes(v: &[f32]) -> Vec<u8> {
