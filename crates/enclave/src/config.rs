@@ -22,6 +22,7 @@ pub struct Config {
     pub wheelhouse: Option<PathBuf>,
     pub chat: ChatSection,
     pub log: LogSection,
+    pub tls: TlsSection,
     /// Marking scheme, Cedar policy file, deployments and tenant policies.
     #[serde(flatten)]
     pub policy: enclave_service::policy::PolicyConfig,
@@ -54,6 +55,28 @@ pub struct LogSection {
     pub filter: String,
 }
 
+/// HTTPS for `enclave serve`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsSection {
+    /// The server's certificate chain, PEM, leaf first. With `key`, `serve` speaks HTTPS only.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback. Off: such a configuration is refused,
+    /// as keys, prompts and answers would cross the network in the clear.
+    pub allow_plaintext: bool,
+}
+
+/// How `serve` speaks to its clients, decided from `listen` and `[tls]`.
+pub enum Transport {
+    Plain,
+    Tls {
+        config: std::sync::Arc<rustls::ServerConfig>,
+        cert: PathBuf,
+    },
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -64,6 +87,7 @@ impl Default for Config {
             wheelhouse: None,
             chat: ChatSection::default(),
             log: LogSection::default(),
+            tls: TlsSection::default(),
             policy: Default::default(),
         }
     }
@@ -164,6 +188,42 @@ impl Config {
             &local,
         )
         .context("the policy configuration is not valid")
+    }
+
+    /// HTTPS when `[tls]` names a certificate and key; plain HTTP on loopback, or anywhere with
+    /// `allow_plaintext`. Anything else is refused with what to set.
+    pub fn transport(&self) -> anyhow::Result<Transport> {
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(cert), Some(key)) => Ok(Transport::Tls {
+                config: enclave_gateway::tls::server_config(cert, key)?,
+                cert: cert.clone(),
+            }),
+            (Some(_), None) | (None, Some(_)) => {
+                anyhow::bail!("[tls] needs both `cert` and `key` (PEM files); only one is set")
+            }
+            (None, None) if self.listen.ip().is_loopback() || self.tls.allow_plaintext => {
+                Ok(Transport::Plain)
+            }
+            (None, None) => anyhow::bail!(
+                "refusing to serve plain HTTP on {}, which is not a loopback address: API keys, \
+                 prompts and answers would cross the network in the clear. Set [tls] cert and key \
+                 (PEM files), or [tls] allow_plaintext = true (ENCLAVE_TLS__ALLOW_PLAINTEXT=true) \
+                 when a proxy in front terminates TLS",
+                self.listen
+            ),
+        }
+    }
+
+    /// A warning `config check` and `serve` give about the transport, if any.
+    pub fn transport_warning(&self) -> Option<String> {
+        (self.tls.cert.is_none() && !self.listen.ip().is_loopback() && self.tls.allow_plaintext)
+            .then(|| {
+                format!(
+                    "plain HTTP on {}, which is not a loopback address (allow_plaintext): \
+                     only safe behind a proxy that terminates TLS on the same host",
+                    self.listen
+                )
+            })
     }
 
     pub fn pip(&self) -> enclave_engine::models::PipOptions {

@@ -20,7 +20,7 @@ use enclave_engine::models;
 use enclave_store::{Role, SqliteStore, Store, Tenant, now};
 
 use crate::audit_cli::{AuditCommand, audit_command};
-use crate::config::Config;
+use crate::config::{Config, Transport};
 use crate::models_cli::{ModelsCommand, add_model, list_models, pull_all, version};
 
 /// Enclave serves AI models behind an OpenAI-compatible API, on hardware you control.
@@ -492,6 +492,38 @@ async fn config_check(file: Option<PathBuf>, config: Config) -> Result<()> {
     let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
     let mut out = std::io::stdout().lock();
     writeln!(out, "listen: {}", config.listen)?;
+    match config.transport()? {
+        Transport::Plain => writeln!(out, "transport: plain HTTP")?,
+        Transport::Tls { cert, .. } => {
+            let summary = enclave_gateway::tls::summarize(&cert)?;
+            writeln!(
+                out,
+                "transport: HTTPS (HTTP/2, HTTP/1.1), certificate {} for {}, valid {} to {}",
+                summary.subject,
+                if summary.names.is_empty() {
+                    "no alternative names".to_string()
+                } else {
+                    summary.names.join(", ")
+                },
+                timestamp(summary.not_before),
+                timestamp(summary.not_after),
+            )?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            if summary.not_after < now {
+                writeln!(
+                    out,
+                    "warning: the certificate has expired; clients will refuse it"
+                )?;
+            } else if summary.not_after < now + 30 * 86_400 {
+                writeln!(out, "warning: the certificate expires within 30 days")?;
+            } else if summary.not_before > now {
+                writeln!(out, "warning: the certificate is not valid yet")?;
+            }
+        }
+    }
+    if let Some(warning) = config.transport_warning() {
+        writeln!(out, "warning: {warning}")?;
+    }
     writeln!(out, "data dir: {}", config.data_dir.display())?;
     write!(out, "{}", policy.describe(&names))?;
     writeln!(out, "configuration OK")?;

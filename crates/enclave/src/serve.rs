@@ -12,7 +12,7 @@ use enclave_service::Service;
 use enclave_store::{Role, Store};
 
 use crate::audit_cli::AUDIT_ORIGIN;
-use crate::config::Config;
+use crate::config::{Config, Transport};
 use crate::models_cli::{missing, pull_all};
 use crate::{admin_record, create_key, create_tenant, ingest_admin_events, open_store};
 
@@ -20,6 +20,12 @@ use crate::{admin_record, create_key, create_tenant, ingest_admin_events, open_s
 const MINILM_DIMS: usize = 384;
 
 pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
+    // Refused before anything is opened: a server that would speak in the clear across the
+    // network never starts.
+    let transport = config.transport()?;
+    if let Some(warning) = config.transport_warning() {
+        tracing::warn!("{warning}");
+    }
     let store = Arc::new(open_store(&config).await?);
     if models::CATALOG.iter().any(|s| missing(&config, s)) {
         if no_pull {
@@ -161,8 +167,12 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening; loading models");
-    eprintln!("enclave listening on http://{addr} (OpenAI base URL http://{addr}/v1)");
+    let scheme = match transport {
+        Transport::Plain => "http",
+        Transport::Tls { .. } => "https",
+    };
+    tracing::info!(%addr, scheme, "listening; loading models");
+    eprintln!("enclave listening on {scheme}://{addr} (OpenAI base URL {scheme}://{addr}/v1)");
 
     let loading = {
         let state = state.clone();
@@ -172,7 +182,15 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
     };
     let shutdown = state.clone();
     let app = enclave_gateway::app(state);
-    let server = tokio::spawn(enclave_gateway::serve(listener, app, shutdown_signal()));
+    let server = match transport {
+        Transport::Plain => tokio::spawn(enclave_gateway::serve(listener, app, shutdown_signal())),
+        Transport::Tls { config: tls, .. } => tokio::spawn(enclave_gateway::serve_tls(
+            listener,
+            tls,
+            app,
+            shutdown_signal(),
+        )),
+    };
     match loading.await? {
         Ok(()) => tracing::info!("models loaded; ready"),
         Err(e) => {

@@ -17,6 +17,8 @@
 //!   error table.
 //! - [`metrics`]: the Prometheus recorder and the request-metrics middleware.
 //! - [`openapi`]: the OpenAPI document of every route, generated from the handlers.
+//! - [`tls`]: HTTPS, the server's certificate and the handshakes; [`peer`]: the connection's
+//!   far end, as handlers see it.
 
 pub mod anthropic;
 pub mod audit;
@@ -29,11 +31,12 @@ pub mod labels;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
+pub mod peer;
 pub mod routes;
+pub mod tls;
 pub mod usage;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -99,14 +102,26 @@ pub async fn serve(
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    // Small writes (SSE chunks) leave at once instead of waiting on Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    axum::serve(
+        peer::PlainListener(listener),
+        app.into_make_service_with_connect_info::<peer::Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// [`serve`] over TLS: every connection completes a handshake with `tls` before HTTP (HTTP/2
+/// when the client offers it by ALPN, else HTTP/1.1).
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tls::TlsListener::new(listener, tls)?;
     axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<peer::Peer>(),
     )
     .with_graceful_shutdown(shutdown)
     .await

@@ -136,6 +136,14 @@ impl Server {
 
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(120);
+        if self.base.starts_with("https://") {
+            // The plain probe cannot speak TLS; the server says when it is ready.
+            while !self.log.lock().unwrap().contains("models loaded; ready") {
+                assert!(Instant::now() < deadline, "server not ready in time");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            return;
+        }
         let client = probe::status_getter();
         let url = format!("{}/readyz", self.base);
         loop {
@@ -266,13 +274,13 @@ fn launch(
         let mut sent = false;
         for line in stderr.lines() {
             let Ok(line) = line else { break };
-            if !sent && let Some(rest) = line.split("listening on http://").nth(1) {
-                let addr = rest
+            if !sent && let Some(rest) = line.split("listening on ").nth(1) {
+                let url = rest
                     .split_whitespace()
                     .next()
                     .unwrap_or_default()
                     .to_string();
-                let _ = tx.send(addr);
+                let _ = tx.send(url);
                 sent = true;
             }
             eprintln!("[server] {line}");
@@ -281,10 +289,10 @@ fn launch(
             log.push('\n');
         }
     });
-    let addr = rx
+    let base = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("server did not report its address");
-    (child, format!("http://{addr}"), admin_key)
+    (child, base, admin_key)
 }
 
 impl Drop for Server {

@@ -13,7 +13,6 @@ mod stream;
 
 pub use read::{checkpoint, consistency, inclusion, records};
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -126,8 +125,8 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     let operation = format!("{} {path}", req.method());
     let client = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+        .get::<ConnectInfo<crate::peer::Peer>>()
+        .map(|c| c.0.addr.ip().to_string());
     let limit = crate::body_limit(req.method(), &path);
     let (parts, body) = req.into_parts();
     let mut guard = CancelGuard(Some((
