@@ -66,13 +66,85 @@ pub struct TlsSection {
     /// Serve plain HTTP on an address other than loopback. Off: such a configuration is refused,
     /// as keys, prompts and answers would cross the network in the clear.
     pub allow_plaintext: bool,
+    /// Client certificates (smart cards): `[tls.client_auth]`.
+    pub client_auth: Option<ClientAuthSection>,
+}
+
+/// Sign-in by client certificate. A certificate that chains to `ca`, is unrevoked by `crls`,
+/// and asserts one of `required_policies` names a user by `map`; `enclave users add` registers
+/// the users.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientAuthSection {
+    /// Trust anchors (the issuing CAs' roots), PEM.
+    pub ca: PathBuf,
+    /// Certificate revocation lists, PEM or DER; re-read when a file changes.
+    pub crls: Vec<PathBuf>,
+    /// Certificate policy OIDs, one of which a certificate must assert (PIV authentication:
+    /// `2.16.840.1.101.3.2.1.3.13`). Empty: any policy.
+    pub required_policies: Vec<String>,
+    /// Refuse connections without a certificate. Off: API keys keep working beside certificates.
+    pub required: bool,
+    /// How a certificate names its user: `upn` (subject alternative name, as on PIV and CAC),
+    /// `email`, or `subject` with `subject_pattern`.
+    pub map: String,
+    /// For `map = "subject"`: a regular expression over the subject DN as RFC 4514 writes it,
+    /// whose group `user` is the name (`^CN=(?P<user>[^,]+),OU=People`).
+    pub subject_pattern: Option<String>,
+}
+
+impl ClientAuthSection {
+    fn resolve(&self) -> anyhow::Result<enclave_gateway::client_auth::ClientAuth> {
+        use enclave_gateway::client_auth::IdentityMap;
+        let map = match self.map.as_str() {
+            "upn" | "" => IdentityMap::Upn,
+            "email" => IdentityMap::Email,
+            "subject" => {
+                let Some(pattern) = &self.subject_pattern else {
+                    anyhow::bail!("[tls.client_auth] map = \"subject\" needs `subject_pattern`");
+                };
+                let pattern = regex::Regex::new(pattern)
+                    .map_err(|e| anyhow::anyhow!("[tls.client_auth] subject_pattern: {e}"))?;
+                if !pattern.capture_names().any(|n| n == Some("user")) {
+                    anyhow::bail!(
+                        "[tls.client_auth] subject_pattern needs a group named `user`: (?P<user>...)"
+                    );
+                }
+                IdentityMap::Subject(pattern)
+            }
+            other => anyhow::bail!(
+                "[tls.client_auth] map = {other:?}: use \"upn\", \"email\" or \"subject\""
+            ),
+        };
+        for oid in &self.required_policies {
+            let dotted = oid.split('.').count() >= 2
+                && oid
+                    .split('.')
+                    .all(|arc| !arc.is_empty() && arc.bytes().all(|b| b.is_ascii_digit()));
+            if !dotted {
+                anyhow::bail!(
+                    "[tls.client_auth] required_policies: `{oid}` is not a dotted OID such as 2.16.840.1.101.3.2.1.3.13"
+                );
+            }
+        }
+        if self.ca.as_os_str().is_empty() {
+            anyhow::bail!("[tls.client_auth] needs `ca`, the trust anchors (PEM)");
+        }
+        Ok(enclave_gateway::client_auth::ClientAuth {
+            ca: self.ca.clone(),
+            crls: self.crls.clone(),
+            required_policies: self.required_policies.clone(),
+            required: self.required,
+            map,
+        })
+    }
 }
 
 /// How `serve` speaks to its clients, decided from `listen` and `[tls]`.
 pub enum Transport {
     Plain,
     Tls {
-        config: std::sync::Arc<rustls::ServerConfig>,
+        setup: enclave_gateway::tls::TlsSetup,
         cert: PathBuf,
     },
 }
@@ -194,10 +266,21 @@ impl Config {
     /// `allow_plaintext`. Anything else is refused with what to set.
     pub fn transport(&self) -> anyhow::Result<Transport> {
         match (&self.tls.cert, &self.tls.key) {
-            (Some(cert), Some(key)) => Ok(Transport::Tls {
-                config: enclave_gateway::tls::server_config(cert, key)?,
-                cert: cert.clone(),
-            }),
+            (Some(cert), Some(key)) => {
+                let client_auth = self
+                    .tls
+                    .client_auth
+                    .as_ref()
+                    .map(ClientAuthSection::resolve)
+                    .transpose()?;
+                Ok(Transport::Tls {
+                    setup: enclave_gateway::tls::server_config(cert, key, client_auth.as_ref())?,
+                    cert: cert.clone(),
+                })
+            }
+            (None, None) if self.tls.client_auth.is_some() => {
+                anyhow::bail!("[tls.client_auth] needs HTTPS: set [tls] cert and key as well")
+            }
             (Some(_), None) | (None, Some(_)) => {
                 anyhow::bail!("[tls] needs both `cert` and `key` (PEM files); only one is set")
             }

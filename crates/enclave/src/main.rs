@@ -9,6 +9,7 @@ mod config;
 mod kb_cli;
 mod models_cli;
 mod serve;
+mod users_cli;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -77,6 +78,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the people who sign in by client certificate ([tls.client_auth]).
+    #[command(subcommand)]
+    Users(users_cli::UsersCommand),
     /// Parse, print and compare classification labels in the scheme in force.
     #[command(subcommand)]
     Label(LabelCommand),
@@ -366,6 +370,10 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
             }
             Ok(())
         }
+        Command::Users(cmd) => {
+            let store = open_store(&config).await?;
+            users_cli::users_command(&config, &store, cmd).await
+        }
         Command::Keys(cmd) => {
             let store = open_store(&config).await?;
             match cmd {
@@ -508,6 +516,26 @@ async fn config_check(file: Option<PathBuf>, config: Config) -> Result<()> {
                 timestamp(summary.not_before),
                 timestamp(summary.not_after),
             )?;
+            if let Some(auth) = &config.tls.client_auth {
+                let anchors = enclave_gateway::tls::read_certificates(&auth.ca)?.len();
+                writeln!(
+                    out,
+                    "client certificates: {}, {anchors} trust anchor(s) from {}, {} revocation list(s), policies [{}], user named by {}",
+                    if auth.required {
+                        "required"
+                    } else {
+                        "accepted beside API keys"
+                    },
+                    auth.ca.display(),
+                    auth.crls.len(),
+                    auth.required_policies.join(", "),
+                    if auth.map.is_empty() {
+                        "upn"
+                    } else {
+                        &auth.map
+                    },
+                )?;
+            }
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             if summary.not_after < now {
                 writeln!(
@@ -530,7 +558,7 @@ async fn config_check(file: Option<PathBuf>, config: Config) -> Result<()> {
     Ok(())
 }
 
-fn timestamp(unix: i64) -> String {
+pub(crate) fn timestamp(unix: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()

@@ -184,7 +184,7 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
     let app = enclave_gateway::app(state);
     let server = match transport {
         Transport::Plain => tokio::spawn(enclave_gateway::serve(listener, app, shutdown_signal())),
-        Transport::Tls { config: tls, .. } => tokio::spawn(enclave_gateway::serve_tls(
+        Transport::Tls { setup: tls, .. } => tokio::spawn(enclave_gateway::serve_tls(
             listener,
             tls,
             app,

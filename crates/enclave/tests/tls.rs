@@ -14,48 +14,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::pki::Pki;
 use common::{CHAT, Server, bin, http, python};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-
-/// A root and a server certificate for `localhost` and `127.0.0.1` it signed, as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new(not_after_days: i64) -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
-        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        root.distinguished_name
-            .push(DnType::CommonName, "Enclave Test Root");
-        let root = CertifiedIssuer::self_signed(root, KeyPair::generate().unwrap()).unwrap();
-        let mut leaf =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        leaf.distinguished_name
-            .push(DnType::CommonName, "enclave.test");
-        let now = time::OffsetDateTime::now_utc();
-        leaf.not_before = now - time::Duration::days(2);
-        leaf.not_after = now + time::Duration::days(not_after_days);
-        let key = KeyPair::generate().unwrap();
-        let cert = leaf.signed_by(&key, &root).unwrap();
-        std::fs::write(dir.path().join("root.pem"), root.pem()).unwrap();
-        std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
-        // A key that belongs to no certificate here.
-        let other = KeyPair::generate().unwrap();
-        std::fs::write(dir.path().join("other.key"), other.serialize_pem()).unwrap();
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn root(&self) -> reqwest::Certificate {
-        reqwest::Certificate::from_pem(&std::fs::read(self.path("root.pem")).unwrap()).unwrap()
-    }
-}
 
 fn env_for(pki: &Pki) -> Vec<(String, String)> {
     vec![

@@ -1,16 +1,18 @@
-//! Authentication: `Authorization: Bearer <key>` → the [`Principal`] every handler acts for.
+//! Authentication: `Authorization: Bearer <key>` (or `x-api-key`) → the [`Principal`] every
+//! handler acts for; without a key, the client certificate the TLS handshake verified.
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
 pub use enclave_service::principal::Principal;
-use enclave_service::principal::authenticate_key;
+use enclave_service::principal::{authenticate_key, authenticate_user};
 
 use crate::AppState;
 use crate::error::{ApiError, Error};
 
-/// Rejects a request without a valid, unrevoked key; otherwise attaches its [`Principal`].
+/// Rejects a request without a valid, unrevoked key or a verified client certificate naming an
+/// enabled user; otherwise attaches its [`Principal`]. A key, when sent, is what counts.
 pub async fn require_key(
     State(state): State<AppState>,
     mut req: Request,
@@ -21,7 +23,11 @@ pub async fn require_key(
         Some(h) => authenticate(&state, Some(h)).await?,
         None => match req.headers().get("x-api-key") {
             Some(k) => authenticate_key(&state, k.to_str().map_err(|_| Error::InvalidKey)?).await?,
-            None => return Err(Error::MissingKey.into()),
+            None => match certificate(&req) {
+                Some(Ok(name)) => authenticate_user(&state, &name).await?,
+                Some(Err(why)) => return Err(Error::UnmappedCertificate(why).into()),
+                None => return Err(Error::MissingKey.into()),
+            },
         },
     };
     req.extensions_mut().insert(principal.clone());
@@ -43,4 +49,12 @@ async fn authenticate(
         .map(str::trim)
         .ok_or(Error::InvalidKey)?;
     Ok(authenticate_key(state, presented).await?)
+}
+
+/// Who the connection's verified client certificate names, if it presented one.
+fn certificate(req: &Request) -> Option<Result<String, String>> {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::peer::Peer>>()?;
+    peer.0.client.as_ref().map(|c| c.name.clone())
 }

@@ -48,6 +48,8 @@ pub fn status(error: &Error) -> (StatusCode, &'static str) {
         MissingKey => (StatusCode::UNAUTHORIZED, INVALID),
         InvalidKey => (StatusCode::UNAUTHORIZED, INVALID),
         RevokedKey(_) => (StatusCode::UNAUTHORIZED, INVALID),
+        UnmappedCertificate(_) => (StatusCode::UNAUTHORIZED, INVALID),
+        DisabledUser(_) => (StatusCode::UNAUTHORIZED, INVALID),
         ModelNotFound(_) => (StatusCode::NOT_FOUND, INVALID),
         WrongModelKind { .. } => (StatusCode::BAD_REQUEST, INVALID),
         InvalidJson(_) => (StatusCode::BAD_REQUEST, INVALID),

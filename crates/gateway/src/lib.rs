@@ -17,12 +17,14 @@
 //!   error table.
 //! - [`metrics`]: the Prometheus recorder and the request-metrics middleware.
 //! - [`openapi`]: the OpenAPI document of every route, generated from the handlers.
-//! - [`tls`]: HTTPS, the server's certificate and the handshakes; [`peer`]: the connection's
+//! - [`tls`]: HTTPS, the server's certificate and the handshakes; [`client_auth`]: client
+//!   certificates (smart cards) and who they name; [`peer`]: the connection's
 //!   far end, as handlers see it.
 
 pub mod anthropic;
 pub mod audit;
 pub mod auth;
+pub mod client_auth;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -114,7 +116,7 @@ pub async fn serve(
 /// when the client offers it by ALPN, else HTTP/1.1).
 pub async fn serve_tls(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: tls::TlsSetup,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

@@ -7,11 +7,14 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::client_auth::ClientIdentity;
 use crate::tls::TlsListener;
 
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// The client certificate the TLS handshake verified, and who it names.
+    pub client: Option<std::sync::Arc<ClientIdentity>>,
 }
 
 /// Plain TCP, with Nagle's algorithm off: small writes (SSE chunks) leave at once.
@@ -36,14 +39,13 @@ impl Connected<IncomingStream<'_, PlainListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
         Self {
             addr: *stream.remote_addr(),
+            client: None,
         }
     }
 }
 
 impl Connected<IncomingStream<'_, TlsListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        Self {
-            addr: *stream.remote_addr(),
-        }
+        stream.remote_addr().clone()
     }
 }

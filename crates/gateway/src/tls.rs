@@ -16,6 +16,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::client_auth::{ClientAuth, ClientIdentity, ClientVerifier, IdentityMap};
+use crate::peer::Peer;
+
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; more connections wait in the kernel's backlog.
@@ -36,22 +39,44 @@ pub enum TlsError {
     BadPem { path: PathBuf, reason: String },
     #[error("the certificate and key cannot serve TLS: {0}")]
     Rejected(rustls::Error),
+    #[error("client certificates cannot be checked: {0}")]
+    ClientAuth(String),
+}
+
+/// A server configuration and, when client certificates are asked for, how to name their
+/// holders.
+#[derive(Clone)]
+pub struct TlsSetup {
+    pub config: Arc<rustls::ServerConfig>,
+    pub identity: Option<IdentityMap>,
 }
 
 /// The certificate chain in `cert` (leaf first) and the private key in `key`, as a server
 /// configuration offering `h2` and `http/1.1`. The key must belong to the leaf certificate.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// With `client_auth`, clients are asked for a certificate, checked as that module says.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_auth: Option<&ClientAuth>,
+) -> Result<TlsSetup, TlsError> {
     let chain = read_certificates(cert)?;
     let key = read_key(key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(TlsError::Rejected)?
-        .with_no_client_auth()
+        .map_err(TlsError::Rejected)?;
+    let builder = match client_auth {
+        Some(auth) => builder.with_client_cert_verifier(ClientVerifier::new(auth)?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(TlsError::Rejected)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(TlsSetup {
+        config: Arc::new(config),
+        identity: client_auth.map(|a| a.map.clone()),
+    })
 }
 
 /// Every certificate in a PEM file, in order.
@@ -93,16 +118,21 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// A listener whose connections have completed a TLS handshake.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
     local: SocketAddr,
     accepting: tokio::task::JoinHandle<()>,
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+    pub fn new(listener: TcpListener, setup: TlsSetup) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        let accepting = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx));
+        let accepting = tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(setup.config),
+            setup.identity.map(Arc::new),
+            tx,
+        ));
         Ok(Self {
             ready,
             local,
@@ -120,7 +150,8 @@ impl Drop for TlsListener {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    identity: Option<Arc<IdentityMap>>,
+    ready: mpsc::Sender<(TlsStream<TcpStream>, Peer)>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
@@ -141,11 +172,19 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let ready = ready.clone();
+        let identity = identity.clone();
         tokio::spawn(async move {
             let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
-                    let _ = ready.send((stream, peer)).await;
+                    // The handshake verified the certificate; who it names is read once here.
+                    let client = match (&identity, stream.get_ref().1.peer_certificates()) {
+                        (Some(map), Some([leaf, ..])) => {
+                            Some(Arc::new(ClientIdentity::of(leaf, map)))
+                        }
+                        _ => None,
+                    };
+                    let _ = ready.send((stream, Peer { addr: peer, client })).await;
                 }
                 Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
                 Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
@@ -156,7 +195,7 @@ async fn accept_loop(
 
 impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
+    type Addr = Peer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
@@ -167,7 +206,10 @@ impl axum::serve::Listener for TlsListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+        Ok(Peer {
+            addr: self.local,
+            client: None,
+        })
     }
 }
 

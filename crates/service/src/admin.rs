@@ -7,7 +7,9 @@
 
 use enclave_audit::{AuditLog, LogError, Record};
 use enclave_label::Scheme;
-use enclave_store::{AdminEvent, NewKey, Role, Store, StoreError, Tenant, keys, new_id, now};
+use enclave_store::{
+    AdminEvent, NewKey, NewUser, Role, Store, StoreError, Tenant, User, keys, new_id, now,
+};
 
 /// Why an administrative operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +113,80 @@ pub async fn create_key(
         tenant,
         clearance,
     })
+}
+
+/// Registers a person who signs in by certificate: `name` is the identity their certificate maps
+/// to (UPN, e-mail address or subject part), given a role and a clearance in `tenant`.
+pub async fn create_user(
+    store: &dyn Store,
+    scheme: &Scheme,
+    tenant: &str,
+    name: &str,
+    role: Role,
+    clearance: Option<&str>,
+) -> Result<User, AdminError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(AdminError::Invalid("a user needs a name".into()));
+    }
+    let clearance = match clearance {
+        Some(text) => scheme.clearance(scheme.parse(text).map_err(|e| {
+            AdminError::Invalid(format!(
+                "`{text}` is not a label of scheme {}: {e}",
+                scheme.name()
+            ))
+        })?),
+        None => scheme.clearance(scheme.lowest()),
+    };
+    let clearance = scheme.banner(&clearance);
+    let tenant = store.tenant_by_name(tenant).await?.ok_or_else(|| {
+        AdminError::Invalid(format!(
+            "no tenant named `{tenant}`: create it with `enclave tenants create {tenant}`"
+        ))
+    })?;
+    let user = NewUser {
+        id: new_id(),
+        tenant_id: tenant.id.clone(),
+        name: name.to_string(),
+        role,
+        clearance: clearance.clone(),
+        created_at: now(),
+    };
+    store.create_user(&user).await?;
+    record_event(
+        store,
+        "users.create",
+        Some(&tenant.name),
+        Some(&user.id),
+        format!("registered {role} user `{name}` cleared to {clearance}"),
+    )
+    .await?;
+    store
+        .user_by_name(name)
+        .await?
+        .ok_or_else(|| AdminError::Invalid(format!("user `{name}` vanished")))
+}
+
+/// Disables the user `name`: their certificate stops working at their next request.
+pub async fn disable_user(store: &dyn Store, name: &str) -> Result<(), AdminError> {
+    let user = store
+        .user_by_name(name)
+        .await?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or_else(|| {
+            AdminError::Invalid(format!(
+                "no enabled user named `{name}`: `enclave users list` shows them"
+            ))
+        })?;
+    store.disable_user(name, now()).await?;
+    record_event(
+        store,
+        "users.disable",
+        Some(&user.tenant_name),
+        Some(&user.id),
+        format!("disabled user `{name}`"),
+    )
+    .await
 }
 
 /// Revokes the key `id` (with or without its `ek_` prefix); returns the bare id.

@@ -15,6 +15,10 @@ pub enum Error {
     InvalidKey,
     #[error("the API key `{0}` has been revoked")]
     RevokedKey(String),
+    #[error("the client certificate is valid but maps to no user: {0}")]
+    UnmappedCertificate(String),
+    #[error("the user `{0}` has been disabled")]
+    DisabledUser(String),
     #[error("the model `{0}` does not exist: `GET /v1/models` lists the models you can use")]
     ModelNotFound(String),
     #[error("the model `{model}` is {actual} model and cannot serve {route}")]
@@ -116,6 +120,8 @@ impl Error {
             MissingKey => "missing_api_key",
             InvalidKey => "invalid_api_key",
             RevokedKey(_) => "revoked_api_key",
+            UnmappedCertificate(_) => "certificate_not_mapped",
+            DisabledUser(_) => "user_disabled",
             ModelNotFound(_) => "model_not_found",
             WrongModelKind { .. } => "wrong_model_kind",
             InvalidJson(_) => "invalid_json",

@@ -1,6 +1,6 @@
-//! Who is calling, and how that was established: today an API key of one tenant, with the
-//! role and clearance an administrator gave it (OIDC, signed tokens and client certificates are
-//! further ways to produce a [`Principal`]).
+//! Who is calling, and how that was established: an API key of one tenant, with the role and
+//! clearance an administrator gave it, or a client certificate that maps to a user (OIDC and
+//! signed tokens are further ways to produce a [`Principal`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -54,9 +54,12 @@ impl KeyCache {
 pub enum Established {
     /// An API key (`Authorization: Bearer`, `x-api-key`).
     ApiKey,
+    /// A client certificate the TLS handshake verified, mapped to a user.
+    Certificate,
 }
 
-/// Who is calling: a key of one tenant, with a role.
+/// Who is calling: a key or a user of one tenant, with a role. `key_id` names the caller in
+/// records, quotas and policies: the key's id, or the user's id for a certificate.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub established: Established,
@@ -105,5 +108,31 @@ pub async fn authenticate_key(state: &Service, presented: &str) -> Result<Princi
         tenant_name: key.tenant_name,
         role: key.role,
         clearance: key.clearance,
+    })
+}
+
+/// The principal a verified client certificate establishes: the enabled user its mapped identity
+/// (`name`: a UPN, an e-mail address or a subject name) names. Looked up on every call, so a
+/// disabled user stops at the next request.
+pub async fn authenticate_user(state: &Service, name: &str) -> Result<Principal, Error> {
+    let user = state
+        .store
+        .user_by_name(name)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "user lookup failed");
+            Error::Internal
+        })?
+        .ok_or_else(|| Error::UnmappedCertificate(format!("no user is named `{name}`")))?;
+    if user.disabled_at.is_some() {
+        return Err(Error::DisabledUser(user.name));
+    }
+    Ok(Principal {
+        established: Established::Certificate,
+        key_id: user.id,
+        tenant_id: user.tenant_id,
+        tenant_name: user.tenant_name,
+        role: user.role,
+        clearance: user.clearance,
     })
 }

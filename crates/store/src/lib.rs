@@ -95,6 +95,33 @@ pub struct NewKey {
     pub created_at: i64,
 }
 
+/// A person who signs in (by certificate today): the identity a sign-in maps to, and the tenant,
+/// role and clearance that identity is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: String,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    /// The mapped identity: a UPN, an e-mail address or a subject name. Unique across tenants.
+    pub name: String,
+    pub role: Role,
+    /// The highest label the user may read, as a canonical banner.
+    pub clearance: String,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+}
+
+/// A user to insert.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub role: Role,
+    pub clearance: String,
+    pub created_at: i64,
+}
+
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -152,6 +179,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keys(&self, tenant_id: Option<&str>) -> Result<Vec<ApiKey>, StoreError>;
 
     /// Queues an administrative action for the audit log.
+    /// Fails with `Conflict` when a user of that name exists, in any tenant.
+    async fn create_user(&self, user: &NewUser) -> Result<(), StoreError>;
+    /// The user a sign-in maps to, disabled or not.
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError>;
+    /// Users of one tenant, or of all, by name.
+    async fn list_users(&self, tenant_id: Option<&str>) -> Result<Vec<User>, StoreError>;
+    /// Marks the user disabled; false when there is no such enabled user.
+    async fn disable_user(&self, name: &str, at: i64) -> Result<bool, StoreError>;
+
     async fn record_admin_event(&self, event: &AdminEvent) -> Result<(), StoreError>;
     /// Actions not yet in the audit log, oldest first.
     async fn pending_admin_events(&self, limit: u32) -> Result<Vec<AdminEvent>, StoreError>;

@@ -11,7 +11,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use crate::{AdminEvent, ApiKey, NewKey, Role, Store, StoreError, Tenant, UsageRow};
+use crate::{AdminEvent, ApiKey, NewKey, NewUser, Role, Store, StoreError, Tenant, UsageRow, User};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -63,6 +63,31 @@ fn key_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
         clearance: row.try_get("clearance")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// A user query: the columns `user_row` reads, joined with the tenant's name, then `$tail`.
+macro_rules! user_query {
+    ($tail:literal) => {
+        concat!(
+            "SELECT u.id, u.tenant_id, t.name AS tenant_name, u.name, u.role, u.clearance, u.created_at, u.disabled_at \
+             FROM users u JOIN tenants t ON t.id = u.tenant_id ",
+            $tail
+        )
+    };
+}
+
+fn user_row(row: &SqliteRow) -> Result<User, StoreError> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        tenant_name: row.try_get("tenant_name")?,
+        name: row.try_get("name")?,
+        role: Role::from_str(&role)?,
+        clearance: row.try_get("clearance")?,
+        created_at: row.try_get("created_at")?,
+        disabled_at: row.try_get("disabled_at")?,
     })
 }
 
@@ -156,6 +181,65 @@ impl Store for SqliteStore {
             sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(at)
                 .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_user(&self, user: &NewUser) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, name, role, clearance, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&user.id)
+        .bind(&user.tenant_id)
+        .bind(&user.name)
+        .bind(user.role.as_str())
+        .bind(&user.clearance)
+        .bind(user.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("user {}", user.name))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError> {
+        sqlx::query(user_query!("WHERE u.name = ?"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_row)
+            .transpose()
+    }
+
+    async fn list_users(&self, tenant_id: Option<&str>) -> Result<Vec<User>, StoreError> {
+        let rows = match tenant_id {
+            Some(t) => {
+                sqlx::query(user_query!("WHERE u.tenant_id = ? ORDER BY u.name"))
+                    .bind(t)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(user_query!("ORDER BY u.name"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(user_row).collect()
+    }
+
+    async fn disable_user(&self, name: &str, at: i64) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE users SET disabled_at = ? WHERE name = ? AND disabled_at IS NULL")
+                .bind(at)
+                .bind(name)
                 .execute(&self.pool)
                 .await?;
         Ok(done.rows_affected() == 1)

@@ -140,6 +140,80 @@ async fn check_admin_events(store: &dyn Store) {
     assert_eq!(rest[0].operation, "keys.create");
 }
 
+async fn check_users_are_unique_scoped_and_disableable(store: &dyn Store) {
+    use enclave_store::NewUser;
+    let a = tenant(store, "users-a").await;
+    let b = tenant(store, "users-b").await;
+    let user = |tenant: &Tenant, name: &str, role: Role| NewUser {
+        id: new_id(),
+        tenant_id: tenant.id.clone(),
+        name: name.into(),
+        role,
+        clearance: "SECRET".into(),
+        created_at: now(),
+    };
+    store
+        .create_user(&user(&a, "alice@agency.example", Role::User))
+        .await
+        .unwrap();
+    store
+        .create_user(&user(&b, "bob@other.example", Role::Auditor))
+        .await
+        .unwrap();
+    // One identity is one person: the same name in another tenant is refused.
+    assert!(matches!(
+        store
+            .create_user(&user(&b, "alice@agency.example", Role::Admin))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let alice = store
+        .user_by_name("alice@agency.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            alice.tenant_name.as_str(),
+            alice.role,
+            alice.clearance.as_str()
+        ),
+        ("users-a", Role::User, "SECRET")
+    );
+    assert_eq!(alice.disabled_at, None);
+    assert_eq!(store.user_by_name("nobody").await.unwrap(), None);
+    let only_b: Vec<String> = store
+        .list_users(Some(&b.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(only_b, ["bob@other.example"]);
+    assert_eq!(store.list_users(None).await.unwrap().len(), 2);
+
+    assert!(
+        store
+            .disable_user("alice@agency.example", now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .disable_user("alice@agency.example", now())
+            .await
+            .unwrap(),
+        "disabling twice reports nothing to do"
+    );
+    assert!(!store.disable_user("nobody", now()).await.unwrap());
+    let disabled = store
+        .user_by_name("alice@agency.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(disabled.disabled_at.is_some());
+}
+
 #[tokio::test]
 async fn sqlite_conformance() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,6 +222,7 @@ async fn sqlite_conformance() {
         .unwrap();
     check_tenants(&store).await;
     check_keys_are_hashed_scoped_and_revocable(&store).await;
+    check_users_are_unique_scoped_and_disableable(&store).await;
 }
 
 #[tokio::test]

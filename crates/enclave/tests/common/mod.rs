@@ -4,6 +4,8 @@
 
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
+pub mod pki;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -137,11 +139,28 @@ impl Server {
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(120);
         if self.base.starts_with("https://") {
-            // The plain probe cannot speak TLS; the server says when it is ready.
-            while !self.log.lock().unwrap().contains("models loaded; ready") {
-                assert!(Instant::now() < deadline, "server not ready in time");
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            // The plain probe cannot speak TLS: a client on its own thread and runtime (the
+            // caller may be inside one) that asks only whether `/readyz` answers 200.
+            let url = format!("{}/readyz", self.base);
+            let ready = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let client = http().danger_accept_invalid_certs(true).build().unwrap();
+                    while Instant::now() < deadline {
+                        if let Ok(r) = client.get(&url).send().await
+                            && r.status() == 200
+                        {
+                            return true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    false
+                })
+            });
+            assert!(ready.join().unwrap(), "server not ready in time");
             return;
         }
         let client = probe::status_getter();

@@ -1,0 +1,104 @@
+//! `enclave users`: people who sign in by client certificate, with the tenant, role and clearance
+//! their identity is given.
+
+use std::io::Write as _;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use enclave_service::admin;
+use enclave_store::{Role, SqliteStore, Store};
+
+use crate::config::Config;
+use crate::timestamp;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsersCommand {
+    /// Register a person. NAME is what their certificate maps to under [tls.client_auth] `map`:
+    /// the UPN or e-mail address in its subject alternative name, or the subject pattern's
+    /// `user` group.
+    ///
+    /// Example: enclave users add alice@agency.example --tenant default --clearance SECRET
+    Add {
+        name: String,
+        /// The tenant the user belongs to.
+        #[arg(long)]
+        tenant: String,
+        /// `user` calls models; `admin` manages its tenant; `auditor` reads audit records.
+        #[arg(long, default_value = "user")]
+        role: Role,
+        /// The highest label the user may read. Default: the scheme's lowest level.
+        #[arg(long, value_name = "LABEL")]
+        clearance: Option<String>,
+    },
+    /// List users.
+    List {
+        /// Only this tenant's users.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Disable a user: their certificate stops working at their next request.
+    Disable { name: String },
+}
+
+pub(crate) async fn users_command(
+    config: &Config,
+    store: &SqliteStore,
+    cmd: UsersCommand,
+) -> Result<()> {
+    match cmd {
+        UsersCommand::Add {
+            name,
+            tenant,
+            role,
+            clearance,
+        } => {
+            let scheme = config.policy.scheme()?;
+            let user =
+                admin::create_user(store, &scheme, &tenant, &name, role, clearance.as_deref())
+                    .await?;
+            eprintln!(
+                "registered {} user `{}` in tenant `{}`, cleared to {}",
+                user.role, user.name, user.tenant_name, user.clearance
+            );
+        }
+        UsersCommand::Disable { name } => {
+            admin::disable_user(store, &name).await?;
+            eprintln!("disabled user `{name}`");
+        }
+        UsersCommand::List { tenant } => {
+            let tenant_id = match tenant {
+                Some(name) => Some(
+                    store
+                        .tenant_by_name(&name)
+                        .await?
+                        .with_context(|| format!("no tenant named `{name}`"))?
+                        .id,
+                ),
+                None => None,
+            };
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<32} {:<20} {:<8} {:<20} {:<9} CLEARANCE",
+                "NAME", "TENANT", "ROLE", "CREATED", "STATE"
+            )?;
+            for u in store.list_users(tenant_id.as_deref()).await? {
+                writeln!(
+                    out,
+                    "{:<32} {:<20} {:<8} {:<20} {:<9} {}",
+                    u.name,
+                    u.tenant_name,
+                    u.role.as_str(),
+                    timestamp(u.created_at),
+                    if u.disabled_at.is_some() {
+                        "disabled"
+                    } else {
+                        "enabled"
+                    },
+                    u.clearance
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
