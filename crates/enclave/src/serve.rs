@@ -180,6 +180,20 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || load_models(&config, &state, &runtime))
     };
+    if let Transport::Tls { setup, .. } = &transport {
+        // Certificate sign-ins and refusals enter the audit log (appended off the handshake).
+        let audit = state.audit.clone();
+        let runtime = tokio::runtime::Handle::current();
+        setup.sign_ins.install(Arc::new(move |event| {
+            let record = sign_in_record(&event);
+            let audit = audit.clone();
+            runtime.spawn(async move {
+                if let Err(e) = audit.append(&record).await {
+                    tracing::error!(error = %e, "cannot record a certificate sign-in");
+                }
+            });
+        }));
+    }
     let shutdown = state.clone();
     let app = enclave_gateway::app(state);
     let server = match transport {
@@ -275,4 +289,32 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// A certificate sign-in as an audit record: `kind` `signin`, operation `certificate`; status 200
+/// when the certificate maps to a name, 401 `certificate_not_mapped` when it does not, and 495
+/// `certificate_refused` when the handshake refused it. The detail holds the certificate's SHA-256
+/// and subject, and the name or the reason.
+fn sign_in_record(event: &enclave_gateway::client_auth::SignIn) -> enclave_audit::Record {
+    let (status, code, outcome) = match &event.outcome {
+        Ok(Ok(name)) => (200, None, format!("maps to `{name}`")),
+        Ok(Err(why)) => (
+            401,
+            Some("certificate_not_mapped"),
+            format!("maps to no one: {why}"),
+        ),
+        Err(why) => (495, Some("certificate_refused"), format!("refused: {why}")),
+    };
+    let mut record = admin_record(
+        "certificate",
+        format!(
+            "sha256 {}; subject {}; {outcome}",
+            event.fingerprint, event.subject
+        ),
+    );
+    record.kind = "signin".into();
+    record.status = status;
+    record.code = code.map(str::to_string);
+    record.client = event.peer.map(|p| p.ip().to_string());
+    record
 }

@@ -79,13 +79,14 @@ pub(crate) async fn users_command(
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "{:<32} {:<20} {:<8} {:<20} {:<9} CLEARANCE",
-                "NAME", "TENANT", "ROLE", "CREATED", "STATE"
+                "{:<36} {:<32} {:<20} {:<8} {:<20} {:<9} CLEARANCE",
+                "ID (key_id in records)", "NAME", "TENANT", "ROLE", "CREATED", "STATE"
             )?;
             for u in store.list_users(tenant_id.as_deref()).await? {
                 writeln!(
                     out,
-                    "{:<32} {:<20} {:<8} {:<20} {:<9} {}",
+                    "{:<36} {:<32} {:<20} {:<8} {:<20} {:<9} {}",
+                    u.id,
                     u.name,
                     u.tenant_name,
                     u.role.as_str(),

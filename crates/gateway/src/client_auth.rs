@@ -8,8 +8,9 @@
 //! address, or a part of its subject) once per connection; whether that identity is a user is
 //! the service's question, asked on every request.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -51,6 +52,71 @@ pub struct ClientAuth {
     pub map: IdentityMap,
 }
 
+/// A certificate sign-in the TLS layer saw: a handshake that verified a client certificate, or
+/// one the certificate failed. Counted in `enclave_sign_ins_total` and given to the hook the
+/// server installs (which writes it to the audit log).
+#[derive(Debug, Clone)]
+pub struct SignIn {
+    /// Absent for a refusal: the verifier runs before the connection is known to it.
+    pub peer: Option<SocketAddr>,
+    /// SHA-256 of the certificate, hex.
+    pub fingerprint: String,
+    pub subject: String,
+    /// Accepted: the identity it maps to (or why none). Refused: why.
+    pub outcome: Result<Result<String, String>, String>,
+}
+
+/// Receives every [`SignIn`]; must not block (the handshake waits on it).
+pub type SignInHook = Arc<dyn Fn(SignIn) + Send + Sync>;
+
+/// Where sign-ins go once the server has installed its hook.
+#[derive(Default)]
+pub struct SignInSink(OnceLock<SignInHook>);
+
+impl std::fmt::Debug for SignInSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "SignInSink(installed)"
+        } else {
+            "SignInSink(empty)"
+        })
+    }
+}
+
+impl SignInSink {
+    pub fn install(&self, hook: SignInHook) {
+        let _ = self.0.set(hook);
+    }
+
+    pub fn emit(&self, event: SignIn) {
+        let (outcome, reason) = match &event.outcome {
+            Ok(Ok(_)) => ("accepted", "mapped"),
+            Ok(Err(_)) => ("accepted", "unmapped"),
+            Err(_) => ("refused", "certificate"),
+        };
+        metrics::counter!(
+            "enclave_sign_ins_total",
+            "source" => "certificate",
+            "outcome" => outcome,
+            "reason" => reason
+        )
+        .increment(1);
+        if let Some(hook) = self.0.get() {
+            hook(event);
+        }
+    }
+}
+
+fn subject_of(cert: &CertificateDer<'_>) -> String {
+    x509_parser::parse_x509_certificate(cert.as_ref())
+        .map(|(_, c)| c.subject().to_string())
+        .unwrap_or_else(|_| "(unreadable)".into())
+}
+
+fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    hex::encode(sha2::Sha256::digest(cert.as_ref()))
+}
+
 /// Who a verified client certificate names, worked out once per connection.
 #[derive(Debug, Clone)]
 pub struct ClientIdentity {
@@ -64,7 +130,17 @@ impl ClientIdentity {
     pub fn of(cert: &CertificateDer<'_>, map: &IdentityMap) -> Self {
         Self {
             name: map_identity(cert, map),
-            fingerprint: hex::encode(sha2::Sha256::digest(cert.as_ref())),
+            fingerprint: fingerprint(cert),
+        }
+    }
+
+    /// The sign-in this identity's handshake was.
+    pub fn sign_in(&self, cert: &CertificateDer<'_>, peer: SocketAddr) -> SignIn {
+        SignIn {
+            peer: Some(peer),
+            fingerprint: self.fingerprint.clone(),
+            subject: subject_of(cert),
+            outcome: Ok(self.name.clone()),
         }
     }
 }
@@ -131,6 +207,7 @@ pub struct ClientVerifier {
     current: RwLock<Arc<dyn ClientCertVerifier>>,
     policies: Vec<String>,
     required: bool,
+    pub(crate) sign_ins: Arc<SignInSink>,
 }
 
 impl ClientVerifier {
@@ -153,6 +230,7 @@ impl ClientVerifier {
             current: RwLock::new(current),
             policies: auth.required_policies.clone(),
             required: auth.required,
+            sign_ins: Arc::default(),
         }))
     }
 
@@ -181,20 +259,14 @@ impl ClientVerifier {
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Refuses a certificate that asserts none of the required policies.
-    fn check_policies(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    /// Why a certificate that asserts none of the required policies is refused.
+    fn check_policies(&self, cert: &CertificateDer<'_>) -> Result<(), String> {
         use x509_parser::extensions::ParsedExtension;
         if self.policies.is_empty() {
             return Ok(());
         }
-        let refuse = |why: String| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-                Arc::new(PolicyError(why)),
-            )))
-        };
-        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+            .map_err(|e| format!("the certificate cannot be read: {e}"))?;
         let asserted: Vec<String> = parsed
             .extensions()
             .iter()
@@ -212,25 +284,14 @@ impl ClientVerifier {
         if asserted.iter().any(|p| self.policies.contains(p)) {
             Ok(())
         } else {
-            Err(refuse(format!(
+            Err(format!(
                 "the certificate asserts none of the required policies ({}); it asserts [{}]",
                 self.policies.join(", "),
                 asserted.join(", ")
-            )))
+            ))
         }
     }
 }
-
-#[derive(Debug)]
-struct PolicyError(String);
-
-impl std::fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for PolicyError {}
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
@@ -294,11 +355,34 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
+        let checked = match self
             .verifier()
-            .verify_client_cert(end_entity, intermediates, now)?;
-        self.check_policies(end_entity)?;
-        Ok(verified)
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Ok(verified) => self
+                .check_policies(end_entity)
+                .map(|()| verified)
+                .map_err(|why| {
+                    (
+                        why,
+                        rustls::Error::InvalidCertificate(
+                            rustls::CertificateError::ApplicationVerificationFailure,
+                        ),
+                    )
+                }),
+            Err(e) => Err((e.to_string(), e)),
+        };
+        checked.map_err(|(why, error)| {
+            let subject = subject_of(end_entity);
+            tracing::info!(%subject, reason = %why, "client certificate refused");
+            self.sign_ins.emit(SignIn {
+                peer: None,
+                fingerprint: fingerprint(end_entity),
+                subject,
+                outcome: Err(why),
+            });
+            error
+        })
     }
 
     fn verify_tls12_signature(

@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::client_auth::{ClientAuth, ClientIdentity, ClientVerifier, IdentityMap};
+use crate::client_auth::{ClientAuth, ClientIdentity, ClientVerifier, IdentityMap, SignInSink};
 use crate::peer::Peer;
 
 /// A client that has not finished its handshake by then is dropped.
@@ -49,6 +49,8 @@ pub enum TlsError {
 pub struct TlsSetup {
     pub config: Arc<rustls::ServerConfig>,
     pub identity: Option<IdentityMap>,
+    /// Where certificate sign-ins and refusals go (counted always; recorded once installed).
+    pub sign_ins: Arc<SignInSink>,
 }
 
 /// The certificate chain in `cert` (leaf first) and the private key in `key`, as a server
@@ -65,8 +67,13 @@ pub fn server_config(
     let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Rejected)?;
+    let mut sign_ins = Arc::default();
     let builder = match client_auth {
-        Some(auth) => builder.with_client_cert_verifier(ClientVerifier::new(auth)?),
+        Some(auth) => {
+            let verifier = ClientVerifier::new(auth)?;
+            sign_ins = Arc::clone(&verifier.sign_ins);
+            builder.with_client_cert_verifier(verifier)
+        }
         None => builder.with_no_client_auth(),
     };
     let mut config = builder
@@ -76,6 +83,7 @@ pub fn server_config(
     Ok(TlsSetup {
         config: Arc::new(config),
         identity: client_auth.map(|a| a.map.clone()),
+        sign_ins,
     })
 }
 
@@ -130,7 +138,7 @@ impl TlsListener {
         let accepting = tokio::spawn(accept_loop(
             listener,
             TlsAcceptor::from(setup.config),
-            setup.identity.map(Arc::new),
+            setup.identity.map(|map| (Arc::new(map), setup.sign_ins)),
             tx,
         ));
         Ok(Self {
@@ -150,7 +158,7 @@ impl Drop for TlsListener {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    identity: Option<Arc<IdentityMap>>,
+    identity: Option<(Arc<IdentityMap>, Arc<SignInSink>)>,
     ready: mpsc::Sender<(TlsStream<TcpStream>, Peer)>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
@@ -179,8 +187,10 @@ async fn accept_loop(
                 Ok(Ok(stream)) => {
                     // The handshake verified the certificate; who it names is read once here.
                     let client = match (&identity, stream.get_ref().1.peer_certificates()) {
-                        (Some(map), Some([leaf, ..])) => {
-                            Some(Arc::new(ClientIdentity::of(leaf, map)))
+                        (Some((map, sign_ins)), Some([leaf, ..])) => {
+                            let client = ClientIdentity::of(leaf, map);
+                            sign_ins.emit(client.sign_in(leaf, peer));
+                            Some(Arc::new(client))
                         }
                         _ => None,
                     };
