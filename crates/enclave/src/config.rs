@@ -23,6 +23,7 @@ pub struct Config {
     pub chat: ChatSection,
     pub log: LogSection,
     pub tls: TlsSection,
+    pub identity: IdentitySection,
     /// Marking scheme, Cedar policy file, deployments and tenant policies.
     #[serde(flatten)]
     pub policy: enclave_service::policy::PolicyConfig,
@@ -53,6 +54,14 @@ pub struct LogSection {
     pub format: String,
     /// A tracing filter, as `RUST_LOG` takes it; `RUST_LOG` wins when set.
     pub filter: String,
+}
+
+/// Signed tokens from the agency's identity providers, accepted wherever API keys are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IdentitySection {
+    /// `[[identity.issuers]]`: each trusted issuer, its audience and its claim map.
+    pub issuers: Vec<enclave_identity::IssuerConfig>,
 }
 
 /// HTTPS for `enclave serve`.
@@ -160,6 +169,7 @@ impl Default for Config {
             chat: ChatSection::default(),
             log: LogSection::default(),
             tls: TlsSection::default(),
+            identity: IdentitySection::default(),
             policy: Default::default(),
         }
     }

@@ -6,6 +6,7 @@
 
 mod audit_cli;
 mod config;
+mod config_check;
 mod kb_cli;
 mod models_cli;
 mod serve;
@@ -21,7 +22,7 @@ use enclave_engine::models;
 use enclave_store::{Role, SqliteStore, Store, Tenant, now};
 
 use crate::audit_cli::{AuditCommand, audit_command};
-use crate::config::{Config, Transport};
+use crate::config::Config;
 use crate::models_cli::{ModelsCommand, add_model, list_models, pull_all, version};
 
 /// Enclave serves AI models behind an OpenAI-compatible API, on hardware you control.
@@ -346,7 +347,9 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         Command::Label(cmd) => label_command(&config, cmd),
         Command::Kb { client, command } => kb_cli::run(client, command).await,
         Command::Audit(cmd) => audit_command(&config, cmd),
-        Command::Config(ConfigCommand::Check { file }) => config_check(file, config).await,
+        Command::Config(ConfigCommand::Check { file }) => {
+            config_check::config_check(file, config).await
+        }
         Command::Tenants(cmd) => {
             let store = open_store(&config).await?;
             match cmd {
@@ -465,96 +468,6 @@ fn label_command(config: &Config, cmd: LabelCommand) -> Result<()> {
             }
         }
     }
-    Ok(())
-}
-
-async fn config_check(file: Option<PathBuf>, config: Config) -> Result<()> {
-    let config = match file {
-        Some(path) => {
-            if !path.exists() {
-                bail!("no file {}", path.display());
-            }
-            let mut checked = Config::load(Some(&path))
-                .with_context(|| format!("{} is not a valid configuration", path.display()))?;
-            // Directories given on the command line still count (`--models-dir` holds the
-            // operator's models the file's deployments may name).
-            if checked.models_dir.is_none() {
-                checked.models_dir.clone_from(&config.models_dir);
-            }
-            checked
-        }
-        None => config,
-    };
-    let policy = config.policy()?;
-    // Tenants known to the database, if there is one (checking never creates it).
-    let mut tenants: Vec<String> = Vec::new();
-    if config.db_path().exists()
-        && let Ok(store) = SqliteStore::open(&config.db_path()).await
-    {
-        tenants = store
-            .list_tenants()
-            .await
-            .map(|ts| ts.into_iter().map(|t| t.name).collect())
-            .unwrap_or_default();
-    }
-    let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "listen: {}", config.listen)?;
-    match config.transport()? {
-        Transport::Plain => writeln!(out, "transport: plain HTTP")?,
-        Transport::Tls { cert, .. } => {
-            let summary = enclave_gateway::tls::summarize(&cert)?;
-            writeln!(
-                out,
-                "transport: HTTPS (HTTP/2, HTTP/1.1), certificate {} for {}, valid {} to {}",
-                summary.subject,
-                if summary.names.is_empty() {
-                    "no alternative names".to_string()
-                } else {
-                    summary.names.join(", ")
-                },
-                timestamp(summary.not_before),
-                timestamp(summary.not_after),
-            )?;
-            if let Some(auth) = &config.tls.client_auth {
-                let anchors = enclave_gateway::tls::read_certificates(&auth.ca)?.len();
-                writeln!(
-                    out,
-                    "client certificates: {}, {anchors} trust anchor(s) from {}, {} revocation list(s), policies [{}], user named by {}",
-                    if auth.required {
-                        "required"
-                    } else {
-                        "accepted beside API keys"
-                    },
-                    auth.ca.display(),
-                    auth.crls.len(),
-                    auth.required_policies.join(", "),
-                    if auth.map.is_empty() {
-                        "upn"
-                    } else {
-                        &auth.map
-                    },
-                )?;
-            }
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            if summary.not_after < now {
-                writeln!(
-                    out,
-                    "warning: the certificate has expired; clients will refuse it"
-                )?;
-            } else if summary.not_after < now + 30 * 86_400 {
-                writeln!(out, "warning: the certificate expires within 30 days")?;
-            } else if summary.not_before > now {
-                writeln!(out, "warning: the certificate is not valid yet")?;
-            }
-        }
-    }
-    if let Some(warning) = config.transport_warning() {
-        writeln!(out, "warning: {warning}")?;
-    }
-    writeln!(out, "data dir: {}", config.data_dir.display())?;
-    write!(out, "{}", policy.describe(&names))?;
-    writeln!(out, "configuration OK")?;
     Ok(())
 }
 

@@ -132,6 +132,13 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
     .map_err(anyhow::Error::msg)
     .context("cannot start the upstream clients")?
     .with_quotas(quotas);
+    let service = if config.identity.issuers.is_empty() {
+        service
+    } else {
+        service.with_tokens(Arc::new(enclave_identity::Verifier::new(
+            &config.identity.issuers,
+        )?))
+    };
     let kb = enclave_kb::KnowledgeBases::open(
         &config.data_dir.join("kb"),
         service.policy.scheme.clone(),

@@ -1,5 +1,6 @@
-//! Authentication: `Authorization: Bearer <key>` (or `x-api-key`) → the [`Principal`] every
-//! handler acts for; without a key, the client certificate the TLS handshake verified.
+//! Authentication: `Authorization: Bearer <key or signed token>` (or `x-api-key`) → the
+//! [`Principal`] every handler acts for; without either, the client certificate the TLS
+//! handshake verified.
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -7,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 pub use enclave_service::principal::Principal;
 use enclave_service::principal::{authenticate_key, authenticate_user};
+use enclave_service::token::authenticate_token;
 
 use crate::AppState;
 use crate::error::{ApiError, Error};
@@ -22,7 +24,7 @@ pub async fn require_key(
     let principal = match req.headers().get(AUTHORIZATION) {
         Some(h) => authenticate(&state, Some(h)).await?,
         None => match req.headers().get("x-api-key") {
-            Some(k) => authenticate_key(&state, k.to_str().map_err(|_| Error::InvalidKey)?).await?,
+            Some(k) => credential(&state, k.to_str().map_err(|_| Error::InvalidKey)?).await?,
             None => match certificate(&req) {
                 Some(Ok(name)) => authenticate_user(&state, &name).await?,
                 Some(Err(why)) => return Err(Error::UnmappedCertificate(why).into()),
@@ -48,6 +50,16 @@ async fn authenticate(
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
         .ok_or(Error::InvalidKey)?;
+    credential(state, presented).await
+}
+
+/// An API key (`ek_…`), or else a signed token (three dot-separated parts) where issuers are
+/// configured.
+async fn credential(state: &AppState, presented: &str) -> Result<Principal, ApiError> {
+    let presented = presented.trim();
+    if !presented.starts_with("ek_") && presented.split('.').count() == 3 {
+        return Ok(authenticate_token(state, presented).await?);
+    }
     Ok(authenticate_key(state, presented).await?)
 }
 

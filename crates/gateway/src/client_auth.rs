@@ -21,7 +21,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use sha2::Digest as _;
 
-use crate::tls::{TlsError, read_certificates};
+use crate::certs::{TlsError, read_certificates};
 
 /// The UPN other-name of Microsoft's smart-card logon (`1.3.6.1.4.1.311.20.2.3`).
 const UPN_OID: &str = "1.3.6.1.4.1.311.20.2.3";

@@ -50,6 +50,7 @@ pub fn status(error: &Error) -> (StatusCode, &'static str) {
         RevokedKey(_) => (StatusCode::UNAUTHORIZED, INVALID),
         UnmappedCertificate(_) => (StatusCode::UNAUTHORIZED, INVALID),
         DisabledUser(_) => (StatusCode::UNAUTHORIZED, INVALID),
+        InvalidToken(_) => (StatusCode::UNAUTHORIZED, INVALID),
         ModelNotFound(_) => (StatusCode::NOT_FOUND, INVALID),
         WrongModelKind { .. } => (StatusCode::BAD_REQUEST, INVALID),
         InvalidJson(_) => (StatusCode::BAD_REQUEST, INVALID),

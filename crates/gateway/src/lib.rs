@@ -24,6 +24,7 @@
 pub mod anthropic;
 pub mod audit;
 pub mod auth;
+pub mod certs;
 pub mod client_auth;
 pub mod error;
 pub mod extract;

@@ -8,7 +8,6 @@ use axum::serve::{IncomingStream, Listener};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::client_auth::ClientIdentity;
-use crate::tls::TlsListener;
 
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -41,11 +40,5 @@ impl Connected<IncomingStream<'_, PlainListener>> for Peer {
             addr: *stream.remote_addr(),
             client: None,
         }
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        stream.remote_addr().clone()
     }
 }

@@ -5,17 +5,17 @@
 //! connection and says nothing holds neither the accept loop nor a task for long.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::certs::read_key;
+pub use crate::certs::{TlsError, read_certificates};
 use crate::client_auth::{ClientAuth, ClientIdentity, ClientVerifier, IdentityMap, SignInSink};
 use crate::peer::Peer;
 
@@ -23,25 +23,6 @@ use crate::peer::Peer;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; more connections wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{} holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)", path.display())]
-    NoCertificate { path: PathBuf },
-    #[error("{} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)", path.display())]
-    NoKey { path: PathBuf },
-    #[error("{} is not a PEM file: {reason}", path.display())]
-    BadPem { path: PathBuf, reason: String },
-    #[error("the certificate and key cannot serve TLS: {0}")]
-    Rejected(rustls::Error),
-    #[error("client certificates cannot be checked: {0}")]
-    ClientAuth(String),
-}
 
 /// A server configuration and, when client certificates are asked for, how to name their
 /// holders.
@@ -84,43 +65,6 @@ pub fn server_config(
         config: Arc::new(config),
         identity: client_auth.map(|a| a.map.clone()),
         sign_ins,
-    })
-}
-
-/// Every certificate in a PEM file, in order.
-pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read(path)?;
-    let chain = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::BadPem {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(chain)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = read(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
-            path: path.to_path_buf(),
-        },
-        other => TlsError::BadPem {
-            path: path.to_path_buf(),
-            reason: other.to_string(),
-        },
-    })
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
     })
 }
 
@@ -272,4 +216,10 @@ pub fn summarize(cert: &Path) -> Result<CertificateSummary, TlsError> {
         not_before: parsed.validity().not_before.timestamp(),
         not_after: parsed.validity().not_after.timestamp(),
     })
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
 }

@@ -99,6 +99,31 @@ impl Label {
     }
 }
 
+impl Label {
+    /// The greatest lower bound: the highest label both dominate. As a clearance, what a holder
+    /// of `self` keeps under a ceiling of `other`: the lower level, the shared compartments, and
+    /// the nations of both (a clearance carrying more nations may read less).
+    pub fn meet(&self, other: &Label) -> Label {
+        let releasability = match (&self.releasability, &other.releasability) {
+            (Releasability::Unrestricted, _) | (_, Releasability::Unrestricted) => {
+                Releasability::Unrestricted
+            }
+            (Releasability::To(a), Releasability::To(b)) => {
+                Releasability::To(a.union(b).cloned().collect())
+            }
+        };
+        Label {
+            level: self.level.min(other.level),
+            compartments: self
+                .compartments
+                .intersection(&other.compartments)
+                .cloned()
+                .collect(),
+            releasability,
+        }
+    }
+}
+
 /// How two labels relate in the lattice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relation {
@@ -221,6 +246,16 @@ mod tests {
             prop_assert_eq!(a.join(&a), a.clone());
             prop_assert_eq!(a.join(&b).join(&c), a.join(&b.join(&c)));
             if c.dominates(&a) && c.dominates(&b) { prop_assert!(c.dominates(&j)); }
+        }
+
+        #[test]
+        fn meet_is_the_greatest_lower_bound(a in label(), b in label(), c in label()) {
+            let m = a.meet(&b);
+            prop_assert!(a.dominates(&m) && b.dominates(&m));
+            prop_assert_eq!(&m, &b.meet(&a));
+            prop_assert_eq!(a.meet(&a), a.clone());
+            prop_assert_eq!(a.meet(&b).meet(&c), a.meet(&b.meet(&c)));
+            if a.dominates(&c) && b.dominates(&c) { prop_assert!(m.dominates(&c)); }
         }
     }
 

@@ -19,6 +19,8 @@ pub enum Error {
     UnmappedCertificate(String),
     #[error("the user `{0}` has been disabled")]
     DisabledUser(String),
+    #[error("the token is not accepted: {0}")]
+    InvalidToken(String),
     #[error("the model `{0}` does not exist: `GET /v1/models` lists the models you can use")]
     ModelNotFound(String),
     #[error("the model `{model}` is {actual} model and cannot serve {route}")]
@@ -122,6 +124,7 @@ impl Error {
             RevokedKey(_) => "revoked_api_key",
             UnmappedCertificate(_) => "certificate_not_mapped",
             DisabledUser(_) => "user_disabled",
+            InvalidToken(_) => "invalid_token",
             ModelNotFound(_) => "model_not_found",
             WrongModelKind { .. } => "wrong_model_kind",
             InvalidJson(_) => "invalid_json",

@@ -1,7 +1,7 @@
 //! Enclave's request path with no HTTP in it: every caller — the HTTP gateway today; agents,
 //! batch jobs, the console and other logins next — goes through it.
 //!
-//! It owns who is calling ([`principal`]), the policy in force as plain data ([`policy`]) and
+//! It owns who is calling ([`principal`]; signed tokens in [`token`]), the policy in force as plain data ([`policy`]) and
 //! the runtime registry of deployments built from it ([`dispatch::Registry`]), the reference
 //! monitor ([`monitor`]: label, clearance, authorize, route, redact), quotas ([`quota`]), typed
 //! dispatch to the embedded engines and upstreams ([`dispatch`], [`upstream`]), answers that
@@ -28,6 +28,7 @@ pub mod principal;
 pub mod quota;
 pub mod retrieval;
 pub mod telemetry;
+pub mod token;
 pub mod upstream;
 pub mod withhold;
 
@@ -119,6 +120,9 @@ pub struct Service {
     pub content: Arc<enclave_audit::ContentVault>,
     pub quotas: quota::Quotas,
     pub key_cache: Arc<principal::KeyCache>,
+    /// Signed tokens' verifier, where issuers are configured.
+    pub tokens: Option<Arc<dyn token::TokenVerifier>>,
+    pub token_cache: Arc<token::TokenCache>,
     /// Knowledge bases, where the server runs them.
     pub kb: Option<enclave_kb::KnowledgeBases>,
     /// When the service started, as the `created` of model objects.
@@ -146,6 +150,8 @@ impl Service {
             content,
             quotas: quota::Quotas::default(),
             key_cache: Arc::new(principal::KeyCache::default()),
+            tokens: None,
+            token_cache: Arc::default(),
             kb: None,
             started: enclave_store::now(),
             background: Background::default(),
@@ -154,6 +160,12 @@ impl Service {
 
     /// Uses `quotas` (seeded from the store by [`quota::Quotas::load`]) and starts writing its
     /// metered usage to the store every second, and once more when the service shuts down.
+    /// Accepts signed tokens wherever keys are accepted, checked by `verifier`.
+    pub fn with_tokens(mut self, verifier: Arc<dyn token::TokenVerifier>) -> Self {
+        self.tokens = Some(verifier);
+        self
+    }
+
     pub fn with_quotas(mut self, quotas: quota::Quotas) -> Self {
         self.quotas = quotas;
         let (meter, store) = (Arc::clone(&self.quotas.meter), Arc::clone(&self.store));

@@ -122,6 +122,9 @@ pub struct TenantConfig {
     pub redact_pii_for: Vec<String>,
     /// Keep what was asked and answered, sealed per tenant beside the audit log.
     pub keep_content: bool,
+    /// The highest clearance a signed token may give anyone of this tenant: a token claiming
+    /// more gets this. Unset: the scheme's lowest level (tokens grant nothing above it).
+    pub ceiling: Option<String>,
     /// Limits on the whole tenant.
     pub quota: Limits,
     /// Limits on each key of the tenant.
@@ -271,6 +274,7 @@ pub struct Policy {
     tenants: HashMap<String, TenantPolicy>,
     default_tenant: TenantPolicy,
     keep_content: BTreeSet<String>,
+    ceilings: HashMap<String, Label>,
     quotas: HashMap<String, TenantQuota>,
     no_quota: TenantQuota,
 }
@@ -600,6 +604,13 @@ impl Policy {
                 },
             );
         }
+        let mut ceilings = HashMap::new();
+        for (name, t) in &config.tenants {
+            if let Some(c) = &t.ceiling {
+                let ceiling = label(&format!("tenants.{name}.ceiling"), c)?;
+                ceilings.insert(name.clone(), scheme.clearance(ceiling));
+            }
+        }
         let mut quotas = HashMap::new();
         for (name, t) in &config.tenants {
             for m in t.model_quota.keys() {
@@ -634,6 +645,7 @@ impl Policy {
             tenants,
             default_tenant,
             keep_content,
+            ceilings,
             quotas,
             no_quota: TenantQuota::default(),
         })
@@ -647,6 +659,15 @@ impl Policy {
     /// Whether this tenant's policy keeps request and answer content (sealed).
     pub fn keeps_content(&self, tenant: &str) -> bool {
         self.keep_content.contains(tenant)
+    }
+
+    /// The highest clearance a signed token may give in `tenant`: its configured ceiling, else
+    /// the scheme's lowest level.
+    pub fn token_ceiling(&self, tenant: &str) -> Label {
+        self.ceilings
+            .get(tenant)
+            .cloned()
+            .unwrap_or_else(|| self.scheme.clearance(self.scheme.lowest()))
     }
 
     /// The policy of a tenant; one not configured keeps its data in the enclave.

@@ -56,6 +56,8 @@ pub enum Established {
     ApiKey,
     /// A client certificate the TLS handshake verified, mapped to a user.
     Certificate,
+    /// A signed token (JWT) from a configured issuer, its claims made a user.
+    Token,
 }
 
 /// Who is calling: a key or a user of one tenant, with a role. `key_id` names the caller in

@@ -185,6 +185,13 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError>;
     /// Users of one tenant, or of all, by name.
     async fn list_users(&self, tenant_id: Option<&str>) -> Result<Vec<User>, StoreError>;
+    /// Sets the role and clearance a sign-in brought; false when there is no such user.
+    async fn update_user(
+        &self,
+        name: &str,
+        role: Role,
+        clearance: &str,
+    ) -> Result<bool, StoreError>;
     /// Marks the user disabled; false when there is no such enabled user.
     async fn disable_user(&self, name: &str, at: i64) -> Result<bool, StoreError>;
 

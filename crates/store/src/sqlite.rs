@@ -235,6 +235,21 @@ impl Store for SqliteStore {
         rows.iter().map(user_row).collect()
     }
 
+    async fn update_user(
+        &self,
+        name: &str,
+        role: Role,
+        clearance: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET role = ?, clearance = ? WHERE name = ?")
+            .bind(role.as_str())
+            .bind(clearance)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn disable_user(&self, name: &str, at: i64) -> Result<bool, StoreError> {
         let done =
             sqlx::query("UPDATE users SET disabled_at = ? WHERE name = ? AND disabled_at IS NULL")

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
+pub mod oidc;
 pub mod pki;
 
 use std::fs::File;

@@ -1,0 +1,161 @@
+//! A real OpenID provider on loopback: the `oidc-provider` package from the npm registry, run on
+//! the machine's Node.js by `tests/oidc/provider.mjs`. Installed once into `target/oidc`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const PACKAGE: &str = "oidc-provider@9.13.3";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The provider module's entry file, installing the package first if needed.
+fn module() -> PathBuf {
+    static MODULE: OnceLock<PathBuf> = OnceLock::new();
+    MODULE
+        .get_or_init(|| {
+            let dir = workspace().join("target/oidc");
+            std::fs::create_dir_all(&dir).unwrap();
+            let lock = File::create(dir.join(".lock")).unwrap();
+            lock.lock().unwrap();
+            let entry = dir.join("node_modules/oidc-provider/lib/index.js");
+            if !entry.exists() {
+                let status = Command::new("npm")
+                    .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(&dir)
+                    .arg(PACKAGE)
+                    .status()
+                    .expect("npm is needed for the OpenID provider tests");
+                assert!(status.success(), "npm install {PACKAGE} failed");
+            }
+            lock.unlock().unwrap();
+            entry
+        })
+        .clone()
+}
+
+/// A program (client-credentials client) and the claims its tokens carry.
+pub struct Program<'a> {
+    pub id: &'a str,
+    pub claims: Value,
+    pub audience: &'a str,
+    pub ttl_seconds: u64,
+}
+
+pub struct Provider {
+    child: Child,
+    pub issuer: String,
+    spec: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub const SECRET: &str = "program-secret-program-secret-program-secret";
+
+impl Provider {
+    /// Starts a provider signing with `keys` (names; the first signs) for `programs`.
+    pub fn start(keys: &[&str], programs: &[Program<'_>]) -> Provider {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("spec.json");
+        let clients: Vec<Value> = programs
+            .iter()
+            .map(|p| {
+                json!({
+                    "client_id": p.id, "client_secret": SECRET, "claims": p.claims,
+                    "audience": p.audience, "ttl": p.ttl_seconds,
+                })
+            })
+            .collect();
+        std::fs::write(
+            &spec,
+            json!({"port": 0, "keys_dir": dir.path(), "keys": keys, "clients": clients})
+                .to_string(),
+        )
+        .unwrap();
+        let (child, issuer) = launch(&spec);
+        Provider {
+            child,
+            issuer,
+            spec,
+            _dir: dir,
+        }
+    }
+
+    /// Restarts on the same port signing with `keys` (a rotation: new first, old after, then
+    /// the old one dropped).
+    pub fn restart_with_keys(&mut self, keys: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut spec: Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.spec).unwrap()).unwrap();
+        let port: u16 = self.issuer.rsplit(':').next().unwrap().parse().unwrap();
+        spec["port"] = json!(port);
+        spec["keys"] = json!(keys);
+        std::fs::write(&self.spec, spec.to_string()).unwrap();
+        let (child, issuer) = launch(&self.spec);
+        assert_eq!(issuer, self.issuer);
+        self.child = child;
+    }
+
+    /// A fresh access token for `program`.
+    pub async fn token(&self, program: &str) -> String {
+        let body: Value = super::http()
+            .build()
+            .unwrap()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(program, Some(SECRET))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "api"),
+                ("resource", "urn:enclave"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token for {program}: {body}"))
+            .to_string()
+    }
+}
+
+fn launch(spec: &Path) -> (Child, String) {
+    let mut child = Command::new("node")
+        .arg(workspace().join("tests/oidc/provider.mjs"))
+        .arg(spec)
+        .env("OIDC_PROVIDER_MODULE", module())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node is needed for the OpenID provider tests");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            if let Some(issuer) = line.strip_prefix("issuer ") {
+                let _ = tx.send(issuer.to_string());
+            }
+        }
+    });
+    let issuer = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the OpenID provider did not start");
+    (child, issuer)
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

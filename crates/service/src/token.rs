@@ -1,0 +1,208 @@
+//! Signed tokens (JWTs from the agency's identity provider) → the [`Principal`] they establish.
+//!
+//! Checking a token's signature, issuer, audience and times, and reading its claims as the
+//! issuer's configuration says, is a [`TokenVerifier`]'s job (the binary wires one in from
+//! `enclave-identity`, which holds the HTTP client that fetches keys). What the claims are
+//! allowed to grant is decided here: the tenant must exist, the clearance must be a label of the
+//! scheme in force (a claim that does not parse is a refusal, never a default) and is clamped to
+//! the tenant's ceiling, and the person is a user — created at first sign-in, given the claims'
+//! role and clearance at each later one, and refused once disabled.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use enclave_store::{NewUser, Role};
+use sha2::Digest as _;
+
+use crate::Service;
+use crate::error::Error;
+use crate::principal::{Established, Principal};
+
+/// What a verified token says, read through its issuer's claim map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub issuer: String,
+    /// The person or program: the user's name.
+    pub user: String,
+    pub tenant: String,
+    pub role: Role,
+    /// The clearance claim as written (parsed here, against the scheme in force).
+    pub clearance: String,
+    /// Unix seconds; the principal is not kept past it.
+    pub expires_at: i64,
+}
+
+/// Why a token was refused, in words a caller can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenRefused(pub String);
+
+/// Checks a token and reads its claims.
+#[async_trait]
+pub trait TokenVerifier: Send + Sync + std::fmt::Debug {
+    async fn verify(&self, token: &str) -> Result<TokenClaims, TokenRefused>;
+}
+
+/// How long a token's principal is kept without asking the store again: as for keys, the bound
+/// on how long a disabled user's token keeps working.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(1);
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+/// Principals of tokens seen in the last second, by the token's SHA-256.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    map: Mutex<HashMap<[u8; 32], (Instant, Principal)>>,
+}
+
+impl TokenCache {
+    fn get(&self, digest: &[u8; 32]) -> Option<Principal> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, p) = map.get(digest)?;
+        (at.elapsed() < TOKEN_CACHE_TTL).then(|| p.clone())
+    }
+
+    fn put(&self, digest: [u8; 32], principal: Principal) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= TOKEN_CACHE_MAX {
+            map.retain(|_, (at, _)| at.elapsed() < TOKEN_CACHE_TTL);
+            if map.len() >= TOKEN_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(digest, (Instant::now(), principal));
+    }
+}
+
+/// The principal a signed token establishes.
+pub async fn authenticate_token(state: &Service, token: &str) -> Result<Principal, Error> {
+    let Some(verifier) = &state.tokens else {
+        return Err(Error::InvalidKey);
+    };
+    let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+    if let Some(hit) = state.token_cache.get(&digest) {
+        return Ok(hit);
+    }
+    let claims = verifier
+        .verify(token)
+        .await
+        .map_err(|e| Error::InvalidToken(e.0))?;
+    let principal = sign_in(state, &claims).await?;
+    state.token_cache.put(digest, principal.clone());
+    Ok(principal)
+}
+
+/// The claims made a user of their tenant: created at first sign-in, updated when the claims
+/// changed, refused when disabled or claimed by another tenant.
+async fn sign_in(state: &Service, claims: &TokenClaims) -> Result<Principal, Error> {
+    let policy = &state.policy;
+    let scheme = &policy.scheme;
+    let claimed = scheme.parse(&claims.clearance).map_err(|e| {
+        Error::InvalidToken(format!(
+            "the clearance claim `{}` is not a label of scheme {}: {e}",
+            claims.clearance,
+            scheme.name()
+        ))
+    })?;
+    let clearance = scheme.banner(
+        &scheme
+            .clearance(claimed)
+            .meet(&policy.token_ceiling(&claims.tenant)),
+    );
+    let store_error = |e: enclave_store::StoreError| {
+        tracing::error!(error = %e, "user sign-in failed in the store");
+        Error::Internal
+    };
+    let tenant = state
+        .store
+        .tenant_by_name(&claims.tenant)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            Error::InvalidToken(format!(
+                "the token names tenant `{}`, which does not exist",
+                claims.tenant
+            ))
+        })?;
+    let user = match state
+        .store
+        .user_by_name(&claims.user)
+        .await
+        .map_err(store_error)?
+    {
+        Some(user) => {
+            if user.disabled_at.is_some() {
+                return Err(Error::DisabledUser(user.name));
+            }
+            if user.tenant_id != tenant.id {
+                return Err(Error::InvalidToken(format!(
+                    "the user `{}` belongs to tenant `{}`, not `{}`",
+                    user.name, user.tenant_name, tenant.name
+                )));
+            }
+            if user.role != claims.role || user.clearance != clearance {
+                state
+                    .store
+                    .update_user(&user.name, claims.role, &clearance)
+                    .await
+                    .map_err(store_error)?;
+                crate::admin::record_event(
+                    state.store.as_ref(),
+                    "users.update",
+                    Some(&tenant.name),
+                    Some(&user.id),
+                    format!(
+                        "sign-in by token from {} changed `{}` to {} cleared to {clearance}",
+                        claims.issuer, user.name, claims.role
+                    ),
+                )
+                .await
+                .map_err(|_| Error::Internal)?;
+            }
+            user.id
+        }
+        None => {
+            let id = enclave_store::new_id();
+            let created = state
+                .store
+                .create_user(&NewUser {
+                    id: id.clone(),
+                    tenant_id: tenant.id.clone(),
+                    name: claims.user.clone(),
+                    role: claims.role,
+                    clearance: clearance.clone(),
+                    created_at: enclave_store::now(),
+                })
+                .await;
+            if let Err(enclave_store::StoreError::Conflict(_)) = created {
+                // A concurrent first sign-in of the same person made the user a moment ago.
+                return Err(Error::InvalidToken(
+                    "the user is being created by another sign-in; retry".into(),
+                ));
+            }
+            created.map_err(store_error)?;
+            crate::admin::record_event(
+                state.store.as_ref(),
+                "users.create",
+                Some(&tenant.name),
+                Some(&id),
+                format!(
+                    "first sign-in by token from {}: `{}`, {} cleared to {clearance}",
+                    claims.issuer, claims.user, claims.role
+                ),
+            )
+            .await
+            .map_err(|_| Error::Internal)?;
+            id
+        }
+    };
+    Ok(Principal {
+        established: Established::Token,
+        key_id: user,
+        tenant_id: tenant.id,
+        tenant_name: tenant.name,
+        role: claims.role,
+        clearance,
+    })
+}
