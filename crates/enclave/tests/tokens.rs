@@ -252,4 +252,14 @@ print(r.headers["enclave-label"], r.parse().usage.total_tokens)
 
     // API keys keep working beside tokens.
     assert_eq!(call(&server, &server.admin_key).await.0, 200);
+
+    // Sign-ins and refusals are counted by source and reason.
+    let metrics = common::http_get(&server.url("/metrics"));
+    for series in [
+        r#"enclave_sign_ins_total{source="token",outcome="accepted",reason="verified"}"#,
+        r#"enclave_sign_ins_total{source="token",outcome="refused",reason="invalid_token"}"#,
+        r#"enclave_sign_ins_total{source="token",outcome="refused",reason="user_disabled"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
 }

@@ -84,11 +84,23 @@ pub async fn authenticate_token(state: &Service, token: &str) -> Result<Principa
     if let Some(hit) = state.token_cache.get(&digest) {
         return Ok(hit);
     }
-    let claims = verifier
-        .verify(token)
-        .await
-        .map_err(|e| Error::InvalidToken(e.0))?;
-    let principal = sign_in(state, &claims).await?;
+    let signed_in = match verifier.verify(token).await {
+        Ok(claims) => sign_in(state, &claims).await,
+        Err(e) => Err(Error::InvalidToken(e.0)),
+    };
+    // Counted when a token is checked, not on each call its principal serves from the cache.
+    let (outcome, reason) = match &signed_in {
+        Ok(_) => ("accepted", "verified"),
+        Err(e) => ("refused", e.code()),
+    };
+    metrics::counter!(
+        "enclave_sign_ins_total",
+        "source" => "token",
+        "outcome" => outcome,
+        "reason" => reason
+    )
+    .increment(1);
+    let principal = signed_in?;
     state.token_cache.put(digest, principal.clone());
     Ok(principal)
 }
