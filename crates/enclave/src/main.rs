@@ -79,7 +79,8 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Manage the people who sign in by client certificate ([tls.client_auth]).
+    /// Manage the people and programs who sign in by client certificate ([tls.client_auth]) or
+    /// signed token ([[identity.issuers]]).
     #[command(subcommand)]
     Users(users_cli::UsersCommand),
     /// Parse, print and compare classification labels in the scheme in force.

@@ -1,5 +1,5 @@
-//! `enclave users`: people who sign in by client certificate, with the tenant, role and clearance
-//! their identity is given.
+//! `enclave users`: people and programs who sign in by client certificate or signed token, with
+//! the tenant, role and clearance their identity is given.
 
 use std::io::Write as _;
 
@@ -36,7 +36,9 @@ pub(crate) enum UsersCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Disable a user: their certificate stops working at their next request.
+    /// Show one user: tenant, role, clearance, state, and when they were created and disabled.
+    Show { name: String },
+    /// Disable a user: their certificate and tokens stop working within a second.
     Disable { name: String },
 }
 
@@ -60,6 +62,22 @@ pub(crate) async fn users_command(
                 "registered {} user `{}` in tenant `{}`, cleared to {}",
                 user.role, user.name, user.tenant_name, user.clearance
             );
+        }
+        UsersCommand::Show { name } => {
+            let u = store.user_by_name(&name).await?.with_context(|| {
+                format!("no user named `{name}`: `enclave users list` shows them")
+            })?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "name:      {}", u.name)?;
+            writeln!(out, "id:        {} (key_id in audit records)", u.id)?;
+            writeln!(out, "tenant:    {}", u.tenant_name)?;
+            writeln!(out, "role:      {}", u.role)?;
+            writeln!(out, "clearance: {}", u.clearance)?;
+            writeln!(out, "created:   {}", timestamp(u.created_at))?;
+            match u.disabled_at {
+                Some(at) => writeln!(out, "state:     disabled at {}", timestamp(at))?,
+                None => writeln!(out, "state:     enabled")?,
+            }
         }
         UsersCommand::Disable { name } => {
             admin::disable_user(store, &name).await?;

@@ -218,6 +218,12 @@ async fn a_smart_card_certificate_signs_in_as_its_user_and_every_bad_one_is_refu
     // A disabled user stops at the next request, on a connection already open.
     let (ok, _, err) = server.cli(&["users", "disable", "alice@agency.example"]);
     assert!(ok, "{err}");
+    let (ok, shown, err) = server.cli(&["users", "show", "alice@agency.example"]);
+    assert!(ok, "{err}");
+    assert!(
+        shown.contains("clearance: SECRET//NOFORN") && shown.contains("state:     disabled at "),
+        "{shown}"
+    );
     let (status, body) = models(&as_alice, &server).await.unwrap();
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "user_disabled", "{body}");

@@ -68,6 +68,7 @@ impl ClaimMap {
         issuer: &str,
         claims: &Value,
         expires_at: i64,
+        verify_again_after: std::time::Duration,
     ) -> Result<TokenClaims, String> {
         let string = |path: &str| -> Result<String, String> {
             match at(claims, path) {
@@ -98,6 +99,7 @@ impl ClaimMap {
             role,
             clearance,
             expires_at,
+            verify_again_after,
         })
     }
 
@@ -123,6 +125,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+
     fn map() -> ClaimMap {
         ClaimMap {
             tenant: Some("org.tenant".into()),
@@ -139,7 +143,7 @@ mod tests {
             "groups": ["staff", "enclave-admins"]
         });
         let read = map()
-            .read("https://idp", &claims, 10)
+            .read("https://idp", &claims, 10, SECOND)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             (
@@ -151,23 +155,26 @@ mod tests {
             ("alice", "default", Role::Admin, "SECRET")
         );
         let staff = json!({"sub": "bob", "org": {"tenant": "default"}, "clearance": "U", "groups": ["staff"]});
-        assert_eq!(map().read("i", &staff, 0).map(|c| c.role), Ok(Role::User));
+        assert_eq!(
+            map().read("i", &staff, 0, SECOND).map(|c| c.role),
+            Ok(Role::User)
+        );
     }
 
     #[test]
     fn a_missing_or_malformed_claim_is_a_refusal_not_a_default() {
         let no_clearance = json!({"sub": "alice", "org": {"tenant": "default"}});
         assert_eq!(
-            map().read("i", &no_clearance, 0).map(|c| c.user),
+            map().read("i", &no_clearance, 0, SECOND).map(|c| c.user),
             Err("it has no `clearance` claim".to_string())
         );
         let number = json!({"sub": "alice", "org": {"tenant": "default"}, "clearance": 3});
-        assert!(map().read("i", &number, 0).is_err());
+        assert!(map().read("i", &number, 0, SECOND).is_err());
         let mut with_role = map();
         with_role.role = Some("role".into());
         let bad_role =
             json!({"sub": "a", "org": {"tenant": "d"}, "clearance": "U", "role": "root"});
-        assert!(with_role.read("i", &bad_role, 0).is_err());
+        assert!(with_role.read("i", &bad_role, 0, SECOND).is_err());
         assert!(ClaimMap::default().check().is_err(), "no tenant source");
     }
 }

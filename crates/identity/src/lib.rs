@@ -169,7 +169,12 @@ impl TokenVerifier for Verifier {
         issuer
             .config
             .claims
-            .read(&issuer.config.issuer, &data.claims, exp)
+            .read(
+                &issuer.config.issuer,
+                &data.claims,
+                exp,
+                Duration::from_secs(issuer.config.keys_max_age_seconds),
+            )
             .map_err(refuse)
     }
 }

@@ -32,6 +32,9 @@ pub struct TokenClaims {
     pub clearance: String,
     /// Unix seconds; the principal is not kept past it.
     pub expires_at: i64,
+    /// How long these claims may be trusted before the token's signature is checked again (the
+    /// issuer's key lifetime: a key it drops must stop verifying within it).
+    pub verify_again_after: Duration,
 }
 
 /// Why a token was refused, in words a caller can act on.
@@ -47,31 +50,73 @@ pub trait TokenVerifier: Send + Sync + std::fmt::Debug {
 
 /// How long a token's principal is kept without asking the store again: as for keys, the bound
 /// on how long a disabled user's token keeps working.
-const TOKEN_CACHE_TTL: Duration = Duration::from_secs(1);
+const PRINCIPAL_TTL: Duration = Duration::from_secs(1);
+/// Verified claims are kept at most this long whatever the issuer says (and never past the
+/// token's `exp`): a signature costs far more than the store's lookups.
+const CLAIMS_TTL: Duration = Duration::from_secs(300);
 const TOKEN_CACHE_MAX: usize = 10_000;
 
-/// Principals of tokens seen in the last second, by the token's SHA-256.
+/// Tokens seen lately, by their SHA-256: the verified claims, and the principal they made.
 #[derive(Debug, Default)]
 pub struct TokenCache {
-    map: Mutex<HashMap<[u8; 32], (Instant, Principal)>>,
+    map: Mutex<HashMap<[u8; 32], Seen>>,
+}
+
+/// What the cache still vouches for.
+enum Cached {
+    Principal(Principal),
+    Claims(TokenClaims),
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    verified_at: Instant,
+    claims: TokenClaims,
+    principal: Option<(Instant, Principal)>,
 }
 
 impl TokenCache {
-    fn get(&self, digest: &[u8; 32]) -> Option<Principal> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let (at, p) = map.get(digest)?;
-        (at.elapsed() < TOKEN_CACHE_TTL).then(|| p.clone())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Seen>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn put(&self, digest: [u8; 32], principal: Principal) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+    /// The principal made within [`PRINCIPAL_TTL`], else the claims verified within their
+    /// `verify_again_after` (at most [`CLAIMS_TTL`]) and not yet expired.
+    fn get(&self, digest: &[u8; 32]) -> Option<Cached> {
+        let map = self.lock();
+        let seen = map.get(digest)?;
+        if let Some((at, p)) = &seen.principal
+            && at.elapsed() < PRINCIPAL_TTL
+        {
+            return Some(Cached::Principal(p.clone()));
+        }
+        let ttl = seen.claims.verify_again_after.min(CLAIMS_TTL);
+        (seen.verified_at.elapsed() < ttl && seen.claims.expires_at > enclave_store::now())
+            .then(|| Cached::Claims(seen.claims.clone()))
+    }
+
+    fn put(
+        &self,
+        digest: [u8; 32],
+        verified_at: Instant,
+        claims: TokenClaims,
+        principal: Option<Principal>,
+    ) {
+        let mut map = self.lock();
         if map.len() >= TOKEN_CACHE_MAX {
-            map.retain(|_, (at, _)| at.elapsed() < TOKEN_CACHE_TTL);
+            map.retain(|_, s| s.verified_at.elapsed() < CLAIMS_TTL);
             if map.len() >= TOKEN_CACHE_MAX {
                 map.clear();
             }
         }
-        map.insert(digest, (Instant::now(), principal));
+        map.insert(
+            digest,
+            Seen {
+                verified_at,
+                claims,
+                principal: principal.map(|p| (Instant::now(), p)),
+            },
+        );
     }
 }
 
@@ -81,13 +126,38 @@ pub async fn authenticate_token(state: &Service, token: &str) -> Result<Principa
         return Err(Error::InvalidKey);
     };
     let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-    if let Some(hit) = state.token_cache.get(&digest) {
-        return Ok(hit);
-    }
-    let signed_in = match verifier.verify(token).await {
-        Ok(claims) => sign_in(state, &claims).await,
-        Err(e) => Err(Error::InvalidToken(e.0)),
+    let (verified_at, claims) = match state.token_cache.get(&digest) {
+        Some(Cached::Principal(principal)) => return Ok(principal),
+        // Verified lately: only the store is asked again (a disabled user stops here).
+        Some(Cached::Claims(claims)) => (None, Ok(claims)),
+        None => (
+            Some(Instant::now()),
+            verifier
+                .verify(token)
+                .await
+                .map_err(|e| Error::InvalidToken(e.0)),
+        ),
     };
+    let signed_in = match &claims {
+        Ok(claims) => sign_in(state, claims).await,
+        Err(e) => Err(e.clone()),
+    };
+    if let Ok(claims) = claims {
+        let verified_at = match verified_at {
+            Some(at) => at,
+            None => state
+                .token_cache
+                .lock()
+                .get(&digest)
+                .map_or_else(Instant::now, |s| s.verified_at),
+        };
+        state.token_cache.put(
+            digest,
+            verified_at,
+            claims,
+            signed_in.as_ref().ok().cloned(),
+        );
+    }
     // Counted when a token is checked, not on each call its principal serves from the cache.
     let (outcome, reason) = match &signed_in {
         Ok(_) => ("accepted", "verified"),
@@ -100,9 +170,7 @@ pub async fn authenticate_token(state: &Service, token: &str) -> Result<Principa
         "reason" => reason
     )
     .increment(1);
-    let principal = signed_in?;
-    state.token_cache.put(digest, principal.clone());
-    Ok(principal)
+    signed_in
 }
 
 /// The claims made a user of their tenant: created at first sign-in, updated when the claims
