@@ -59,8 +59,8 @@ pub(crate) async fn users_command(
                 admin::create_user(store, &scheme, &tenant, &name, role, clearance.as_deref())
                     .await?;
             eprintln!(
-                "registered {} user `{}` in tenant `{}`, cleared to {}",
-                user.role, user.name, user.tenant_name, user.clearance
+                "registered `{}` in tenant `{}` as {}, cleared to {}",
+                user.name, user.tenant_name, user.role, user.clearance
             );
         }
         UsersCommand::Show { name } => {

@@ -18,8 +18,8 @@
 //! - [`metrics`]: the Prometheus recorder and the request-metrics middleware.
 //! - [`openapi`]: the OpenAPI document of every route, generated from the handlers.
 //! - [`tls`]: HTTPS, the server's certificate and the handshakes; [`client_auth`]: client
-//!   certificates (smart cards) and who they name; [`peer`]: the connection's
-//!   far end, as handlers see it.
+//!   certificates (smart cards) and who they name; [`certs`]: reading PEM files; [`peer`]: the
+//!   connection's far end, as handlers see it.
 
 pub mod anthropic;
 pub mod audit;

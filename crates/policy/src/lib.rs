@@ -64,7 +64,7 @@ pub fn check_clearance(scheme: &Scheme, clearance: &Label, label: &Label) -> Res
     match scheme.explain_shortfall(clearance, label) {
         None => Ok(()),
         Some(why) => Err(format!(
-            "the request is labelled {} but the key's clearance is {}: {why}",
+            "the request is labelled {} but the caller's clearance is {}: {why}",
             scheme.banner(label),
             scheme.banner(clearance)
         )),

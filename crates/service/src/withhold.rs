@@ -87,7 +87,7 @@ impl Reader {
             .explain_shortfall(&self.clearance, &self.label)
             .map(|why| {
                 format!(
-                    "the answer was withheld: it is labelled {} by a marking it contains, but the key's clearance is {}: {why}",
+                    "the answer was withheld: it is labelled {} by a marking it contains, but the caller's clearance is {}: {why}",
                     policy.scheme.banner(&self.label),
                     policy.scheme.banner(&self.clearance)
                 )
