@@ -395,16 +395,7 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
                     eprintln!("revoked key {id}");
                 }
                 KeysCommand::List { tenant } => {
-                    let tenant_id = match tenant {
-                        Some(name) => Some(
-                            store
-                                .tenant_by_name(&name)
-                                .await?
-                                .with_context(|| format!("no tenant named `{name}`"))?
-                                .id,
-                        ),
-                        None => None,
-                    };
+                    let tenant_id = tenant_filter(&store, tenant.as_deref()).await?;
                     let mut out = std::io::stdout().lock();
                     writeln!(
                         out,
@@ -478,6 +469,21 @@ pub(crate) fn timestamp(unix: i64) -> String {
         .ok()
         .and_then(|t| t.format(&format).ok())
         .unwrap_or_else(|| unix.to_string())
+}
+
+/// The id of the tenant a `--tenant` filter names (`None`: every tenant).
+pub(crate) async fn tenant_filter(
+    store: &SqliteStore,
+    name: Option<&str>,
+) -> Result<Option<String>> {
+    let Some(name) = name else { return Ok(None) };
+    Ok(Some(
+        store
+            .tenant_by_name(name)
+            .await?
+            .with_context(|| format!("no tenant named `{name}`"))?
+            .id,
+    ))
 }
 
 async fn open_store(config: &Config) -> Result<SqliteStore> {

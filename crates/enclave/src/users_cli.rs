@@ -84,16 +84,7 @@ pub(crate) async fn users_command(
             eprintln!("disabled user `{name}`");
         }
         UsersCommand::List { tenant } => {
-            let tenant_id = match tenant {
-                Some(name) => Some(
-                    store
-                        .tenant_by_name(&name)
-                        .await?
-                        .with_context(|| format!("no tenant named `{name}`"))?
-                        .id,
-                ),
-                None => None,
-            };
+            let tenant_id = crate::tenant_filter(store, tenant.as_deref()).await?;
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,

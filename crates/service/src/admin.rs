@@ -62,6 +62,29 @@ pub async fn create_tenant(store: &dyn Store, name: &str) -> Result<Tenant, Admi
     Ok(tenant)
 }
 
+/// `text` as a clearance banner of `scheme` (the scheme's lowest level when `None`).
+fn clearance_banner(scheme: &Scheme, text: Option<&str>) -> Result<String, AdminError> {
+    let label = match text {
+        Some(text) => scheme.parse(text).map_err(|e| {
+            AdminError::Invalid(format!(
+                "`{text}` is not a label of scheme {}: {e}",
+                scheme.name()
+            ))
+        })?,
+        None => scheme.lowest(),
+    };
+    Ok(scheme.banner(&scheme.clearance(label)))
+}
+
+/// The tenant named `name`, or an error saying how to create it.
+async fn tenant_named(store: &dyn Store, name: &str) -> Result<Tenant, AdminError> {
+    store.tenant_by_name(name).await?.ok_or_else(|| {
+        AdminError::Invalid(format!(
+            "no tenant named `{name}`: create it with `enclave tenants create {name}`"
+        ))
+    })
+}
+
 /// Mints a key of tenant `tenant` with `role`, cleared to `clearance` (a label of `scheme`,
 /// clamped to what the scheme allows as a clearance; the scheme's lowest when `None`).
 pub async fn create_key(
@@ -72,21 +95,8 @@ pub async fn create_key(
     name: Option<String>,
     clearance: Option<&str>,
 ) -> Result<MintedKey, AdminError> {
-    let clearance = match clearance {
-        Some(text) => scheme.clearance(scheme.parse(text).map_err(|e| {
-            AdminError::Invalid(format!(
-                "`{text}` is not a label of scheme {}: {e}",
-                scheme.name()
-            ))
-        })?),
-        None => scheme.clearance(scheme.lowest()),
-    };
-    let clearance = scheme.banner(&clearance);
-    let tenant = store.tenant_by_name(tenant).await?.ok_or_else(|| {
-        AdminError::Invalid(format!(
-            "no tenant named `{tenant}`: create it with `enclave tenants create {tenant}`"
-        ))
-    })?;
+    let clearance = clearance_banner(scheme, clearance)?;
+    let tenant = tenant_named(store, tenant).await?;
     let minted = keys::mint();
     store
         .create_key(&NewKey {
@@ -129,21 +139,8 @@ pub async fn create_user(
     if name.is_empty() {
         return Err(AdminError::Invalid("a user needs a name".into()));
     }
-    let clearance = match clearance {
-        Some(text) => scheme.clearance(scheme.parse(text).map_err(|e| {
-            AdminError::Invalid(format!(
-                "`{text}` is not a label of scheme {}: {e}",
-                scheme.name()
-            ))
-        })?),
-        None => scheme.clearance(scheme.lowest()),
-    };
-    let clearance = scheme.banner(&clearance);
-    let tenant = store.tenant_by_name(tenant).await?.ok_or_else(|| {
-        AdminError::Invalid(format!(
-            "no tenant named `{tenant}`: create it with `enclave tenants create {tenant}`"
-        ))
-    })?;
+    let clearance = clearance_banner(scheme, clearance)?;
+    let tenant = tenant_named(store, tenant).await?;
     let user = NewUser {
         id: new_id(),
         tenant_id: tenant.id.clone(),
