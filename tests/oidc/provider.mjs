@@ -1,10 +1,15 @@
 // A real OpenID provider for the test suite: the `oidc-provider` package on loopback, issuing
-// JWT access tokens to programs (client credentials) with the claims the test gives each client.
+// JWT access tokens to programs (client credentials) with the claims the test gives each client,
+// and signing people in through browsers (authorization code flow, with the package's own
+// development login and consent pages) with the claims the test gives each person.
 //
 //   node provider.mjs SPEC.json
 //
 // SPEC: { "port": 0, "keys_dir": "...", "keys": ["k1"], "clients": [{ "client_id": "...",
-//   "client_secret": "...", "claims": {...}, "audience": "enclave", "ttl": 300 }] }
+//   "client_secret": "...", "claims": {...}, "audience": "enclave", "ttl": 300 }],
+//   "web": { "client_id": "...", "client_secret": "..." }, "people": { "alice": {...claims} } }
+// The web client may be sent back to `http://127.0.0.1:<any port>/auth/callback`: the test's
+// Enclave listens on a port chosen when it starts.
 // `keys` name the signing keys, the first signing; each is made once and kept in `keys_dir`, so
 // a restart with another list rotates them. The module's path comes from OIDC_PROVIDER_MODULE
 // (the test harness installs the package with npm). Prints `issuer <url>` once listening.
@@ -34,6 +39,18 @@ const server = createServer();
 await new Promise((resolve) => server.listen(spec.port || 0, '127.0.0.1', resolve));
 const issuer = `http://127.0.0.1:${server.address().port}`;
 
+const people = spec.people ?? {};
+const web = spec.web
+  ? [{
+    client_id: spec.web.client_id,
+    client_secret: spec.web.client_secret,
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    redirect_uris: ['http://127.0.0.1/auth/callback'],
+    scope: 'openid profile',
+  }]
+  : [];
+
 const provider = new Provider(issuer, {
   clients: spec.clients.map((c) => ({
     client_id: c.client_id,
@@ -42,14 +59,20 @@ const provider = new Provider(issuer, {
     redirect_uris: [],
     response_types: [],
     scope: 'api',
-  })),
-  scopes: ['openid', 'api'],
+  })).concat(web),
+  scopes: ['openid', 'profile', 'api'],
+  // Profile claims come from userinfo (the ID token carries `sub` and the sign-in's nonce).
+  claims: { openid: ['sub'], profile: ['preferred_username', 'tenant', 'clearance', 'groups'] },
+  findAccount: async (ctx, id) => (people[id]
+    ? { accountId: id, claims: async () => ({ sub: id, preferred_username: id, ...people[id] }) }
+    : undefined),
   jwks: { keys: spec.keys.map(key) },
   features: {
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      defaultResource: () => 'urn:enclave',
+      // Programs' tokens are for Enclave's API; a browser's access token is for userinfo.
+      defaultResource: (ctx, client) => (client.clientId === spec.web?.client_id ? undefined : 'urn:enclave'),
       useGrantedResource: () => true,
       getResourceServerInfo: (ctx, resource, client) => ({
         scope: 'api',
@@ -62,6 +85,12 @@ const provider = new Provider(issuer, {
   },
   extraTokenClaims: async (ctx, token) => byId[token.clientId]?.claims ?? {},
 });
+
+// Any loopback port, this path only.
+const allowed = provider.Client.prototype.redirectUriAllowed;
+provider.Client.prototype.redirectUriAllowed = function redirectUriAllowed(uri) {
+  return /^http:\/\/127\.0\.0\.1:\d+\/auth\/callback$/.test(uri) || allowed.call(this, uri);
+};
 
 server.on('request', provider.callback());
 console.log(`issuer ${issuer}`);

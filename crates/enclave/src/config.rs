@@ -56,12 +56,46 @@ pub struct LogSection {
     pub filter: String,
 }
 
-/// Signed tokens from the agency's identity providers, accepted wherever API keys are.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The agency's identity providers: signed tokens accepted wherever API keys are, and browser
+/// sign-in with sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IdentitySection {
-    /// `[[identity.issuers]]`: each trusted issuer, its audience and its claim map.
+    /// `[[identity.issuers]]`: each trusted issuer, its audience, client id and claim map.
     pub issuers: Vec<enclave_identity::IssuerConfig>,
+    /// The URL browsers reach Enclave at (`https://enclave.agency.example`); providers send them
+    /// back to `<public_url>/auth/callback`, which must be registered with each provider. When
+    /// not set, the scheme Enclave serves and the request's `Host` make it.
+    pub public_url: Option<String>,
+    /// A browser session unused this long ends.
+    pub session_idle_minutes: u64,
+    /// No browser session lasts longer than this, however active.
+    pub session_max_hours: u64,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        Self {
+            issuers: Vec::new(),
+            public_url: None,
+            session_idle_minutes: 30,
+            session_max_hours: 12,
+        }
+    }
+}
+
+impl IdentitySection {
+    pub fn session_limits(&self) -> enclave_service::session::SessionLimits {
+        enclave_service::session::SessionLimits {
+            idle: std::time::Duration::from_secs(self.session_idle_minutes.max(1) * 60),
+            absolute: std::time::Duration::from_secs(self.session_max_hours.max(1) * 3600),
+        }
+    }
+
+    /// Whether some issuer lets browsers sign in.
+    pub fn browsers(&self) -> bool {
+        self.issuers.iter().any(|i| i.client_id.is_some())
+    }
 }
 
 /// HTTPS for `enclave serve`.

@@ -99,11 +99,18 @@ pub(crate) async fn config_check(file: Option<PathBuf>, config: Config) -> Resul
         enclave_identity::Verifier::new(&config.identity.issuers)?;
     }
     for issuer in &config.identity.issuers {
+        let accepts = match (&issuer.audience, &issuer.client_id) {
+            (Some(aud), Some(client)) => {
+                format!("tokens for audience `{aud}` and browser sign-in as client `{client}`")
+            }
+            (Some(aud), None) => format!("tokens for audience `{aud}`"),
+            (None, Some(client)) => format!("browser sign-in as client `{client}`"),
+            (None, None) => "nothing".into(),
+        };
         writeln!(
             out,
-            "tokens from {} for audience `{}`: user from `{}`, tenant {}, clearance from `{}`",
+            "{} accepts {accepts}: user from `{}`, tenant {}, clearance from `{}`",
             issuer.issuer,
-            issuer.audience,
             issuer.claims.user,
             match (&issuer.claims.tenant, &issuer.claims.tenant_value) {
                 (Some(claim), _) => format!("from `{claim}`"),
@@ -111,6 +118,17 @@ pub(crate) async fn config_check(file: Option<PathBuf>, config: Config) -> Resul
                 (None, None) => "(none)".into(),
             },
             issuer.claims.clearance,
+        )?;
+    }
+    if config.identity.browsers() {
+        let callback = match &config.identity.public_url {
+            Some(url) => format!("{}/auth/callback", url.trim_end_matches('/')),
+            None => "<scheme>://<Host of the request>/auth/callback (set [identity] public_url to fix it)".into(),
+        };
+        writeln!(
+            out,
+            "browser sign-in at /login; register the redirect URI {callback}; sessions end after {} min idle, {} h at most",
+            config.identity.session_idle_minutes, config.identity.session_max_hours
         )?;
     }
     writeln!(out, "data dir: {}", config.data_dir.display())?;

@@ -135,9 +135,13 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
     let service = if config.identity.issuers.is_empty() {
         service
     } else {
-        service.with_tokens(Arc::new(enclave_identity::Verifier::new(
-            &config.identity.issuers,
-        )?))
+        let verifier = Arc::new(enclave_identity::Verifier::new(&config.identity.issuers)?);
+        let service = service.with_tokens(Arc::clone(&verifier) as _);
+        if config.identity.browsers() {
+            service.with_logins(verifier, config.identity.session_limits())
+        } else {
+            service
+        }
     };
     let kb = enclave_kb::KnowledgeBases::open(
         &config.data_dir.join("kb"),
@@ -149,7 +153,11 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
     )
     .await
     .context("cannot open the knowledge bases")?;
-    let state = AppState::new(service.with_knowledge_bases(kb), metrics);
+    let site = enclave_gateway::browser::Site {
+        public_url: config.identity.public_url.clone(),
+        https: matches!(transport, Transport::Tls { .. }),
+    };
+    let state = AppState::with_site(service.with_knowledge_bases(kb), metrics, site);
     {
         // Actions the CLI takes while the server runs reach the log within a second, and the
         // last ones before a stop do too.

@@ -1,6 +1,6 @@
 //! Authentication: `Authorization: Bearer <key or signed token>` (or `x-api-key`) → the
-//! [`Principal`] every handler acts for; without either, the client certificate the TLS
-//! handshake verified.
+//! [`Principal`] every handler acts for; without either, a browser's session cookie, and without
+//! that, the client certificate the TLS handshake verified.
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 pub use enclave_service::principal::Principal;
 use enclave_service::principal::{authenticate_key, authenticate_user};
+use enclave_service::session::authenticate_session;
 use enclave_service::token::authenticate_token;
 
 use crate::AppState;
@@ -25,11 +26,16 @@ pub async fn require_key(
         Some(h) => authenticate(&state, Some(h)).await?,
         None => match req.headers().get("x-api-key") {
             Some(k) => credential(&state, k.to_str().map_err(|_| Error::InvalidKey)?).await?,
-            None => match certificate(&req) {
-                Some(Ok(name)) => authenticate_user(&state, &name).await?,
-                Some(Err(why)) => return Err(Error::UnmappedCertificate(why).into()),
-                None => return Err(Error::MissingKey.into()),
-            },
+            None => {
+                match crate::browser::cookie_value(req.headers(), crate::browser::SESSION_COOKIE) {
+                    Some(cookie) => authenticate_session(&state, &cookie).await?,
+                    None => match certificate(&req) {
+                        Some(Ok(name)) => authenticate_user(&state, &name).await?,
+                        Some(Err(why)) => return Err(Error::UnmappedCertificate(why).into()),
+                        None => return Err(Error::MissingKey.into()),
+                    },
+                }
+            }
         },
     };
     req.extensions_mut().insert(principal.clone());

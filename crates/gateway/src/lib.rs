@@ -8,7 +8,8 @@
 //! the request path itself: labels, routing, quotas and answers are the service's.
 //!
 //! - [`routes`]: the route table and nothing else.
-//! - [`auth`]: API key → principal, as a middleware on `/v1`.
+//! - [`auth`]: API key, token, session cookie or client certificate → principal, as a
+//!   middleware on `/v1`; [`browser`]: `/login`, its callback, `/logout` and `/`.
 //! - [`audit`]: one record per call, durable before the answer leaves (a stream: promised).
 //! - [`openai`] (chat completions, embeddings, models, and OpenAI's wire types) and
 //!   [`anthropic`] (Messages): each surface in its own folder; [`kb`], [`usage`], [`health`]:
@@ -24,6 +25,7 @@
 pub mod anthropic;
 pub mod audit;
 pub mod auth;
+pub mod browser;
 pub mod certs;
 pub mod client_auth;
 pub mod error;
@@ -75,11 +77,25 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub service: Service,
     pub metrics: metrics::Metrics,
+    pub site: browser::Site,
 }
 
 impl AppState {
     pub fn new(service: Service, metrics: metrics::Metrics) -> Self {
-        Self(Arc::new(Shared { service, metrics }))
+        Self::with_site(service, metrics, browser::Site::default())
+    }
+
+    /// A state whose browser sign-in sends providers back to `site`.
+    pub fn with_site(service: Service, metrics: metrics::Metrics, site: browser::Site) -> Self {
+        Self(Arc::new(Shared {
+            service,
+            metrics,
+            site,
+        }))
+    }
+
+    pub fn site(&self) -> &browser::Site {
+        &self.0.site
     }
 
     pub fn service(&self) -> &Service {

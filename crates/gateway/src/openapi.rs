@@ -7,13 +7,13 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::openai::{chat, embeddings, models};
-use crate::{anthropic, audit, health, kb, metrics, usage};
+use crate::{anthropic, audit, browser, health, kb, metrics, usage};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Enclave",
-        description = "OpenAI- and Anthropic-compatible model serving under classification labels, with knowledge bases, a verifiable audit log and usage. Every `/v1` route takes an API key: `Authorization: Bearer <key>` (or `x-api-key`)."
+        description = "OpenAI- and Anthropic-compatible model serving under classification labels, with knowledge bases, a verifiable audit log and usage. Every `/v1` route takes an API key or a signed token: `Authorization: Bearer <key>` (or `x-api-key`); a browser signed in at `/login` uses its session cookie."
     ),
     paths(
         models::list,
@@ -38,6 +38,10 @@ use crate::{anthropic, audit, health, kb, metrics, usage};
         health::healthz,
         health::readyz,
         metrics::render,
+        browser::home,
+        browser::login,
+        browser::callback,
+        browser::logout,
         document,
     ),
     modifiers(&ApiKey),

@@ -10,7 +10,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::{ApiError, Error};
 use crate::openai::{chat, embeddings, models};
 use crate::{
-    AppState, MAX_BODY_BYTES, anthropic, audit, auth, health, kb, metrics, openapi, usage,
+    AppState, MAX_BODY_BYTES, anthropic, audit, auth, browser, health, kb, metrics, openapi, usage,
 };
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
@@ -55,6 +55,10 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::document))
+        .route("/", get(browser::home))
+        .route("/login", get(browser::login))
+        .route("/auth/callback", get(browser::callback))
+        .route("/logout", get(browser::logout).post(browser::logout))
         .nest("/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)

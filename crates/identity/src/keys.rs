@@ -21,16 +21,52 @@ pub(crate) struct IssuerKeys {
     keys: RwLock<HashMap<String, DecodingKey>>,
     /// When the set was last fetched; one fetch at a time.
     fetched: Mutex<Option<Instant>>,
+    /// The client secret for browser sign-in, if any.
+    pub(crate) secret: Option<String>,
+    /// The discovery document, once read.
+    discovery: tokio::sync::OnceCell<Value>,
 }
 
 impl IssuerKeys {
-    pub(crate) fn new(config: IssuerConfig, http: reqwest::Client) -> Self {
+    pub(crate) fn new(config: IssuerConfig, http: reqwest::Client, secret: Option<String>) -> Self {
         Self {
             config,
             http,
             keys: RwLock::default(),
             fetched: Mutex::new(None),
+            secret,
+            discovery: tokio::sync::OnceCell::new(),
         }
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The issuer's discovery document (`/.well-known/openid-configuration`), fetched once; a
+    /// failed fetch is tried again at the next need.
+    pub(crate) async fn discovery(&self) -> Result<&Value, String> {
+        self.discovery
+            .get_or_try_init(|| async {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    self.config.issuer.trim_end_matches('/')
+                );
+                let doc = self.get_json(&url).await?;
+                if doc["issuer"].as_str() != Some(self.config.issuer.as_str()) {
+                    return Err(format!(
+                        "{url} names issuer {}, not {}",
+                        doc["issuer"], self.config.issuer
+                    ));
+                }
+                Ok(doc)
+            })
+            .await
+    }
+
+    /// An endpoint the discovery document names.
+    pub(crate) async fn endpoint(&self, name: &str) -> Result<Option<String>, String> {
+        Ok(self.discovery().await?[name].as_str().map(str::to_string))
     }
 
     /// The key `kid` names (a token without `kid` may use the set's only key).
@@ -99,23 +135,16 @@ impl IssuerKeys {
     async fn fetch(&self) -> Result<JwkSet, String> {
         let jwks_uri = match &self.config.jwks_uri {
             Some(uri) => uri.clone(),
-            None => {
-                let discovery = format!(
-                    "{}/.well-known/openid-configuration",
-                    self.config.issuer.trim_end_matches('/')
-                );
-                let doc: Value = self.get_json(&discovery).await?;
-                doc["jwks_uri"]
-                    .as_str()
-                    .ok_or_else(|| format!("{discovery} names no jwks_uri"))?
-                    .to_string()
-            }
+            None => self
+                .endpoint("jwks_uri")
+                .await?
+                .ok_or_else(|| format!("{}'s discovery names no jwks_uri", self.config.issuer))?,
         };
         let set: Value = self.get_json(&jwks_uri).await?;
         serde_json::from_value(set).map_err(|e| format!("{jwks_uri} is not a JWK set: {e}"))
     }
 
-    async fn get_json(&self, url: &str) -> Result<Value, String> {
+    pub(crate) async fn get_json(&self, url: &str) -> Result<Value, String> {
         let r = self
             .http
             .get(url)

@@ -7,6 +7,7 @@
 //! outside its validity (beyond a small clock skew). What the claims may grant is the service's
 //! decision ([`enclave_service::token`]), not this crate's.
 
+mod browser;
 mod claims;
 mod keys;
 
@@ -28,9 +29,26 @@ pub struct IssuerConfig {
     /// The `iss` its tokens carry; its discovery document is read from
     /// `<issuer>/.well-known/openid-configuration` unless `jwks_uri` is given.
     pub issuer: String,
-    /// The `aud` a token must carry to be accepted here.
-    pub audience: String,
+    /// The `aud` a bearer token must carry to be accepted here. Without it the issuer serves
+    /// browser sign-in only.
+    pub audience: Option<String>,
     pub jwks_uri: Option<String>,
+    /// The short name `/login?issuer=` takes; the issuer's host when not given.
+    pub name: Option<String>,
+    /// Enclave's client id at this provider: set it to let browsers sign in here (authorization
+    /// code flow with PKCE; the ID token's audience).
+    pub client_id: Option<String>,
+    /// A file holding the client secret (its first line).
+    pub client_secret_file: Option<std::path::PathBuf>,
+    /// An environment variable holding the client secret. Without a secret, Enclave signs in as
+    /// a public client (PKCE alone).
+    pub client_secret_env: Option<String>,
+    /// Scopes asked for at browser sign-in.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Whether the userinfo response's claims join the ID token's at browser sign-in.
+    #[serde(default = "default_true")]
+    pub userinfo: bool,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
@@ -44,6 +62,14 @@ pub struct IssuerConfig {
     pub keys_max_age_seconds: u64,
     #[serde(default)]
     pub claims: ClaimMap,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email"].map(String::from).to_vec()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_leeway() -> u64 {
@@ -103,13 +129,22 @@ impl Verifier {
                     issuer: config.issuer.clone(),
                     message,
                 })?;
-            if config.audience.is_empty() {
-                return Err(IdentityError::Invalid {
-                    issuer: config.issuer.clone(),
-                    message: "`audience` is required".into(),
-                });
+            let invalid = |message: &str| IdentityError::Invalid {
+                issuer: config.issuer.clone(),
+                message: message.into(),
+            };
+            if config.audience.as_deref().is_none_or(str::is_empty)
+                && config.client_id.as_deref().is_none_or(str::is_empty)
+            {
+                return Err(invalid(
+                    "give `audience` (to accept its bearer tokens), `client_id` (to let browsers sign in), or both",
+                ));
             }
-            out.push(IssuerKeys::new(config.clone(), http.clone()));
+            if config.client_id.is_some() && !config.scopes.iter().any(|s| s == "openid") {
+                return Err(invalid("`scopes` must include `openid`"));
+            }
+            let secret = browser::client_secret(config).map_err(|m| invalid(&m))?;
+            out.push(IssuerKeys::new(config.clone(), http.clone(), secret));
         }
         Ok(Self { issuers: out })
     }
@@ -127,12 +162,6 @@ impl TokenVerifier for Verifier {
                 "its header is not a signed JWT header ({e}); unsigned tokens are never accepted"
             ))
         })?;
-        if !ALLOWED.contains(&header.alg) {
-            return Err(refuse(format!(
-                "it is signed with {:?}, which is not an issuer's public-key signature",
-                header.alg
-            )));
-        }
         // Which issuer to ask is read before the signature is checked; nothing else is trusted
         // until it is.
         let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
@@ -143,11 +172,47 @@ impl TokenVerifier for Verifier {
             .iter()
             .find(|i| i.config.issuer == iss)
             .ok_or_else(|| refuse(format!("the issuer `{iss}` is not configured")))?;
-        let key = issuer.key(header.kid.as_deref(), header.alg).await?;
+        let audience = issuer.config.audience.as_deref().ok_or_else(|| {
+            refuse(format!(
+                "{} is configured for browser sign-in only (no `audience`), not bearer tokens",
+                issuer.config.issuer
+            ))
+        })?;
+        let claims = issuer.decode(token, &header, audience).await?;
+        let exp = claims["exp"].as_i64().unwrap_or_default();
+        issuer
+            .config
+            .claims
+            .read(
+                &issuer.config.issuer,
+                &claims,
+                exp,
+                Duration::from_secs(issuer.config.keys_max_age_seconds),
+            )
+            .map_err(refuse)
+    }
+}
+
+impl IssuerKeys {
+    /// The claims of `token`, signed by one of this issuer's keys, for `audience`, within its
+    /// validity.
+    pub(crate) async fn decode(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+        audience: &str,
+    ) -> Result<Value, TokenRefused> {
+        if !ALLOWED.contains(&header.alg) {
+            return Err(refuse(format!(
+                "it is signed with {:?}, which is not an issuer's public-key signature",
+                header.alg
+            )));
+        }
+        let key = self.key(header.kid.as_deref(), header.alg).await?;
         let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[issuer.config.issuer.as_str()]);
-        validation.set_audience(&[issuer.config.audience.as_str()]);
-        validation.leeway = issuer.config.leeway_seconds;
+        validation.set_issuer(&[self.config.issuer.as_str()]);
+        validation.set_audience(&[audience]);
+        validation.leeway = self.config.leeway_seconds;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| {
@@ -155,26 +220,15 @@ impl TokenVerifier for Verifier {
             refuse(match e.kind() {
                 ErrorKind::ExpiredSignature => "it has expired".to_string(),
                 ErrorKind::ImmatureSignature => "it is not valid yet (nbf)".to_string(),
-                ErrorKind::InvalidAudience => format!(
-                    "it is not for this audience (expected `{}`)",
-                    issuer.config.audience
-                ),
+                ErrorKind::InvalidAudience => {
+                    format!("it is not for this audience (expected `{audience}`)")
+                }
                 ErrorKind::InvalidIssuer => "its issuer does not match".to_string(),
                 ErrorKind::InvalidSignature => "its signature does not verify".to_string(),
                 ErrorKind::MissingRequiredClaim(c) => format!("it has no `{c}` claim"),
                 _ => format!("it does not verify: {e}"),
             })
         })?;
-        let exp = data.claims["exp"].as_i64().unwrap_or_default();
-        issuer
-            .config
-            .claims
-            .read(
-                &issuer.config.issuer,
-                &data.claims,
-                exp,
-                Duration::from_secs(issuer.config.keys_max_age_seconds),
-            )
-            .map_err(refuse)
+        Ok(data.claims)
     }
 }

@@ -176,12 +176,15 @@ pub async fn disable_user(store: &dyn Store, name: &str) -> Result<(), AdminErro
             ))
         })?;
     store.disable_user(name, now()).await?;
+    let ended = store
+        .end_user_sessions(&user.id, now(), "user disabled")
+        .await?;
     record_event(
         store,
         "users.disable",
         Some(&user.tenant_name),
         Some(&user.id),
-        format!("disabled user `{name}`"),
+        format!("disabled user `{name}`; {ended} live session(s) ended"),
     )
     .await
 }

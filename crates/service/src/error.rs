@@ -21,6 +21,14 @@ pub enum Error {
     DisabledUser(String),
     #[error("the token is not accepted: {0}")]
     InvalidToken(String),
+    /// A session cookie that names no live session: logged out, timed out, or never made.
+    #[error("the session has ended ({0}): sign in again at /login")]
+    SessionEnded(String),
+    /// A browser sign-in that could not complete; the reason says which step refused it.
+    #[error("the sign-in did not complete: {0}")]
+    SignInFailed(String),
+    #[error("browser sign-in is not configured: no `[[identity.issuers]]` has a `client_id`")]
+    SignInNotConfigured,
     #[error("the model `{0}` does not exist: `GET /v1/models` lists the models you can use")]
     ModelNotFound(String),
     #[error("the model `{model}` is {actual} model and cannot serve {route}")]
@@ -125,6 +133,9 @@ impl Error {
             UnmappedCertificate(_) => "certificate_not_mapped",
             DisabledUser(_) => "user_disabled",
             InvalidToken(_) => "invalid_token",
+            SessionEnded(_) => "session_ended",
+            SignInFailed(_) => "sign_in_failed",
+            SignInNotConfigured => "sign_in_not_configured",
             ModelNotFound(_) => "model_not_found",
             WrongModelKind { .. } => "wrong_model_kind",
             InvalidJson(_) => "invalid_json",

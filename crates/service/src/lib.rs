@@ -1,7 +1,8 @@
 //! Enclave's request path with no HTTP in it: every caller — the HTTP gateway today; agents,
 //! batch jobs, the console and other logins next — goes through it.
 //!
-//! It owns who is calling ([`principal`]; signed tokens in [`token`]), the policy in force as plain data ([`policy`]) and
+//! It owns who is calling ([`principal`]; signed tokens in [`token`], browser sign-in and
+//! sessions in [`session`]), the policy in force as plain data ([`policy`]) and
 //! the runtime registry of deployments built from it ([`dispatch::Registry`]), the reference
 //! monitor ([`monitor`]: label, clearance, authorize, route, redact), quotas ([`quota`]), typed
 //! dispatch to the embedded engines and upstreams ([`dispatch`], [`upstream`]), answers that
@@ -27,6 +28,7 @@ pub mod policy;
 pub mod principal;
 pub mod quota;
 pub mod retrieval;
+pub mod session;
 pub mod telemetry;
 pub mod token;
 pub mod upstream;
@@ -123,6 +125,10 @@ pub struct Service {
     /// Signed tokens' verifier, where issuers are configured.
     pub tokens: Option<Arc<dyn token::TokenVerifier>>,
     pub token_cache: Arc<token::TokenCache>,
+    /// Browser sign-in, where an issuer has a `client_id`.
+    pub logins: Option<Arc<dyn session::BrowserLogin>>,
+    /// Logins in flight and sessions seen lately.
+    pub sessions: Arc<session::Sessions>,
     /// Knowledge bases, where the server runs them.
     pub kb: Option<enclave_kb::KnowledgeBases>,
     /// When the service started, as the `created` of model objects.
@@ -152,20 +158,34 @@ impl Service {
             key_cache: Arc::new(principal::KeyCache::default()),
             tokens: None,
             token_cache: Arc::default(),
+            logins: None,
+            sessions: Arc::default(),
             kb: None,
             started: enclave_store::now(),
             background: Background::default(),
         })
     }
 
-    /// Uses `quotas` (seeded from the store by [`quota::Quotas::load`]) and starts writing its
-    /// metered usage to the store every second, and once more when the service shuts down.
     /// Accepts signed tokens wherever keys are accepted, checked by `verifier`.
     pub fn with_tokens(mut self, verifier: Arc<dyn token::TokenVerifier>) -> Self {
         self.tokens = Some(verifier);
         self
     }
 
+    /// Lets browsers sign in through `logins` (OpenID Connect), their sessions lasting as
+    /// `limits` says.
+    pub fn with_logins(
+        mut self,
+        logins: Arc<dyn session::BrowserLogin>,
+        limits: session::SessionLimits,
+    ) -> Self {
+        self.logins = Some(logins);
+        self.sessions = Arc::new(session::Sessions::new(limits));
+        self
+    }
+
+    /// Uses `quotas` (seeded from the store by [`quota::Quotas::load`]) and starts writing its
+    /// metered usage to the store every second, and once more when the service shuts down.
     pub fn with_quotas(mut self, quotas: quota::Quotas) -> Self {
         self.quotas = quotas;
         let (meter, store) = (Arc::clone(&self.quotas.meter), Arc::clone(&self.store));

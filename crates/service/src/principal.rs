@@ -58,6 +58,8 @@ pub enum Established {
     Certificate,
     /// A signed token (JWT) from a configured issuer, its claims made a user.
     Token,
+    /// A browser session, made by an OpenID Connect sign-in.
+    Session,
 }
 
 /// Who is calling: a key or a user of one tenant, with a role. `key_id` names the caller in

@@ -139,7 +139,7 @@ pub async fn authenticate_token(state: &Service, token: &str) -> Result<Principa
         ),
     };
     let signed_in = match &claims {
-        Ok(claims) => sign_in(state, claims).await,
+        Ok(claims) => sign_in(state, claims, Established::Token).await,
         Err(e) => Err(e.clone()),
     };
     if let Ok(claims) = claims {
@@ -174,8 +174,17 @@ pub async fn authenticate_token(state: &Service, token: &str) -> Result<Principa
 }
 
 /// The claims made a user of their tenant: created at first sign-in, updated when the claims
-/// changed, refused when disabled or claimed by another tenant.
-async fn sign_in(state: &Service, claims: &TokenClaims) -> Result<Principal, Error> {
+/// changed, refused when disabled or claimed by another tenant. `how` is the source: a bearer
+/// token, or a browser's sign-in.
+pub(crate) async fn sign_in(
+    state: &Service,
+    claims: &TokenClaims,
+    how: Established,
+) -> Result<Principal, Error> {
+    let by = match how {
+        Established::Session => "browser sign-in",
+        _ => "token",
+    };
     let policy = &state.policy;
     let scheme = &policy.scheme;
     let claimed = scheme.parse(&claims.clearance).map_err(|e| {
@@ -233,7 +242,7 @@ async fn sign_in(state: &Service, claims: &TokenClaims) -> Result<Principal, Err
                     Some(&tenant.name),
                     Some(&user.id),
                     format!(
-                        "sign-in by token from {} changed `{}` to {} cleared to {clearance}",
+                        "{by} from {} changed `{}` to {} cleared to {clearance}",
                         claims.issuer, user.name, claims.role
                     ),
                 )
@@ -268,7 +277,7 @@ async fn sign_in(state: &Service, claims: &TokenClaims) -> Result<Principal, Err
                 Some(&tenant.name),
                 Some(&id),
                 format!(
-                    "first sign-in by token from {}: `{}`, {} cleared to {clearance}",
+                    "first {by} from {}: `{}`, {} cleared to {clearance}",
                     claims.issuer, claims.user, claims.role
                 ),
             )
@@ -278,7 +287,7 @@ async fn sign_in(state: &Service, claims: &TokenClaims) -> Result<Principal, Err
         }
     };
     Ok(Principal {
-        established: Established::Token,
+        established: how,
         key_id: user,
         tenant_id: tenant.id,
         tenant_name: tenant.name,

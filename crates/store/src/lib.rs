@@ -122,6 +122,31 @@ pub struct NewUser {
     pub created_at: i64,
 }
 
+/// A browser session, as its cookie finds it: the session and the user it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Session {
+    pub issuer: String,
+    pub created_at: i64,
+    /// When the session last served a request (kept to the minute, for the idle timeout).
+    pub last_seen: i64,
+    /// The absolute end: no request is served past it, however active the session.
+    pub expires_at: i64,
+    pub ended_at: Option<i64>,
+    /// `logout`, `user disabled`, `idle`, `expired`.
+    pub end_reason: Option<String>,
+    pub user: User,
+}
+
+/// A session to insert; `id` is the SHA-256 of the cookie's value.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: [u8; 32],
+    pub user_id: String,
+    pub issuer: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -194,6 +219,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Marks the user disabled; false when there is no such enabled user.
     async fn disable_user(&self, name: &str, at: i64) -> Result<bool, StoreError>;
+
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
+    /// The session whose cookie hashes to `id`, ended or not, with its user.
+    async fn session(&self, id: &[u8; 32]) -> Result<Option<Session>, StoreError>;
+    /// Records that the session served a request at `at`.
+    async fn touch_session(&self, id: &[u8; 32], at: i64) -> Result<(), StoreError>;
+    /// Ends one session; false when there is no such live session.
+    async fn end_session(&self, id: &[u8; 32], at: i64, reason: &str) -> Result<bool, StoreError>;
+    /// Ends every live session of a user; how many were ended.
+    async fn end_user_sessions(
+        &self,
+        user_id: &str,
+        at: i64,
+        reason: &str,
+    ) -> Result<u64, StoreError>;
 
     async fn record_admin_event(&self, event: &AdminEvent) -> Result<(), StoreError>;
     /// Actions not yet in the audit log, oldest first.

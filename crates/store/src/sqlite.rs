@@ -11,7 +11,10 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use crate::{AdminEvent, ApiKey, NewKey, NewUser, Role, Store, StoreError, Tenant, UsageRow, User};
+use crate::{
+    AdminEvent, ApiKey, NewKey, NewSession, NewUser, Role, Session, Store, StoreError, Tenant,
+    UsageRow, User,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -258,6 +261,84 @@ impl Store for SqliteStore {
                 .execute(&self.pool)
                 .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_session(&self, s: &NewSession) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, issuer, created_at, last_seen, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id[..])
+        .bind(&s.user_id)
+        .bind(&s.issuer)
+        .bind(s.created_at)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id: &[u8; 32]) -> Result<Option<Session>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT s.issuer, s.created_at AS s_created, s.last_seen, s.expires_at, s.ended_at, s.end_reason, \
+             u.id, u.tenant_id, t.name AS tenant_name, u.name, u.role, u.clearance, u.created_at, u.disabled_at \
+             FROM sessions s JOIN users u ON u.id = s.user_id JOIN tenants t ON t.id = u.tenant_id \
+             WHERE s.id = ?",
+        )
+        .bind(&id[..])
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Session {
+            issuer: row.try_get("issuer")?,
+            created_at: row.try_get("s_created")?,
+            last_seen: row.try_get("last_seen")?,
+            expires_at: row.try_get("expires_at")?,
+            ended_at: row.try_get("ended_at")?,
+            end_reason: row.try_get("end_reason")?,
+            user: user_row(&row)?,
+        }))
+    }
+
+    async fn touch_session(&self, id: &[u8; 32], at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_seen = ? WHERE id = ? AND last_seen < ?")
+            .bind(at)
+            .bind(&id[..])
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn end_session(&self, id: &[u8; 32], at: i64, reason: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL",
+        )
+        .bind(at)
+        .bind(reason)
+        .bind(&id[..])
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn end_user_sessions(
+        &self,
+        user_id: &str,
+        at: i64,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE user_id = ? AND ended_at IS NULL",
+        )
+        .bind(at)
+        .bind(reason)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn record_admin_event(&self, e: &AdminEvent) -> Result<(), StoreError> {

@@ -214,6 +214,87 @@ async fn check_users_are_unique_scoped_and_disableable(store: &dyn Store) {
     assert!(disabled.disabled_at.is_some());
 }
 
+async fn check_sessions_end_and_follow_their_user(store: &dyn Store) {
+    use enclave_store::{NewSession, NewUser};
+    let t = tenant(store, "sessions").await;
+    let user = NewUser {
+        id: new_id(),
+        tenant_id: t.id.clone(),
+        name: "carol@agency.example".into(),
+        role: Role::User,
+        clearance: "CONFIDENTIAL".into(),
+        created_at: now(),
+    };
+    store.create_user(&user).await.unwrap();
+    let session = |id: u8| NewSession {
+        id: [id; 32],
+        user_id: user.id.clone(),
+        issuer: "https://idp.example".into(),
+        created_at: 1_000,
+        expires_at: 5_000,
+    };
+    for id in [1, 2, 3] {
+        store.create_session(&session(id)).await.unwrap();
+    }
+    let found = store.session(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            found.user.name.as_str(),
+            found.user.tenant_name.as_str(),
+            found.user.clearance.as_str(),
+            found.last_seen,
+            found.expires_at,
+            found.ended_at
+        ),
+        (
+            "carol@agency.example",
+            "sessions",
+            "CONFIDENTIAL",
+            1_000,
+            5_000,
+            None
+        )
+    );
+    assert_eq!(store.session(&[9; 32]).await.unwrap(), None);
+
+    store.touch_session(&[1; 32], 1_200).await.unwrap();
+    store.touch_session(&[1; 32], 1_100).await.unwrap();
+    assert_eq!(
+        store.session(&[1; 32]).await.unwrap().unwrap().last_seen,
+        1_200,
+        "last_seen never goes back"
+    );
+
+    assert!(store.end_session(&[1; 32], 1_300, "logout").await.unwrap());
+    assert!(
+        !store.end_session(&[1; 32], 1_400, "logout").await.unwrap(),
+        "an ended session cannot end again"
+    );
+    let ended = store.session(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(
+        (ended.ended_at, ended.end_reason.as_deref()),
+        (Some(1_300), Some("logout"))
+    );
+    assert_eq!(
+        store
+            .end_user_sessions(&user.id, 1_500, "user disabled")
+            .await
+            .unwrap(),
+        2,
+        "the two live sessions end; the ended one is left as it was"
+    );
+    assert_eq!(
+        store
+            .session(&[2; 32])
+            .await
+            .unwrap()
+            .unwrap()
+            .end_reason
+            .as_deref(),
+        Some("user disabled")
+    );
+}
+
 #[tokio::test]
 async fn sqlite_conformance() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,6 +304,7 @@ async fn sqlite_conformance() {
     check_tenants(&store).await;
     check_keys_are_hashed_scoped_and_revocable(&store).await;
     check_users_are_unique_scoped_and_disableable(&store).await;
+    check_sessions_end_and_follow_their_user(&store).await;
 }
 
 #[tokio::test]

@@ -57,10 +57,26 @@ pub struct Provider {
 }
 
 pub const SECRET: &str = "program-secret-program-secret-program-secret";
+/// The client id browsers sign in to Enclave with.
+pub const WEB_CLIENT: &str = "enclave-web";
 
 impl Provider {
     /// Starts a provider signing with `keys` (names; the first signs) for `programs`.
     pub fn start(keys: &[&str], programs: &[Program<'_>]) -> Provider {
+        Self::start_spec(keys, programs, json!({}))
+    }
+
+    /// Starts a provider that signs `people` (name → their claims) in through browsers, for the
+    /// web client [`WEB_CLIENT`] with the secret [`SECRET`].
+    pub fn start_for_browsers(keys: &[&str], people: Value) -> Provider {
+        Self::start_spec(
+            keys,
+            &[],
+            json!({"web": {"client_id": WEB_CLIENT, "client_secret": SECRET}, "people": people}),
+        )
+    }
+
+    fn start_spec(keys: &[&str], programs: &[Program<'_>], extra: Value) -> Provider {
         let dir = tempfile::tempdir().unwrap();
         let spec = dir.path().join("spec.json");
         let clients: Vec<Value> = programs
@@ -72,12 +88,11 @@ impl Provider {
                 })
             })
             .collect();
-        std::fs::write(
-            &spec,
-            json!({"port": 0, "keys_dir": dir.path(), "keys": keys, "clients": clients})
-                .to_string(),
-        )
-        .unwrap();
+        let mut body = json!({"port": 0, "keys_dir": dir.path(), "keys": keys, "clients": clients});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        std::fs::write(&spec, body.to_string()).unwrap();
         let (child, issuer) = launch(&spec);
         Provider {
             child,
