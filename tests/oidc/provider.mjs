@@ -17,6 +17,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { join } from 'node:path';
 
 const { default: Provider } = await import(process.env.OIDC_PROVIDER_MODULE);
@@ -35,9 +36,12 @@ function key(name) {
 const byId = Object.fromEntries(spec.clients.map((c) => [c.client_id, c]));
 
 // Bind first so the issuer URL carries the real port.
-const server = createServer();
+// With `tls: { cert, key }` (PEM files), HTTPS under the test's own CA.
+const server = spec.tls
+  ? createTlsServer({ cert: readFileSync(spec.tls.cert), key: readFileSync(spec.tls.key) })
+  : createServer();
 await new Promise((resolve) => server.listen(spec.port || 0, '127.0.0.1', resolve));
-const issuer = `http://127.0.0.1:${server.address().port}`;
+const issuer = `${spec.tls ? 'https' : 'http'}://127.0.0.1:${server.address().port}`;
 
 const people = spec.people ?? {};
 const web = spec.web
@@ -62,7 +66,7 @@ const provider = new Provider(issuer, {
   })).concat(web),
   scopes: ['openid', 'profile', 'api'],
   // Profile claims come from userinfo (the ID token carries `sub` and the sign-in's nonce).
-  claims: { openid: ['sub'], profile: ['preferred_username', 'tenant', 'clearance', 'groups'] },
+  claims: { openid: ['sub'], profile: ['preferred_username', 'tenant', 'clearance', 'groups', 'citizenship'] },
   findAccount: async (ctx, id) => (people[id]
     ? { accountId: id, claims: async () => ({ sub: id, preferred_username: id, ...people[id] }) }
     : undefined),

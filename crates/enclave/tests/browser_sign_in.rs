@@ -181,14 +181,15 @@ fn sql(server: &Server, statement: &str) {
 
 #[tokio::test]
 async fn people_sign_in_with_a_browser_and_their_sessions_end_when_they_should() {
-    let person =
-        |clearance: &str| json!({"tenant": "default", "clearance": clearance, "groups": ["staff"]});
+    let person = |clearance: &str| json!({"tenant": "default", "clearance": clearance, "groups": ["staff"], "citizenship": "USA"});
     let provider = Provider::start_for_browsers(
         &["k1"],
         json!({
             "alice": person("TOP SECRET"),
             "bob": person("SEKRIT"),
             "carol": person("CONFIDENTIAL"),
+            "dave": {"tenant": "default", "clearance": "SECRET", "groups": ["staff", "sigint-cell"], "citizenship": ["GBR"]},
+            "erin": {"tenant": "default", "clearance": "SECRET", "citizenship": "UK"},
         }),
     );
     let dir = tempfile::tempdir().unwrap();
@@ -200,7 +201,7 @@ async fn people_sign_in_with_a_browser_and_their_sessions_end_when_they_should()
         format!(
             r#"
 [tenants.default]
-ceiling = "SECRET"
+ceiling = "SECRET//SI"
 
 [[identity.issuers]]
 issuer = "{issuer}"
@@ -212,6 +213,10 @@ scopes = ["openid", "profile"]
 user = "preferred_username"
 tenant = "tenant"
 clearance = "clearance"
+groups = "groups"
+citizenship = "citizenship"
+[identity.issuers.claims.group_compartments]
+sigint-cell = "SI"
 "#,
             issuer = provider.issuer,
             secret = secret.display()
@@ -339,6 +344,30 @@ clearance = "clearance"
     );
     assert!(bob.cookie(&server.base, "enclave_session").is_none());
 
+    // Compartments from groups and citizenship from the provider: a British analyst in the
+    // SIGINT cell reads SI material released to Britain, not NOFORN material.
+    let mut dave = Browser::new();
+    let callback = dave.through_provider(&server, "dave").await;
+    let page = dave.get(&callback).await.text().await.unwrap();
+    assert!(
+        page.contains("cleared to <strong>SECRET//SI//REL TO USA, GBR</strong>"),
+        "{page}"
+    );
+    for (text, status) in [
+        ("(S//SI//REL TO USA, GBR) The crane is north.", 200),
+        ("(S//NF) The crane is north.", 403),
+        ("(S//TK//REL TO USA, GBR) The crane is north.", 403),
+    ] {
+        let r = dave
+            .send(dave.client.post(&url).json(&chat(text)), &url)
+            .await;
+        assert_eq!(r.status(), status, "{text}");
+    }
+    let mut erin = Browser::new();
+    let callback = erin.through_provider(&server, "erin").await;
+    let page = erin.get(&callback).await.text().await.unwrap();
+    assert!(page.contains("`UK` is not an ISO 3166 trigraph"), "{page}");
+
     // Logout ends the session; the cookie replayed afterwards is refused.
     let cookie = alice.cookie(&server.base, "enclave_session").unwrap();
     let r = alice.post_form(&server.url("/logout"), &[]).await;
@@ -455,13 +484,13 @@ clearance = "clearance"
     let metrics = common::http_get(&server.url("/metrics"));
     assert!(
         metrics.contains(
-            r#"enclave_sign_ins_total{source="oidc",outcome="accepted",reason="verified"} 4"#
+            r#"enclave_sign_ins_total{source="oidc",outcome="accepted",reason="verified"} 5"#
         ),
         "{metrics}"
     );
     assert!(
         metrics.contains(
-            r#"enclave_sign_ins_total{source="oidc",outcome="refused",reason="sign_in_failed"} 2"#
+            r#"enclave_sign_ins_total{source="oidc",outcome="refused",reason="sign_in_failed"} 3"#
         ),
         "{metrics}"
     );

@@ -263,3 +263,46 @@ print(r.headers["enclave-label"], r.parse().usage.total_tokens)
         assert!(metrics.contains(series), "{series} in:\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn an_issuer_under_the_agency_pki_is_trusted_through_its_ca_file_only() {
+    let pki = common::pki::Pki::new(30);
+    let provider = Provider::start_tls(
+        &["k1"],
+        &[program(
+            "analyst",
+            json!({"tenant": "default", "clearance": "SECRET"}),
+        )],
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        pki.root(),
+    );
+    assert!(provider.issuer.starts_with("https://"));
+    let token = provider.token("analyst").await;
+    let config = |ca: &str| {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            file.path(),
+            format!(
+                "[[identity.issuers]]\nissuer = \"{}\"\naudience = \"enclave\"\n{ca}\n\
+                 [identity.issuers.claims]\ntenant = \"tenant\"\n",
+                provider.issuer
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let trusted = config(&format!("ca_file = \"{}\"", pki.path("root.pem").display()));
+    let path = trusted.path().display().to_string();
+    let server = Server::start_with(&[("ENCLAVE_CONFIG", path.as_str())]);
+    assert_eq!(call(&server, &token).await.0, 200);
+    drop(server);
+
+    // Without it, the agency's CA is not a public root: its keys cannot be fetched.
+    let untrusted = config("");
+    let path = untrusted.path().display().to_string();
+    let server = Server::start_with(&[("ENCLAVE_CONFIG", path.as_str())]);
+    let (status, code, message) = call(&server, &token).await;
+    assert_eq!((status, code.as_str()), (401, "invalid_token"), "{message}");
+    assert!(message.contains("cannot be fetched"), "{message}");
+}

@@ -28,6 +28,14 @@ pub struct ClaimMap {
     pub groups: Option<String>,
     /// Group → role; the first of the token's groups named here gives the role.
     pub roles: BTreeMap<String, String>,
+    /// The claim holding the person's compartments: a list, or one space-separated string.
+    pub compartments: Option<String>,
+    /// Group → compartment: each of the token's groups named here adds its compartment.
+    pub group_compartments: BTreeMap<String, String>,
+    /// The claim holding the person's citizenship(s) as ISO 3166 trigraphs (`USA`, `GBR`): what
+    /// they may read by releasability. When named, a token without it is refused; when not, the
+    /// scheme's owner nation is assumed.
+    pub citizenship: Option<String>,
 }
 
 impl Default for ClaimMap {
@@ -40,6 +48,9 @@ impl Default for ClaimMap {
             role: None,
             groups: None,
             roles: BTreeMap::new(),
+            compartments: None,
+            group_compartments: BTreeMap::new(),
+            citizenship: None,
         }
     }
 }
@@ -47,6 +58,20 @@ impl Default for ClaimMap {
 /// The value at a dotted path (`realm_access.roles`).
 fn at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(claims, |v, part| v.get(part))
+}
+
+/// The strings a claim holds: a list's, or a string's words.
+fn list(claims: &Value, path: &str) -> Vec<String> {
+    match at(claims, path) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
 }
 
 impl ClaimMap {
@@ -92,12 +117,45 @@ impl ClaimMap {
             }
             None => self.role_from_groups(claims)?,
         };
+        let mut compartments: Vec<String> = match &self.compartments {
+            Some(path) => list(claims, path),
+            None => Vec::new(),
+        };
+        if let Some(path) = &self.groups {
+            compartments.extend(
+                list(claims, path)
+                    .iter()
+                    .filter_map(|g| self.group_compartments.get(g).cloned()),
+            );
+        }
+        compartments.sort();
+        compartments.dedup();
+        let citizenship = match &self.citizenship {
+            Some(path) => {
+                let nations = list(claims, path);
+                if nations.is_empty() {
+                    return Err(format!("it has no `{path}` claim"));
+                }
+                if let Some(bad) = nations
+                    .iter()
+                    .find(|n| n.len() != 3 || !n.bytes().all(|b| b.is_ascii_uppercase()))
+                {
+                    return Err(format!(
+                        "its `{path}` claim `{bad}` is not an ISO 3166 trigraph (USA, GBR, ...)"
+                    ));
+                }
+                Some(nations)
+            }
+            None => None,
+        };
         Ok(TokenClaims {
             issuer: issuer.to_string(),
             user,
             tenant,
             role,
             clearance,
+            compartments,
+            citizenship,
             expires_at,
             verify_again_after,
         })
@@ -159,6 +217,32 @@ mod tests {
             map().read("i", &staff, 0, SECOND).map(|c| c.role),
             Ok(Role::User)
         );
+    }
+
+    #[test]
+    fn compartments_come_from_a_claim_and_from_groups_and_citizenship_is_checked() {
+        let mut m = map();
+        m.compartments = Some("sci".into());
+        m.group_compartments = [("sigint-cell".to_string(), "SI".to_string())].into();
+        m.citizenship = Some("nations".into());
+        let claims = json!({
+            "sub": "dave", "org": {"tenant": "d"}, "clearance": "SECRET",
+            "sci": "TK G", "groups": ["sigint-cell", "staff"], "nations": ["GBR", "USA"]
+        });
+        let read = m
+            .read("i", &claims, 0, SECOND)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read.compartments, ["G", "SI", "TK"]);
+        assert_eq!(read.citizenship, Some(vec!["GBR".into(), "USA".into()]));
+        let stateless = json!({"sub": "x", "org": {"tenant": "d"}, "clearance": "S"});
+        assert_eq!(
+            m.read("i", &stateless, 0, SECOND).map(|c| c.user),
+            Err("it has no `nations` claim".to_string()),
+            "a configured citizenship claim is required"
+        );
+        let lowercase =
+            json!({"sub": "x", "org": {"tenant": "d"}, "clearance": "S", "nations": "gbr"});
+        assert!(m.read("i", &lowercase, 0, SECOND).is_err());
     }
 
     #[test]

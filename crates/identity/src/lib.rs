@@ -46,6 +46,9 @@ pub struct IssuerConfig {
     /// Scopes asked for at browser sign-in.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
+    /// PEM file of the CA certificates the provider's HTTPS certificate chains to (an agency's
+    /// own PKI). When given, only these are trusted for this issuer.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Whether the userinfo response's claims join the ID token's at browser sign-in.
     #[serde(default = "default_true")]
     pub userinfo: bool,
@@ -116,8 +119,7 @@ impl Verifier {
     pub fn new(issuers: &[IssuerConfig]) -> Result<Self, IdentityError> {
         // reqwest is built without a bundled crypto provider; the process uses ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+        let http = client()
             .build()
             .map_err(|e| IdentityError::Client(e.to_string()))?;
         let mut out = Vec::new();
@@ -144,10 +146,38 @@ impl Verifier {
                 return Err(invalid("`scopes` must include `openid`"));
             }
             let secret = browser::client_secret(config).map_err(|m| invalid(&m))?;
-            out.push(IssuerKeys::new(config.clone(), http.clone(), secret));
+            let http = match &config.ca_file {
+                None => http.clone(),
+                Some(path) => {
+                    let pem = std::fs::read(path)
+                        .map_err(|e| invalid(&format!("ca_file {}: {e}", path.display())))?;
+                    let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                        .ok()
+                        .filter(|r| !r.is_empty())
+                        .ok_or_else(|| {
+                            invalid(&format!(
+                                "ca_file {} holds no PEM certificate",
+                                path.display()
+                            ))
+                        })?;
+                    client()
+                        .tls_certs_only(roots)
+                        .build()
+                        .map_err(|e| IdentityError::Client(format!("{}: {e}", config.issuer)))?
+                }
+            };
+            out.push(IssuerKeys::new(config.clone(), http, secret));
         }
         Ok(Self { issuers: out })
     }
+}
+
+/// The HTTP client issuers are asked with: bounded in time, never following a redirect to
+/// another origin for keys or tokens.
+fn client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
 }
 
 fn refuse(message: impl Into<String>) -> TokenRefused {

@@ -30,6 +30,11 @@ pub struct TokenClaims {
     pub role: Role,
     /// The clearance claim as written (parsed here, against the scheme in force).
     pub clearance: String,
+    /// Compartments the claims add to the clearance (each checked against the scheme here).
+    pub compartments: Vec<String>,
+    /// The person's citizenship(s), trigraphs: their clearance's releasability. `None`: the
+    /// scheme's owner nation.
+    pub citizenship: Option<Vec<String>>,
     /// Unix seconds; the principal is not kept past it.
     pub expires_at: i64,
     /// How long these claims may be trusted before the token's signature is checked again (the
@@ -187,13 +192,34 @@ pub(crate) async fn sign_in(
     };
     let policy = &state.policy;
     let scheme = &policy.scheme;
-    let claimed = scheme.parse(&claims.clearance).map_err(|e| {
+    let mut claimed = scheme.parse(&claims.clearance).map_err(|e| {
         Error::InvalidToken(format!(
             "the clearance claim `{}` is not a label of scheme {}: {e}",
             claims.clearance,
             scheme.name()
         ))
     })?;
+    // Each compartment is read by the scheme's own parser, as it would be in a banner.
+    for name in &claims.compartments {
+        let level = scheme.level_name(claimed.level, false);
+        let with = scheme
+            .parse(&format!("{level}//{name}"))
+            .ok()
+            .filter(|l| {
+                l.releasability == enclave_label::Releasability::Unrestricted
+                    && !l.compartments.is_empty()
+            })
+            .ok_or_else(|| {
+                Error::InvalidToken(format!(
+                    "the compartment claim `{name}` is not a compartment of scheme {} at {level}",
+                    scheme.name()
+                ))
+            })?;
+        claimed.compartments.extend(with.compartments);
+    }
+    if let Some(nations) = &claims.citizenship {
+        claimed.releasability = enclave_label::Releasability::To(nations.iter().cloned().collect());
+    }
     let clearance = scheme.banner(
         &scheme
             .clearance(claimed)

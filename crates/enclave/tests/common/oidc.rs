@@ -53,6 +53,8 @@ pub struct Provider {
     child: Child,
     pub issuer: String,
     spec: PathBuf,
+    /// The CA its HTTPS certificate chains to, when it serves HTTPS.
+    root: Option<reqwest::Certificate>,
     _dir: tempfile::TempDir,
 }
 
@@ -74,6 +76,20 @@ impl Provider {
             &[],
             json!({"web": {"client_id": WEB_CLIENT, "client_secret": SECRET}, "people": people}),
         )
+    }
+
+    /// [`Provider::start`] over HTTPS, its certificate `cert` (key `key`) issued by `root`.
+    pub fn start_tls(
+        keys: &[&str],
+        programs: &[Program<'_>],
+        cert: &Path,
+        key: &Path,
+        root: reqwest::Certificate,
+    ) -> Provider {
+        let mut provider =
+            Self::start_spec(keys, programs, json!({"tls": {"cert": cert, "key": key}}));
+        provider.root = Some(root);
+        provider
     }
 
     fn start_spec(keys: &[&str], programs: &[Program<'_>], extra: Value) -> Provider {
@@ -98,6 +114,7 @@ impl Provider {
             child,
             issuer,
             spec,
+            root: None,
             _dir: dir,
         }
     }
@@ -120,7 +137,11 @@ impl Provider {
 
     /// A fresh access token for `program`.
     pub async fn token(&self, program: &str) -> String {
-        let body: Value = super::http()
+        let mut client = super::http();
+        if let Some(root) = &self.root {
+            client = client.tls_certs_only([root.clone()]);
+        }
+        let body: Value = client
             .build()
             .unwrap()
             .post(format!("{}/token", self.issuer))
