@@ -8,6 +8,7 @@ mod audit_cli;
 mod config;
 mod config_check;
 mod kb_cli;
+mod keys_cli;
 mod models_cli;
 mod serve;
 mod users_cli;
@@ -78,7 +79,7 @@ enum Command {
     Tenants(TenantsCommand),
     /// Manage API keys.
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(keys_cli::KeysCommand),
     /// Manage the people and programs who sign in by client certificate ([tls.client_auth]) or
     /// signed token ([[identity.issuers]]).
     #[command(subcommand)]
@@ -154,37 +155,6 @@ enum TenantsCommand {
     },
     /// List tenants.
     List,
-}
-
-#[derive(Debug, Subcommand)]
-enum KeysCommand {
-    /// Create an API key. The key is printed once, alone on standard output; only its hash is kept.
-    ///
-    /// Example: KEY=$(enclave keys create --tenant default --clearance SECRET --role user)
-    Create {
-        /// The tenant the key belongs to.
-        #[arg(long)]
-        tenant: String,
-        /// `user` calls models; `admin` manages its tenant; `auditor` reads audit records.
-        #[arg(long, default_value = "user")]
-        role: Role,
-        /// The highest label the key may read, e.g. `SECRET//NOFORN` or `TS//SI//REL TO USA, GBR`.
-        /// A clearance without releasability carries the scheme's owner nation. Default: the
-        /// scheme's lowest level.
-        #[arg(long, value_name = "LABEL")]
-        clearance: Option<String>,
-        /// A note to recognise the key by in lists.
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// Revoke a key by its id (the 12 hex characters after `ek_`).
-    Revoke { id: String },
-    /// List keys (never their secrets).
-    List {
-        /// Only this tenant's keys.
-        #[arg(long)]
-        tenant: Option<String>,
-    },
 }
 
 /// mimalloc instead of the system allocator: a request allocates and frees many small buffers
@@ -380,53 +350,7 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         }
         Command::Keys(cmd) => {
             let store = open_store(&config).await?;
-            match cmd {
-                KeysCommand::Create {
-                    tenant,
-                    role,
-                    name,
-                    clearance,
-                } => {
-                    let scheme = config.policy.scheme()?;
-                    create_key(&store, &scheme, &tenant, role, name, clearance.as_deref()).await?;
-                }
-                KeysCommand::Revoke { id } => {
-                    let id = admin::revoke_key(&store, &id).await?;
-                    eprintln!("revoked key {id}");
-                }
-                KeysCommand::List { tenant } => {
-                    let tenant_id = tenant_filter(&store, tenant.as_deref()).await?;
-                    let mut out = std::io::stdout().lock();
-                    writeln!(
-                        out,
-                        "{:<14} {:<20} {:<8} {:<20} {:<10} {:<28} NAME",
-                        "ID", "TENANT", "ROLE", "CREATED", "STATE", "CLEARANCE"
-                    )?;
-                    for k in store.list_keys(tenant_id.as_deref()).await? {
-                        let state = if k.revoked_at.is_some() {
-                            "revoked"
-                        } else {
-                            "active"
-                        };
-                        writeln!(
-                            out,
-                            "{:<14} {:<20} {:<8} {:<20} {:<10} {:<28} {}",
-                            k.id,
-                            k.tenant_name,
-                            k.role.as_str(),
-                            timestamp(k.created_at),
-                            state,
-                            if k.clearance.is_empty() {
-                                "(lowest)"
-                            } else {
-                                &k.clearance
-                            },
-                            k.name.unwrap_or_default()
-                        )?;
-                    }
-                }
-            }
-            Ok(())
+            keys_cli::keys_command(&config, &store, cmd).await
         }
     }
 }
@@ -530,12 +454,5 @@ async fn create_key(
     clearance: Option<&str>,
 ) -> Result<()> {
     let minted = admin::create_key(store, scheme, tenant, role, name, clearance).await?;
-    eprintln!(
-        "created {role} key {} for tenant `{}`, cleared to {}; it is shown once, store it now:",
-        minted.id, minted.tenant.name, minted.clearance
-    );
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", minted.secret)?;
-    out.flush()?;
-    Ok(())
+    keys_cli::print_minted(&minted)
 }

@@ -68,6 +68,7 @@ async fn key(store: &SqliteStore, tenant: &str, role: Role) -> String {
             clearance: String::new(),
             secret_hash: minted.hash,
             created_at: now(),
+            user_id: None,
         })
         .await
         .unwrap();

@@ -29,8 +29,11 @@ pub struct MintedKey {
     pub id: String,
     pub secret: String,
     pub tenant: Tenant,
+    pub role: Role,
     /// The clearance it was given, as a banner.
     pub clearance: String,
+    /// The user it belongs to, if any.
+    pub user: Option<String>,
 }
 
 /// Creates a tenant named `name` (1 to 64 letters, digits, `-`, `_`, `.`).
@@ -97,6 +100,62 @@ pub async fn create_key(
 ) -> Result<MintedKey, AdminError> {
     let clearance = clearance_banner(scheme, clearance)?;
     let tenant = tenant_named(store, tenant).await?;
+    mint_key(store, tenant, role, name, clearance, None).await
+}
+
+/// Mints a key belonging to the user `user`, of their tenant: with their role unless a lower one
+/// is given, cleared to their clearance unless a lower one is given. It stops working when they
+/// are disabled, and never reads above their clearance of the moment.
+pub async fn create_user_key(
+    store: &dyn Store,
+    scheme: &Scheme,
+    user: &str,
+    role: Option<Role>,
+    name: Option<String>,
+    clearance: Option<&str>,
+) -> Result<MintedKey, AdminError> {
+    let owner = store
+        .user_by_name(user)
+        .await?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or_else(|| {
+            AdminError::Invalid(format!(
+                "no enabled user named `{user}`: `enclave users list` shows them"
+            ))
+        })?;
+    let role = role.unwrap_or(owner.role);
+    if role != owner.role && role != Role::User {
+        return Err(AdminError::Invalid(format!(
+            "`{user}` is {}: their key may be {} or user, not {role}",
+            owner.role, owner.role
+        )));
+    }
+    let clearance = match clearance {
+        None => owner.clearance.clone(),
+        Some(text) => {
+            let banner = clearance_banner(scheme, Some(text))?;
+            let (asked, held) = (scheme.parse(&banner), scheme.parse(&owner.clearance));
+            if !matches!((&asked, &held), (Ok(a), Ok(h)) if h.dominates(a)) {
+                return Err(AdminError::Invalid(format!(
+                    "`{user}` is cleared to {}; their key cannot be cleared to {banner}",
+                    owner.clearance
+                )));
+            }
+            banner
+        }
+    };
+    let tenant = tenant_named(store, &owner.tenant_name).await?;
+    mint_key(store, tenant, role, name, clearance, Some(&owner)).await
+}
+
+async fn mint_key(
+    store: &dyn Store,
+    tenant: Tenant,
+    role: Role,
+    name: Option<String>,
+    clearance: String,
+    owner: Option<&User>,
+) -> Result<MintedKey, AdminError> {
     let minted = keys::mint();
     store
         .create_key(&NewKey {
@@ -107,21 +166,25 @@ pub async fn create_key(
             clearance: clearance.clone(),
             secret_hash: minted.hash,
             created_at: now(),
+            user_id: owner.map(|u| u.id.clone()),
         })
         .await?;
+    let whose = owner.map_or(String::new(), |u| format!(" belonging to `{}`", u.name));
     record_event(
         store,
         "keys.create",
         Some(&tenant.name),
         Some(&minted.id),
-        format!("created a {role} key cleared to {clearance}"),
+        format!("created a {role} key{whose} cleared to {clearance}"),
     )
     .await?;
     Ok(MintedKey {
         id: minted.id,
         secret: minted.secret,
         tenant,
+        role,
         clearance,
+        user: owner.map(|u| u.name.clone()),
     })
 }
 

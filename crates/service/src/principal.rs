@@ -105,14 +105,47 @@ pub async fn authenticate_key(state: &Service, presented: &str) -> Result<Princi
     if key.revoked_at.is_some() {
         return Err(Error::RevokedKey(key.id));
     }
+    let clearance = match &key.owner {
+        None => key.clearance,
+        Some(owner) if owner.disabled_at.is_some() => {
+            return Err(Error::DisabledUser(owner.name.clone()));
+        }
+        // A user's key reads no higher than the user may now.
+        Some(owner) => owned_clearance(state, &key.clearance, &owner.clearance)?,
+    };
     Ok(Principal {
         established: Established::ApiKey,
         key_id: key.id,
         tenant_id: key.tenant_id,
         tenant_name: key.tenant_name,
         role: key.role,
-        clearance: key.clearance,
+        clearance,
     })
+}
+
+/// The clearance of a user's key: the meet of its own and its owner's. Both are stored banners;
+/// one that no longer parses in the scheme in force refuses the call rather than guess.
+fn owned_clearance(state: &Service, key: &str, owner: &str) -> Result<String, Error> {
+    let scheme = &state.policy.scheme;
+    // An empty banner is the lowest level (keys minted before clearances were stored).
+    let parse = |banner: &str| {
+        if banner.is_empty() {
+            Ok(scheme.lowest())
+        } else {
+            scheme.parse(banner)
+        }
+    };
+    match (parse(key), parse(owner)) {
+        (Ok(k), Ok(o)) => Ok(scheme.banner(&scheme.clearance(k).meet(&scheme.clearance(o)))),
+        _ => {
+            tracing::error!(
+                key,
+                owner,
+                "a stored clearance does not parse in the scheme in force"
+            );
+            Err(Error::Internal)
+        }
+    }
 }
 
 /// The principal a verified client certificate establishes: the enabled user its mapped identity

@@ -81,6 +81,18 @@ pub struct ApiKey {
     pub clearance: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// The user the key belongs to, as they are now; `None` for a program's key.
+    pub owner: Option<KeyOwner>,
+}
+
+/// The user a key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyOwner {
+    pub id: String,
+    pub name: String,
+    /// The user's clearance now: the key never reads above it.
+    pub clearance: String,
+    pub disabled_at: Option<i64>,
 }
 
 /// A key to insert, as minted by the caller.
@@ -93,6 +105,8 @@ pub struct NewKey {
     pub clearance: String,
     pub secret_hash: [u8; 32],
     pub created_at: i64,
+    /// The user it belongs to, if any (of the same tenant).
+    pub user_id: Option<String>,
 }
 
 /// A person who signs in (by certificate today): the identity a sign-in maps to, and the tenant,

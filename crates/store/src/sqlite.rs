@@ -12,8 +12,8 @@ use sqlx::sqlite::{
 };
 
 use crate::{
-    AdminEvent, ApiKey, NewKey, NewSession, NewUser, Role, Session, Store, StoreError, Tenant,
-    UsageRow, User,
+    AdminEvent, ApiKey, KeyOwner, NewKey, NewSession, NewUser, Role, Session, Store, StoreError,
+    Tenant, UsageRow, User,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -48,8 +48,9 @@ impl SqliteStore {
 macro_rules! key_query {
     ($tail:literal) => {
         concat!(
-            "SELECT k.id, k.tenant_id, t.name AS tenant_name, k.name, k.role, k.clearance, k.created_at, k.revoked_at, k.secret_hash \
-             FROM api_keys k JOIN tenants t ON t.id = k.tenant_id ",
+            "SELECT k.id, k.tenant_id, t.name AS tenant_name, k.name, k.role, k.clearance, k.created_at, k.revoked_at, k.secret_hash, \
+             k.user_id, u.name AS owner_name, u.clearance AS owner_clearance, u.disabled_at AS owner_disabled_at \
+             FROM api_keys k JOIN tenants t ON t.id = k.tenant_id LEFT JOIN users u ON u.id = k.user_id ",
             $tail
         )
     };
@@ -66,6 +67,15 @@ fn key_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
         clearance: row.try_get("clearance")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        owner: match row.try_get::<Option<String>, _>("user_id")? {
+            Some(id) => Some(KeyOwner {
+                id,
+                name: row.try_get("owner_name")?,
+                clearance: row.try_get("owner_clearance")?,
+                disabled_at: row.try_get("owner_disabled_at")?,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -146,7 +156,7 @@ impl Store for SqliteStore {
 
     async fn create_key(&self, key: &NewKey) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, name, role, clearance, secret_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, tenant_id, name, role, clearance, secret_hash, created_at, user_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&key.id)
         .bind(&key.tenant_id)
@@ -155,6 +165,7 @@ impl Store for SqliteStore {
         .bind(&key.clearance)
         .bind(key.secret_hash.as_slice())
         .bind(key.created_at)
+        .bind(&key.user_id)
         .execute(&self.pool)
         .await
         .map_err(|e| {

@@ -31,6 +31,7 @@ async fn key(store: &dyn Store, tenant: &Tenant, role: Role) -> keys::MintedKey 
             clearance: "SECRET//NOFORN".into(),
             secret_hash: minted.hash,
             created_at: now(),
+            user_id: None,
         })
         .await
         .unwrap();
@@ -212,6 +213,28 @@ async fn check_users_are_unique_scoped_and_disableable(store: &dyn Store) {
         .unwrap()
         .unwrap();
     assert!(disabled.disabled_at.is_some());
+
+    // A key belonging to a user carries the user as they are now.
+    let minted = keys::mint();
+    store
+        .create_key(&NewKey {
+            id: minted.id.clone(),
+            tenant_id: a.id.clone(),
+            name: None,
+            role: Role::User,
+            clearance: "SECRET".into(),
+            secret_hash: minted.hash,
+            created_at: now(),
+            user_id: Some(disabled.id.clone()),
+        })
+        .await
+        .unwrap();
+    let (key, _) = store.key_for_auth(&minted.id).await.unwrap().unwrap();
+    let owner = key.owner.unwrap();
+    assert_eq!(
+        (owner.name.as_str(), owner.clearance.as_str(), owner.disabled_at),
+        ("alice@agency.example", "SECRET", disabled.disabled_at)
+    );
 }
 
 async fn check_sessions_end_and_follow_their_user(store: &dyn Store) {

@@ -91,6 +91,7 @@ impl Gateway {
                 clearance: String::new(),
                 secret_hash: minted.hash,
                 created_at: now(),
+                user_id: None,
             })
             .await
             .unwrap();
