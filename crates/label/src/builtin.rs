@@ -15,6 +15,19 @@ fn level(name: &str, portion: &str, aliases: &[&str]) -> LevelDef {
         name: name.to_string(),
         portion: portion.to_string(),
         aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        colour: None,
+        text_colour: None,
+        compartmented_colour: None,
+    }
+}
+
+/// A level with its banner colours: background, text, and background when compartmented.
+fn coloured(def: LevelDef, colour: &str, text: &str, compartmented: Option<&str>) -> LevelDef {
+    LevelDef {
+        colour: Some(colour.into()),
+        text_colour: Some(text.into()),
+        compartmented_colour: compartmented.map(str::to_string),
+        ..def
     }
 }
 
@@ -41,11 +54,22 @@ pub fn us() -> SchemeDef {
         name: "US".into(),
         owner: "USA".into(),
         levels: vec![
-            level("UNCLASSIFIED", "U", &[]),
-            level("CUI", "CUI", &["CONTROLLED UNCLASSIFIED INFORMATION"]),
-            level("CONFIDENTIAL", "C", &[]),
-            level("SECRET", "S", &[]),
-            level("TOP SECRET", "TS", &[]),
+            // The standard banner colours (ISOO and the CAPCO register).
+            coloured(level("UNCLASSIFIED", "U", &[]), "#007a33", "#ffffff", None),
+            coloured(
+                level("CUI", "CUI", &["CONTROLLED UNCLASSIFIED INFORMATION"]),
+                "#502b85",
+                "#ffffff",
+                None,
+            ),
+            coloured(level("CONFIDENTIAL", "C", &[]), "#0033a0", "#ffffff", None),
+            coloured(level("SECRET", "S", &[]), "#c8102e", "#ffffff", None),
+            coloured(
+                level("TOP SECRET", "TS", &[]),
+                "#ff8c00",
+                "#000000",
+                Some("#fce83a"),
+            ),
         ],
         compartments: vec![
             CaveatDef::new("SI", None, &["COMINT"]),

@@ -50,6 +50,12 @@ pub enum SchemeError {
     },
     #[error("scheme `{scheme}`: owner `{owner}` is not a code of 2 to 4 capital letters")]
     BadOwner { scheme: String, owner: String },
+    #[error("scheme `{scheme}`: level `{level}` has colour `{colour}`; a colour is `#rrggbb`")]
+    BadColour {
+        scheme: String,
+        level: String,
+        colour: String,
+    },
 }
 
 /// Where parsing failed and what it expected there.
@@ -164,6 +170,20 @@ impl Scheme {
                 scheme,
                 owner: def.owner.clone(),
             });
+        }
+        for level in &def.levels {
+            let colours = [&level.colour, &level.text_colour, &level.compartmented_colour];
+            if let Some(bad) = colours.into_iter().flatten().find(|c| {
+                c.len() != 7
+                    || !c.starts_with('#')
+                    || !c[1..].bytes().all(|b| b.is_ascii_hexdigit())
+            }) {
+                return Err(SchemeError::BadColour {
+                    scheme: def.name.clone(),
+                    level: level.name.clone(),
+                    colour: bad.clone(),
+                });
+            }
         }
         let mut seen: HashMap<String, String> = HashMap::new();
         let mut claim = |word: &str, what: String, in_level: bool| -> Result<String, SchemeError> {

@@ -86,6 +86,15 @@ pub struct LevelDef {
     pub portion: String,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The banner's background as `#rrggbb`; a level without one takes a colour by its rank.
+    #[serde(default)]
+    pub colour: Option<String>,
+    /// The banner's text colour as `#rrggbb`; white when not given.
+    #[serde(default)]
+    pub text_colour: Option<String>,
+    /// The background when the label also carries compartments (US: TOP SECRET//SCI, yellow).
+    #[serde(default)]
+    pub compartmented_colour: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

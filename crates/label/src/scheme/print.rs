@@ -8,6 +8,31 @@ use crate::{Label, Releasability};
 
 impl Scheme {
     /// The canonical banner, such as `TOP SECRET//SI/TK//REL TO USA, GBR`.
+    /// The banner colours of `label` as `#rrggbb`: (background, text). From the level's
+    /// definition; a level without colours takes one by its rank, from green up to orange.
+    pub fn banner_colours(&self, label: &Label) -> (String, String) {
+        const BY_RANK: [&str; 4] = ["#007a33", "#0033a0", "#c8102e", "#ff8c00"];
+        let rank = usize::from(label.level.0);
+        let def = self.def.levels.get(rank);
+        let compartmented = def
+            .and_then(|d| d.compartmented_colour.clone())
+            .filter(|_| !label.compartments.is_empty());
+        let background = compartmented
+            .clone()
+            .or_else(|| def.and_then(|d| d.colour.clone()))
+            .unwrap_or_else(|| {
+                let top = self.def.levels.len().saturating_sub(1).max(1);
+                BY_RANK[(rank * (BY_RANK.len() - 1)).div_ceil(top).min(BY_RANK.len() - 1)]
+                    .to_string()
+            });
+        let light = ["#ff8c00", "#fce83a"].contains(&background.to_ascii_lowercase().as_str());
+        let text = def
+            .and_then(|d| d.text_colour.clone())
+            .filter(|_| compartmented.is_none())
+            .unwrap_or_else(|| if light { "#000000" } else { "#ffffff" }.into());
+        (background, text)
+    }
+
     pub fn banner(&self, label: &Label) -> String {
         self.render(label, false)
     }
@@ -153,5 +178,38 @@ impl Scheme {
             }
         }
         Some(parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Scheme;
+
+    fn colours(scheme: &Scheme, banner: &str) -> (String, String) {
+        let label = scheme.parse(banner).unwrap_or_else(|e| panic!("{banner}: {e}"));
+        scheme.banner_colours(&label)
+    }
+
+    #[test]
+    fn banners_take_the_standard_colours() {
+        let us = Scheme::builtin("US").unwrap_or_else(|| panic!("US"));
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(colours(&us, "UNCLASSIFIED"), pair("#007a33", "#ffffff"));
+        assert_eq!(colours(&us, "CUI"), pair("#502b85", "#ffffff"));
+        assert_eq!(colours(&us, "CONFIDENTIAL"), pair("#0033a0", "#ffffff"));
+        assert_eq!(colours(&us, "SECRET//NOFORN"), pair("#c8102e", "#ffffff"));
+        assert_eq!(colours(&us, "TOP SECRET"), pair("#ff8c00", "#000000"));
+        assert_eq!(colours(&us, "TOP SECRET//SI//NOFORN"), pair("#fce83a", "#000000"));
+        // A scheme without colours: by rank, lowest green, highest orange with black text.
+        let nato = Scheme::builtin("NATO").unwrap_or_else(|| panic!("NATO"));
+        assert_eq!(colours(&nato, "NATO UNCLASSIFIED").0, "#007a33");
+        assert_eq!(colours(&nato, "COSMIC TOP SECRET"), pair("#ff8c00", "#000000"));
+    }
+
+    #[test]
+    fn a_colour_that_is_not_rgb_hex_is_refused() {
+        let mut def = crate::builtin::us();
+        def.levels[0].colour = Some("red;}body{display:none".into());
+        assert!(Scheme::new(def).is_err());
     }
 }
