@@ -96,6 +96,33 @@ impl Browser {
         self.send(request, url).await
     }
 
+    /// The anti-forgery token the console page carries for this browser's session.
+    async fn csrf(&mut self, server: &Server) -> String {
+        let page = self
+            .get(&server.url("/console"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let token = regex::Regex::new(r#"name="enclave-csrf" content="([0-9a-f]{64})""#).unwrap();
+        token
+            .captures(&page)
+            .unwrap_or_else(|| panic!("no token in the console page: {page}"))[1]
+            .to_string()
+    }
+
+    /// A JSON post from the console page: with its anti-forgery token.
+    async fn post_json(&mut self, server: &Server, path: &str, body: &Value) -> reqwest::Response {
+        let token = self.csrf(server).await;
+        let url = server.url(path);
+        let request = self
+            .client
+            .post(&url)
+            .header("enclave-csrf", token)
+            .json(body);
+        self.send(request, &url).await
+    }
+
     /// From `/login` through the provider's pages, signing in as `person` when it asks: the URL
     /// the provider finally sends the browser back to Enclave with (not yet visited).
     async fn through_provider(&mut self, server: &Server, person: &str) -> String {
@@ -285,23 +312,19 @@ sigint-cell = "SI"
     let chat = |text: &str| json!({"model": CHAT, "max_tokens": 4, "messages": [{"role": "user", "content": text}]});
     let url = server.url("/v1/chat/completions");
     let r = alice
-        .send(
-            alice
-                .client
-                .post(&url)
-                .json(&chat("(S) Where is the crane?")),
-            &url,
+        .post_json(
+            &server,
+            "/v1/chat/completions",
+            &chat("(S) Where is the crane?"),
         )
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["enclave-label"], "SECRET");
     let r = alice
-        .send(
-            alice
-                .client
-                .post(&url)
-                .json(&chat("(TS) Where is the crane?")),
-            &url,
+        .post_json(
+            &server,
+            "/v1/chat/completions",
+            &chat("(TS) Where is the crane?"),
         )
         .await;
     assert_eq!(
@@ -309,11 +332,38 @@ sigint-cell = "SI"
         403,
         "above the ceiling the claim was clamped to"
     );
-    let home = alice.get(&server.url("/")).await.text().await.unwrap();
+    // `/` is the console once signed in; it says who and at what clearance.
+    let home = alice.get(&server.url("/")).await;
+    assert_eq!(home.status(), 303);
+    assert_eq!(home.headers()[LOCATION], "/console");
+    let console = alice
+        .get(&server.url("/console"))
+        .await
+        .text()
+        .await
+        .unwrap()
+        .replace("&#x2f;", "/");
     assert!(
-        home.contains("cleared to <strong>SECRET//NOFORN</strong>"),
-        "{home}"
+        console.contains("alice · default · user · cleared to SECRET//NOFORN"),
+        "{console}"
     );
+    // The session cookie alone cannot change anything: a forged request lacks the page's token,
+    // or comes from another site.
+    let r = alice
+        .send(alice.client.post(&url).json(&chat("(U) hi")), &url)
+        .await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "csrf_refused", "{body}");
+    let token = alice.csrf(&server).await;
+    let forged = alice
+        .client
+        .post(&url)
+        .header("enclave-csrf", token)
+        .header("sec-fetch-site", "cross-site")
+        .json(&chat("(U) hi"));
+    let r = alice.send(forged, &url).await;
+    assert_eq!(r.status(), 403);
 
     // The same callback again (a replay): the sign-in was used.
     let mut replay = Browser::new();
@@ -359,7 +409,7 @@ sigint-cell = "SI"
         ("(S//TK//REL TO USA, GBR) The crane is north.", 403),
     ] {
         let r = dave
-            .send(dave.client.post(&url).json(&chat(text)), &url)
+            .post_json(&server, "/v1/chat/completions", &chat(text))
             .await;
         assert_eq!(r.status(), status, "{text}");
     }
@@ -370,7 +420,12 @@ sigint-cell = "SI"
 
     // Logout ends the session; the cookie replayed afterwards is refused.
     let cookie = alice.cookie(&server.base, "enclave_session").unwrap();
-    let r = alice.post_form(&server.url("/logout"), &[]).await;
+    let forged = alice.post_form(&server.url("/logout"), &[]).await;
+    assert_eq!(forged.status(), 403, "a sign-out without the page's token");
+    let token = alice.csrf(&server).await;
+    let r = alice
+        .post_form(&server.url("/logout"), &[("csrf", token.as_str())])
+        .await;
     assert_eq!(r.status(), 200);
     assert!(set_cookie_of(&r, "enclave_session").contains("Max-Age=0"));
     assert!(alice.cookie(&server.base, "enclave_session").is_none());

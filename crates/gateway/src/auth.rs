@@ -27,13 +27,19 @@ pub async fn require_key(
         None => match req.headers().get("x-api-key") {
             Some(k) => credential(&state, k.to_str().map_err(|_| Error::InvalidKey)?).await?,
             None => {
-                match crate::browser::cookie_value(req.headers(), crate::browser::SESSION_COOKIE) {
-                    Some(cookie) => authenticate_session(&state, &cookie).await?,
-                    None => match certificate(&req) {
-                        Some(Ok(name)) => authenticate_user(&state, &name).await?,
-                        Some(Err(why)) => return Err(Error::UnmappedCertificate(why).into()),
-                        None => return Err(Error::MissingKey.into()),
-                    },
+                // A credential the browser sends by itself: a forged cross-site request would
+                // carry it too, so a request that changes anything must prove it is the page's.
+                let changes = !req.method().is_safe();
+                let card = certificate(&req);
+                match browser_principal(&state, req.headers(), card).await {
+                    Some(Ok((principal, session))) => {
+                        if changes {
+                            check_forgery(req.headers(), session.as_deref())?;
+                        }
+                        principal
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(Error::MissingKey.into()),
                 }
             }
         },
@@ -70,9 +76,61 @@ async fn credential(state: &AppState, presented: &str) -> Result<Principal, ApiE
 }
 
 /// Who the connection's verified client certificate names, if it presented one.
-fn certificate(req: &Request) -> Option<Result<String, String>> {
+pub fn certificate(req: &Request) -> Option<Result<String, String>> {
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<crate::peer::Peer>>()?;
     peer.0.client.as_ref().map(|c| c.name.clone())
+}
+
+/// The principal of a browser's own credentials: its session cookie (and the cookie, for the
+/// anti-forgery check), else the client certificate its connection presented. `None` when it
+/// sent neither.
+pub async fn browser_principal(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    card: Option<Result<String, String>>,
+) -> Option<Result<(Principal, Option<String>), Error>> {
+    if let Some(cookie) = crate::browser::cookie_value(headers, crate::browser::SESSION_COOKIE) {
+        return Some(
+            authenticate_session(state, &cookie)
+                .await
+                .map(|p| (p, Some(cookie))),
+        );
+    }
+    match card? {
+        Ok(name) => Some(authenticate_user(state, &name).await.map(|p| (p, None))),
+        Err(why) => Some(Err(Error::UnmappedCertificate(why))),
+    }
+}
+
+/// Refuses a state-changing request on a browser's ambient credential when the browser says it
+/// came from another origin (`Sec-Fetch-Site`), or, for a session, without the page's
+/// anti-forgery token in `Enclave-CSRF`.
+pub fn check_forgery(headers: &axum::http::HeaderMap, session: Option<&str>) -> Result<(), Error> {
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    if !matches!(site, "same-origin" | "none") {
+        return Err(Error::CsrfRefused(format!(
+            "a request from another origin (Sec-Fetch-Site: {site}) cannot use this browser's sign-in to change anything"
+        )));
+    }
+    if let Some(cookie) = session {
+        let sent = headers
+            .get("enclave-csrf")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let expected = enclave_service::session::csrf_token(cookie);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            sent.as_bytes(),
+            expected.as_bytes(),
+        )) {
+            return Err(Error::CsrfRefused(
+                "a request signed in by session cookie that changes anything must send the page's `Enclave-CSRF` token".into(),
+            ));
+        }
+    }
+    Ok(())
 }

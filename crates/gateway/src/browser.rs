@@ -91,7 +91,7 @@ fn page(status: StatusCode, title: &str, body: &str, head: &str) -> Response {
         .into_response()
 }
 
-fn error_page(error: &Error) -> Response {
+pub(crate) fn error_page(error: &Error) -> Response {
     let status = crate::error::status(error).0;
     page(
         status,
@@ -293,14 +293,54 @@ fn display_clearance(banner: &str) -> String {
     }
 }
 
-/// `GET` or `POST /logout`: ends the session and clears its cookie.
-#[utoipa::path(method(get, post), path = "/logout", tag = "sign-in", security(()),
-    responses((status = 200, description = "Signed out: the session has ended and its cookie is cleared", content_type = "text/html", body = String)))]
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(cookie) = cookie_value(&headers, SESSION_COOKIE)
-        && let Err(e) = session::logout(&state, &cookie).await
-    {
-        return error_page(&e);
+/// `GET /logout`: a page whose button signs out (a link alone must not end a session).
+#[utoipa::path(get, path = "/logout", tag = "sign-in", security(()),
+    responses((status = 200, description = "A page with the sign-out button", content_type = "text/html", body = String)))]
+pub async fn logout_page(headers: HeaderMap) -> Response {
+    let csrf = cookie_value(&headers, SESSION_COOKIE)
+        .map(|c| session::csrf_token(&c))
+        .unwrap_or_default();
+    page(
+        StatusCode::OK,
+        "Sign out",
+        &format!(
+            "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\">Sign out</button></form>",
+            escape(&csrf)
+        ),
+        "",
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /logout`: ends the session and clears its cookie. The form must carry the session's
+/// anti-forgery token and come from this origin.
+#[utoipa::path(post, path = "/logout", tag = "sign-in", security(()),
+    responses(
+        (status = 200, description = "Signed out: the session has ended and its cookie is cleared", content_type = "text/html", body = String),
+        (status = 403, description = "A forged sign-out (another origin, or no anti-forgery token)", content_type = "text/html", body = String),
+    ))]
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<LogoutForm>,
+) -> Response {
+    if let Some(cookie) = cookie_value(&headers, SESSION_COOKIE) {
+        let mut checked = headers.clone();
+        if let Ok(v) = HeaderValue::from_str(&form.csrf) {
+            checked.insert("enclave-csrf", v);
+        }
+        if let Err(e) = crate::auth::check_forgery(&checked, Some(&cookie)) {
+            return error_page(&e);
+        }
+        if let Err(e) = session::logout(&state, &cookie).await {
+            return error_page(&e);
+        }
     }
     let mut response = page(
         StatusCode::OK,
@@ -315,27 +355,24 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
     response
 }
 
-/// `GET /`: who is signed in, or a way to sign in.
+/// `GET /`: the console when signed in, else a way to sign in.
 #[utoipa::path(get, path = "/", tag = "sign-in", security(()),
-    responses((status = 200, description = "Who is signed in, or a link to sign in", content_type = "text/html", body = String)))]
+    responses(
+        (status = 303, description = "Signed in: to the console"),
+        (status = 200, description = "A link to sign in", content_type = "text/html", body = String),
+    ))]
 pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let signed_in = match cookie_value(&headers, SESSION_COOKIE) {
         Some(cookie) => Some(session::authenticate_session(&state, &cookie).await),
         None => None,
     };
     match signed_in {
-        Some(Ok(p)) => page(
-            StatusCode::OK,
-            "Enclave",
-            &format!(
-                "<p>Signed in to tenant <strong>{}</strong> as {}, cleared to <strong>{}</strong>.</p>\
-                 <form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>",
-                escape(&p.tenant_name),
-                p.role,
-                escape(&display_clearance(&p.clearance)),
-            ),
-            "",
-        ),
+        Some(Ok(_)) => {
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            r.headers_mut()
+                .insert(LOCATION, HeaderValue::from_static("/console"));
+            r
+        }
         Some(Err(e)) => page(
             StatusCode::OK,
             "Enclave",

@@ -54,6 +54,7 @@ pub fn status(error: &Error) -> (StatusCode, &'static str) {
         SessionEnded(_) => (StatusCode::UNAUTHORIZED, INVALID),
         SignInFailed(_) => (StatusCode::UNAUTHORIZED, INVALID),
         SignInNotConfigured => (StatusCode::NOT_FOUND, INVALID),
+        CsrfRefused(_) => (StatusCode::FORBIDDEN, DENIED),
         ModelNotFound(_) => (StatusCode::NOT_FOUND, INVALID),
         WrongModelKind { .. } => (StatusCode::BAD_REQUEST, INVALID),
         InvalidJson(_) => (StatusCode::BAD_REQUEST, INVALID),

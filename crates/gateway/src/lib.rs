@@ -9,7 +9,8 @@
 //!
 //! - [`routes`]: the route table and nothing else.
 //! - [`auth`]: API key, token, session cookie or client certificate → principal, as a
-//!   middleware on `/v1`; [`browser`]: `/login`, its callback, `/logout` and `/`.
+//!   middleware on `/v1`; [`browser`]: `/login`, its callback, `/logout` and `/`;
+//!   [`console`]: the web console's pages, under classification banners.
 //! - [`audit`]: one record per call, durable before the answer leaves (a stream: promised).
 //! - [`openai`] (chat completions, embeddings, models, and OpenAI's wire types) and
 //!   [`anthropic`] (Messages): each surface in its own folder; [`kb`], [`usage`], [`health`]:
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod browser;
 pub mod certs;
 pub mod client_auth;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod health;

@@ -10,7 +10,8 @@ use tower_http::trace::TraceLayer;
 use crate::error::{ApiError, Error};
 use crate::openai::{chat, embeddings, models};
 use crate::{
-    AppState, MAX_BODY_BYTES, anthropic, audit, auth, browser, health, kb, metrics, openapi, usage,
+    AppState, MAX_BODY_BYTES, anthropic, audit, auth, browser, console, health, kb, metrics,
+    openapi, usage,
 };
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
@@ -55,10 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::document))
-        .route("/", get(browser::home))
-        .route("/login", get(browser::login))
-        .route("/auth/callback", get(browser::callback))
-        .route("/logout", get(browser::logout).post(browser::logout))
+        .merge(pages())
         .nest("/v1", v1)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -69,6 +67,20 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Pages for browsers: sign-in and the console, with the console's security headers.
+fn pages() -> Router<AppState> {
+    Router::new()
+        .route("/", get(browser::home))
+        .route("/login", get(browser::login))
+        .route("/auth/callback", get(browser::callback))
+        .route("/logout", get(browser::logout_page).post(browser::logout))
+        .route("/console", get(console::chat))
+        .route("/console/label", get(console::label))
+        .route("/console/labels.css", get(console::labels_css))
+        .route("/console/assets/{file}", get(console::asset))
+        .route_layer(middleware::from_fn(console::secure))
 }
 
 async fn no_route(uri: Uri) -> ApiError {

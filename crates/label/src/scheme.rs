@@ -172,7 +172,11 @@ impl Scheme {
             });
         }
         for level in &def.levels {
-            let colours = [&level.colour, &level.text_colour, &level.compartmented_colour];
+            let colours = [
+                &level.colour,
+                &level.text_colour,
+                &level.compartmented_colour,
+            ];
             if let Some(bad) = colours.into_iter().flatten().find(|c| {
                 c.len() != 7
                     || !c.starts_with('#')

@@ -29,6 +29,10 @@ pub enum Error {
     SignInFailed(String),
     #[error("browser sign-in is not configured: no `[[identity.issuers]]` has a `client_id`")]
     SignInNotConfigured,
+    /// A browser's credential (session cookie or client certificate) on a request that changes
+    /// something, sent from another site or without the page's anti-forgery token.
+    #[error("{0}")]
+    CsrfRefused(String),
     #[error("the model `{0}` does not exist: `GET /v1/models` lists the models you can use")]
     ModelNotFound(String),
     #[error("the model `{model}` is {actual} model and cannot serve {route}")]
@@ -136,6 +140,7 @@ impl Error {
             SessionEnded(_) => "session_ended",
             SignInFailed(_) => "sign_in_failed",
             SignInNotConfigured => "sign_in_not_configured",
+            CsrfRefused(_) => "csrf_refused",
             ModelNotFound(_) => "model_not_found",
             WrongModelKind { .. } => "wrong_model_kind",
             InvalidJson(_) => "invalid_json",

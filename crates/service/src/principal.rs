@@ -73,6 +73,8 @@ pub struct Principal {
     pub role: Role,
     /// The stored clearance banner; parsed against the scheme in force on each request.
     pub clearance: String,
+    /// The person's name, for a user's principal (certificate, token, session, or their key).
+    pub user: Option<String>,
 }
 
 /// The principal an API key establishes: a valid, unrevoked key of a tenant, with its role and
@@ -120,6 +122,7 @@ pub async fn authenticate_key(state: &Service, presented: &str) -> Result<Princi
         tenant_name: key.tenant_name,
         role: key.role,
         clearance,
+        user: key.owner.map(|o| o.name),
     })
 }
 
@@ -171,5 +174,6 @@ pub async fn authenticate_user(state: &Service, name: &str) -> Result<Principal,
         tenant_name: user.tenant_name,
         role: user.role,
         clearance: user.clearance,
+        user: Some(user.name),
     })
 }

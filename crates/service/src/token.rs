@@ -319,5 +319,6 @@ pub(crate) async fn sign_in(
         tenant_name: tenant.name,
         role: claims.role,
         clearance,
+        user: Some(claims.user.clone()),
     })
 }

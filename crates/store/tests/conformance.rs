@@ -232,7 +232,11 @@ async fn check_users_are_unique_scoped_and_disableable(store: &dyn Store) {
     let (key, _) = store.key_for_auth(&minted.id).await.unwrap().unwrap();
     let owner = key.owner.unwrap();
     assert_eq!(
-        (owner.name.as_str(), owner.clearance.as_str(), owner.disabled_at),
+        (
+            owner.name.as_str(),
+            owner.clearance.as_str(),
+            owner.disabled_at
+        ),
         ("alice@agency.example", "SECRET", disabled.disabled_at)
     );
 }

@@ -19,7 +19,8 @@ fn object(state: &AppState, id: &str) -> ModelObject {
     }
 }
 
-fn visible(state: &AppState, principal: &Principal) -> Vec<String> {
+/// The models `principal` may call: what `GET /v1/models` lists and the console offers.
+pub(crate) fn visible(state: &AppState, principal: &Principal) -> Vec<String> {
     let subject = Subject {
         key_id: &principal.key_id,
         tenant: &principal.tenant_name,

@@ -22,8 +22,10 @@ impl Scheme {
             .or_else(|| def.and_then(|d| d.colour.clone()))
             .unwrap_or_else(|| {
                 let top = self.def.levels.len().saturating_sub(1).max(1);
-                BY_RANK[(rank * (BY_RANK.len() - 1)).div_ceil(top).min(BY_RANK.len() - 1)]
-                    .to_string()
+                BY_RANK[(rank * (BY_RANK.len() - 1))
+                    .div_ceil(top)
+                    .min(BY_RANK.len() - 1)]
+                .to_string()
             });
         let light = ["#ff8c00", "#fce83a"].contains(&background.to_ascii_lowercase().as_str());
         let text = def
@@ -186,7 +188,9 @@ mod tests {
     use crate::Scheme;
 
     fn colours(scheme: &Scheme, banner: &str) -> (String, String) {
-        let label = scheme.parse(banner).unwrap_or_else(|e| panic!("{banner}: {e}"));
+        let label = scheme
+            .parse(banner)
+            .unwrap_or_else(|e| panic!("{banner}: {e}"));
         scheme.banner_colours(&label)
     }
 
@@ -199,11 +203,17 @@ mod tests {
         assert_eq!(colours(&us, "CONFIDENTIAL"), pair("#0033a0", "#ffffff"));
         assert_eq!(colours(&us, "SECRET//NOFORN"), pair("#c8102e", "#ffffff"));
         assert_eq!(colours(&us, "TOP SECRET"), pair("#ff8c00", "#000000"));
-        assert_eq!(colours(&us, "TOP SECRET//SI//NOFORN"), pair("#fce83a", "#000000"));
+        assert_eq!(
+            colours(&us, "TOP SECRET//SI//NOFORN"),
+            pair("#fce83a", "#000000")
+        );
         // A scheme without colours: by rank, lowest green, highest orange with black text.
         let nato = Scheme::builtin("NATO").unwrap_or_else(|| panic!("NATO"));
         assert_eq!(colours(&nato, "NATO UNCLASSIFIED").0, "#007a33");
-        assert_eq!(colours(&nato, "COSMIC TOP SECRET"), pair("#ff8c00", "#000000"));
+        assert_eq!(
+            colours(&nato, "COSMIC TOP SECRET"),
+            pair("#ff8c00", "#000000")
+        );
     }
 
     #[test]

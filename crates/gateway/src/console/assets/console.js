@@ -1,0 +1,155 @@
+// Enclave console: the chat page's partial updates. Every call is an API call under the signed-in
+// user's session; labels, banners and portion marks come from the server's label code
+// (`/console/label`), never from this script. Text is written with textContent only.
+'use strict';
+
+(function () {
+  const csrf = document.querySelector('meta[name="enclave-csrf"]').content;
+  const form = document.getElementById('chat');
+  if (!form) return;
+  const messages = document.getElementById('messages');
+  const prompt = document.getElementById('prompt');
+  const model = document.getElementById('model');
+  const working = document.getElementById('label');
+  const send = document.getElementById('send');
+  const stop = document.getElementById('stop');
+  const status = document.getElementById('status');
+  const history = [];
+  let high = document.getElementById('banner-top').dataset.label;
+  let controller = null;
+
+  // The join of `labels`, its banner, portion mark and banner class, from the server.
+  async function label(labels) {
+    const q = new URLSearchParams();
+    for (const l of labels) if (l) q.append('l', l);
+    const r = await fetch('/console/label?' + q.toString(), { headers: { Accept: 'application/json' } });
+    if (!r.ok) throw new Error('the label service answered ' + r.status);
+    return r.json();
+  }
+
+  // The page's banners show the conversation's high-water mark; it only ever rises.
+  async function raise(to) {
+    const info = await label([high, to]);
+    high = info.banner;
+    for (const id of ['banner-top', 'banner-bottom']) {
+      const b = document.getElementById(id);
+      b.textContent = info.banner;
+      b.dataset.label = info.banner;
+      b.className = 'banner ' + (id === 'banner-top' ? 'top' : 'bottom') + ' ' + info.class;
+    }
+    document.body.dataset.label = info.banner;
+  }
+
+  function message(role, portion, text) {
+    const li = document.createElement('li');
+    li.className = 'message ' + role;
+    const mark = document.createElement('span');
+    mark.className = 'portion';
+    mark.textContent = '(' + portion + ') ';
+    const body = document.createElement('span');
+    body.className = 'text';
+    body.textContent = text;
+    li.append(mark, body);
+    messages.append(li);
+    return { li, mark, body };
+  }
+
+  function headerLabel(r) {
+    const v = r.headers.get('Enclave-Label');
+    if (!v) return null;
+    try { return decodeURIComponent(v); } catch (e) { return v; }
+  }
+
+  async function ask(text) {
+    // The request is declared at the working label joined with everything the conversation
+    // has reached, so a conversation never drops below its highest label.
+    const declared = await label([working.value, high]);
+    const user = message('user', declared.portion, text);
+    history.push({ role: 'user', content: text });
+    const answer = message('assistant', '…', '');
+    answer.li.setAttribute('aria-busy', 'true');
+    controller = new AbortController();
+    send.disabled = true;
+    stop.disabled = false;
+    status.textContent = 'Answering…';
+    let content = '';
+    try {
+      const r = await fetch('/v1/chat/completions', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'Enclave-Label': declared.banner, 'Enclave-CSRF': csrf },
+        body: JSON.stringify({ model: model.value, messages: history, stream: true }),
+        signal: controller.signal,
+      });
+      if (!r.ok) {
+        const e = await r.json().catch(() => ({}));
+        history.pop();
+        answer.li.classList.add('error');
+        answer.mark.textContent = '';
+        answer.body.textContent = (e.error && e.error.message) || ('the server answered ' + r.status);
+        status.textContent = (e.error && e.error.code) || '';
+        return;
+      }
+      const asked = headerLabel(r) || declared.banner;
+      user.mark.textContent = '(' + (await label([asked])).portion + ') ';
+      await raise(asked);
+      let reached = asked;
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let cut;
+        while ((cut = buffer.indexOf('\n\n')) >= 0) {
+          const event = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          for (const line of event.split('\n')) {
+            if (!line.startsWith('data: ')) continue;
+            const data = line.slice(6);
+            if (data === '[DONE]') continue;
+            const chunk = JSON.parse(data);
+            if (chunk.error) throw new Error(chunk.error.message || 'the answer failed');
+            const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+            if (delta && delta.content) {
+              content += delta.content;
+              answer.body.textContent = content;
+            }
+            if (chunk.enclave && chunk.enclave.label) reached = chunk.enclave.label;
+          }
+        }
+      }
+      history.push({ role: 'assistant', content });
+      answer.mark.textContent = '(' + (await label([reached])).portion + ') ';
+      await raise(reached);
+      answer.li.dataset.done = 'true';
+      status.textContent = '';
+    } catch (e) {
+      if (e.name === 'AbortError') {
+        answer.li.classList.add('stopped');
+        history.push({ role: 'assistant', content });
+        status.textContent = 'Stopped.';
+      } else {
+        answer.li.classList.add('error');
+        answer.body.textContent = content + (content ? '\n' : '') + e.message;
+        status.textContent = 'The answer failed.';
+      }
+    } finally {
+      answer.li.removeAttribute('aria-busy');
+      controller = null;
+      send.disabled = false;
+      stop.disabled = true;
+    }
+  }
+
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = prompt.value.trim();
+    if (!text || controller) return;
+    prompt.value = '';
+    ask(text);
+  });
+  prompt.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) form.requestSubmit();
+  });
+  stop.addEventListener('click', () => { if (controller) controller.abort(); });
+})();
