@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::openai::{chat, embeddings, models};
-use crate::{anthropic, audit, browser, health, kb, metrics, usage};
+use crate::{anthropic, audit, browser, console, health, kb, metrics, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,7 +41,13 @@ use crate::{anthropic, audit, browser, health, kb, metrics, usage};
         browser::home,
         browser::login,
         browser::callback,
+        browser::logout_page,
         browser::logout,
+        console::chat,
+        console::label,
+        console::labels_css,
+        console::asset,
+        console::favicon,
         document,
     ),
     modifiers(&ApiKey),

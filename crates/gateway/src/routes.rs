@@ -80,6 +80,7 @@ fn pages() -> Router<AppState> {
         .route("/console/label", get(console::label))
         .route("/console/labels.css", get(console::labels_css))
         .route("/console/assets/{file}", get(console::asset))
+        .route("/favicon.ico", get(console::favicon))
         .route_layer(middleware::from_fn(console::secure))
 }
 

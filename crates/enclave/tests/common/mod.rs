@@ -48,6 +48,30 @@ pub fn models_dir() -> PathBuf {
     .clone()
 }
 
+/// The entry file `entry` (under `node_modules`) of the npm package `package`, installed once
+/// into `target/<dir>` (under a file lock, so test binaries running at once install it once).
+#[allow(dead_code, reason = "not every test binary uses npm packages")]
+pub fn npm_package(dir: &str, package: &str, entry: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target")
+        .join(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let entry = dir.join("node_modules").join(entry);
+    if !entry.exists() {
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg(package)
+            .status()
+            .expect("npm is needed for this test");
+        assert!(status.success(), "npm install {package} failed");
+    }
+    lock.unlock().unwrap();
+    entry
+}
+
 /// An HTTP client for tests. reqwest is built with rustls and no bundled crypto provider (the
 /// gateway picks ring), so the process installs it once first.
 pub fn http() -> reqwest::ClientBuilder {

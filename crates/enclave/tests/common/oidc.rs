@@ -1,11 +1,9 @@
 //! A real OpenID provider on loopback: the `oidc-provider` package from the npm registry, run on
 //! the machine's Node.js by `tests/oidc/provider.mjs`. Installed once into `target/oidc`.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -18,27 +16,7 @@ fn workspace() -> PathBuf {
 
 /// The provider module's entry file, installing the package first if needed.
 fn module() -> PathBuf {
-    static MODULE: OnceLock<PathBuf> = OnceLock::new();
-    MODULE
-        .get_or_init(|| {
-            let dir = workspace().join("target/oidc");
-            std::fs::create_dir_all(&dir).unwrap();
-            let lock = File::create(dir.join(".lock")).unwrap();
-            lock.lock().unwrap();
-            let entry = dir.join("node_modules/oidc-provider/lib/index.js");
-            if !entry.exists() {
-                let status = Command::new("npm")
-                    .args(["install", "--no-audit", "--no-fund", "--prefix"])
-                    .arg(&dir)
-                    .arg(PACKAGE)
-                    .status()
-                    .expect("npm is needed for the OpenID provider tests");
-                assert!(status.success(), "npm install {PACKAGE} failed");
-            }
-            lock.unlock().unwrap();
-            entry
-        })
-        .clone()
+    super::npm_package("oidc", PACKAGE, "oidc-provider/lib/index.js")
 }
 
 /// A program (client-credentials client) and the claims its tokens carry.

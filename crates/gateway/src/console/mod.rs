@@ -140,6 +140,12 @@ fn parse_or_lowest(scheme: &Scheme, banner: &str) -> Label {
 }
 
 /// `GET /console`: the chat page.
+#[utoipa::path(get, path = "/console", tag = "console", security(()),
+    responses(
+        (status = 200, description = "The chat page, under banners", content_type = "text/html", body = String),
+        (status = 303, description = "Not signed in: to /login"),
+        (status = 401, description = "A session or certificate that is not accepted, and why", content_type = "text/html", body = String),
+    ))]
 pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
     let (principal, cookie, _) = match signed_in(&state, req, "/console").await {
         Ok(found) => found,
@@ -148,9 +154,15 @@ pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
     let scheme = &state.policy.scheme;
     let clearance = parse_or_lowest(scheme, &principal.clearance);
     // Working labels: each level from the lowest up to the clearance's.
-    let labels: Vec<String> = (0..=clearance.level.0)
+    let mut labels: Vec<String> = (0..=clearance.level.0)
         .map(|level| scheme.banner(&Label::level(level)))
         .collect();
+    // And the clearance's own compartments at its level, as data may carry them.
+    if !clearance.compartments.is_empty() {
+        let mut top = Label::level(clearance.level.0);
+        top.compartments.clone_from(&clearance.compartments);
+        labels.push(scheme.banner(&top));
+    }
     let models = crate::openai::models::visible(&state, &principal);
     let csrf = cookie
         .as_deref()
@@ -176,6 +188,13 @@ pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
 
 /// `GET /console/label?l=A&l=B`: the join of the labels given (the lowest when none), as the
 /// page shows it. The only place pages get banner and portion text from.
+#[utoipa::path(get, path = "/console/label", tag = "console", security(()),
+    params(("l" = Option<Vec<String>>, Query, description = "Labels to join; repeat for each")),
+    responses(
+        (status = 200, description = "The join's banner, portion mark and banner colour class", body = Object),
+        (status = 303, description = "Not signed in: to /login"),
+        (status = 400, description = "A label that is not of the scheme in force", body = crate::error::ErrorBody),
+    ))]
 pub async fn label(State(state): State<AppState>, req: Request) -> Response {
     let parts = match signed_in(&state, req, "/console").await {
         Ok((_, _, parts)) => parts,
@@ -201,6 +220,8 @@ pub async fn label(State(state): State<AppState>, req: Request) -> Response {
 }
 
 /// `GET /console/labels.css`: a banner class for every colour pair the scheme in force shows.
+#[utoipa::path(get, path = "/console/labels.css", tag = "console", security(()),
+    responses((status = 200, description = "Banner colour classes", content_type = "text/css", body = String)))]
 pub async fn labels_css(State(state): State<AppState>) -> Response {
     let scheme = &state.policy.scheme;
     let mut css = String::from("/* Banner colours, from the label scheme in force. */\n");
@@ -236,6 +257,12 @@ pub async fn labels_css(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /console/assets/{file}`: the stylesheet and the script, embedded in the binary.
+#[utoipa::path(get, path = "/console/assets/{file}", tag = "console", security(()),
+    params(("file" = String, Path, description = "`console.js`, `console.css` or `favicon.svg`")),
+    responses(
+        (status = 200, description = "The asset", content_type = "text/plain", body = String),
+        (status = 404, description = "No such asset", body = crate::error::ErrorBody),
+    ))]
 pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "console.js" => (
@@ -246,6 +273,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
             include_str!("assets/console.css"),
             "text/css; charset=utf-8",
         ),
+        "favicon.svg" => (include_str!("assets/favicon.svg"), "image/svg+xml"),
         _ => {
             return crate::error::ApiError::from(Error::NoRoute(format!("/console/assets/{file}")))
                 .into_response();
@@ -259,6 +287,13 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// `GET /favicon.ico`: browsers ask for it on every page; the console's icon.
+#[utoipa::path(get, path = "/favicon.ico", tag = "console", security(()),
+    responses((status = 200, description = "The console's icon (SVG)", content_type = "image/svg+xml", body = String)))]
+pub async fn favicon() -> Response {
+    asset(Path("favicon.svg".to_string())).await
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
   const prompt = document.getElementById('prompt');
   const model = document.getElementById('model');
   const working = document.getElementById('label');
+  const maxTokens = document.getElementById('max-tokens');
   const send = document.getElementById('send');
   const stop = document.getElementById('stop');
   const status = document.getElementById('status');
@@ -45,7 +46,7 @@
     li.className = 'message ' + role;
     const mark = document.createElement('span');
     mark.className = 'portion';
-    mark.textContent = '(' + portion + ') ';
+    mark.textContent = portion + ' ';
     const body = document.createElement('span');
     body.className = 'text';
     body.textContent = text;
@@ -66,7 +67,7 @@
     const declared = await label([working.value, high]);
     const user = message('user', declared.portion, text);
     history.push({ role: 'user', content: text });
-    const answer = message('assistant', '…', '');
+    const answer = message('assistant', '', '');
     answer.li.setAttribute('aria-busy', 'true');
     controller = new AbortController();
     send.disabled = true;
@@ -77,7 +78,7 @@
       const r = await fetch('/v1/chat/completions', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json', 'Enclave-Label': declared.banner, 'Enclave-CSRF': csrf },
-        body: JSON.stringify({ model: model.value, messages: history, stream: true }),
+        body: JSON.stringify({ model: model.value, messages: history, stream: true, max_tokens: Number(maxTokens.value) || 512 }),
         signal: controller.signal,
       });
       if (!r.ok) {
@@ -90,7 +91,7 @@
         return;
       }
       const asked = headerLabel(r) || declared.banner;
-      user.mark.textContent = '(' + (await label([asked])).portion + ') ';
+      user.mark.textContent = (await label([asked])).portion + ' ';
       await raise(asked);
       let reached = asked;
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -119,7 +120,7 @@
         }
       }
       history.push({ role: 'assistant', content });
-      answer.mark.textContent = '(' + (await label([reached])).portion + ') ';
+      answer.mark.textContent = (await label([reached])).portion + ' ';
       await raise(reached);
       answer.li.dataset.done = 'true';
       status.textContent = '';

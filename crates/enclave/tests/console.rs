@@ -1,0 +1,222 @@
+//! The web console in a real browser: headless Chromium from Debian's packages, driven through
+//! `playwright-core` (npm) by `tests/console/drive.mjs`. A person signs in at the real OpenID
+//! provider's own pages, chats at each working label and sees the answer stream in; the top and
+//! bottom banners show the conversation's label in the standard colours (read from screenshot
+//! pixels) and rise with it; every message carries its portion mark; the page loads with no
+//! console errors or CSP violations, every control is reachable by keyboard, the page weighs
+//! under 150 KB, and a forged cross-origin post with the session cookie is refused.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly at the line that broke"
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::oidc::{Provider, SECRET, WEB_CLIENT};
+use common::{Server, npm_package};
+use serde_json::{Value, json};
+
+/// Debian's Chromium, installed with apt when missing (the test machines run as root).
+fn chromium() -> PathBuf {
+    let path = PathBuf::from("/usr/bin/chromium");
+    if !path.exists() {
+        let status = Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "chromium"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .expect("apt-get is needed to install Chromium");
+        assert!(status.success(), "apt-get install chromium failed");
+    }
+    path
+}
+
+#[test]
+fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation() {
+    let chromium = chromium();
+    let playwright = npm_package(
+        "console",
+        "playwright-core@1.49.1",
+        "playwright-core/index.mjs",
+    );
+    let provider = Provider::start_for_browsers(
+        &["k1"],
+        json!({"alice": {"tenant": "default", "clearance": "TOP SECRET//SI", "citizenship": "USA"}}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let config = dir.path().join("enclave.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[tenants.default]
+ceiling = "TOP SECRET//SI"
+
+[[identity.issuers]]
+issuer = "{issuer}"
+client_id = "{WEB_CLIENT}"
+client_secret_file = "{secret}"
+scopes = ["openid", "profile"]
+[identity.issuers.claims]
+user = "preferred_username"
+tenant = "tenant"
+clearance = "clearance"
+citizenship = "citizenship"
+"#,
+            issuer = provider.issuer,
+            secret = secret.display()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let server = Server::start_with(&[("ENCLAVE_CONFIG", config.as_str())]);
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console/shots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let steps = [
+        ("UNCLASSIFIED", "(U) Say hello."),
+        ("CUI", "(CUI) Name a colour."),
+        ("CONFIDENTIAL", "(C) Name a river."),
+        ("SECRET", "(S) Where is the harbour crane?"),
+        ("TOP SECRET", "(TS) Where is the harbour crane?"),
+        ("TOP SECRET", "(TS//SI) What did the intercept say?"),
+    ];
+    let spec = dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        json!({
+            "playwright": playwright, "chromium": chromium, "base": server.base,
+            "provider": provider.issuer, "person": "alice", "out": shots,
+            "steps": steps.iter().map(|(label, text)| json!({"label": label, "text": text})).collect::<Vec<_>>(),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let run = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/console/drive.mjs"))
+        .arg(&spec)
+        .output()
+        .expect("node is needed for the console test");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert!(out["failure"].is_null(), "{}", out["failure"]);
+
+    assert!(
+        out["signedIn"]
+            .as_str()
+            .unwrap()
+            .contains("alice · default · user"),
+        "{out}"
+    );
+    // Before anything is said, the page is at the lowest label.
+    assert_eq!(out["first"]["topText"], "UNCLASSIFIED", "{out}");
+    assert_eq!(out["first"]["top"], "#007a33", "{out}");
+
+    // Each step's banners: text, and the colour of the pixels at the top and the bottom.
+    // The banners and colours each label shows, lowest first.
+    let banners = [
+        ("UNCLASSIFIED", "#007a33", "rgb(255, 255, 255)", "(U)"),
+        ("CUI", "#502b85", "rgb(255, 255, 255)", "(CUI)"),
+        ("CONFIDENTIAL", "#0033a0", "rgb(255, 255, 255)", "(C)"),
+        ("SECRET", "#c8102e", "rgb(255, 255, 255)", "(S)"),
+        ("TOP SECRET", "#ff8c00", "rgb(0, 0, 0)", "(TS)"),
+        ("TOP SECRET//SI", "#fce83a", "rgb(0, 0, 0)", "(TS//SI)"),
+    ];
+    let rank = |banner: &str| {
+        banners
+            .iter()
+            .position(|b| b.0 == banner)
+            .unwrap_or_else(|| panic!("an unexpected banner `{banner}`"))
+    };
+    let steps_out = out["steps"].as_array().unwrap();
+    assert_eq!(steps_out.len(), steps.len(), "{out}");
+    let mut high = 0;
+    for (i, step) in steps_out.iter().enumerate() {
+        assert!(step["errors"].as_array().unwrap().is_empty(), "{step}");
+        assert!(
+            !step["answer"].as_str().unwrap().is_empty(),
+            "streamed: {step}"
+        );
+        // The banner is the conversation's label: at least this step's (an answer may raise
+        // it further when the model writes a marking), never lower than before, the same at
+        // the top and the bottom, in its colours — read from the screenshot's pixels.
+        let shown = step["topText"].as_str().unwrap();
+        let at = rank(shown);
+        assert!(at >= i.min(5) && at >= high, "step {i}: {step}");
+        high = at;
+        let (_, colour, text_colour, _) = banners[at];
+        assert_eq!(step["bottomText"], shown, "{step}");
+        assert_eq!(step["top"], colour, "{step}");
+        assert_eq!(step["bottom"], colour, "{step}");
+        assert_eq!(step["textColour"], text_colour, "{step}");
+        // Every message carries a portion mark, and the question's is at least the step's.
+        let marks: Vec<&str> = step["marks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .collect();
+        assert_eq!(marks.len(), 2 * (i + 1), "{marks:?}");
+        let asked = marks[2 * i];
+        let asked_rank = banners.iter().position(|b| b.3 == asked).unwrap();
+        assert!(asked_rank >= i.min(5), "step {i}: {marks:?}");
+    }
+    assert_eq!(
+        steps_out[5]["topText"], "TOP SECRET//SI",
+        "the SI question raises the banner to the yellow one"
+    );
+
+    assert_eq!(out["errors"], json!([]), "console errors");
+    assert_eq!(out["csp"], json!([]), "CSP violations");
+    let reached: Vec<&str> = out["keyboard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    for control in ["model", "label", "max-tokens", "prompt", "send", "Sign out"] {
+        assert!(
+            reached.contains(&control),
+            "{control} by keyboard: {reached:?}"
+        );
+    }
+    let weight = out["weight"].as_u64().unwrap();
+    assert!(
+        weight > 2_000 && weight < 150_000,
+        "chat page weight {weight} bytes"
+    );
+    println!(
+        "chat page weight: {weight} bytes (HTML + CSS + JS): {}",
+        out["weighed"]
+    );
+    for part in [
+        "/console",
+        "/console/assets/console.js",
+        "/console/assets/console.css",
+        "/console/labels.css",
+    ] {
+        assert!(
+            out["weighed"].as_array().unwrap().contains(&json!(part)),
+            "{part} weighed: {}",
+            out["weighed"]
+        );
+    }
+    assert!(
+        out["forged"].as_str().unwrap().contains("csrf_refused"),
+        "a forged cross-origin post: {}",
+        out["forged"]
+    );
+}

@@ -1,0 +1,144 @@
+// Drives the Enclave console in headless Chromium (Debian's `chromium`, through `playwright-core`
+// from the npm registry) as a person would: signs in at the OpenID provider's own pages, chats at
+// each working label, and reports what the page showed.
+//
+//   node drive.mjs SPEC.json
+//
+// SPEC: { "playwright": ".../index.mjs", "chromium": "/usr/bin/chromium", "base": "http://...",
+//   "person": "alice", "out": "dir for screenshots", "steps": [{ "label": "SECRET",
+//   "text": "(S) ..." }] }
+// Prints one JSON object: per step the banners' text and pixel colours, and the page's console
+// errors, CSP violations, forged-request outcome, keyboard reach and weight.
+
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+const { chromium } = await import(spec.playwright);
+
+const browser = await chromium.launch({
+  executablePath: spec.chromium,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
+const viewport = { width: 1000, height: 700 };
+const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
+const page = await context.newPage();
+const errors = [];
+// Errors on Enclave's pages (the provider's own pages load fonts from the internet and fail here).
+const ours = (url) => url.startsWith(spec.base);
+page.on('console', (m) => { if (m.type() === 'error' && ours(m.location().url || page.url())) errors.push(`${m.location().url}: ${m.text()}`); });
+page.on('pageerror', (e) => { if (ours(page.url())) errors.push(e.message); });
+await page.addInitScript(() => {
+  window.__csp = [];
+  document.addEventListener('securitypolicyviolation', (e) => {
+    window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`);
+  });
+});
+let weight = 0;
+const weighed = new Set();
+page.on('response', async (r) => {
+  const url = new URL(r.url());
+  if (url.origin === new URL(spec.base).origin && url.pathname.startsWith('/console')
+    && url.pathname !== '/console/label' && r.status() === 200 && !weighed.has(url.pathname)) {
+    weighed.add(url.pathname);
+    try { weight += (await r.body()).length; } catch { /* gone with a navigation */ }
+  }
+});
+
+// Pixel colours of a PNG at points, read by drawing it on a canvas in a blank page.
+async function pixels(png, points) {
+  const p = await context.newPage();
+  const found = await p.evaluate(async ({ b64, points }) => {
+    const img = new Image();
+    img.src = `data:image/png;base64,${b64}`;
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = img.width;
+    c.height = img.height;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    return points.map(([x, y]) => {
+      const [r, gr, b] = g.getImageData(x, y, 1, 1).data;
+      return `#${[r, gr, b].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+    });
+  }, { b64: png.toString('base64'), points });
+  await p.close();
+  return found;
+}
+
+async function banners(name) {
+  const png = await page.screenshot({ path: join(spec.out, `${name}.png`) });
+  const [top, bottom] = await pixels(png, [[3, 3], [3, viewport.height - 3]]);
+  const read = (id) => page.$eval(id, (b) => ({ text: b.textContent.trim(), color: getComputedStyle(b).color }));
+  return { top, bottom, topText: (await read('#banner-top')).text, bottomText: (await read('#banner-bottom')).text, textColour: (await read('#banner-top')).color };
+}
+
+const out = { steps: [] };
+try {
+  // Sign in: the console sends the browser to /login, then to the provider's pages.
+  await page.goto(`${spec.base}/console`);
+  await page.fill('input[name=login]', spec.person);
+  await page.fill('input[name=password]', 'any');
+  await page.click('button[type=submit]');
+  await page.waitForSelector('button[type=submit]');
+  if (!page.url().startsWith(spec.base)) await page.click('button[type=submit]'); // consent
+  await page.waitForURL(`${spec.base}/console`);
+  await page.waitForSelector('#chat');
+  out.signedIn = await page.textContent('.who');
+  out.first = await banners('console-first');
+
+  await page.fill('#max-tokens', '8');
+  let answered = 0;
+  for (const step of spec.steps) {
+    await page.selectOption('#label', step.label);
+    await page.fill('#prompt', step.text);
+    await page.click('#send');
+    answered += 1;
+    await page.waitForSelector(`li.message.assistant:nth-of-type(${answered * 2})[data-done="true"], li.message.error`, { timeout: 60000 });
+    const shown = await banners(`console-${out.steps.length}`);
+    const marks = await page.$$eval('li.message .portion', (m) => m.map((x) => x.textContent.trim()));
+    const answer = await page.$$eval('li.message.assistant .text', (m) => m.map((x) => x.textContent));
+    out.steps.push({ ...shown, marks, answer: answer[answer.length - 1], errors: await page.$$eval('li.message.error', (m) => m.map((x) => x.textContent)) });
+  }
+
+  // Keyboard only: Tab from the top reaches every control.
+  await page.goto(`${spec.base}/console`);
+  await page.waitForSelector('#chat');
+  const reached = new Set();
+  for (let i = 0; i < 20; i += 1) {
+    await page.keyboard.press('Tab');
+    reached.add(await page.evaluate(() => document.activeElement.id || document.activeElement.textContent.trim() || document.activeElement.tagName));
+  }
+  out.keyboard = [...reached];
+  out.csp = await page.evaluate(() => window.__csp);
+  out.weight = weight;
+  out.weighed = [...weighed];
+
+  // A forged cross-origin form post (from the provider's origin: same site, another origin)
+  // carries the session cookie; the server must refuse it.
+  const evil = await context.newPage();
+  await evil.goto(`${spec.provider}/.well-known/openid-configuration`);
+  await Promise.all([
+    evil.waitForNavigation(),
+    evil.evaluate((target) => {
+      const f = document.createElement('form');
+      f.method = 'post';
+      f.action = target;
+      f.enctype = 'text/plain';
+      const i = document.createElement('input');
+      i.name = '{"model":"x","messages":[{"role":"user","content":"hi"}],"x":"';
+      i.value = '"}';
+      f.append(i);
+      document.body.append(f);
+      f.submit();
+    }, `${spec.base}/v1/chat/completions`),
+  ]);
+  out.forged = await evil.textContent('body');
+  out.errors = errors;
+} catch (e) {
+  out.failure = `${e.message}\n${page.url()}\n${await page.content().catch(() => '')}`;
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(out));
