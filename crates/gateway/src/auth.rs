@@ -91,7 +91,7 @@ pub async fn browser_principal(
     headers: &axum::http::HeaderMap,
     card: Option<Result<String, String>>,
 ) -> Option<Result<(Principal, Option<String>), Error>> {
-    if let Some(cookie) = crate::browser::cookie_value(headers, crate::browser::SESSION_COOKIE) {
+    if let Some(cookie) = crate::cookies::cookie_value(headers, crate::cookies::SESSION_COOKIE) {
         return Some(
             authenticate_session(state, &cookie)
                 .await

@@ -8,7 +8,7 @@
 //! that it does come back on that redirect.
 
 use axum::extract::{Query, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, LOCATION, SET_COOKIE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cookie::{Cookie, SameSite};
@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 
-pub const SESSION_COOKIE: &str = "enclave_session";
+pub use crate::cookies::{SESSION_COOKIE, cookie_value};
 const LOGIN_COOKIE: &str = "enclave_login";
 const CALLBACK: &str = "/auth/callback";
 
@@ -29,18 +29,6 @@ pub struct Site {
     /// below and the request's `Host`.
     pub public_url: Option<String>,
     pub https: bool,
-}
-
-/// The value of the cookie `name` the request carries.
-pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_string())
 }
 
 fn set_cookie(

@@ -10,7 +10,8 @@
 //! - [`routes`]: the route table and nothing else.
 //! - [`auth`]: API key, token, session cookie or client certificate → principal, as a
 //!   middleware on `/v1`; [`browser`]: `/login`, its callback, `/logout` and `/`;
-//!   [`console`]: the web console's pages, under classification banners.
+//!   [`console`]: the web console's pages, under classification banners; [`cookies`]: reading
+//!   the cookies a request carries.
 //! - [`audit`]: one record per call, durable before the answer leaves (a stream: promised).
 //! - [`openai`] (chat completions, embeddings, models, and OpenAI's wire types) and
 //!   [`anthropic`] (Messages): each surface in its own folder; [`kb`], [`usage`], [`health`]:
@@ -30,6 +31,7 @@ pub mod browser;
 pub mod certs;
 pub mod client_auth;
 pub mod console;
+pub mod cookies;
 pub mod error;
 pub mod extract;
 pub mod health;

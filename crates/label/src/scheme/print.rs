@@ -218,7 +218,10 @@ mod tests {
 
     #[test]
     fn a_colour_that_is_not_rgb_hex_is_refused() {
-        let mut def = crate::builtin::us();
+        let mut def = Scheme::builtin("US")
+            .unwrap_or_else(|| panic!("US"))
+            .def()
+            .clone();
         def.levels[0].colour = Some("red;}body{display:none".into());
         assert!(Scheme::new(def).is_err());
     }
