@@ -74,16 +74,20 @@ async function banners(name) {
   return { top, bottom, topText: (await read('#banner-top')).text, bottomText: (await read('#banner-bottom')).text, textColour: (await read('#banner-top')).color };
 }
 
+// Signs `person` in: the console sends the browser to /login, then to the provider's pages.
+async function signIn(p, person, path) {
+  await p.goto(`${spec.base}${path}`);
+  await p.fill('input[name=login]', person);
+  await p.fill('input[name=password]', 'any');
+  await p.click('button[type=submit]');
+  await p.waitForSelector('button[type=submit]');
+  if (!p.url().startsWith(spec.base)) await p.click('button[type=submit]'); // consent
+  await p.waitForURL(`${spec.base}${path}`);
+}
+
 const out = { steps: [] };
 try {
-  // Sign in: the console sends the browser to /login, then to the provider's pages.
-  await page.goto(`${spec.base}/console`);
-  await page.fill('input[name=login]', spec.person);
-  await page.fill('input[name=password]', 'any');
-  await page.click('button[type=submit]');
-  await page.waitForSelector('button[type=submit]');
-  if (!page.url().startsWith(spec.base)) await page.click('button[type=submit]'); // consent
-  await page.waitForURL(`${spec.base}/console`);
+  await signIn(page, spec.person, '/console');
   await page.waitForSelector('#chat');
   out.signedIn = await page.textContent('.who');
   out.first = await banners('console-first');
@@ -135,6 +139,35 @@ try {
     }, `${spec.base}/v1/chat/completions`),
   ]);
   out.forged = await evil.textContent('body');
+
+  // An auditor verifies a record's inclusion in the latest checkpoint, in the page; then the
+  // same with the proof tampered on its way.
+  if (spec.auditor) {
+    const audit = await (await browser.newContext({ viewport })).newPage();
+    audit.on('console', (m) => { if (m.type() === 'error' && ours(m.location().url || audit.url())) errors.push(`${m.location().url}: ${m.text()}`); });
+    await signIn(audit, spec.auditor, '/console/audit');
+    await audit.waitForSelector('#records tr');
+    out.audit = { rows: await audit.$$eval('#records tr', (r) => r.length), checkpoint: await audit.textContent('#checkpoint'), banner: await audit.textContent('#banner-top') };
+    const first = '#records tr:first-child';
+    await audit.click(`${first} button.verify`);
+    await audit.waitForSelector(`${first} td.verdict`);
+    out.audit.verified = await audit.textContent(`${first} td.verdict`);
+    await audit.reload();
+    await audit.waitForSelector('#records tr');
+    await audit.route('**/v1/audit/proof/inclusion*', async (route) => {
+      const response = await route.fetch();
+      const proof = await response.json();
+      if (proof.proof.length === 0) proof.proof.push(btoa('x'.repeat(32)));
+      const bytes = Uint8Array.from(atob(proof.proof[0]), (c) => c.charCodeAt(0));
+      bytes[0] ^= 1;
+      proof.proof[0] = btoa(String.fromCharCode(...bytes));
+      await route.fulfill({ response, json: proof });
+    });
+    await audit.click(`${first} button.verify`);
+    await audit.waitForSelector(`${first} td.verdict`);
+    out.audit.tampered = await audit.textContent(`${first} td.verdict`);
+    await audit.screenshot({ path: join(spec.out, 'console-audit.png') });
+  }
   out.errors = errors;
 } catch (e) {
   out.failure = `${e.message}\n${page.url()}\n${await page.content().catch(() => '')}`;

@@ -46,7 +46,10 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
     );
     let provider = Provider::start_for_browsers(
         &["k1"],
-        json!({"alice": {"tenant": "default", "clearance": "TOP SECRET//SI", "citizenship": "USA"}}),
+        json!({
+            "alice": {"tenant": "default", "clearance": "TOP SECRET//SI", "citizenship": "USA"},
+            "audrey": {"tenant": "default", "clearance": "SECRET", "citizenship": "USA", "groups": ["auditors"]},
+        }),
     );
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("client-secret");
@@ -69,6 +72,9 @@ user = "preferred_username"
 tenant = "tenant"
 clearance = "clearance"
 citizenship = "citizenship"
+groups = "groups"
+[identity.issuers.claims.roles]
+auditors = "auditor"
 "#,
             issuer = provider.issuer,
             secret = secret.display()
@@ -93,7 +99,7 @@ citizenship = "citizenship"
         &spec,
         json!({
             "playwright": playwright, "chromium": chromium, "base": server.base,
-            "provider": provider.issuer, "person": "alice", "out": shots,
+            "provider": provider.issuer, "person": "alice", "auditor": "audrey", "out": shots,
             "steps": steps.iter().map(|(label, text)| json!({"label": label, "text": text})).collect::<Vec<_>>(),
         })
         .to_string(),
@@ -214,6 +220,30 @@ citizenship = "citizenship"
             out["weighed"]
         );
     }
+    // The auditor sees the records and the signed checkpoint, and the page verifies a record's
+    // inclusion itself; a tampered proof fails there.
+    let audit = &out["audit"];
+    assert!(audit["rows"].as_u64().unwrap() >= 5, "{audit}");
+    // Records hold no content: the page stays at the lowest label, whatever labels they name.
+    assert_eq!(audit["banner"], "UNCLASSIFIED", "{audit}");
+    assert!(
+        audit["checkpoint"].as_str().unwrap().contains("\n— "),
+        "a signed note: {audit}"
+    );
+    assert!(
+        audit["verified"]
+            .as_str()
+            .unwrap()
+            .starts_with("✓ verified"),
+        "{audit}"
+    );
+    assert!(
+        audit["tampered"]
+            .as_str()
+            .unwrap()
+            .starts_with("✗ does not verify"),
+        "{audit}"
+    );
     assert!(
         out["forged"].as_str().unwrap().contains("csrf_refused"),
         "a forged cross-origin post: {}",

@@ -44,6 +44,7 @@ use crate::{anthropic, audit, browser, console, health, kb, metrics, usage};
         browser::logout_page,
         browser::logout,
         console::chat,
+        console::audit,
         console::label,
         console::labels_css,
         console::asset,

@@ -77,6 +77,7 @@ fn pages() -> Router<AppState> {
         .route("/auth/callback", get(browser::callback))
         .route("/logout", get(browser::logout_page).post(browser::logout))
         .route("/console", get(console::chat))
+        .route("/console/audit", get(console::audit))
         .route("/console/label", get(console::label))
         .route("/console/labels.css", get(console::labels_css))
         .route("/console/assets/{file}", get(console::asset))

@@ -94,10 +94,14 @@ pub struct RecordsQuery {
     limit: Option<u64>,
     #[serde(default)]
     tenant: Option<String>,
+    /// Also give each record's exact bytes (base64), as its leaf was hashed: what a verifier
+    /// needs to check an inclusion proof itself.
+    #[serde(default)]
+    raw: bool,
 }
 
-/// `GET /v1/audit/records?from=&limit=&tenant=`: auditors read every tenant's records, admins
-/// their own tenant's, users none.
+/// `GET /v1/audit/records?from=&limit=&tenant=&raw=`: auditors read every tenant's records,
+/// admins their own tenant's, users none. With `raw=true`, each record's exact bytes too.
 #[utoipa::path(get, path = "/v1/audit/records", tag = "audit", params(RecordsQuery), responses((status = 200, description = "Records the key may read, with their indices", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn records(
     State(state): State<AppState>,
@@ -130,7 +134,11 @@ pub async fn records(
             {
                 continue;
             }
-            out.push(json!({ "index": index, "record": record }));
+            let mut item = json!({ "index": index, "record": record });
+            if q.raw {
+                item["raw"] = json!(base64::engine::general_purpose::STANDARD.encode(&bytes));
+            }
+            out.push(item);
             if out.len() as u64 >= limit {
                 break;
             }

@@ -49,6 +49,7 @@ fn templates() -> Result<&'static Environment<'static>, String> {
         for (name, text) in [
             ("layout.html", include_str!("templates/layout.html")),
             ("chat.html", include_str!("templates/chat.html")),
+            ("audit.html", include_str!("templates/audit.html")),
         ] {
             env.add_template(name, text).map_err(|e| e.to_string())?;
         }
@@ -172,16 +173,58 @@ pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
         "chat.html",
         context! {
             title => "Chat",
+            page => "chat",
+            audit => reads_audit(&state, &principal),
             csrf => csrf,
             banner => shown(scheme, &scheme.lowest()),
-            user => context! {
-                name => principal.user.clone().unwrap_or_else(|| principal.key_id.clone()),
-                tenant => principal.tenant_name,
-                role => principal.role.as_str(),
-                clearance => scheme.banner(&clearance),
-            },
+            user => user_context(scheme, &principal),
             models => models,
             labels => labels,
+        },
+    )
+}
+
+/// Whether the principal may read some audit records (its own tenant's at least).
+fn reads_audit(state: &AppState, principal: &Principal) -> bool {
+    enclave_service::monitor::authorize(
+        &state.policy,
+        principal,
+        enclave_policy::Action::ReadAudit,
+        &principal.tenant_name,
+    )
+    .is_ok()
+}
+
+fn user_context(scheme: &Scheme, principal: &Principal) -> minijinja::Value {
+    context! {
+        name => principal.user.clone().unwrap_or_else(|| principal.key_id.clone()),
+        tenant => principal.tenant_name.clone(),
+        role => principal.role.as_str(),
+        clearance => scheme.banner(&parse_or_lowest(scheme, &principal.clearance)),
+    }
+}
+
+/// `GET /console/audit`: records, the latest checkpoint, and inclusion verified in the page.
+#[utoipa::path(get, path = "/console/audit", tag = "console", security(()),
+    responses(
+        (status = 200, description = "The audit page, under banners", content_type = "text/html", body = String),
+        (status = 303, description = "Not signed in: to /login"),
+    ))]
+pub async fn audit(State(state): State<AppState>, req: Request) -> Response {
+    let (principal, cookie, _) = match signed_in(&state, req, "/console/audit").await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let scheme = &state.policy.scheme;
+    render(
+        "audit.html",
+        context! {
+            title => "Audit",
+            page => "audit",
+            audit => reads_audit(&state, &principal),
+            csrf => cookie.as_deref().map(enclave_service::session::csrf_token).unwrap_or_default(),
+            banner => shown(scheme, &scheme.lowest()),
+            user => user_context(scheme, &principal),
         },
     )
 }
