@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::oidc::{Provider, SECRET, WEB_CLIENT};
+use common::oidc::{Provider, WEB_CLIENT};
 use common::{CHAT, Server, http, python};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
@@ -220,37 +220,12 @@ async fn people_sign_in_with_a_browser_and_their_sessions_end_when_they_should()
         }),
     );
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("client-secret");
-    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
-    let config = dir.path().join("enclave.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[tenants.default]
-ceiling = "SECRET//SI"
-
-[[identity.issuers]]
-issuer = "{issuer}"
-name = "agency"
-client_id = "{WEB_CLIENT}"
-client_secret_file = "{secret}"
-scopes = ["openid", "profile"]
-[identity.issuers.claims]
-user = "preferred_username"
-tenant = "tenant"
-clearance = "clearance"
-groups = "groups"
-citizenship = "citizenship"
-[identity.issuers.claims.group_compartments]
-sigint-cell = "SI"
-"#,
-            issuer = provider.issuer,
-            secret = secret.display()
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    let config = provider.browser_config(
+        dir.path(),
+        "SECRET//SI",
+        "groups = \"groups\"\ncitizenship = \"citizenship\"\n\
+         [identity.issuers.claims.group_compartments]\nsigint-cell = \"SI\"",
+    );
     let server = Server::start_with(&[("ENCLAVE_CONFIG", config.as_str())]);
 
     // `/login` sends the browser to the provider: code flow, PKCE S256, state and nonce, and a

@@ -18,7 +18,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::oidc::{Provider, SECRET, WEB_CLIENT};
+use common::oidc::Provider;
 use common::{Server, npm_package};
 use serde_json::{Value, json};
 
@@ -52,36 +52,11 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
         }),
     );
     let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("client-secret");
-    std::fs::write(&secret, SECRET).unwrap();
-    let config = dir.path().join("enclave.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[tenants.default]
-ceiling = "TOP SECRET//SI"
-
-[[identity.issuers]]
-issuer = "{issuer}"
-client_id = "{WEB_CLIENT}"
-client_secret_file = "{secret}"
-scopes = ["openid", "profile"]
-[identity.issuers.claims]
-user = "preferred_username"
-tenant = "tenant"
-clearance = "clearance"
-citizenship = "citizenship"
-groups = "groups"
-[identity.issuers.claims.roles]
-auditors = "auditor"
-"#,
-            issuer = provider.issuer,
-            secret = secret.display()
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
+    let config = provider.browser_config(
+        dir.path(),
+        "TOP SECRET//SI",
+        "citizenship = \"citizenship\"\ngroups = \"groups\"\n[identity.issuers.claims.roles]\nauditors = \"auditor\"",
+    );
     let server = Server::start_with(&[("ENCLAVE_CONFIG", config.as_str())]);
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console/shots");

@@ -167,13 +167,21 @@ pub async fn authenticate_user(state: &Service, name: &str) -> Result<Principal,
     if user.disabled_at.is_some() {
         return Err(Error::DisabledUser(user.name));
     }
-    Ok(Principal {
-        established: Established::Certificate,
-        key_id: user.id,
-        tenant_id: user.tenant_id,
-        tenant_name: user.tenant_name,
-        role: user.role,
-        clearance: user.clearance,
-        user: Some(user.name),
-    })
+    Ok(Principal::of_user(user, Established::Certificate))
+}
+
+impl Principal {
+    /// A user as the caller: the user's id stands where a key's would, with their tenant, role
+    /// and clearance as stored.
+    pub fn of_user(user: enclave_store::User, established: Established) -> Self {
+        Self {
+            established,
+            key_id: user.id,
+            tenant_id: user.tenant_id,
+            tenant_name: user.tenant_name,
+            role: user.role,
+            clearance: user.clearance,
+            user: Some(user.name),
+        }
+    }
 }

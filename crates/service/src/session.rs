@@ -424,16 +424,7 @@ pub async fn authenticate_session(state: &Service, cookie: &str) -> Result<Princ
             .await
             .map_err(store_error)?;
     }
-    let user = session.user;
-    let principal = Principal {
-        established: Established::Session,
-        key_id: user.id,
-        tenant_id: user.tenant_id,
-        tenant_name: user.tenant_name,
-        role: user.role,
-        clearance: user.clearance,
-        user: Some(user.name),
-    };
+    let principal = Principal::of_user(session.user, Established::Session);
     let mut seen = state.sessions.seen();
     if seen.len() >= SESSION_CACHE_MAX {
         seen.retain(|_, (at, _)| at.elapsed() < SESSION_CACHE_TTL);

@@ -56,6 +56,40 @@ impl Provider {
         )
     }
 
+    /// An Enclave configuration file in `dir` that signs browsers in here as [`WEB_CLIENT`] (its
+    /// secret in a file), with tenant `default` under `ceiling`; `claims` are more TOML lines for
+    /// `[identity.issuers.claims]` after the user (`preferred_username`), tenant and clearance.
+    pub fn browser_config(&self, dir: &Path, ceiling: &str, claims: &str) -> String {
+        let secret = dir.join("client-secret");
+        std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+        let config = dir.join("enclave.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[tenants.default]
+ceiling = "{ceiling}"
+
+[[identity.issuers]]
+issuer = "{issuer}"
+name = "agency"
+client_id = "{WEB_CLIENT}"
+client_secret_file = "{secret}"
+scopes = ["openid", "profile"]
+[identity.issuers.claims]
+user = "preferred_username"
+tenant = "tenant"
+clearance = "clearance"
+{claims}
+"#,
+                issuer = self.issuer,
+                secret = secret.display()
+            ),
+        )
+        .unwrap();
+        config.display().to_string()
+    }
+
     /// [`Provider::start`] over HTTPS, its certificate `cert` (key `key`) issued by `root`.
     pub fn start_tls(
         keys: &[&str],
