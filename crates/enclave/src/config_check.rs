@@ -11,7 +11,11 @@ use enclave_store::{SqliteStore, Store};
 use crate::config::{Config, Transport};
 use crate::timestamp;
 
-pub(crate) async fn config_check(file: Option<PathBuf>, config: Config) -> Result<()> {
+pub(crate) async fn config_check(
+    file: Option<PathBuf>,
+    config: Config,
+    data_dir_given: Option<PathBuf>,
+) -> Result<()> {
     let config = match file {
         Some(path) => {
             if !path.exists() {
@@ -23,6 +27,9 @@ pub(crate) async fn config_check(file: Option<PathBuf>, config: Config) -> Resul
             // operator's models the file's deployments may name).
             if checked.models_dir.is_none() {
                 checked.models_dir.clone_from(&config.models_dir);
+            }
+            if let Some(dir) = data_dir_given {
+                checked.data_dir = dir;
             }
             checked
         }

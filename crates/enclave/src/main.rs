@@ -166,6 +166,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut config =
         Config::load(cli.global.config.as_deref()).context("cannot load the configuration")?;
+    // `config check FILE` reads another file; a directory given here still counts for it.
+    let data_dir_given = cli.global.data_dir.clone();
     if let Some(dir) = cli.global.data_dir {
         config.data_dir = dir;
     }
@@ -181,7 +183,7 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(cli.command, config))
+    runtime.block_on(run(cli.command, config, data_dir_given))
 }
 
 fn init_tracing(config: &Config) {
@@ -198,7 +200,7 @@ fn init_tracing(config: &Config) {
     }
 }
 
-async fn run(command: Command, mut config: Config) -> Result<()> {
+async fn run(command: Command, mut config: Config, data_dir_given: Option<PathBuf>) -> Result<()> {
     match command {
         Command::Serve { listen, no_pull } => {
             if let Some(addr) = listen {
@@ -319,7 +321,7 @@ async fn run(command: Command, mut config: Config) -> Result<()> {
         Command::Kb { client, command } => kb_cli::run(client, command).await,
         Command::Audit(cmd) => audit_command(&config, cmd),
         Command::Config(ConfigCommand::Check { file }) => {
-            config_check::config_check(file, config).await
+            config_check::config_check(file, config, data_dir_given).await
         }
         Command::Tenants(cmd) => {
             let store = open_store(&config).await?;

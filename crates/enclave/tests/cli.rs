@@ -153,6 +153,11 @@ fn config_check_explains_a_good_file_and_refuses_a_bad_one() {
         text.contains("provider-eu") && text.contains("accredited to UNCLASSIFIED//REL TO DEU"),
         "{text}"
     );
+    // The data directory given on the command line counts for the file checked.
+    assert!(
+        text.contains(&format!("data dir: {}", data.path().display())),
+        "{text}"
+    );
     // The nation operating each deployment is shown on its own.
     let eu = text.lines().find(|l| l.contains("provider-eu")).unwrap();
     assert!(eu.contains("nation DEU"), "{eu}");
