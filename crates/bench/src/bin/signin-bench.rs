@@ -1,5 +1,6 @@
-//! `signin-bench`: what resolving the caller costs a request, for each way of signing in, beside
-//! the API key in the same run. Goal (issue 15): each source adds at most 0.2 ms at p99.
+//! `signin-bench`: what resolving the caller costs a request, for each way of signing in (key,
+//! certificate, token, browser session), beside the API key in the same run. Goal (issue 15):
+//! each source adds at most 0.2 ms at p99.
 //!
 //! The service is the real one over a SQLite store in a temporary folder; the token issuer is a
 //! loopback HTTP server publishing one ES256 key as a JWKS, so a token's first use fetches and
@@ -167,6 +168,41 @@ async fn main() -> Result<()> {
     })
     .await?;
 
+    // Browser sessions of alice's, as sign-ins at /login leave them: stored by the SHA-256 of
+    // their cookies. Within a second a session's principal is cached; a session not seen in the
+    // last second is read from the store with its user (one query).
+    let alice = store
+        .user_by_name("alice@agency.example")
+        .await?
+        .context("alice")?;
+    let cookies: Vec<String> = (0..FRESH_TOKENS)
+        .map(|i| format!("bench-session-{i:08}"))
+        .collect();
+    for cookie in &cookies {
+        store
+            .create_session(&enclave_store::NewSession {
+                id: <sha2::Sha256 as sha2::Digest>::digest(cookie.as_bytes()).into(),
+                user_id: alice.id.clone(),
+                issuer: issuer.clone(),
+                created_at: enclave_store::now(),
+                expires_at: enclave_store::now() + 3600,
+            })
+            .await?;
+    }
+    let cookies = &cookies;
+    let session_store = measure(FRESH_TOKENS, |i| async move {
+        let c = cookies.get(i).context("cookie")?;
+        enclave_service::session::authenticate_session(service, c).await?;
+        Ok(())
+    })
+    .await?;
+    let one = cookies.first().context("cookie")?.as_str();
+    let session_cached = measure(CALLS, |_| async move {
+        enclave_service::session::authenticate_session(service, one).await?;
+        Ok(())
+    })
+    .await?;
+
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -192,6 +228,11 @@ async fn main() -> Result<()> {
         (
             "signed token, again after 1 s (claims kept, user lookup)",
             token_again,
+        ),
+        ("browser session, seen within 1 s (cached)", session_cached),
+        (
+            "browser session, unseen for 1 s (one store query)",
+            session_store,
         ),
     ];
     for (name, (p50, p99)) in rows {
