@@ -108,29 +108,45 @@ pub async fn browser_principal(
 /// came from another origin (`Sec-Fetch-Site`), or, for a session, without the page's
 /// anti-forgery token in `Enclave-CSRF`.
 pub fn check_forgery(headers: &axum::http::HeaderMap, session: Option<&str>) -> Result<(), Error> {
+    check_origin(headers)?;
+    match session {
+        Some(cookie) => check_token(
+            cookie,
+            headers
+                .get("enclave-csrf")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a request the browser says came from another origin.
+pub fn check_origin(headers: &axum::http::HeaderMap) -> Result<(), Error> {
     let site = headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("none");
-    if !matches!(site, "same-origin" | "none") {
-        return Err(Error::CsrfRefused(format!(
+    if matches!(site, "same-origin" | "none") {
+        Ok(())
+    } else {
+        Err(Error::CsrfRefused(format!(
             "a request from another origin (Sec-Fetch-Site: {site}) cannot use this browser's sign-in to change anything"
-        )));
+        )))
     }
-    if let Some(cookie) = session {
-        let sent = headers
-            .get("enclave-csrf")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let expected = enclave_service::session::csrf_token(cookie);
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            sent.as_bytes(),
-            expected.as_bytes(),
-        )) {
-            return Err(Error::CsrfRefused(
-                "a request signed in by session cookie that changes anything must send the page's `Enclave-CSRF` token".into(),
-            ));
-        }
+}
+
+/// Refuses `sent` unless it is the anti-forgery token of the session `cookie`.
+pub fn check_token(cookie: &str, sent: &str) -> Result<(), Error> {
+    let expected = enclave_service::session::csrf_token(cookie);
+    if bool::from(subtle::ConstantTimeEq::ct_eq(
+        sent.as_bytes(),
+        expected.as_bytes(),
+    )) {
+        Ok(())
+    } else {
+        Err(Error::CsrfRefused(
+            "a request signed in by session cookie that changes anything must send the page's `Enclave-CSRF` token".into(),
+        ))
     }
-    Ok(())
 }

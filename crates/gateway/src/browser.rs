@@ -250,7 +250,7 @@ pub async fn callback(
                      <p><a href=\"{to}\">Continue</a></p>",
                     escape(&signed.user),
                     escape(&signed.principal.tenant_name),
-                    escape(&display_clearance(&signed.principal.clearance)),
+                    escape(&signed.principal.clearance),
                 ),
                 &format!("<meta http-equiv=\"refresh\" content=\"0;url={to}\">"),
             );
@@ -271,14 +271,6 @@ pub async fn callback(
     };
     response.headers_mut().append(SET_COOKIE, clear_login);
     response
-}
-
-fn display_clearance(banner: &str) -> String {
-    if banner.is_empty() {
-        "UNCLASSIFIED".into()
-    } else {
-        banner.into()
-    }
 }
 
 /// `GET /logout`: a page whose button signs out (a link alone must not end a session).
@@ -319,11 +311,9 @@ pub async fn logout(
     axum::Form(form): axum::Form<LogoutForm>,
 ) -> Response {
     if let Some(cookie) = cookie_value(&headers, SESSION_COOKIE) {
-        let mut checked = headers.clone();
-        if let Ok(v) = HeaderValue::from_str(&form.csrf) {
-            checked.insert("enclave-csrf", v);
-        }
-        if let Err(e) = crate::auth::check_forgery(&checked, Some(&cookie)) {
+        let forged = crate::auth::check_origin(&headers)
+            .and_then(|()| crate::auth::check_token(&cookie, &form.csrf));
+        if let Err(e) = forged {
             return error_page(&e);
         }
         if let Err(e) = session::logout(&state, &cookie).await {

@@ -137,14 +137,20 @@ fn digest(value: &str) -> [u8; 32] {
     sha2::Sha256::digest(value.as_bytes()).into()
 }
 
+/// Bytes as lower-case hex: the text of cookies and tokens.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 /// 256 random bits, URL-safe: session cookies and login bindings.
 fn secret() -> String {
-    use std::fmt::Write as _;
-    let bytes: [u8; 32] = rand::random();
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex(&rand::random::<[u8; 32]>())
 }
 
 fn store_error(e: enclave_store::StoreError) -> Error {
@@ -177,17 +183,10 @@ impl Sessions {
 /// authenticates that changes anything must send it back (`Enclave-CSRF`). Derived one way from
 /// the cookie, so it reveals nothing of it and needs no storage.
 pub fn csrf_token(cookie: &str) -> String {
-    use std::fmt::Write as _;
     let mut hasher = sha2::Sha256::new();
     hasher.update(b"enclave csrf\0");
     hasher.update(cookie.as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    hex(&hasher.finalize())
 }
 
 /// The issuers a browser may choose from; refused when none is configured.
