@@ -469,23 +469,10 @@ async fn people_sign_in_with_a_browser_and_their_sessions_end_when_they_should()
 
     // Every start, end and refusal is in the audit log; sign-ins are counted.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let auditor = server.key("default", "auditor");
-    let records: Value = http()
-        .build()
-        .unwrap()
-        .get(server.url("/v1/audit/records?limit=1000"))
-        .bearer_auth(&auditor)
-        .send()
+    let events: Vec<(String, String)> = server
+        .audit_records()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let events: Vec<(String, String)> = records["data"]
-        .as_array()
-        .unwrap()
         .iter()
-        .map(|r| &r["record"])
         .filter(|r| r["kind"] == "admin")
         .map(|r| {
             (

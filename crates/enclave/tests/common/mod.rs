@@ -244,6 +244,29 @@ impl Server {
         out.trim().to_string()
     }
 
+    /// Every audit record so far (up to 1,000), as an auditor key of tenant `default` reads them.
+    #[allow(dead_code, reason = "not every test binary reads the audit log")]
+    pub async fn audit_records(&self) -> Vec<serde_json::Value> {
+        let auditor = self.key("default", "auditor");
+        let body: serde_json::Value = http()
+            .build()
+            .unwrap()
+            .get(self.url("/v1/audit/records?limit=1000"))
+            .bearer_auth(&auditor)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["record"].clone())
+            .collect()
+    }
+
     /// Sends SIGTERM and waits up to `within` for the server to exit; its exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         let sent = Command::new("kill")
