@@ -88,6 +88,14 @@ impl ClaimMap {
         Ok(())
     }
 
+    /// The user `claims` name, as [`ClaimMap::read`] would find it (nothing else checked).
+    pub(crate) fn user_of(&self, claims: &Value) -> Option<String> {
+        match at(claims, &self.user) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            _ => None,
+        }
+    }
+
     pub(crate) fn read(
         &self,
         issuer: &str,

@@ -1,6 +1,7 @@
 //! Signed tokens from the agency's identity providers: which issuers are trusted, their signing
 //! keys (fetched from each issuer's JWKS, cached, refreshed on an unknown key id at a bounded
-//! rate), and how a verified token's claims name a user, tenant, role and clearance.
+//! rate), and how a verified token's claims name a user, tenant, role and clearance. Signatures
+//! are checked with `ring` ([`ring_verify`]).
 //!
 //! It must never accept a token it could not verify: an unsigned (`alg: none`) or HMAC token, an
 //! issuer that is not configured, a key the issuer does not publish, another audience, or a token
@@ -10,6 +11,7 @@
 mod browser;
 mod claims;
 mod keys;
+mod ring_verify;
 
 use std::time::Duration;
 
@@ -119,6 +121,7 @@ impl Verifier {
     pub fn new(issuers: &[IssuerConfig]) -> Result<Self, IdentityError> {
         // reqwest is built without a bundled crypto provider; the process uses ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        ring_verify::install();
         let http = client()
             .build()
             .map_err(|e| IdentityError::Client(e.to_string()))?;
@@ -186,6 +189,13 @@ fn refuse(message: impl Into<String>) -> TokenRefused {
 
 #[async_trait]
 impl TokenVerifier for Verifier {
+    fn user_hint(&self, token: &str) -> Option<String> {
+        let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
+        let iss = unverified["iss"].as_str()?;
+        let issuer = self.issuers.iter().find(|i| i.config.issuer == iss)?;
+        issuer.config.claims.user_of(&unverified)
+    }
+
     async fn verify(&self, token: &str) -> Result<TokenClaims, TokenRefused> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             refuse(format!(

@@ -318,7 +318,7 @@ async fn complete(
         )
         .await
         .map_err(|e| Error::SignInFailed(e.0))?;
-    let principal = crate::token::sign_in(state, &claims, Established::Session).await?;
+    let principal = crate::token::sign_in(state, &claims, Established::Session, None).await?;
     let cookie = secret();
     let now = enclave_store::now();
     let max_age = state.sessions.limits.absolute;

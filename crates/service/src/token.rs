@@ -51,6 +51,13 @@ pub struct TokenRefused(pub String);
 #[async_trait]
 pub trait TokenVerifier: Send + Sync + std::fmt::Debug {
     async fn verify(&self, token: &str) -> Result<TokenClaims, TokenRefused>;
+
+    /// The user `token` names, read **without verifying it**: only so the user's row can be
+    /// fetched while the signature is checked. Nothing read here is trusted; the row is used
+    /// only if the verified claims name the same user.
+    fn user_hint(&self, _token: &str) -> Option<String> {
+        None
+    }
 }
 
 /// How long a token's principal is kept without asking the store again: as for keys, the bound
@@ -131,20 +138,34 @@ pub async fn authenticate_token(state: &Service, token: &str) -> Result<Principa
         return Err(Error::InvalidKey);
     };
     let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-    let (verified_at, claims) = match state.token_cache.get(&digest) {
+    let (verified_at, claims, prefetched) = match state.token_cache.get(&digest) {
         Some(Cached::Principal(principal)) => return Ok(principal),
         // Verified lately: only the store is asked again (a disabled user stops here).
-        Some(Cached::Claims(claims)) => (None, Ok(claims)),
-        None => (
-            Some(Instant::now()),
-            verifier
-                .verify(token)
-                .await
-                .map_err(|e| Error::InvalidToken(e.0)),
-        ),
+        Some(Cached::Claims(claims)) => (None, Ok(claims), None),
+        None => {
+            let started = Instant::now();
+            // The user's row is read while the signature is checked: a store query and a
+            // signature cost about the same, and one after the other they would cost twice. The
+            // name read is only what the token claims; the row is used only if the verified
+            // claims name the same user.
+            let prefetch = verifier.user_hint(token).map(|name| {
+                let store = std::sync::Arc::clone(&state.store);
+                tokio::spawn(async move { store.user_by_name(&name).await.ok().flatten() })
+            });
+            let verified = verifier.verify(token).await;
+            let prefetched = match prefetch {
+                Some(task) => task.await.ok().flatten(),
+                None => None,
+            };
+            (
+                Some(started),
+                verified.map_err(|e| Error::InvalidToken(e.0)),
+                prefetched,
+            )
+        }
     };
     let signed_in = match &claims {
-        Ok(claims) => sign_in(state, claims, Established::Token).await,
+        Ok(claims) => sign_in(state, claims, Established::Token, prefetched).await,
         Err(e) => Err(e.clone()),
     };
     if let Ok(claims) = claims {
@@ -181,10 +202,12 @@ pub async fn authenticate_token(state: &Service, token: &str) -> Result<Principa
 /// The claims made a user of their tenant: created at first sign-in, updated when the claims
 /// changed, refused when disabled or claimed by another tenant. `how` is the source: a bearer
 /// token, or a browser's sign-in.
+/// `known` is the user's row if it was read already (for the name the claims carry).
 pub(crate) async fn sign_in(
     state: &Service,
     claims: &TokenClaims,
     how: Established,
+    known: Option<enclave_store::User>,
 ) -> Result<Principal, Error> {
     let by = match how {
         Established::Session => "browser sign-in",
@@ -229,31 +252,24 @@ pub(crate) async fn sign_in(
         tracing::error!(error = %e, "user sign-in failed in the store");
         Error::Internal
     };
-    let tenant = state
-        .store
-        .tenant_by_name(&claims.tenant)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| {
-            Error::InvalidToken(format!(
-                "the token names tenant `{}`, which does not exist",
-                claims.tenant
-            ))
-        })?;
-    let user = match state
-        .store
-        .user_by_name(&claims.user)
-        .await
-        .map_err(store_error)?
-    {
+    let found = match known.filter(|u| u.name == claims.user) {
+        Some(user) => Some(user),
+        None => state
+            .store
+            .user_by_name(&claims.user)
+            .await
+            .map_err(store_error)?,
+    };
+    let (user, tenant_id, tenant_name) = match found {
         Some(user) => {
             if user.disabled_at.is_some() {
                 return Err(Error::DisabledUser(user.name));
             }
-            if user.tenant_id != tenant.id {
+            // The user's row carries its tenant: one query on every sign-in but the first.
+            if user.tenant_name != claims.tenant {
                 return Err(Error::InvalidToken(format!(
                     "the user `{}` belongs to tenant `{}`, not `{}`",
-                    user.name, user.tenant_name, tenant.name
+                    user.name, user.tenant_name, claims.tenant
                 )));
             }
             if user.role != claims.role || user.clearance != clearance {
@@ -265,7 +281,7 @@ pub(crate) async fn sign_in(
                 crate::admin::record_event(
                     state.store.as_ref(),
                     "users.update",
-                    Some(&tenant.name),
+                    Some(&user.tenant_name),
                     Some(&user.id),
                     format!(
                         "{by} from {} changed `{}` to {} cleared to {clearance}",
@@ -275,9 +291,20 @@ pub(crate) async fn sign_in(
                 .await
                 .map_err(|_| Error::Internal)?;
             }
-            user.id
+            (user.id, user.tenant_id, user.tenant_name)
         }
         None => {
+            let tenant = state
+                .store
+                .tenant_by_name(&claims.tenant)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| {
+                    Error::InvalidToken(format!(
+                        "the token names tenant `{}`, which does not exist",
+                        claims.tenant
+                    ))
+                })?;
             let id = enclave_store::new_id();
             let created = state
                 .store
@@ -309,14 +336,14 @@ pub(crate) async fn sign_in(
             )
             .await
             .map_err(|_| Error::Internal)?;
-            id
+            (id, tenant.id, tenant.name)
         }
     };
     Ok(Principal {
         established: how,
         key_id: user,
-        tenant_id: tenant.id,
-        tenant_name: tenant.name,
+        tenant_id,
+        tenant_name,
         role: claims.role,
         clearance,
         user: Some(claims.user.clone()),
