@@ -1,7 +1,7 @@
 //! Signed tokens from the agency's identity providers: which issuers are trusted, their signing
 //! keys (fetched from each issuer's JWKS, cached, refreshed on an unknown key id at a bounded
 //! rate), and how a verified token's claims name a user, tenant, role and clearance. Signatures
-//! are checked with `ring` ([`ring_verify`]).
+//! are checked with `ring` (module `ring_verify`).
 //!
 //! It must never accept a token it could not verify: an unsigned (`alg: none`) or HMAC token, an
 //! issuer that is not configured, a key the issuer does not publish, another audience, or a token
