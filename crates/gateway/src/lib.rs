@@ -31,6 +31,7 @@ pub mod browser;
 pub mod certs;
 pub mod client_auth;
 pub mod console;
+pub mod conversations;
 pub mod cookies;
 pub mod error;
 pub mod extract;

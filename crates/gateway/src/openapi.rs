@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::openai::{chat, embeddings, models};
-use crate::{anthropic, audit, browser, console, health, kb, metrics, usage};
+use crate::{anthropic, audit, browser, console, conversations, health, kb, metrics, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,11 @@ use crate::{anthropic, audit, browser, console, health, kb, metrics, usage};
         anthropic::create,
         embeddings::create,
         usage::usage,
+        conversations::create,
+        conversations::list,
+        conversations::get,
+        conversations::delete,
+        conversations::export,
         kb::create,
         kb::list,
         kb::get,

@@ -10,8 +10,8 @@ use tower_http::trace::TraceLayer;
 use crate::error::{ApiError, Error};
 use crate::openai::{chat, embeddings, models};
 use crate::{
-    AppState, MAX_BODY_BYTES, anthropic, audit, auth, browser, console, health, kb, metrics,
-    openapi, usage,
+    AppState, MAX_BODY_BYTES, anthropic, audit, auth, browser, console, conversations, health, kb,
+    metrics, openapi, usage,
 };
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
@@ -23,6 +23,15 @@ pub fn app(state: AppState) -> Router {
         .route("/messages", post(anthropic::create))
         .route("/embeddings", post(embeddings::create))
         .route("/usage", get(usage::usage))
+        .route(
+            "/conversations",
+            post(conversations::create).get(conversations::list),
+        )
+        .route(
+            "/conversations/{id}",
+            get(conversations::get).delete(conversations::delete),
+        )
+        .route("/conversations/{id}/export", get(conversations::export))
         .route("/knowledge-bases", post(kb::create).get(kb::list))
         .route("/knowledge-bases/{kb}", get(kb::get))
         .route(

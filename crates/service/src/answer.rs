@@ -15,6 +15,7 @@ use crate::Service;
 use crate::conversation::Conversation;
 use crate::dispatch::{self, UpstreamClock};
 use crate::error::Error;
+use crate::history::{self, Keeper};
 use crate::info::EnclaveInfo;
 use crate::monitor::{self, Declared};
 use crate::note::{CallNote, Outcome};
@@ -50,6 +51,14 @@ pub struct Answer {
     /// The request's label, and its banner.
     request: (Label, String),
     ended: bool,
+    /// The kept conversation this answer continues, what was asked and what is answered.
+    keeping: Option<Keeping>,
+}
+
+struct Keeping {
+    keeper: Keeper,
+    asked: String,
+    answered: String,
 }
 
 /// One step of an answer, as a surface shows it.
@@ -84,7 +93,12 @@ impl Answer {
             }
         };
         let step = match event {
-            Some(Event::Text(t)) => return Some(Step::Text(t)),
+            Some(Event::Text(t)) => {
+                if let Some(k) = &mut self.keeping {
+                    k.answered.push_str(&t);
+                }
+                return Some(Step::Text(t));
+            }
             Some(Event::ToolCall(d)) => return Some(Step::ToolCall(d)),
             Some(Event::Done {
                 reason,
@@ -98,6 +112,7 @@ impl Answer {
                 }
                 self.outcome
                     .tokens(prompt_tokens.into(), completion_tokens.into());
+                self.keep().await;
                 Step::Done {
                     reason,
                     prompt_tokens,
@@ -133,6 +148,44 @@ impl Answer {
             self.outcome.label(banner);
         }
         Some(step)
+    }
+
+    /// Keeps this answer in the conversation it continues (see [`Answer::keep_in`]).
+    pub fn keep_in(&mut self, keeper: Keeper, asked: String) {
+        self.keeping = Some(Keeping {
+            keeper,
+            asked,
+            answered: String::new(),
+        });
+    }
+
+    /// Adds the question and this (done) answer to the kept conversation, at the labels the
+    /// monitor and the answer's inspection found. The answer has reached the caller already; a
+    /// failure here is logged and counted, and the audit log still holds the call.
+    async fn keep(&mut self) {
+        let Some(k) = self.keeping.take() else {
+            return;
+        };
+        let mut citations = self.info.citations.clone();
+        crate::info::mark_cited(&mut citations, &k.answered);
+        let answered_at = self.label().unwrap_or_else(|| self.request.1.clone());
+        let turns = [
+            history::Turn {
+                role: "user",
+                content: k.asked,
+                label: self.request.1.clone(),
+                citations: Vec::new(),
+            },
+            history::Turn {
+                role: "assistant",
+                content: k.answered,
+                label: answered_at,
+                citations,
+            },
+        ];
+        if k.keeper.keep(&turns).await.is_err() {
+            metrics::counter!("enclave_conversation_keep_failures_total").increment(1);
+        }
     }
 
     /// `label` as a banner: the request's, written once at admission, unless the answer raised it.
@@ -241,6 +294,7 @@ pub async fn chat(
         policy: Arc::clone(&state.policy),
         request,
         ended: false,
+        keeping: None,
     })
 }
 

@@ -105,6 +105,15 @@ impl Conversation {
         }
     }
 
+    /// The text of the last user turn: what this request asks.
+    pub fn last_user_text(&self) -> Option<&str> {
+        self.turns
+            .iter()
+            .rev()
+            .find(|t| t.role == Role::User)
+            .map(|t| t.text.as_str())
+    }
+
     /// Whether the request uses tool calling at all.
     pub fn uses_tools(&self) -> bool {
         !self.tools.is_empty()

@@ -21,6 +21,7 @@ pub mod conversation;
 pub mod dispatch;
 pub mod embed;
 pub mod error;
+pub mod history;
 pub mod info;
 pub mod monitor;
 pub mod note;

@@ -202,6 +202,35 @@ pub struct UsageRow {
     pub completion_tokens: u64,
 }
 
+/// A conversation kept for its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conversation {
+    pub id: String,
+    pub tenant_id: String,
+    /// The user's name, or the key's id for a key that belongs to no user.
+    pub owner: String,
+    pub title: String,
+    /// The banner of the highest label its messages reached.
+    pub label: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConversationMessage {
+    /// Its place in the conversation, from 0; assigned by the store on append.
+    pub seq: i64,
+    /// `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+    /// The banner of the label it was sent or answered at.
+    pub label: String,
+    /// The JSON array of passages an answer was grounded in.
+    pub citations: Option<String>,
+    pub created_at: i64,
+}
+
 /// Enclave's persistent state. One conformance suite runs against every implementation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -248,6 +277,33 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
         reason: &str,
     ) -> Result<u64, StoreError>;
+
+    async fn create_conversation(&self, conversation: &Conversation) -> Result<(), StoreError>;
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError>;
+    /// The owner's conversations in a tenant, the most recently updated first.
+    async fn list_conversations(
+        &self,
+        tenant_id: &str,
+        owner: &str,
+    ) -> Result<Vec<Conversation>, StoreError>;
+    /// Its messages in order.
+    async fn conversation_messages(&self, id: &str)
+    -> Result<Vec<ConversationMessage>, StoreError>;
+    /// Appends `messages` (numbered after the last) and sets the label to `label`, only if the
+    /// label is still `seen`: a label raised meanwhile by another answer is never overwritten by
+    /// one computed from the older value. False when it was (read again and retry) or when
+    /// there is no such conversation. `title` becomes the title if it has none yet.
+    async fn append_to_conversation(
+        &self,
+        id: &str,
+        seen: &str,
+        label: &str,
+        title: &str,
+        messages: &[ConversationMessage],
+        at: i64,
+    ) -> Result<bool, StoreError>;
+    /// Deletes it with its messages; false when there is no such conversation.
+    async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError>;
 
     async fn record_admin_event(&self, event: &AdminEvent) -> Result<(), StoreError>;
     /// Actions not yet in the audit log, oldest first.

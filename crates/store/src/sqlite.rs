@@ -12,9 +12,11 @@ use sqlx::sqlite::{
 };
 
 use crate::{
-    AdminEvent, ApiKey, KeyOwner, NewKey, NewSession, NewUser, Role, Session, Store, StoreError,
-    Tenant, UsageRow, User,
+    AdminEvent, ApiKey, Conversation, ConversationMessage, KeyOwner, NewKey, NewSession, NewUser,
+    Role, Session, Store, StoreError, Tenant, UsageRow, User,
 };
+
+mod conversations;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -350,6 +352,45 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn create_conversation(&self, conversation: &Conversation) -> Result<(), StoreError> {
+        conversations::create(&self.pool, conversation).await
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        conversations::get(&self.pool, id).await
+    }
+
+    async fn list_conversations(
+        &self,
+        tenant_id: &str,
+        owner: &str,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        conversations::list(&self.pool, tenant_id, owner).await
+    }
+
+    async fn conversation_messages(
+        &self,
+        id: &str,
+    ) -> Result<Vec<ConversationMessage>, StoreError> {
+        conversations::messages(&self.pool, id).await
+    }
+
+    async fn append_to_conversation(
+        &self,
+        id: &str,
+        seen: &str,
+        label: &str,
+        title: &str,
+        messages: &[ConversationMessage],
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        conversations::append(&self.pool, id, (seen, label), title, messages, at).await
+    }
+
+    async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError> {
+        conversations::delete(&self.pool, id).await
     }
 
     async fn record_admin_event(&self, e: &AdminEvent) -> Result<(), StoreError> {

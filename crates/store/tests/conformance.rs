@@ -391,3 +391,128 @@ async fn check_usage(store: &dyn Store) {
     let day = store.usage(None, "2026-11-01", "2026-11-01").await.unwrap();
     assert_eq!(day.len(), 2);
 }
+
+#[tokio::test]
+async fn sqlite_conformance_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("c.db")).await.unwrap();
+    check_conversations(&store).await;
+}
+
+/// Conversations belong to an owner in a tenant, keep their messages in order, and their label
+/// is only ever set over the value it was read at (a raise by another answer is never lost).
+async fn check_conversations(store: &dyn Store) {
+    use enclave_store::{Conversation, ConversationMessage};
+    let t = tenant(store, "talk").await;
+    let other = tenant(store, "elsewhere").await;
+    let new = |id: &str, tenant: &Tenant, owner: &str, at: i64| Conversation {
+        id: id.into(),
+        tenant_id: tenant.id.clone(),
+        owner: owner.into(),
+        title: if id == "c1" {
+            String::new()
+        } else {
+            format!("about {id}")
+        },
+        label: "UNCLASSIFIED".into(),
+        created_at: at,
+        updated_at: at,
+    };
+    store
+        .create_conversation(&new("c1", &t, "alice", 10))
+        .await
+        .unwrap();
+    store
+        .create_conversation(&new("c2", &t, "alice", 20))
+        .await
+        .unwrap();
+    store
+        .create_conversation(&new("c3", &t, "bob", 30))
+        .await
+        .unwrap();
+    store
+        .create_conversation(&new("c4", &other, "alice", 40))
+        .await
+        .unwrap();
+    let ids = |list: Vec<Conversation>| list.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_conversations(&t.id, "alice").await.unwrap()),
+        ["c2", "c1"]
+    );
+    assert_eq!(
+        ids(store.list_conversations(&other.id, "alice").await.unwrap()),
+        ["c4"]
+    );
+
+    let message = |role: &str, text: &str, label: &str| ConversationMessage {
+        seq: 0,
+        role: role.into(),
+        content: text.into(),
+        label: label.into(),
+        citations: None,
+        created_at: 50,
+    };
+    let first = [
+        message("user", "where?", "SECRET"),
+        message("assistant", "north", "SECRET"),
+    ];
+    assert!(
+        store
+            .append_to_conversation("c1", "UNCLASSIFIED", "SECRET", "t", &first, 50)
+            .await
+            .unwrap()
+    );
+    // Computed from the label before the raise: refused, nothing appended.
+    let stale = [message("user", "and?", "UNCLASSIFIED")];
+    assert!(
+        !store
+            .append_to_conversation("c1", "UNCLASSIFIED", "UNCLASSIFIED", "t", &stale, 60)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .append_to_conversation("c1", "SECRET", "SECRET", "t", &stale, 60)
+            .await
+            .unwrap()
+    );
+    let c1 = store.conversation("c1").await.unwrap().unwrap();
+    assert_eq!((c1.label.as_str(), c1.updated_at), ("SECRET", 60));
+    assert_eq!(
+        c1.title, "t",
+        "an untitled conversation takes the title given"
+    );
+    assert_eq!(
+        store.conversation("c2").await.unwrap().unwrap().title,
+        "about c2"
+    );
+    let kept = store.conversation_messages("c1").await.unwrap();
+    let seen: Vec<(i64, &str, &str)> = kept
+        .iter()
+        .map(|m| (m.seq, m.role.as_str(), m.content.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (0, "user", "where?"),
+            (1, "assistant", "north"),
+            (2, "user", "and?")
+        ]
+    );
+    // Most recently updated first.
+    assert_eq!(
+        ids(store.list_conversations(&t.id, "alice").await.unwrap()),
+        ["c1", "c2"]
+    );
+    assert!(
+        !store
+            .append_to_conversation("nope", "UNCLASSIFIED", "SECRET", "t", &stale, 70)
+            .await
+            .unwrap()
+    );
+
+    assert!(store.delete_conversation("c1").await.unwrap());
+    assert!(!store.delete_conversation("c1").await.unwrap());
+    assert_eq!(store.conversation("c1").await.unwrap(), None);
+    assert!(store.conversation_messages("c1").await.unwrap().is_empty());
+}

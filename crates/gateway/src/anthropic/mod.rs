@@ -337,17 +337,25 @@ async fn serve(
     let conversation = req.validate()?;
     let stream_it = conversation.stream;
     let declared = declared(&headers, metadata.as_ref())?;
-    let a = answer::chat(
+    let continued = crate::conversations::continued(&state, &principal, &headers).await?;
+    let asked = conversation
+        .last_user_text()
+        .unwrap_or_default()
+        .to_string();
+    let mut a = answer::chat(
         &state,
         &principal,
         declared.as_ref(),
         &model,
         conversation,
-        None,
+        continued.as_ref().map(|(floor, _)| floor),
         note,
         clock,
     )
     .await?;
+    if let Some((_, keeper)) = continued {
+        a.keep_in(keeper, asked);
+    }
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let mut header = header_value(&a.info.label);
     let mut response = if stream_it {

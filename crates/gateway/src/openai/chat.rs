@@ -55,6 +55,11 @@ async fn serve(
     let include_usage = valid.include_usage;
     let mut conversation = valid.conversation;
     let declared = declared(&headers, metadata.as_ref())?;
+    let continued = crate::conversations::continued(&state, &principal, &headers).await?;
+    let asked = conversation
+        .last_user_text()
+        .unwrap_or_default()
+        .to_string();
     let retrieved = enclave_service::retrieval::augment(
         &state,
         &principal,
@@ -69,11 +74,18 @@ async fn serve(
         declared.as_ref(),
         &model,
         conversation,
-        retrieved.as_ref().and_then(|r| r.floor.as_ref()),
+        crate::conversations::joined_floor(
+            retrieved.as_ref().and_then(|r| r.floor.as_ref()),
+            continued.as_ref().map(|(floor, _)| floor),
+        )
+        .as_ref(),
         note,
         clock,
     )
     .await?;
+    if let Some((_, keeper)) = continued {
+        a.keep_in(keeper, asked);
+    }
     if let Some(r) = retrieved {
         a.info.citations = r.citations;
     }
