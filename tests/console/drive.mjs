@@ -106,6 +106,41 @@ try {
     out.steps.push({ ...shown, marks, answer: answer[answer.length - 1], errors: await page.$$eval('li.message.error', (m) => m.map((x) => x.textContent)) });
   }
 
+  // The conversation is kept: a reload shows it whole, under its banner, listed; its Markdown
+  // export carries the banner and portion marks.
+  out.conversationUrl = page.url();
+  await page.reload();
+  await page.waitForSelector('#chat');
+  out.reloaded = {
+    messages: await page.$$eval('li.message[data-role]', (m) => m.length),
+    marks: await page.$$eval('li.message .portion', (m) => m.map((x) => x.textContent.trim())),
+    banner: await page.textContent('#banner-top'),
+    listed: await page.$$eval('#conversation-list li', (l) => l.length),
+  };
+  out.exported = await page.evaluate(async () => (await fetch(document.getElementById('export').href)).text());
+
+  // A new conversation grounded on a knowledge base: asked at the lowest working label, only
+  // the UNCLASSIFIED passage is read; asked again at SECRET, the SECRET passage is cited and
+  // the banner rises with it.
+  if (spec.kbQuestion) {
+    await page.goto(`${spec.base}/console`);
+    await page.waitForSelector('#chat');
+    await page.fill('#max-tokens', '8');
+    await page.check('input[name="kb"]');
+    out.cited = [];
+    for (const [n, working] of ['UNCLASSIFIED', 'SECRET'].entries()) {
+      await page.selectOption('#label', working);
+      await page.fill('#prompt', spec.kbQuestion);
+      await page.click('#send');
+      await page.waitForSelector(`li.message.assistant:nth-of-type(${2 * (n + 1)})[data-done="true"], li.message.error`, { timeout: 60000 });
+      out.cited.push({
+        ...(await banners(`console-cited-${n}`)),
+        citations: await page.$$eval(`li.message.assistant:nth-of-type(${2 * (n + 1)}) .citations li`, (l) => l.map((x) => x.textContent.replace(/\s+/g, ' ').trim())),
+        errors: await page.$$eval('li.message.error', (m) => m.map((x) => x.textContent)),
+      });
+    }
+  }
+
   // Keyboard only: Tab from the top reaches every control.
   await page.goto(`${spec.base}/console`);
   await page.waitForSelector('#chat');
@@ -167,6 +202,39 @@ try {
     await audit.waitForSelector(`${first} td.verdict`);
     out.audit.tampered = await audit.textContent(`${first} td.verdict`);
     await audit.screenshot({ path: join(spec.out, 'console-audit.png') });
+  }
+  // A reader cleared UNCLASSIFIED: every page they can reach, and the same conversation's
+  // address, carry none of the SECRET words, whatever the DOM holds.
+  if (spec.reader) {
+    const rc = await browser.newContext({ viewport });
+    const reader = await rc.newPage();
+    reader.on('console', (m) => { if (m.type() === 'error' && ours(m.location().url || reader.url())) errors.push(`${m.location().url}: ${m.text()}`); });
+    await signIn(reader, spec.reader, '/console');
+    await reader.waitForSelector('#chat');
+    const pages = [];
+    pages.push(await reader.content());
+    await reader.fill('#max-tokens', '8');
+    await reader.check('input[name="kb"]');
+    await reader.fill('#prompt', spec.kbQuestion);
+    await reader.click('#send');
+    await reader.waitForSelector('li.message.assistant[data-done="true"], li.message.error', { timeout: 60000 });
+    const citations = await reader.$$eval('.citations li', (l) => l.map((x) => x.textContent.replace(/\s+/g, ' ').trim()));
+    pages.push(await reader.content());
+    await reader.reload();
+    await reader.waitForSelector('#chat');
+    pages.push(await reader.content());
+    await reader.goto(out.conversationUrl);
+    await reader.waitForSelector('#chat');
+    pages.push(await reader.content());
+    const notice = await reader.textContent('.notice').catch(() => null);
+    const id = new URL(out.conversationUrl).searchParams.get('c');
+    // The API answers these with 404 on purpose; Chromium logs each as a console error.
+    reader.removeAllListeners('console');
+    for (const path of ['/v1/conversations', `/v1/conversations/${id}`, `/v1/conversations/${id}/export`, '/v1/usage']) {
+      pages.push(await reader.evaluate(async (p) => (await fetch(p)).text(), path));
+    }
+    out.reader = { citations, notice, banner: await reader.textContent('#banner-top'), pages };
+    await rc.close();
   }
   out.errors = errors;
 } catch (e) {

@@ -49,6 +49,7 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
         json!({
             "alice": {"tenant": "default", "clearance": "TOP SECRET//SI", "citizenship": "USA"},
             "audrey": {"tenant": "default", "clearance": "SECRET", "citizenship": "USA", "groups": ["auditors"]},
+            "uma": {"tenant": "default", "clearance": "UNCLASSIFIED", "citizenship": "USA"},
         }),
     );
     let dir = tempfile::tempdir().unwrap();
@@ -65,16 +66,42 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
         ("UNCLASSIFIED", "(U) Say hello."),
         ("CUI", "(CUI) Name a colour."),
         ("CONFIDENTIAL", "(C) Name a river."),
-        ("SECRET", "(S) Where is the harbour crane?"),
+        ("SECRET", "(S) Where is the harbour crane CANARYTALK?"),
         ("TOP SECRET", "(TS) Where is the harbour crane?"),
         ("TOP SECRET", "(TS//SI) What did the intercept say?"),
     ];
+    // A knowledge base with an UNCLASSIFIED and a SECRET passage, each with its canary.
+    let admin = server.cleared_key("default", "admin", "SECRET");
+    let handbook = dir.path().join("ferries.md");
+    std::fs::write(
+        &handbook,
+        "(U) The morning ferry CANARYUNCLAS leaves pier four at noon.\n\n\
+         (S) The night ferry CANARYSECRET carries radar parts to the island.\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["kb", "create", "ferries", "--max-label", "SECRET"],
+        vec![
+            "kb",
+            "add",
+            "ferries",
+            handbook.to_str().unwrap(),
+            "--label",
+            "U",
+        ],
+    ] {
+        let mut args = args;
+        args.extend(["--url", server.base.as_str(), "--key", admin.as_str()]);
+        let (ok, _, err) = server.cli(&args);
+        assert!(ok, "{args:?}: {err}");
+    }
     let spec = dir.path().join("spec.json");
     std::fs::write(
         &spec,
         json!({
             "playwright": playwright, "chromium": chromium, "base": server.base,
             "provider": provider.issuer, "person": "alice", "auditor": "audrey", "out": shots,
+            "reader": "uma", "kbQuestion": "Which ferry carries radar parts, and which leaves at noon?",
             "steps": steps.iter().map(|(label, text)| json!({"label": label, "text": text})).collect::<Vec<_>>(),
         })
         .to_string(),
@@ -159,6 +186,88 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
         steps_out[5]["topText"], "TOP SECRET//SI",
         "the SI question raises the banner to the yellow one"
     );
+
+    // Kept: the reloaded page shows the whole conversation under its highest banner, listed.
+    let reloaded = &out["reloaded"];
+    assert_eq!(reloaded["messages"], 2 * steps.len(), "{reloaded}");
+    assert_eq!(reloaded["marks"], steps_out[5]["marks"], "{reloaded}");
+    assert_eq!(reloaded["banner"], "TOP SECRET//SI", "{reloaded}");
+    assert!(reloaded["listed"].as_u64().unwrap() >= 1, "{reloaded}");
+    let exported = out["exported"].as_str().unwrap();
+    assert!(exported.starts_with("**TOP SECRET//SI**\n"), "{exported}");
+    assert!(
+        exported.trim_end().ends_with("**TOP SECRET//SI**"),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("**You** (S) (S) Where is the harbour crane CANARYTALK?"),
+        "{exported}"
+    );
+
+    // Grounded at the lowest working label, only the UNCLASSIFIED passage is read and cited;
+    // at SECRET, the SECRET passage is cited with its mark and document, and the banner rises
+    // to SECRET, in red.
+    let cited = out["cited"].as_array().unwrap();
+    let texts = |n: usize| -> Vec<String> {
+        cited[n]["citations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(cited[0]["errors"], json!([]), "{}", cited[0]);
+    assert_eq!(cited[0]["topText"], "UNCLASSIFIED", "{}", cited[0]);
+    assert!(
+        texts(0)
+            .iter()
+            .all(|c| c.contains("(U)") && !c.contains("CANARYSECRET")),
+        "{:?}",
+        texts(0)
+    );
+    assert!(
+        texts(0).iter().any(|c| c.contains("CANARYUNCLAS")),
+        "{:?}",
+        texts(0)
+    );
+    assert_eq!(cited[1]["errors"], json!([]), "{}", cited[1]);
+    assert_eq!(cited[1]["topText"], "SECRET", "{}", cited[1]);
+    assert_eq!(cited[1]["top"], "#c8102e", "{}", cited[1]);
+    assert_eq!(cited[1]["bottom"], "#c8102e", "{}", cited[1]);
+    assert!(
+        texts(1)
+            .iter()
+            .any(|c| c.contains("(S)") && c.contains("ferries.md") && c.contains("CANARYSECRET")),
+        "{:?}",
+        texts(1)
+    );
+
+    // No read-up through the console: the UNCLASSIFIED reader's pages — the chat page, a
+    // grounded answer with its citations, the other person's conversation address, the API
+    // calls the pages make — hold no SECRET word, while the UNCLASSIFIED passage is cited.
+    let reader = &out["reader"];
+    let reader_citations = reader["citations"].to_string();
+    assert!(reader_citations.contains("CANARYUNCLAS"), "{reader}");
+    assert!(reader_citations.contains("(U)"), "{reader}");
+    assert!(
+        reader["notice"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no conversation"),
+        "{reader}"
+    );
+    assert_eq!(reader["banner"], "UNCLASSIFIED", "{reader}");
+    let pages = reader["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 8);
+    for (i, page) in pages.iter().enumerate() {
+        let page = page.as_str().unwrap();
+        for canary in ["CANARYSECRET", "CANARYTALK", "harbour crane"] {
+            assert!(
+                !page.contains(canary),
+                "reader page {i} shows `{canary}`: {page}"
+            );
+        }
+    }
 
     assert_eq!(out["errors"], json!([]), "console errors");
     assert_eq!(out["csp"], json!([]), "CSP violations");

@@ -148,7 +148,7 @@ fn parse_or_lowest(scheme: &Scheme, banner: &str) -> Label {
         (status = 401, description = "A session or certificate that is not accepted, and why", content_type = "text/html", body = String),
     ))]
 pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
-    let (principal, cookie, _) = match signed_in(&state, req, "/console").await {
+    let (principal, cookie, parts) = match signed_in(&state, req, "/console").await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -169,6 +169,16 @@ pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
         .as_deref()
         .map(enclave_service::session::csrf_token)
         .unwrap_or_default();
+    let query: Vec<(String, String)> =
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or_default()).unwrap_or_default();
+    let wanted = query
+        .iter()
+        .find(|(k, _)| k == "c")
+        .map(|(_, v)| v.as_str());
+    let page = match chat_page(&state, &principal, wanted).await {
+        Ok(page) => page,
+        Err(e) => return crate::browser::error_page(&e),
+    };
     render(
         "chat.html",
         context! {
@@ -176,12 +186,114 @@ pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
             page => "chat",
             audit => reads_audit(&state, &principal),
             csrf => csrf,
-            banner => shown(scheme, &scheme.lowest()),
+            banner => shown(scheme, &page.high),
             user => user_context(scheme, &principal),
             models => models,
             labels => labels,
+            conversations => page.conversations,
+            current => page.current,
+            messages => page.messages,
+            notice => page.notice,
+            kbs => page.kbs,
         },
     )
+}
+
+/// What the chat page shows beside the composer, each read through the principal's own calls.
+struct ChatPage {
+    conversations: Vec<minijinja::Value>,
+    /// The open conversation's id; empty for a new one.
+    current: String,
+    messages: Vec<minijinja::Value>,
+    /// The open conversation's label: the page's banner.
+    high: Label,
+    notice: Option<String>,
+    kbs: Vec<minijinja::Value>,
+}
+
+async fn chat_page(
+    state: &AppState,
+    principal: &Principal,
+    wanted: Option<&str>,
+) -> Result<ChatPage, Error> {
+    use enclave_service::history;
+    let scheme = &state.policy.scheme;
+    let portion_of = |banner: &str| scheme.portion(&parse_or_lowest(scheme, banner));
+    let mut page = ChatPage {
+        conversations: Vec::new(),
+        current: String::new(),
+        messages: Vec::new(),
+        high: scheme.lowest(),
+        notice: None,
+        kbs: Vec::new(),
+    };
+    if let Some(id) = wanted {
+        match history::open(state, principal, id).await {
+            Ok(kept) => {
+                page.high = parse_or_lowest(scheme, &kept.conversation.label);
+                page.current = kept.conversation.id;
+                page.messages = kept
+                    .messages
+                    .into_iter()
+                    .map(|m| {
+                        let citations: Vec<minijinja::Value> = m
+                            .citations
+                            .iter()
+                            .map(|c| {
+                                let label = c["label"].as_str().unwrap_or_default();
+                                context! {
+                                    index => c["index"].as_u64().unwrap_or_default(),
+                                    label => label,
+                                    portion => portion_of(label),
+                                    document => c["document_name"].as_str().unwrap_or_default(),
+                                    text => c["text"].as_str().unwrap_or_default(),
+                                }
+                            })
+                            .collect();
+                        context! {
+                            role => m.role,
+                            label => m.label,
+                            portion => m.portion,
+                            content => m.content,
+                            citations => citations,
+                        }
+                    })
+                    .collect();
+            }
+            Err(Error::NotFound(message)) => page.notice = Some(message),
+            Err(e) => return Err(e),
+        }
+    }
+    page.conversations = history::list(state, principal)
+        .await?
+        .into_iter()
+        .map(|c| {
+            context! {
+                current => c.id == page.current,
+                portion => portion_of(&c.label),
+                title => if c.title.is_empty() { "New conversation".to_string() } else { c.title },
+                id => c.id,
+            }
+        })
+        .collect();
+    if let Some(kbs) = &state.kb
+        && enclave_service::monitor::authorize(
+            &state.policy,
+            principal,
+            enclave_policy::Action::ReadKnowledgeBases,
+            &principal.tenant_name,
+        )
+        .is_ok()
+    {
+        page.kbs = kbs
+            .list(&principal.tenant_name)
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .map(|k| context! { id => k.id, name => k.name })
+            .collect();
+    }
+    Ok(page)
 }
 
 /// Whether the principal may read some audit records (its own tenant's at least).

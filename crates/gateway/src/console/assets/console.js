@@ -15,9 +15,20 @@
   const send = document.getElementById('send');
   const stop = document.getElementById('stop');
   const status = document.getElementById('status');
+  const tools = document.getElementById('tools');
+  const exportLink = document.getElementById('export');
+  const list = document.getElementById('conversation-list');
+  // The kept conversation this page continues; made at the first message of a new one.
+  let conversation = document.getElementById('conversation').dataset.conversation || null;
+  // The conversation so far, as the server rendered it.
   const history = [];
+  for (const li of messages.querySelectorAll('li.message[data-role]')) {
+    history.push({ role: li.dataset.role, content: li.querySelector('.text').textContent });
+  }
   let high = document.getElementById('banner-top').dataset.label;
   let controller = null;
+  // The open conversation's portion mark in the list, which rises with the banner.
+  let listed = list.querySelector('a[aria-current] .portion');
 
   // The join of `labels`, its banner, portion mark and banner class, from the server.
   async function label(labels) {
@@ -39,11 +50,13 @@
       b.className = 'banner ' + (id === 'banner-top' ? 'top' : 'bottom') + ' ' + info.class;
     }
     document.body.dataset.label = info.banner;
+    if (listed) listed.textContent = info.portion;
   }
 
   function message(role, portion, text) {
     const li = document.createElement('li');
     li.className = 'message ' + role;
+    li.dataset.role = role;
     const mark = document.createElement('span');
     mark.className = 'portion';
     mark.textContent = portion + ' ';
@@ -55,15 +68,66 @@
     return { li, mark, body };
   }
 
+  // The passages an answer is grounded in, numbered as the model cites them, each with its
+  // portion mark and document.
+  async function cite(li, citations) {
+    const ol = document.createElement('ol');
+    ol.className = 'citations';
+    ol.setAttribute('aria-label', 'Sources');
+    for (const c of citations) {
+      const item = document.createElement('li');
+      item.dataset.label = c.label;
+      const parts = [
+        ['cite-index', '[' + c.index + ']'],
+        ['portion', (await label([c.label])).portion],
+        ['cite-doc', c.document_name + (c.page ? ', p. ' + c.page : '')],
+        ['cite-text', c.text],
+      ];
+      for (const [cls, text] of parts) {
+        const span = document.createElement('span');
+        span.className = cls;
+        span.textContent = text;
+        item.append(span, ' ');
+      }
+      ol.append(item);
+    }
+    li.append(ol);
+  }
+
   function headerLabel(r) {
     const v = r.headers.get('Enclave-Label');
     if (!v) return null;
     try { return decodeURIComponent(v); } catch (e) { return v; }
   }
 
+  // A new conversation is made (and listed) when its first message is sent.
+  async function ensureConversation(title) {
+    if (conversation) return conversation;
+    const r = await fetch('/v1/conversations', { method: 'POST', headers: { 'Enclave-CSRF': csrf } });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error((body.error && body.error.message) || ('the server answered ' + r.status));
+    conversation = body.id;
+    window.history.replaceState(null, '', '/console?c=' + encodeURIComponent(conversation));
+    exportLink.href = '/v1/conversations/' + encodeURIComponent(conversation) + '/export';
+    tools.hidden = false;
+    const li = document.createElement('li');
+    const a = document.createElement('a');
+    a.href = '/console?c=' + encodeURIComponent(conversation);
+    a.setAttribute('aria-current', 'page');
+    listed = document.createElement('span');
+    listed.className = 'portion';
+    listed.textContent = (await label([high])).portion;
+    a.append(listed, ' ' + title.replace(/\s+/g, ' ').slice(0, 80));
+    li.append(a);
+    for (const other of list.querySelectorAll('a[aria-current]')) other.removeAttribute('aria-current');
+    list.prepend(li);
+    return conversation;
+  }
+
   async function ask(text) {
     // The request is declared at the working label joined with everything the conversation
-    // has reached, so a conversation never drops below its highest label.
+    // has reached; the server holds it there too, so a conversation never drops below its
+    // highest label.
     const declared = await label([working.value, high]);
     const user = message('user', declared.portion, text);
     history.push({ role: 'user', content: text });
@@ -75,10 +139,19 @@
     status.textContent = 'Answering…';
     let content = '';
     try {
+      const id = await ensureConversation(text);
+      const grounded = Array.from(form.querySelectorAll('input[name="kb"]:checked')).map((i) => i.value);
+      const request = { model: model.value, messages: history, stream: true, max_tokens: Number(maxTokens.value) || 512 };
+      if (grounded.length) request.metadata = { knowledge_bases: grounded.join(',') };
       const r = await fetch('/v1/chat/completions', {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json', 'Enclave-Label': declared.banner, 'Enclave-CSRF': csrf },
-        body: JSON.stringify({ model: model.value, messages: history, stream: true, max_tokens: Number(maxTokens.value) || 512 }),
+        headers: {
+          'Content-Type': 'application/json',
+          'Enclave-Label': declared.banner,
+          'Enclave-CSRF': csrf,
+          'Enclave-Conversation': id,
+        },
+        body: JSON.stringify(request),
         signal: controller.signal,
       });
       if (!r.ok) {
@@ -92,8 +165,10 @@
       }
       const asked = headerLabel(r) || declared.banner;
       user.mark.textContent = (await label([asked])).portion + ' ';
+      user.li.dataset.label = asked;
       await raise(asked);
       let reached = asked;
+      let cited = false;
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = '';
       for (;;) {
@@ -116,11 +191,17 @@
               answer.body.textContent = content;
             }
             if (chunk.enclave && chunk.enclave.label) reached = chunk.enclave.label;
+            if (!cited && chunk.enclave && chunk.enclave.citations && chunk.enclave.citations.length) {
+              cited = true;
+              for (const c of chunk.enclave.citations) await raise(c.label);
+              await cite(answer.li, chunk.enclave.citations);
+            }
           }
         }
       }
       history.push({ role: 'assistant', content });
       answer.mark.textContent = (await label([reached])).portion + ' ';
+      answer.li.dataset.label = reached;
       await raise(reached);
       answer.li.dataset.done = 'true';
       status.textContent = '';
@@ -153,6 +234,17 @@
     if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) form.requestSubmit();
   });
   stop.addEventListener('click', () => { if (controller) controller.abort(); });
+  // The transcript as the server writes it (banners, portion marks), onto the clipboard.
+  document.getElementById('copy').addEventListener('click', async () => {
+    try {
+      const r = await fetch(exportLink.href);
+      if (!r.ok) throw new Error('the server answered ' + r.status);
+      await navigator.clipboard.writeText(await r.text());
+      status.textContent = 'Copied the conversation as Markdown.';
+    } catch (e) {
+      status.textContent = 'Could not copy: ' + e.message;
+    }
+  });
 })();
 
 // The audit page: records the user may read (the API decides which), the latest signed
