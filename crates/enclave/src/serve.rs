@@ -281,6 +281,28 @@ fn load_models(config: &Config, state: &AppState, runtime: &tokio::runtime::Hand
         local.insert(model.name.clone(), Arc::new(engine));
     }
     let _ = state.models.local.set(local);
+    let mut pinned: Vec<enclave_service::PinnedModel> = [embed_spec, chat_spec]
+        .iter()
+        .map(|spec| enclave_service::PinnedModel {
+            id: spec.id.to_string(),
+            kind: format!("{:?}", spec.kind).to_lowercase(),
+            source: format!("{} {} (built in)", spec.package, spec.version),
+            files: spec
+                .files
+                .iter()
+                .map(|f| (f.name.to_string(), f.sha256.to_string()))
+                .collect(),
+        })
+        .collect();
+    for model in enclave_engine::local::list(&dir)? {
+        pinned.push(enclave_service::PinnedModel {
+            id: model.name.clone(),
+            kind: format!("{:?}", model.kind.model_kind()).to_lowercase(),
+            source: format!("added by {}", model.added_by),
+            files: vec![(model.file.clone(), model.sha256.clone())],
+        });
+    }
+    let _ = state.models.pinned.set(pinned);
     Ok(())
 }
 

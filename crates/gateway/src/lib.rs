@@ -24,6 +24,7 @@
 //!   certificates (smart cards) and who they name; [`certs`]: reading PEM files; [`peer`]: the
 //!   connection's far end, as handlers see it.
 
+pub mod admin;
 pub mod anthropic;
 pub mod audit;
 pub mod auth;

@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::openai::{chat, embeddings, models};
-use crate::{anthropic, audit, browser, console, conversations, health, kb, metrics, usage};
+use crate::{admin, anthropic, audit, browser, console, conversations, health, kb, metrics, usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,6 +36,13 @@ use crate::{anthropic, audit, browser, console, conversations, health, kb, metri
         kb::delete,
         kb::search,
         kb::answer,
+        admin::tenants,
+        admin::users,
+        admin::keys,
+        admin::create_key,
+        admin::revoke_key,
+        admin::deployments,
+        admin::models,
         audit::read::checkpoint,
         audit::read::records,
         audit::read::inclusion,

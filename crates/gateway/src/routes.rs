@@ -10,8 +10,8 @@ use tower_http::trace::TraceLayer;
 use crate::error::{ApiError, Error};
 use crate::openai::{chat, embeddings, models};
 use crate::{
-    AppState, MAX_BODY_BYTES, anthropic, audit, auth, browser, console, conversations, health, kb,
-    metrics, openapi, usage,
+    AppState, MAX_BODY_BYTES, admin, anthropic, audit, auth, browser, console, conversations,
+    health, kb, metrics, openapi, usage,
 };
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
@@ -46,6 +46,12 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/knowledge-bases/{kb}/search", post(kb::search))
         .route("/knowledge-bases/{kb}/answer", post(kb::answer))
+        .route("/admin/tenants", get(admin::tenants))
+        .route("/admin/users", get(admin::users))
+        .route("/admin/keys", get(admin::keys).post(admin::create_key))
+        .route("/admin/keys/{id}", axum::routing::delete(admin::revoke_key))
+        .route("/admin/deployments", get(admin::deployments))
+        .route("/admin/models", get(admin::models))
         .route("/audit/checkpoint", get(audit::checkpoint))
         .route("/audit/records", get(audit::records))
         .route("/audit/proof/inclusion", get(audit::inclusion))

@@ -22,6 +22,9 @@ pub struct UsageQuery {
     to: Option<String>,
     /// Admins and auditors: another tenant, or `*` for all (auditors only).
     tenant: Option<String>,
+    /// `model` (default): buckets by day and model. `key` (admins and auditors): by day, model
+    /// and key, where a signed-in person's calls count under their user id.
+    by: Option<String>,
 }
 
 fn valid_day(s: &str) -> bool {
@@ -44,6 +47,21 @@ pub async fn usage(
 ) -> Result<Json<Value>, ApiError> {
     let scope = q.tenant.unwrap_or_else(|| principal.tenant_name.clone());
     authorize(&state.policy, &principal, Action::ReadUsage, &scope)?;
+    let per_key = match q.by.as_deref() {
+        None | Some("model") => false,
+        Some("key") => {
+            // Peers' use is an administrator's or an auditor's to read.
+            authorize(&state.policy, &principal, Action::ReadTenant, &scope)?;
+            true
+        }
+        Some(other) => {
+            return Err(Error::invalid(
+                "by",
+                format!("`by` must be `model` or `key`, not `{other}`"),
+            )
+            .into());
+        }
+    };
     let tenant = (scope != ALL_TENANTS).then_some(scope);
     let today = today();
     let from = q.from.unwrap_or_else(|| format!("{}-01", &today[..7]));
@@ -75,11 +93,13 @@ pub async fn usage(
             tracing::error!(error = %e, "cannot read usage");
             Error::Internal
         })?;
-    // By tenant, model and day: keys are summed (a user of the tenant sees totals, not peers).
-    let mut by: std::collections::BTreeMap<(String, String, String), (u64, u64, u64)> =
-        Default::default();
+    // By tenant, model and day: keys are summed (a user of the tenant sees totals, not peers)
+    // unless an administrator asked for them.
+    type Bucket = (String, String, String, String);
+    let mut by: std::collections::BTreeMap<Bucket, (u64, u64, u64)> = Default::default();
     for r in rows {
-        let e = by.entry((r.day, r.tenant, r.model)).or_default();
+        let key = if per_key { r.key_id } else { String::new() };
+        let e = by.entry((r.day, r.tenant, r.model, key)).or_default();
         e.0 += r.requests;
         e.1 += r.prompt_tokens;
         e.2 += r.completion_tokens;
@@ -87,11 +107,11 @@ pub async fn usage(
     let mut totals = (0, 0, 0);
     let data: Vec<Value> = by
         .into_iter()
-        .map(|((day, tenant, model), (r, p, c))| {
+        .map(|((day, tenant, model, key), (r, p, c))| {
             totals.0 += r;
             totals.1 += p;
             totals.2 += c;
-            json!({
+            let mut bucket = json!({
                 "object": "usage.bucket",
                 "day": day,
                 "tenant": tenant,
@@ -99,7 +119,11 @@ pub async fn usage(
                 "requests": r,
                 "input_tokens": p,
                 "output_tokens": c,
-            })
+            });
+            if per_key {
+                bucket["key_id"] = json!(key);
+            }
+            bucket
         })
         .collect();
     Ok(Json(json!({

@@ -35,6 +35,10 @@ namespace Enclave {
   action "knowledge_bases.write" appliesTo { principal: [Key], resource: [Tenant] };
   action "audit.read" appliesTo { principal: [Key], resource: [Tenant] };
   action "usage.read" appliesTo { principal: [Key], resource: [Tenant] };
+  // Administration: reading a tenant's users, keys, quotas, and the deployments and models that
+  // serve it; minting and revoking its keys.
+  action "tenant.read" appliesTo { principal: [Key], resource: [Tenant] };
+  action "keys.manage" appliesTo { principal: [Key], resource: [Tenant] };
 }
 "#;
 
@@ -75,6 +79,18 @@ when { principal in resource };
 @id("default-usage-auditors")
 permit (principal, action == Enclave::Action::"usage.read", resource)
 when { principal.role == "auditor" };
+
+// Admins read and manage their own tenant (keys of users and admins; auditor keys are the
+// operator's, from the command line); auditors read any tenant.
+@id("default-tenant-read-admins")
+permit (principal, action == Enclave::Action::"tenant.read", resource)
+when { principal.role == "admin" && principal in resource };
+@id("default-tenant-read-auditors")
+permit (principal, action == Enclave::Action::"tenant.read", resource)
+when { principal.role == "auditor" };
+@id("default-keys-manage")
+permit (principal, action == Enclave::Action::"keys.manage", resource)
+when { principal.role == "admin" && principal in resource };
 "#;
 
 /// The resource of a tenant-wide action that spans every tenant.
@@ -91,6 +107,8 @@ pub enum Action {
     WriteKnowledgeBases,
     ReadAudit,
     ReadUsage,
+    ReadTenant,
+    ManageKeys,
 }
 
 impl Action {
@@ -104,6 +122,8 @@ impl Action {
             Action::WriteKnowledgeBases => "knowledge_bases.write",
             Action::ReadAudit => "audit.read",
             Action::ReadUsage => "usage.read",
+            Action::ReadTenant => "tenant.read",
+            Action::ManageKeys => "keys.manage",
         }
     }
 
@@ -117,6 +137,8 @@ impl Action {
             Action::WriteKnowledgeBases => "add or delete documents of",
             Action::ReadAudit => "read the audit records of",
             Action::ReadUsage => "read the usage of",
+            Action::ReadTenant => "read the users, keys and quotas of",
+            Action::ManageKeys => "create or revoke keys of",
         }
     }
 

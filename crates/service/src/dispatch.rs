@@ -67,6 +67,21 @@ impl Registry {
         Ok(Self { slots })
     }
 
+    /// The breaker of deployment `slot` in words: `closed` (serving), `open` (refusing after
+    /// failures), or `embedded` (the engine here has none).
+    pub fn breaker_word(&self, slot: usize) -> &'static str {
+        match self.slot(slot) {
+            Some(s) if s.client.is_some() => {
+                if s.breaker.is_open() {
+                    "open"
+                } else {
+                    "closed"
+                }
+            }
+            _ => "embedded",
+        }
+    }
+
     fn slot(&self, slot: usize) -> Option<&Slot> {
         self.slots.get(slot)
     }

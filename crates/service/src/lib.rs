@@ -18,6 +18,7 @@ pub mod admin;
 pub mod answer;
 pub mod breaker;
 pub mod conversation;
+pub mod directory;
 pub mod dispatch;
 pub mod embed;
 pub mod error;
@@ -65,6 +66,20 @@ pub struct Models {
     pub embedding: OnceLock<Arc<EmbeddingEngine>>,
     /// The operator's own chat models (`enclave models add`), by the name clients call them.
     pub local: OnceLock<std::collections::BTreeMap<String, Arc<ChatProcess>>>,
+    /// Every model loaded, with the hashes its files were verified against.
+    pub pinned: OnceLock<Vec<PinnedModel>>,
+}
+
+/// A model served here and the SHA-256 of each of its files, checked when it was loaded.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct PinnedModel {
+    pub id: String,
+    /// `chat` or `embedding`.
+    pub kind: String,
+    /// Where it came from: the package it is built into Enclave from, or who added it.
+    pub source: String,
+    /// File names and their SHA-256.
+    pub files: Vec<(String, String)>,
 }
 
 impl Models {
