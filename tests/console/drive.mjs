@@ -67,10 +67,10 @@ async function pixels(png, points) {
   return found;
 }
 
-async function banners(name) {
-  const png = await page.screenshot({ path: join(spec.out, `${name}.png`) });
-  const [top, bottom] = await pixels(png, [[3, 3], [3, viewport.height - 3]]);
-  const read = (id) => page.$eval(id, (b) => ({ text: b.textContent.trim(), color: getComputedStyle(b).color }));
+async function banners(name, p = page, height = viewport.height) {
+  const png = await p.screenshot({ path: join(spec.out, `${name}.png`) });
+  const [top, bottom] = await pixels(png, [[3, 3], [3, height - 3]]);
+  const read = (id) => p.$eval(id, (b) => ({ text: b.textContent.trim(), color: getComputedStyle(b).color }));
   return { top, bottom, topText: (await read('#banner-top')).text, bottomText: (await read('#banner-bottom')).text, textColour: (await read('#banner-top')).color };
 }
 
@@ -203,6 +203,78 @@ try {
     out.audit.tampered = await audit.textContent(`${first} td.verdict`);
     await audit.screenshot({ path: join(spec.out, 'console-audit.png') });
   }
+  // An administrator: the administration page's tables, a key minted and shown once, working,
+  // then revoked; a knowledge base created, files uploaded (one refused, with its reason),
+  // searched at SECRET with the banner rising to the passage read.
+  if (spec.admin) {
+    const ac = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+    const admin = await ac.newPage();
+    // Answers the page shows the person (a refused file, the revoked key's 401) are logged by
+    // Chromium as failed loads: kept apart, and checked to be exactly those.
+    const refusals = [];
+    admin.on('console', (m) => {
+      if (m.type() !== 'error' || !ours(m.location().url || admin.url())) return;
+      if (m.text().startsWith('Failed to load resource: the server responded with a status of 4')) refusals.push(`${new URL(m.location().url).pathname} ${m.text().match(/status of (\d+)/)[1]}`);
+      else errors.push(`${m.location().url}: ${m.text()}`);
+    });
+    admin.on('pageerror', (e) => errors.push(e.message));
+    await signIn(admin, spec.admin, '/console/admin');
+    await admin.waitForSelector('#keys tr');
+    await admin.waitForSelector('#models tr');
+    const a = {};
+    a.tenants = await admin.$$eval('#tenants tr', (r) => r.map((x) => x.textContent));
+    a.deployments = await admin.$$eval('#deployments tr', (r) => r.map((x) => x.textContent));
+    a.models = await admin.$$eval('#models tr', (r) => r.map((x) => x.textContent));
+    a.usageDays = Number(await admin.$eval('#usage-chart', (s) => s.dataset.days || '0'));
+    a.usageRows = await admin.$$eval('#usage tr', (r) => r.map((x) => x.textContent));
+    await admin.fill('#key-name', 'report bot');
+    await admin.selectOption('#key-clearance', 'CONFIDENTIAL');
+    await admin.click('#new-key button[type=submit]');
+    await admin.waitForSelector('#new-secret:not([hidden])');
+    a.secret = await admin.textContent('#secret-value');
+    const bearer = (secret) => admin.evaluate(async (s) => (await fetch('/v1/models', { headers: { Authorization: 'Bearer ' + s } })).status, secret);
+    a.secretWorks = await bearer(a.secret);
+    await admin.screenshot({ path: join(spec.out, 'console-admin.png') });
+    await admin.reload();
+    await admin.waitForSelector('#keys tr');
+    a.secretAfterReload = (await admin.content()).includes(a.secret);
+    const row = admin.locator('#keys tr', { hasText: 'report bot' });
+    await row.locator('button.revoke').click();
+    await admin.waitForSelector('#admin-status:has-text("revoked")');
+    await admin.waitForTimeout(1200);
+    a.secretAfterRevoke = await bearer(a.secret);
+
+    await admin.goto(`${spec.base}/console/knowledge-bases`);
+    await admin.waitForSelector('#kbs tr');
+    await admin.fill('#kb-name', 'manuals');
+    await admin.selectOption('#kb-max', 'SECRET');
+    await admin.click('#new-kb button[type=submit]');
+    await admin.waitForSelector('#kb-open:not([hidden])');
+    await admin.setInputFiles('#upload-files', spec.uploads);
+    await admin.selectOption('#upload-label', 'UNCLASSIFIED');
+    await admin.click('#upload button[type=submit]');
+    await admin.waitForSelector('#kb-status:has-text("Uploaded")');
+    a.uploads = await admin.$$eval('#upload-results li', (l) => l.map((x) => ({ ok: x.className === 'ok', text: x.textContent })));
+    // Polled from here: a predicate evaluated in the page would need `unsafe-eval`, which the
+    // page's CSP rightly refuses.
+    for (let i = 0; i < 120; i += 1) {
+      const states = await admin.$$eval('#documents tr', (r) => r.map((x) => x.dataset.status));
+      if (states.length > 0 && states.every((st) => st === 'ready' || st === 'failed')) break;
+      await admin.waitForTimeout(500);
+    }
+    a.documents = await admin.$$eval('#documents tr', (r) => r.map((x) => x.textContent));
+    await admin.fill('#search-query', spec.searchQuery);
+    await admin.selectOption('#search-label', 'SECRET');
+    await admin.click('#kb-search button[type=submit]');
+    await admin.waitForSelector('#passages li');
+    a.passages = await admin.$$eval('#passages li', (l) => l.map((x) => x.textContent));
+    a.banner = await banners('console-kb', admin, 900);
+    a.csp = await admin.evaluate(() => window.__csp || []);
+    a.refusals = refusals;
+    out.admin = a;
+    await ac.close();
+  }
+
   // A reader cleared UNCLASSIFIED: every page they can reach, and the same conversation's
   // address, carry none of the SECRET words, whatever the DOM holds.
   if (spec.reader) {
@@ -223,6 +295,17 @@ try {
     await reader.reload();
     await reader.waitForSelector('#chat');
     pages.push(await reader.content());
+    await reader.goto(`${spec.base}/console/knowledge-bases`);
+    await reader.waitForSelector('#kbs tr');
+    await reader.locator('#kbs tr', { hasText: 'ferries' }).locator('button.open-kb').click();
+    await reader.fill('#search-query', spec.kbQuestion);
+    await reader.click('#kb-search button[type=submit]');
+    await reader.waitForSelector('#passages li');
+    const searched = await reader.$$eval('#passages li', (l) => l.map((x) => x.textContent));
+    pages.push(await reader.content());
+    await reader.goto(`${spec.base}/console/admin`);
+    await reader.waitForSelector('.notice');
+    pages.push(await reader.content());
     await reader.goto(out.conversationUrl);
     await reader.waitForSelector('#chat');
     pages.push(await reader.content());
@@ -233,7 +316,7 @@ try {
     for (const path of ['/v1/conversations', `/v1/conversations/${id}`, `/v1/conversations/${id}/export`, '/v1/usage']) {
       pages.push(await reader.evaluate(async (p) => (await fetch(p)).text(), path));
     }
-    out.reader = { citations, notice, banner: await reader.textContent('#banner-top'), pages };
+    out.reader = { citations, searched, notice, banner: await reader.textContent('#banner-top'), pages };
     await rc.close();
   }
   out.errors = errors;

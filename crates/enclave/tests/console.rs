@@ -50,13 +50,14 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
             "alice": {"tenant": "default", "clearance": "TOP SECRET//SI", "citizenship": "USA"},
             "audrey": {"tenant": "default", "clearance": "SECRET", "citizenship": "USA", "groups": ["auditors"]},
             "uma": {"tenant": "default", "clearance": "UNCLASSIFIED", "citizenship": "USA"},
+            "ada": {"tenant": "default", "clearance": "SECRET", "citizenship": "USA", "groups": ["admins"]},
         }),
     );
     let dir = tempfile::tempdir().unwrap();
     let config = provider.browser_config(
         dir.path(),
         "TOP SECRET//SI",
-        "citizenship = \"citizenship\"\ngroups = \"groups\"\n[identity.issuers.claims.roles]\nauditors = \"auditor\"",
+        "citizenship = \"citizenship\"\ngroups = \"groups\"\n[identity.issuers.claims.roles]\nauditors = \"auditor\"\nadmins = \"admin\"",
     );
     let server = Server::start_with(&[("ENCLAVE_CONFIG", config.as_str())]);
 
@@ -95,12 +96,23 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
         let (ok, _, err) = server.cli(&args);
         assert!(ok, "{args:?}: {err}");
     }
+    // What the administrator uploads in the console: one file refused for an unknown control.
+    let manual = dir.path().join("manual.md");
+    std::fs::write(
+        &manual,
+        "(U) The pump manual CANARYMANUAL says to bleed the valve first.\n\n\
+         (S) The pump at site CANARYPUMP is rigged to fail.\n",
+    )
+    .unwrap();
+    let refused = dir.path().join("refused.txt");
+    std::fs::write(&refused, "(S//XYZ) A control word no scheme knows.\n").unwrap();
     let spec = dir.path().join("spec.json");
     std::fs::write(
         &spec,
         json!({
             "playwright": playwright, "chromium": chromium, "base": server.base,
             "provider": provider.issuer, "person": "alice", "auditor": "audrey", "out": shots,
+            "admin": "ada", "uploads": [manual, refused], "searchQuery": "Which pump is rigged?",
             "reader": "uma", "kbQuestion": "Which ferry carries radar parts, and which leaves at noon?",
             "steps": steps.iter().map(|(label, text)| json!({"label": label, "text": text})).collect::<Vec<_>>(),
         })
@@ -242,6 +254,79 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
         texts(1)
     );
 
+    // The administrator: tables from the API; a key shown once, working, gone from the page
+    // after a reload, and dead once revoked; a knowledge base made and filled in the page, the
+    // refused file named with its reason; a search at SECRET raises the banner to SECRET.
+    let admin = &out["admin"];
+    let rows = |k: &str| -> Vec<String> {
+        admin[k]
+            .as_array()
+            .unwrap_or_else(|| panic!("{k}: {admin}"))
+            .iter()
+            .map(|r| r.to_string())
+            .collect()
+    };
+    assert!(
+        rows("tenants").iter().any(|t| t.contains("default")),
+        "{admin}"
+    );
+    assert!(
+        rows("deployments").iter().any(|d| d.contains("embedded")),
+        "{admin}"
+    );
+    let sha = regex_free_hex(&rows("models").join(" "));
+    assert!(sha >= 2, "pinned hashes shown: {admin}");
+    assert!(admin["usageDays"].as_u64().unwrap() >= 1, "{admin}");
+    assert!(!rows("usageRows").is_empty(), "{admin}");
+    assert!(
+        admin["secret"].as_str().unwrap().starts_with("ek_"),
+        "{admin}"
+    );
+    assert_eq!(admin["secretWorks"], 200, "{admin}");
+    assert_eq!(admin["secretAfterReload"], false, "{admin}");
+    assert_eq!(admin["secretAfterRevoke"], 401, "{admin}");
+    let uploads = admin["uploads"].as_array().unwrap();
+    assert_eq!(uploads.len(), 2, "{admin}");
+    assert!(
+        uploads
+            .iter()
+            .any(|u| u["ok"] == true && u["text"].as_str().unwrap().contains("manual.md")),
+        "{admin}"
+    );
+    assert!(
+        uploads.iter().any(|u| u["ok"] == false
+            && u["text"].as_str().unwrap().contains("refused.txt")
+            && u["text"].as_str().unwrap().contains("unrecognized_marking")),
+        "{admin}"
+    );
+    assert!(
+        rows("documents")
+            .iter()
+            .any(|d| d.contains("manual.md") && d.contains("ready")),
+        "{admin}"
+    );
+    assert!(
+        rows("passages")
+            .iter()
+            .any(|p| p.contains("(S)") && p.contains("CANARYPUMP")),
+        "{admin}"
+    );
+    assert_eq!(admin["banner"]["topText"], "SECRET", "{admin}");
+    assert_eq!(admin["banner"]["top"], "#c8102e", "{admin}");
+    assert_eq!(admin["csp"], json!([]), "{admin}");
+    let refusals: Vec<&str> = admin["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert!(refusals.contains(&"/v1/models 401"), "{refusals:?}");
+    assert!(
+        refusals.iter().any(|r| r.ends_with("/documents 422")),
+        "{refusals:?}"
+    );
+
     // No read-up through the console: the UNCLASSIFIED reader's pages — the chat page, a
     // grounded answer with its citations, the other person's conversation address, the API
     // calls the pages make — hold no SECRET word, while the UNCLASSIFIED passage is cited.
@@ -258,10 +343,15 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
     );
     assert_eq!(reader["banner"], "UNCLASSIFIED", "{reader}");
     let pages = reader["pages"].as_array().unwrap();
-    assert_eq!(pages.len(), 8);
+    assert_eq!(pages.len(), 10);
+    let searched = reader["searched"].to_string();
+    assert!(
+        searched.contains("CANARYUNCLAS") && !searched.contains("CANARYSECRET"),
+        "{reader}"
+    );
     for (i, page) in pages.iter().enumerate() {
         let page = page.as_str().unwrap();
-        for canary in ["CANARYSECRET", "CANARYTALK", "harbour crane"] {
+        for canary in ["CANARYSECRET", "CANARYTALK", "harbour crane", "CANARYPUMP"] {
             assert!(
                 !page.contains(canary),
                 "reader page {i} shows `{canary}`: {page}"
@@ -294,7 +384,8 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
     );
     for part in [
         "/console",
-        "/console/assets/console.js",
+        "/console/assets/common.js",
+        "/console/assets/chat.js",
         "/console/assets/console.css",
         "/console/labels.css",
     ] {
@@ -333,4 +424,11 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
         "a forged cross-origin post: {}",
         out["forged"]
     );
+}
+
+/// How many 64-digit hexadecimal words (SHA-256 digests) `text` holds.
+fn regex_free_hex(text: &str) -> usize {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|w| w.len() == 64)
+        .count()
 }

@@ -91,8 +91,13 @@ fn pages() -> Router<AppState> {
         .route("/login", get(browser::login))
         .route("/auth/callback", get(browser::callback))
         .route("/logout", get(browser::logout_page).post(browser::logout))
-        .route("/console", get(console::chat))
-        .route("/console/audit", get(console::audit))
+        .route("/console", get(console::pages::chat))
+        .route("/console/audit", get(console::pages::audit))
+        .route("/console/admin", get(console::pages::admin))
+        .route(
+            "/console/knowledge-bases",
+            get(console::pages::knowledge_bases),
+        )
         .route("/console/label", get(console::label))
         .route("/console/labels.css", get(console::labels_css))
         .route("/console/assets/{file}", get(console::asset))

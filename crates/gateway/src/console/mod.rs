@@ -22,11 +22,13 @@ use axum::response::{IntoResponse, Response};
 use enclave_label::{Label, Scheme};
 use enclave_service::error::Error;
 use enclave_service::principal::Principal;
-use minijinja::{Environment, context};
+use minijinja::Environment;
 use serde::Serialize;
 
 use crate::AppState;
 use crate::auth::{browser_principal, certificate};
+
+pub mod pages;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -50,6 +52,8 @@ fn templates() -> Result<&'static Environment<'static>, String> {
             ("layout.html", include_str!("templates/layout.html")),
             ("chat.html", include_str!("templates/chat.html")),
             ("audit.html", include_str!("templates/audit.html")),
+            ("admin.html", include_str!("templates/admin.html")),
+            ("kb.html", include_str!("templates/kb.html")),
         ] {
             env.add_template(name, text).map_err(|e| e.to_string())?;
         }
@@ -140,207 +144,6 @@ fn parse_or_lowest(scheme: &Scheme, banner: &str) -> Label {
     }
 }
 
-/// `GET /console`: the chat page.
-#[utoipa::path(get, path = "/console", tag = "console", security(()),
-    responses(
-        (status = 200, description = "The chat page, under banners", content_type = "text/html", body = String),
-        (status = 303, description = "Not signed in: to /login"),
-        (status = 401, description = "A session or certificate that is not accepted, and why", content_type = "text/html", body = String),
-    ))]
-pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
-    let (principal, cookie, parts) = match signed_in(&state, req, "/console").await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    let scheme = &state.policy.scheme;
-    let clearance = parse_or_lowest(scheme, &principal.clearance);
-    // Working labels: each level from the lowest up to the clearance's.
-    let mut labels: Vec<String> = (0..=clearance.level.0)
-        .map(|level| scheme.banner(&Label::level(level)))
-        .collect();
-    // And the clearance's own compartments at its level, as data may carry them.
-    if !clearance.compartments.is_empty() {
-        let mut top = Label::level(clearance.level.0);
-        top.compartments.clone_from(&clearance.compartments);
-        labels.push(scheme.banner(&top));
-    }
-    let models = crate::openai::models::visible(&state, &principal);
-    let csrf = cookie
-        .as_deref()
-        .map(enclave_service::session::csrf_token)
-        .unwrap_or_default();
-    let query: Vec<(String, String)> =
-        serde_urlencoded::from_str(parts.uri.query().unwrap_or_default()).unwrap_or_default();
-    let wanted = query
-        .iter()
-        .find(|(k, _)| k == "c")
-        .map(|(_, v)| v.as_str());
-    let page = match chat_page(&state, &principal, wanted).await {
-        Ok(page) => page,
-        Err(e) => return crate::browser::error_page(&e),
-    };
-    render(
-        "chat.html",
-        context! {
-            title => "Chat",
-            page => "chat",
-            audit => reads_audit(&state, &principal),
-            csrf => csrf,
-            banner => shown(scheme, &page.high),
-            user => user_context(scheme, &principal),
-            models => models,
-            labels => labels,
-            conversations => page.conversations,
-            current => page.current,
-            messages => page.messages,
-            notice => page.notice,
-            kbs => page.kbs,
-        },
-    )
-}
-
-/// What the chat page shows beside the composer, each read through the principal's own calls.
-struct ChatPage {
-    conversations: Vec<minijinja::Value>,
-    /// The open conversation's id; empty for a new one.
-    current: String,
-    messages: Vec<minijinja::Value>,
-    /// The open conversation's label: the page's banner.
-    high: Label,
-    notice: Option<String>,
-    kbs: Vec<minijinja::Value>,
-}
-
-async fn chat_page(
-    state: &AppState,
-    principal: &Principal,
-    wanted: Option<&str>,
-) -> Result<ChatPage, Error> {
-    use enclave_service::history;
-    let scheme = &state.policy.scheme;
-    let portion_of = |banner: &str| scheme.portion(&parse_or_lowest(scheme, banner));
-    let mut page = ChatPage {
-        conversations: Vec::new(),
-        current: String::new(),
-        messages: Vec::new(),
-        high: scheme.lowest(),
-        notice: None,
-        kbs: Vec::new(),
-    };
-    if let Some(id) = wanted {
-        match history::open(state, principal, id).await {
-            Ok(kept) => {
-                page.high = parse_or_lowest(scheme, &kept.conversation.label);
-                page.current = kept.conversation.id;
-                page.messages = kept
-                    .messages
-                    .into_iter()
-                    .map(|m| {
-                        let citations: Vec<minijinja::Value> = m
-                            .citations
-                            .iter()
-                            .map(|c| {
-                                let label = c["label"].as_str().unwrap_or_default();
-                                context! {
-                                    index => c["index"].as_u64().unwrap_or_default(),
-                                    label => label,
-                                    portion => portion_of(label),
-                                    document => c["document_name"].as_str().unwrap_or_default(),
-                                    text => c["text"].as_str().unwrap_or_default(),
-                                }
-                            })
-                            .collect();
-                        context! {
-                            role => m.role,
-                            label => m.label,
-                            portion => m.portion,
-                            content => m.content,
-                            citations => citations,
-                        }
-                    })
-                    .collect();
-            }
-            Err(Error::NotFound(message)) => page.notice = Some(message),
-            Err(e) => return Err(e),
-        }
-    }
-    page.conversations = history::list(state, principal)
-        .await?
-        .into_iter()
-        .map(|c| {
-            context! {
-                current => c.id == page.current,
-                portion => portion_of(&c.label),
-                title => if c.title.is_empty() { "New conversation".to_string() } else { c.title },
-                id => c.id,
-            }
-        })
-        .collect();
-    if let Some(kbs) = &state.kb
-        && enclave_service::monitor::authorize(
-            &state.policy,
-            principal,
-            enclave_policy::Action::ReadKnowledgeBases,
-            &principal.tenant_name,
-        )
-        .is_ok()
-    {
-        page.kbs = kbs
-            .list(&principal.tenant_name)
-            .await
-            .map_err(Error::from)?
-            .into_iter()
-            .map(|k| context! { id => k.id, name => k.name })
-            .collect();
-    }
-    Ok(page)
-}
-
-/// Whether the principal may read some audit records (its own tenant's at least).
-fn reads_audit(state: &AppState, principal: &Principal) -> bool {
-    enclave_service::monitor::authorize(
-        &state.policy,
-        principal,
-        enclave_policy::Action::ReadAudit,
-        &principal.tenant_name,
-    )
-    .is_ok()
-}
-
-fn user_context(scheme: &Scheme, principal: &Principal) -> minijinja::Value {
-    context! {
-        name => principal.user.clone().unwrap_or_else(|| principal.key_id.clone()),
-        tenant => principal.tenant_name.clone(),
-        role => principal.role.as_str(),
-        clearance => scheme.banner(&parse_or_lowest(scheme, &principal.clearance)),
-    }
-}
-
-/// `GET /console/audit`: records, the latest checkpoint, and inclusion verified in the page.
-#[utoipa::path(get, path = "/console/audit", tag = "console", security(()),
-    responses(
-        (status = 200, description = "The audit page, under banners", content_type = "text/html", body = String),
-        (status = 303, description = "Not signed in: to /login"),
-    ))]
-pub async fn audit(State(state): State<AppState>, req: Request) -> Response {
-    let (principal, cookie, _) = match signed_in(&state, req, "/console/audit").await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    let scheme = &state.policy.scheme;
-    render(
-        "audit.html",
-        context! {
-            title => "Audit",
-            page => "audit",
-            audit => reads_audit(&state, &principal),
-            csrf => cookie.as_deref().map(enclave_service::session::csrf_token).unwrap_or_default(),
-            banner => shown(scheme, &scheme.lowest()),
-            user => user_context(scheme, &principal),
-        },
-    )
-}
-
 /// `GET /console/label?l=A&l=B`: the join of the labels given (the lowest when none), as the
 /// page shows it. The only place pages get banner and portion text from.
 #[utoipa::path(get, path = "/console/label", tag = "console", security(()),
@@ -411,19 +214,21 @@ pub async fn labels_css(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /console/assets/{file}`: the stylesheet and the script, embedded in the binary.
+/// `GET /console/assets/{file}`: the stylesheet and the scripts, embedded in the binary.
 #[utoipa::path(get, path = "/console/assets/{file}", tag = "console", security(()),
-    params(("file" = String, Path, description = "`console.js`, `console.css` or `favicon.svg`")),
+    params(("file" = String, Path, description = "`common.js`, a page's script (`chat.js`, `kb.js`, `admin.js`, `audit.js`), `console.css` or `favicon.svg`")),
     responses(
         (status = 200, description = "The asset", content_type = "text/plain", body = String),
         (status = 404, description = "No such asset", body = crate::error::ErrorBody),
     ))]
 pub async fn asset(Path(file): Path<String>) -> Response {
+    const JS: &str = "text/javascript; charset=utf-8";
     let (body, kind) = match file.as_str() {
-        "console.js" => (
-            include_str!("assets/console.js"),
-            "text/javascript; charset=utf-8",
-        ),
+        "common.js" => (include_str!("assets/common.js"), JS),
+        "chat.js" => (include_str!("assets/chat.js"), JS),
+        "audit.js" => (include_str!("assets/audit.js"), JS),
+        "admin.js" => (include_str!("assets/admin.js"), JS),
+        "kb.js" => (include_str!("assets/kb.js"), JS),
         "console.css" => (
             include_str!("assets/console.css"),
             "text/css; charset=utf-8",
