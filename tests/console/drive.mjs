@@ -22,7 +22,10 @@ const browser = await chromium.launch({
     '--disable-component-update', '--disable-sync', '--no-first-run'],
 });
 const viewport = { width: 1000, height: 700 };
+// Generous waits: the suite may share two cores with a build.
+const patience = 120000;
 const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
+context.setDefaultTimeout(patience);
 const page = await context.newPage();
 const errors = [];
 // Errors on Enclave's pages (the provider's own pages load fonts from the internet and fail here).
@@ -35,17 +38,6 @@ await page.addInitScript(() => {
     window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`);
   });
 });
-let weight = 0;
-const weighed = new Set();
-page.on('response', async (r) => {
-  const url = new URL(r.url());
-  if (url.origin === new URL(spec.base).origin && url.pathname.startsWith('/console')
-    && url.pathname !== '/console/label' && r.status() === 200 && !weighed.has(url.pathname)) {
-    weighed.add(url.pathname);
-    try { weight += (await r.body()).length; } catch { /* gone with a navigation */ }
-  }
-});
-
 // Pixel colours of a PNG at points, read by drawing it on a canvas in a blank page.
 async function pixels(png, points) {
   const p = await context.newPage();
@@ -86,6 +78,8 @@ async function signIn(p, person, path) {
 }
 
 const out = { steps: [] };
+// The page being driven, for the report when something fails.
+let active = page;
 try {
   await signIn(page, spec.person, '/console');
   await page.waitForSelector('#chat');
@@ -99,7 +93,7 @@ try {
     await page.fill('#prompt', step.text);
     await page.click('#send');
     answered += 1;
-    await page.waitForSelector(`li.message.assistant:nth-of-type(${answered * 2})[data-done="true"], li.message.error`, { timeout: 60000 });
+    await page.waitForSelector(`li.message.assistant:nth-of-type(${answered * 2})[data-done="true"], li.message.error`, { timeout: patience });
     const shown = await banners(`console-${out.steps.length}`);
     const marks = await page.$$eval('li.message .portion', (m) => m.map((x) => x.textContent.trim()));
     const answer = await page.$$eval('li.message.assistant .text', (m) => m.map((x) => x.textContent));
@@ -132,7 +126,7 @@ try {
       await page.selectOption('#label', working);
       await page.fill('#prompt', spec.kbQuestion);
       await page.click('#send');
-      await page.waitForSelector(`li.message.assistant:nth-of-type(${2 * (n + 1)})[data-done="true"], li.message.error`, { timeout: 60000 });
+      await page.waitForSelector(`li.message.assistant:nth-of-type(${2 * (n + 1)})[data-done="true"], li.message.error`, { timeout: patience });
       out.cited.push({
         ...(await banners(`console-cited-${n}`)),
         citations: await page.$$eval(`li.message.assistant:nth-of-type(${2 * (n + 1)}) .citations li`, (l) => l.map((x) => x.textContent.replace(/\s+/g, ' ').trim())),
@@ -140,6 +134,47 @@ try {
       });
     }
   }
+
+  // Time to first token: shown in the console (from the click on Send to the first token on
+  // screen, the performance marks the page sets) against the API's own (a streamed request from
+  // the same page, to its first content chunk), alternating, same prompt, fresh conversations.
+  const firstToken = { console: [], api: [] };
+  for (let i = 0; i < 6; i += 1) {
+    const viaApi = async () => page.evaluate(async ({ csrf }) => {
+      const started = performance.now();
+      const r = await fetch('/v1/chat/completions', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'Enclave-Label': 'UNCLASSIFIED', 'Enclave-CSRF': csrf },
+        body: JSON.stringify({ model: document.getElementById('model').value, max_tokens: 8, stream: true, messages: [{ role: 'user', content: 'Say one word.' }] }),
+      });
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let seen = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return null;
+        seen += value;
+        if (/"content":"[^"]/.test(seen)) { const t = performance.now() - started; await reader.cancel(); return t; }
+      }
+    }, { csrf: await page.$eval('meta[name="enclave-csrf"]', (m) => m.content) });
+    const viaConsole = async () => {
+      await page.fill('#max-tokens', '8');
+      await page.selectOption('#label', 'UNCLASSIFIED');
+      await page.fill('#prompt', 'Say one word.');
+      await page.click('#send');
+      await page.waitForSelector('li.message.assistant[data-done="true"]', { timeout: patience });
+      return page.evaluate(() => performance.measure('ftt', 'enclave:ask', 'enclave:first-token').duration);
+    };
+    await page.goto(`${spec.base}/console`);
+    await page.waitForSelector('#chat');
+    if (i % 2 === 0) {
+      firstToken.api.push(await viaApi());
+      firstToken.console.push(await viaConsole());
+    } else {
+      firstToken.console.push(await viaConsole());
+      firstToken.api.push(await viaApi());
+    }
+  }
+  out.firstToken = firstToken;
 
   // Keyboard only: Tab from the top reaches every control.
   await page.goto(`${spec.base}/console`);
@@ -151,8 +186,18 @@ try {
   }
   out.keyboard = [...reached];
   out.csp = await page.evaluate(() => window.__csp);
-  out.weight = weight;
-  out.weighed = [...weighed];
+  // The chat page's weight: its HTML and every stylesheet and script it names, as served.
+  await page.goto(`${spec.base}/console`);
+  await page.waitForSelector('#chat');
+  const weighed = await page.evaluate(async () => {
+    const urls = [location.pathname,
+      ...[...document.querySelectorAll('link[rel=stylesheet], link[rel=icon], script[src]')].map((e) => new URL(e.href || e.src).pathname)];
+    const sizes = {};
+    for (const u of urls) sizes[u] = (await (await fetch(u)).arrayBuffer()).byteLength;
+    return sizes;
+  });
+  out.weight = Object.values(weighed).reduce((a, b) => a + b, 0);
+  out.weighed = Object.keys(weighed);
 
   // A forged cross-origin form post (from the provider's origin: same site, another origin)
   // carries the session cookie; the server must refuse it.
@@ -178,7 +223,10 @@ try {
   // An auditor verifies a record's inclusion in the latest checkpoint, in the page; then the
   // same with the proof tampered on its way.
   if (spec.auditor) {
-    const audit = await (await browser.newContext({ viewport })).newPage();
+    const auditContext = await browser.newContext({ viewport });
+    auditContext.setDefaultTimeout(patience);
+    const audit = await auditContext.newPage();
+    active = audit;
     audit.on('console', (m) => { if (m.type() === 'error' && ours(m.location().url || audit.url())) errors.push(`${m.location().url}: ${m.text()}`); });
     await signIn(audit, spec.auditor, '/console/audit');
     await audit.waitForSelector('#records tr');
@@ -201,6 +249,13 @@ try {
     await audit.click(`${first} button.verify`);
     await audit.waitForSelector(`${first} td.verdict`);
     out.audit.tampered = await audit.textContent(`${first} td.verdict`);
+    // Filters: one person's allowed calls at one label.
+    await audit.fill('#audit-user', 'alice');
+    await audit.selectOption('#audit-outcome', 'allowed');
+    await audit.fill('#audit-label', 'TOP SECRET');
+    await audit.click('#audit-filter button[type=submit]');
+    await audit.waitForSelector('#audit-status:has-text("record(s)")');
+    out.audit.filtered = await audit.$$eval('#records tr', (rows) => rows.map((r) => [...r.children].map((c) => c.textContent)));
     await audit.screenshot({ path: join(spec.out, 'console-audit.png') });
   }
   // An administrator: the administration page's tables, a key minted and shown once, working,
@@ -208,7 +263,9 @@ try {
   // searched at SECRET with the banner rising to the passage read.
   if (spec.admin) {
     const ac = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+    ac.setDefaultTimeout(patience);
     const admin = await ac.newPage();
+    active = admin;
     // Answers the page shows the person (a refused file, the revoked key's 401) are logged by
     // Chromium as failed loads: kept apart, and checked to be exactly those.
     const refusals = [];
@@ -279,7 +336,9 @@ try {
   // address, carry none of the SECRET words, whatever the DOM holds.
   if (spec.reader) {
     const rc = await browser.newContext({ viewport });
+    rc.setDefaultTimeout(patience);
     const reader = await rc.newPage();
+    active = reader;
     reader.on('console', (m) => { if (m.type() === 'error' && ours(m.location().url || reader.url())) errors.push(`${m.location().url}: ${m.text()}`); });
     await signIn(reader, spec.reader, '/console');
     await reader.waitForSelector('#chat');
@@ -289,7 +348,7 @@ try {
     await reader.check('input[name="kb"]');
     await reader.fill('#prompt', spec.kbQuestion);
     await reader.click('#send');
-    await reader.waitForSelector('li.message.assistant[data-done="true"], li.message.error', { timeout: 60000 });
+    await reader.waitForSelector('li.message.assistant[data-done="true"], li.message.error', { timeout: patience });
     const citations = await reader.$$eval('.citations li', (l) => l.map((x) => x.textContent.replace(/\s+/g, ' ').trim()));
     pages.push(await reader.content());
     await reader.reload();
@@ -321,7 +380,7 @@ try {
   }
   out.errors = errors;
 } catch (e) {
-  out.failure = `${e.message}\n${page.url()}\n${await page.content().catch(() => '')}`;
+  out.failure = `${e.message}\n${active.url()}\n${await active.content().catch(() => '')}`;
 } finally {
   await browser.close();
 }

@@ -419,6 +419,42 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
             .starts_with("✗ does not verify"),
         "{audit}"
     );
+    // The auditor's filters: alice's allowed calls at TOP SECRET, and nothing else.
+    let filtered = audit["filtered"].as_array().unwrap();
+    assert!(!filtered.is_empty(), "{audit}");
+    for row in filtered {
+        let cells: Vec<&str> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert!(cells[4].contains("alice"), "{cells:?}");
+        assert!(cells[5].starts_with('2'), "{cells:?}");
+        assert!(cells[6].contains("TOP SECRET"), "{cells:?}");
+    }
+
+    // Time to first token: on screen in the console against the API's own, same run.
+    let median = |k: &str| {
+        let mut v: Vec<f64> = out["firstToken"][k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                x.as_f64()
+                    .unwrap_or_else(|| panic!("{k}: {}", out["firstToken"]))
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    let (shown, api) = (median("console"), median("api"));
+    println!(
+        "first token: API {api:.1} ms, shown in the console {shown:.1} ms (+{:.1} ms), medians of 6: {}",
+        shown - api,
+        out["firstToken"]
+    );
+
     assert!(
         out["forged"].as_str().unwrap().contains("csrf_refused"),
         "a forged cross-origin post: {}",

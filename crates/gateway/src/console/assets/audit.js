@@ -58,7 +58,38 @@
     }
   }
 
-  const { cell } = window.Enclave;
+  const { cell, api } = window.Enclave;
+  // Who each key id is: a person's calls carry their user id; keys may belong to a user.
+  const names = new Map();
+  async function learnNames() {
+    // Auditors read every tenant; admins their own.
+    const scope = root.dataset.scope ? '?tenant=' + encodeURIComponent(root.dataset.scope) : '';
+    try {
+      for (const u of (await api('GET', '/v1/admin/users' + scope)).data) names.set(u.id, u.name);
+      for (const k of (await api('GET', '/v1/admin/keys' + scope)).data) names.set(k.id, k.user || k.name || '');
+    } catch (e) {
+      status.textContent = 'Callers are shown by key id: ' + e.message;
+    }
+  }
+
+  // The filters: user or key, outcome, label, time, and any text; all must match.
+  function matches(rec) {
+    const value = (id) => document.getElementById(id).value.trim();
+    const user = value('audit-user').toLowerCase();
+    if (user && ![rec.key_id, names.get(rec.key_id)].some((v) => v && String(v).toLowerCase().includes(user))) return false;
+    const outcome = value('audit-outcome');
+    if (outcome === 'allowed' && !(rec.status < 400)) return false;
+    if (outcome === 'refused' && !(rec.status >= 400)) return false;
+    const labelled = value('audit-label').toUpperCase();
+    if (labelled && ![rec.request_label, rec.answer_label].some((l) => l && l.toUpperCase().includes(labelled))) return false;
+    const at = Date.parse(rec.time);
+    const since = value('audit-since');
+    if (since && !(at >= Date.parse(since))) return false;
+    const until = value('audit-until');
+    if (until && !(at <= Date.parse(until))) return false;
+    const wanted = text.value.trim().toLowerCase();
+    return !wanted || JSON.stringify(rec).toLowerCase().includes(wanted);
+  }
 
   async function load() {
     status.textContent = 'Loading…';
@@ -80,8 +111,7 @@
       status.textContent = (list.error && list.error.message) || ('the records: ' + r.status);
       return;
     }
-    const wanted = text.value.trim().toLowerCase();
-    const items = list.data.filter((i) => !wanted || JSON.stringify(i.record).toLowerCase().includes(wanted)).reverse();
+    const items = list.data.filter((i) => matches(i.record)).reverse();
     body.replaceChildren();
     for (const item of items) {
       const rec = item.record;
@@ -91,7 +121,7 @@
       cell(row, rec.time);
       cell(row, rec.kind + (rec.operation ? ' ' + rec.operation : ''));
       cell(row, rec.tenant);
-      cell(row, rec.key_id);
+      cell(row, names.get(rec.key_id) ? `${names.get(rec.key_id)} (${rec.key_id})` : rec.key_id);
       cell(row, rec.status + (rec.code ? ' ' + rec.code : ''));
       // The label a call carried, as a name: records hold no content (hashes and counts), so
       // the page's banner does not rise with them.
@@ -110,5 +140,5 @@
   }
 
   document.getElementById('audit-filter').addEventListener('submit', (e) => { e.preventDefault(); load(); });
-  load();
+  learnNames().finally(load);
 })();

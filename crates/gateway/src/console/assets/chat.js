@@ -102,6 +102,9 @@
   }
 
   async function ask(text) {
+    // Marks for the browser's own performance timeline: from the send to the first token shown.
+    performance.clearMarks('enclave:first-token');
+    performance.mark('enclave:ask');
     // The request is declared at the working label joined with everything the conversation
     // has reached; the server holds it there too, so a conversation never drops below its
     // highest label.
@@ -164,6 +167,10 @@
             if (chunk.error) throw new Error(chunk.error.message || 'the answer failed');
             const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
             if (delta && delta.content) {
+              if (!content) {
+                answer.body.textContent = delta.content;
+                performance.mark('enclave:first-token');
+              }
               content += delta.content;
               answer.body.textContent = content;
             }
