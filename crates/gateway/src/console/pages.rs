@@ -180,21 +180,8 @@ pub async fn audit(State(state): State<AppState>, req: Request) -> Response {
         (status = 303, description = "Not signed in: to /login"),
     ))]
 pub async fn admin(State(state): State<AppState>, req: Request) -> Response {
-    let (principal, cookie, _) = match signed_in(&state, req, "/console/admin").await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    let scheme = &state.policy.scheme;
-    let csrf = csrf_of(cookie.as_deref());
-    let lowest = scheme.lowest();
-    render(
-        "admin.html",
-        context! {
-            labels => working_labels(scheme, &parse_or_lowest(scheme, &principal.clearance)),
-            manages_keys => may(&state, &principal, Action::ManageKeys),
-            ..frame(&state, &principal, &csrf, ("Administration", "admin"), &lowest)
-        },
-    )
+    let page = ("/console/admin", "admin.html", "Administration", "admin");
+    managing(&state, req, page, Action::ManageKeys).await
 }
 
 /// `GET /console/knowledge-bases`: knowledge bases, their documents, uploads and search.
@@ -204,7 +191,24 @@ pub async fn admin(State(state): State<AppState>, req: Request) -> Response {
         (status = 303, description = "Not signed in: to /login"),
     ))]
 pub async fn knowledge_bases(State(state): State<AppState>, req: Request) -> Response {
-    let (principal, cookie, _) = match signed_in(&state, req, "/console/knowledge-bases").await {
+    let page = (
+        "/console/knowledge-bases",
+        "kb.html",
+        "Knowledge bases",
+        "kb",
+    );
+    managing(&state, req, page, Action::CreateKnowledgeBase).await
+}
+
+/// A page whose script does the work through the API: the frame, the labels the person may work
+/// at, and whether they may make changes there (`manage`, for which Cedar's `action` decides).
+async fn managing(
+    state: &AppState,
+    req: Request,
+    (here, template, title, page): (&str, &str, &str, &str),
+    action: Action,
+) -> Response {
+    let (principal, cookie, _) = match signed_in(state, req, here).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -212,11 +216,11 @@ pub async fn knowledge_bases(State(state): State<AppState>, req: Request) -> Res
     let csrf = csrf_of(cookie.as_deref());
     let lowest = scheme.lowest();
     render(
-        "kb.html",
+        template,
         context! {
             labels => working_labels(scheme, &parse_or_lowest(scheme, &principal.clearance)),
-            creates => may(&state, &principal, Action::CreateKnowledgeBase),
-            ..frame(&state, &principal, &csrf, ("Knowledge bases", "kb"), &lowest)
+            manage => may(state, &principal, action),
+            ..frame(state, &principal, &csrf, (title, page), &lowest)
         },
     )
 }
