@@ -157,3 +157,66 @@ def test_quota_refusals_reach_both_sdks_as_rate_limit_errors():
     an = anthropic.Anthropic(base_url=BASE, api_key=limited, max_retries=0)
     with pytest.raises(anthropic.RateLimitError):
         an.messages.create(model="mock-anthropic", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+
+
+# The Responses API (`client.responses`), through both upstream protocols.
+
+LOOKUP = [{
+    "type": "function",
+    "name": "lookup",
+    "description": "Looks a place up.",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+}]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_responses_text_and_retrieve(oa, model):
+    r = oa.responses.create(model=model, input="hello world", instructions="Answer plainly.")
+    assert r.status == "completed"
+    assert r.output_text == "You said: hello world"
+    assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens > 0
+    again = oa.responses.retrieve(r.id)
+    assert again.output_text == r.output_text
+    items = oa.responses.input_items.list(r.id)
+    assert [i.type for i in items.data] == ["message"]
+    oa.responses.delete(r.id)
+    with pytest.raises(openai.NotFoundError):
+        oa.responses.retrieve(r.id)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_responses_function_tools_over_turns(oa, model):
+    first = oa.responses.create(model=model, input="Where is the harbour?", tools=LOOKUP)
+    calls = [o for o in first.output if o.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "lookup"
+    assert "query" in json.loads(calls[0].arguments)
+    second = oa.responses.create(
+        model=model,
+        previous_response_id=first.id,
+        tools=LOOKUP,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "pier 4"}],
+    )
+    assert "pier 4" in second.output_text
+    # The same without a stored response: the whole context sent again.
+    third = oa.responses.create(
+        model=model,
+        store=False,
+        tools=LOOKUP,
+        input=[{"role": "user", "content": "Where is the harbour?"}, calls[0].model_dump(exclude_none=True),
+               {"type": "function_call_output", "call_id": calls[0].call_id, "output": "pier 5"}],
+    )
+    assert "pier 5" in third.output_text
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_responses_stream(oa, model):
+    with oa.responses.stream(model=model, input="hello stream") as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds
+    assert final.output_text == "You said: hello stream"
+    events = list(oa.responses.create(model=model, input="call it", tools=LOOKUP, stream=True))
+    assert "response.function_call_arguments.delta" in [e.type for e in events]
+    done = events[-1].response
+    assert done.output[0].type == "function_call" and done.output[0].name == "lookup"

@@ -635,3 +635,33 @@ async fn a_terminated_server_finishes_its_background_work_and_exits_cleanly() {
         .sum();
     assert_eq!(requests, 1, "{usage}");
 }
+
+/// A stored response of the Responses API, answered by the embedded model, is there after the
+/// server is killed and started again, at its label.
+#[tokio::test]
+async fn stored_responses_survive_a_restart() {
+    let mut s = Server::start();
+    let http = common::http().build().unwrap();
+    let r = http
+        .post(s.url("/v1/responses"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"model": CHAT, "input": "Say hi.", "max_output_tokens": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let made: Value = r.json().await.unwrap();
+    assert_eq!(made["status"], "completed", "{made}");
+    let id = made["id"].as_str().unwrap().to_string();
+    s.crash_and_restart();
+    let r = http
+        .get(s.url(&format!("/v1/responses/{id}")))
+        .bearer_auth(&s.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["enclave-label"], "UNCLASSIFIED");
+    let kept: Value = r.json().await.unwrap();
+    assert_eq!(kept, made);
+}

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::openai::{chat, embeddings, models};
+use crate::openai::{chat, embeddings, models, responses};
 use crate::{admin, anthropic, audit, browser, console, conversations, health, kb, metrics, usage};
 
 #[derive(OpenApi)]
@@ -19,6 +19,10 @@ use crate::{admin, anthropic, audit, browser, console, conversations, health, kb
         models::list,
         models::get,
         chat::completions,
+        responses::create,
+        responses::get,
+        responses::delete,
+        responses::input_items,
         anthropic::create,
         embeddings::create,
         usage::usage,

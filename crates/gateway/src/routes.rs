@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, Error};
-use crate::openai::{chat, embeddings, models};
+use crate::openai::{chat, embeddings, models, responses};
 use crate::{
     AppState, MAX_BODY_BYTES, admin, anthropic, audit, auth, browser, console, conversations,
     health, kb, metrics, openapi, usage,
@@ -20,6 +20,12 @@ pub fn app(state: AppState) -> Router {
         .route("/models", get(models::list))
         .route("/models/{id}", get(models::get))
         .route("/chat/completions", post(chat::completions))
+        .route("/responses", post(responses::create))
+        .route(
+            "/responses/{id}",
+            get(responses::get).delete(responses::delete),
+        )
+        .route("/responses/{id}/input_items", get(responses::input_items))
         .route("/messages", post(anthropic::create))
         .route("/embeddings", post(embeddings::create))
         .route("/usage", get(usage::usage))

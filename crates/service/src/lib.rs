@@ -31,6 +31,7 @@ pub mod principal;
 pub mod quota;
 pub mod retrieval;
 pub mod session;
+pub mod stored;
 pub mod telemetry;
 pub mod token;
 pub mod upstream;

@@ -231,6 +231,24 @@ pub struct ConversationMessage {
     pub created_at: i64,
 }
 
+/// A stored response of the Responses API; the JSON columns are the API's own shapes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredResponse {
+    pub id: String,
+    pub tenant_id: String,
+    /// The key (or user) that made it.
+    pub key_id: String,
+    /// The banner of the label its answer reached.
+    pub label: String,
+    /// JSON array: every item the model saw and wrote.
+    pub context: String,
+    /// JSON array: the items this request sent.
+    pub input: String,
+    /// JSON object: the response as answered.
+    pub body: String,
+    pub created_at: i64,
+}
+
 /// Enclave's persistent state. One conformance suite runs against every implementation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -304,6 +322,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Deletes it with its messages; false when there is no such conversation.
     async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError>;
+
+    async fn create_response(&self, response: &StoredResponse) -> Result<(), StoreError>;
+    async fn response(&self, id: &str) -> Result<Option<StoredResponse>, StoreError>;
+    /// False when there is no such response.
+    async fn delete_response(&self, id: &str) -> Result<bool, StoreError>;
 
     async fn record_admin_event(&self, event: &AdminEvent) -> Result<(), StoreError>;
     /// Actions not yet in the audit log, oldest first.

@@ -13,10 +13,11 @@ use sqlx::sqlite::{
 
 use crate::{
     AdminEvent, ApiKey, Conversation, ConversationMessage, KeyOwner, NewKey, NewSession, NewUser,
-    Role, Session, Store, StoreError, Tenant, UsageRow, User,
+    Role, Session, Store, StoreError, StoredResponse, Tenant, UsageRow, User,
 };
 
 mod conversations;
+mod responses;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -391,6 +392,18 @@ impl Store for SqliteStore {
 
     async fn delete_conversation(&self, id: &str) -> Result<bool, StoreError> {
         conversations::delete(&self.pool, id).await
+    }
+
+    async fn create_response(&self, response: &StoredResponse) -> Result<(), StoreError> {
+        responses::create(&self.pool, response).await
+    }
+
+    async fn response(&self, id: &str) -> Result<Option<StoredResponse>, StoreError> {
+        responses::get(&self.pool, id).await
+    }
+
+    async fn delete_response(&self, id: &str) -> Result<bool, StoreError> {
+        responses::delete(&self.pool, id).await
     }
 
     async fn record_admin_event(&self, e: &AdminEvent) -> Result<(), StoreError> {

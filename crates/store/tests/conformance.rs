@@ -516,3 +516,34 @@ async fn check_conversations(store: &dyn Store) {
     assert_eq!(store.conversation("c1").await.unwrap(), None);
     assert!(store.conversation_messages("c1").await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn sqlite_conformance_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("r.db")).await.unwrap();
+    check_responses(&store).await;
+}
+
+/// Stored responses come back as stored, and go when deleted.
+async fn check_responses(store: &dyn Store) {
+    let t = tenant(store, "agents").await;
+    let r = enclave_store::StoredResponse {
+        id: "resp_1".into(),
+        tenant_id: t.id.clone(),
+        key_id: "k1".into(),
+        label: "SECRET".into(),
+        context: "[1,2]".into(),
+        input: "[1]".into(),
+        body: "{}".into(),
+        created_at: 5,
+    };
+    store.create_response(&r).await.unwrap();
+    assert_eq!(store.response("resp_1").await.unwrap(), Some(r.clone()));
+    assert!(matches!(
+        store.create_response(&r).await,
+        Err(StoreError::Conflict(_) | StoreError::Database(_))
+    ));
+    assert!(store.delete_response("resp_1").await.unwrap());
+    assert!(!store.delete_response("resp_1").await.unwrap());
+    assert_eq!(store.response("resp_1").await.unwrap(), None);
+}

@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod embeddings;
 pub mod models;
+pub mod responses;
 pub mod wire;
 
 pub use wire::*;
