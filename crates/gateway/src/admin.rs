@@ -4,10 +4,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
-use enclave_service::PinnedModel;
-use enclave_service::directory::{
-    self, DeploymentInfo, KeyInfo, MintedKeyInfo, NewKeyRequest, TenantInfo, UserInfo,
-};
+use enclave_service::directory::{self, MintedKeyInfo, NewKeyRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,7 +25,7 @@ fn list<T: serde::Serialize>(data: Vec<T>) -> Json<Value> {
 }
 
 /// `GET /v1/admin/tenants`: the tenants the caller may administer or audit.
-#[utoipa::path(get, path = "/v1/admin/tenants", tag = "administration", responses((status = 200, description = "`{object: list, data: [tenant]}`", body = Vec<TenantInfo>), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/admin/tenants", tag = "administration", responses((status = 200, description = "`{object: list, data: [tenant: TenantInfo]}`", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn tenants(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -37,7 +34,7 @@ pub async fn tenants(
 }
 
 /// `GET /v1/admin/users?tenant=`: people who signed in.
-#[utoipa::path(get, path = "/v1/admin/users", tag = "administration", params(TenantQuery), responses((status = 200, description = "`{object: list, data: [user]}`", body = Vec<UserInfo>), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/admin/users", tag = "administration", params(TenantQuery), responses((status = 200, description = "`{object: list, data: [user: UserInfo]}`", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn users(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -49,7 +46,7 @@ pub async fn users(
 }
 
 /// `GET /v1/admin/keys?tenant=`: keys, never their secrets.
-#[utoipa::path(get, path = "/v1/admin/keys", tag = "administration", params(TenantQuery), responses((status = 200, description = "`{object: list, data: [key]}`", body = Vec<KeyInfo>), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/admin/keys", tag = "administration", params(TenantQuery), responses((status = 200, description = "`{object: list, data: [key: KeyInfo]}`", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn keys(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -85,7 +82,7 @@ pub async fn revoke_key(
 }
 
 /// `GET /v1/admin/deployments`: where models run, their accreditation, jurisdiction and breaker.
-#[utoipa::path(get, path = "/v1/admin/deployments", tag = "administration", responses((status = 200, description = "`{object: list, data: [deployment]}`", body = Vec<DeploymentInfo>), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/admin/deployments", tag = "administration", responses((status = 200, description = "`{object: list, data: [deployment: DeploymentInfo]}`", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn deployments(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -94,7 +91,7 @@ pub async fn deployments(
 }
 
 /// `GET /v1/admin/models`: the models served here with their files' pinned SHA-256.
-#[utoipa::path(get, path = "/v1/admin/models", tag = "administration", responses((status = 200, description = "`{object: list, data: [model]}`", body = Vec<PinnedModel>), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/admin/models", tag = "administration", responses((status = 200, description = "`{object: list, data: [model: PinnedModel]}`", body = Object), (status = "default", description = "An error: OpenAI's error object with a stable `code`", body = crate::error::ErrorBody)))]
 pub async fn models(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
