@@ -435,22 +435,26 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
     }
 
     // Time to first token: on screen in the console against the API's own, same run.
-    let median = |k: &str| {
+    let series = |k: &str, field: Option<&str>| -> Vec<f64> {
         let mut v: Vec<f64> = out["firstToken"][k]
             .as_array()
             .unwrap()
             .iter()
             .map(|x| {
+                let x = field.map_or(x, |f| &x[f]);
                 x.as_f64()
                     .unwrap_or_else(|| panic!("{k}: {}", out["firstToken"]))
             })
             .collect();
         v.sort_by(f64::total_cmp);
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        v
     };
-    let (shown, api) = (median("console"), median("api"));
+    let median = |v: Vec<f64>| (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0;
+    let shown = median(series("console", Some("shown")));
+    let api = median(series("api", None));
+    let before = median(series("console", Some("before")));
     println!(
-        "first token: API {api:.1} ms, shown in the console {shown:.1} ms (+{:.1} ms), medians of 6: {}",
+        "first token: API {api:.1} ms, shown in the console {shown:.1} ms ({:+.1} ms; of which {before:.1} ms before the request), medians of 6: {}",
         shown - api,
         out["firstToken"]
     );

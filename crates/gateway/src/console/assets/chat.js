@@ -123,6 +123,7 @@
       const grounded = Array.from(form.querySelectorAll('input[name="kb"]:checked')).map((i) => i.value);
       const request = { model: model.value, messages: history, stream: true, max_tokens: Number(maxTokens.value) || 512 };
       if (grounded.length) request.metadata = { knowledge_bases: grounded.join(',') };
+      performance.mark('enclave:request');
       const r = await fetch('/v1/chat/completions', {
         method: 'POST',
         headers: {
@@ -144,9 +145,14 @@
         return;
       }
       const asked = headerLabel(r) || declared.banner;
-      user.mark.textContent = (await label([asked])).portion + ' ';
       user.li.dataset.label = asked;
-      await raise(asked);
+      // Marks and banners are brought up to date beside the stream, not before it: the first
+      // token is shown as soon as it arrives.
+      const pending = [];
+      // Awaited before the answer is done; a stopped answer leaves them to settle quietly.
+      const track = (p) => { p.catch(() => {}); pending.push(p); };
+      track(label([asked]).then((info) => { user.mark.textContent = info.portion + ' '; }));
+      track(raise(asked));
       let reached = asked;
       let cited = false;
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -177,12 +183,13 @@
             if (chunk.enclave && chunk.enclave.label) reached = chunk.enclave.label;
             if (!cited && chunk.enclave && chunk.enclave.citations && chunk.enclave.citations.length) {
               cited = true;
-              for (const c of chunk.enclave.citations) await raise(c.label);
-              await cite(answer.li, chunk.enclave.citations);
+              for (const c of chunk.enclave.citations) track(raise(c.label));
+              track(cite(answer.li, chunk.enclave.citations));
             }
           }
         }
       }
+      await Promise.all(pending);
       history.push({ role: 'assistant', content });
       answer.mark.textContent = (await label([reached])).portion + ' ';
       answer.li.dataset.label = reached;

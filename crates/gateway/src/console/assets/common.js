@@ -18,8 +18,16 @@ window.Enclave = (function () {
     return r.json();
   }
 
-  // The page's banners show the highest label it has shown; they only ever rise.
-  async function raise(to) {
+  // The page's banners show the highest label it has shown; they only ever rise. Raises run one
+  // after another, each joining with the one before, so one that answers late cannot lower them.
+  let raising = Promise.resolve();
+  function raise(to) {
+    const next = raising.then(() => raiseNow(to));
+    raising = next.catch(() => {});
+    return next;
+  }
+
+  async function raiseNow(to) {
     const info = await label([high, to]);
     high = info.banner;
     for (const id of ['banner-top', 'banner-bottom']) {
