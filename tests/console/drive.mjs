@@ -315,6 +315,7 @@ try {
     await admin.selectOption('#upload-label', 'UNCLASSIFIED');
     await admin.click('#upload button[type=submit]');
     await admin.waitForSelector('#kb-status:has-text("Uploaded")');
+    a.uploadStatus = await admin.textContent('#kb-status');
     a.uploads = await admin.$$eval('#upload-results li', (l) => l.map((x) => ({ ok: x.className === 'ok', text: x.textContent })));
     // Polled from here: a predicate evaluated in the page would need `unsafe-eval`, which the
     // page's CSP rightly refuses.

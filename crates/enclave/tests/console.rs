@@ -285,6 +285,7 @@ fn a_person_chats_in_the_console_under_banners_that_rise_with_the_conversation()
     assert_eq!(admin["secretWorks"], 200, "{admin}");
     assert_eq!(admin["secretAfterReload"], false, "{admin}");
     assert_eq!(admin["secretAfterRevoke"], 401, "{admin}");
+    assert_eq!(admin["uploadStatus"], "Uploaded 1 of 2 file(s).", "{admin}");
     let uploads = admin["uploads"].as_array().unwrap();
     assert_eq!(uploads.len(), 2, "{admin}");
     assert!(

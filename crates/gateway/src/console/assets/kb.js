@@ -32,7 +32,9 @@
         tr.append(td);
         return tr;
       }));
-      status.textContent = kbs.data.length ? '' : 'No knowledge base yet.';
+      // The status line keeps what the person last did (an upload's result); only an empty list
+      // is worth saying here.
+      if (!kbs.data.length) status.textContent = 'No knowledge base yet.';
     } catch (e) {
       status.textContent = e.message;
     }
