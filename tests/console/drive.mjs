@@ -159,7 +159,9 @@ try {
     const viaConsole = async () => {
       await page.fill('#max-tokens', '8');
       await page.selectOption('#label', 'UNCLASSIFIED');
-      await page.fill('#prompt', 'Say one word.');
+      // Typed at a brisk typist's pace: the page makes the conversation while it is written.
+      await page.fill('#prompt', '');
+      await page.type('#prompt', 'Say one word.', { delay: 25 });
       await page.click('#send');
       await page.waitForSelector('li.message.assistant[data-done="true"]', { timeout: patience });
       return page.evaluate(() => ({

@@ -118,9 +118,12 @@ async fn chat_page(
             Err(e) => return Err(e),
         }
     }
+    // A conversation with no message yet (the page makes one as its first message is written)
+    // is listed only while it is open.
     page.conversations = history::list(state, principal)
         .await?
         .into_iter()
+        .filter(|c| !c.title.is_empty() || c.id == page.current)
         .map(|c| {
             context! {
                 current => c.id == page.current,

@@ -77,13 +77,26 @@
     try { return decodeURIComponent(v); } catch (e) { return v; }
   }
 
-  // A new conversation is made (and listed) when its first message is sent.
-  async function ensureConversation(title) {
-    if (conversation) return conversation;
-    const r = await fetch('/v1/conversations', { method: 'POST', headers: { 'Enclave-CSRF': csrf } });
-    const body = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error((body.error && body.error.message) || ('the server answered ' + r.status));
-    conversation = body.id;
+  // A new conversation is made while its first message is being written, so that sending it
+  // waits for nothing, and listed when that message is sent (the list leaves out conversations
+  // with no message).
+  let making = null;
+  function make() {
+    if (conversation) return Promise.resolve(conversation);
+    if (!making) {
+      making = fetch('/v1/conversations', { method: 'POST', headers: { 'Enclave-CSRF': csrf } }).then(async (r) => {
+        const body = await r.json().catch(() => ({}));
+        if (!r.ok) throw new Error((body.error && body.error.message) || ('the server answered ' + r.status));
+        return body.id;
+      });
+      making.catch(() => { making = null; });
+    }
+    return making;
+  }
+  prompt.addEventListener('input', () => { make().catch(() => {}); });
+
+  function listNew(id, title, portion) {
+    conversation = id;
     window.history.replaceState(null, '', '/console?c=' + encodeURIComponent(conversation));
     exportLink.href = '/v1/conversations/' + encodeURIComponent(conversation) + '/export';
     tools.hidden = false;
@@ -93,13 +106,18 @@
     a.setAttribute('aria-current', 'page');
     listed = document.createElement('span');
     listed.className = 'portion';
-    listed.textContent = (await label([high()])).portion;
+    listed.textContent = portion;
     a.append(listed, ' ' + title.replace(/\s+/g, ' ').slice(0, 80));
     li.append(a);
     for (const other of list.querySelectorAll('a[aria-current]')) other.removeAttribute('aria-current');
     list.prepend(li);
-    return conversation;
   }
+
+  // The working label joined with the conversation's, asked ahead so a send need not wait.
+  const ahead = () => { label([working.value, high()]).catch(() => {}); };
+  working.addEventListener('change', ahead);
+  window.Enclave.onRaise(ahead);
+  ahead();
 
   async function ask(text) {
     // Marks for the browser's own performance timeline: from the send to the first token shown.
@@ -108,6 +126,9 @@
     // The request is declared at the working label joined with everything the conversation
     // has reached; the server holds it there too, so a conversation never drops below its
     // highest label.
+    // Both are usually ready: asked ahead, and made while the message was written.
+    const made = make();
+    made.catch(() => {});
     const declared = await label([working.value, high()]);
     const user = message('user', declared.portion, text);
     history.push({ role: 'user', content: text });
@@ -119,7 +140,8 @@
     status.textContent = 'Answering…';
     let content = '';
     try {
-      const id = await ensureConversation(text);
+      const id = await made;
+      if (!conversation) listNew(id, text, declared.portion);
       const grounded = Array.from(form.querySelectorAll('input[name="kb"]:checked')).map((i) => i.value);
       const request = { model: model.value, messages: history, stream: true, max_tokens: Number(maxTokens.value) || 512 };
       if (grounded.length) request.metadata = { knowledge_bases: grounded.join(',') };

@@ -9,13 +9,25 @@ window.Enclave = (function () {
   let high = document.getElementById('banner-top').dataset.label;
   const risen = [];
 
-  // The join of `labels`, its banner, portion mark and banner class, from the server.
-  async function label(labels) {
+  // The join of `labels`, its banner, portion mark and banner class, from the server. The
+  // scheme cannot change under a loaded page, so each answer is kept for the page's life: a
+  // label asked for again (the working label at every send) costs no round trip.
+  const known = new Map();
+  function label(labels) {
     const q = new URLSearchParams();
     for (const l of labels) if (l) q.append('l', l);
-    const r = await fetch('/console/label?' + q.toString(), { headers: { Accept: 'application/json' } });
-    if (!r.ok) throw new Error('the label service answered ' + r.status);
-    return r.json();
+    const key = q.toString();
+    let answer = known.get(key);
+    if (!answer) {
+      answer = fetch('/console/label?' + key, { headers: { Accept: 'application/json' } }).then((r) => {
+        if (!r.ok) throw new Error('the label service answered ' + r.status);
+        return r.json();
+      });
+      // A failed lookup is not kept: the next call asks again.
+      answer.catch(() => known.delete(key));
+      known.set(key, answer);
+    }
+    return answer;
   }
 
   // The page's banners show the highest label it has shown; they only ever rise. Raises run one
