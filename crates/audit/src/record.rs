@@ -2,7 +2,8 @@
 //!
 //! Format `v2` (`v1` without `attempts`): a JSON object with exactly these keys in this order, no
 //! white space, strings in serde_json's escaping, absent values as `null`, `findings` with keys in
-//! byte order; `answer_findings` (same form) comes last and only when the answer had any. The bytes
+//! byte order; `answer_findings` (same form) comes next and only when the answer had any, then
+//! `run` only on an agent run's steps. The bytes
 //! are the leaf: leaf hash = SHA-256(0x00 ‖ bytes) (RFC 9162 §2.1.1). A verifier in another
 //! language recomputes the leaf from the exported line without parsing it.
 
@@ -68,6 +69,10 @@ pub struct Record {
     /// the model wrote. Absent when it found nothing, so records without it keep their bytes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub answer_findings: BTreeMap<String, u64>,
+    /// The agent run (response id) a step belongs to: each model turn and each tool call of a
+    /// run is its own record. Absent on other records, so they keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 impl Record {

@@ -218,7 +218,7 @@ async fn responses_answer_call_tools_continue_and_are_kept_at_their_labels() {
     for (body, param) in [
         (
             json!({"model": "m", "input": "x", "tools": [{"type": "mcp", "server_label": "s", "server_url": "http://127.0.0.1:9"}]}),
-            "tools[0]",
+            "tools[0].server_url",
         ),
         (
             json!({"model": "m", "input": [{"type": "reasoning", "summary": []}]}),

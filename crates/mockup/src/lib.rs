@@ -9,7 +9,8 @@
 //! first event), `bad-sse-mid` (two good tokens, then a malformed event), `marked` (the answer
 //! opens with a US `(S)` portion mark the request did not carry, as a model quoting what it saw
 //! would write), `personal` (the answer opens with an e-mail address and an IBAN the request did
-//! not carry).
+//! not carry), `agent` (obeys every `CALL name {json}` line it reads, anywhere in the
+//! conversation, one call per turn: the prompt-injected model agents must be safe against).
 //!
 //! HTTP/1.1 is spoken by hand over Tokio sockets (with `httparse` for request heads) because
 //! the faults need what a server framework hides: closing mid-request, stalling with the
@@ -242,6 +243,7 @@ enum Scenario {
     BadSseMid,
     Marked,
     Personal,
+    Agent,
 }
 
 fn scenario(name: &str) -> Option<Scenario> {
@@ -258,6 +260,7 @@ fn scenario(name: &str) -> Option<Scenario> {
         ["bad", "sse", "mid"] => Scenario::BadSseMid,
         ["marked"] => Scenario::Marked,
         ["personal"] => Scenario::Personal,
+        ["agent"] => Scenario::Agent,
         _ => return None,
     })
 }
@@ -379,6 +382,72 @@ fn plan(req: &Value, anthropic: bool) -> Plan {
         Some(r) => format!("The tool said: {r}"),
         None => format!("You said: {last_user}"),
     };
+    let mut words: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+    let truncated = words.len() > max;
+    words.truncate(max);
+    Plan {
+        words,
+        tool: None,
+        prompt_tokens,
+        truncated,
+    }
+}
+
+/// The `agent` scenario: a model that obeys every instruction it reads, as the worst injected
+/// model would. Each line `CALL name {json}` in any text of the conversation (system, user,
+/// tool results) is an instruction; the model makes them in order, one call per turn, whether
+/// or not the tool is offered, and when none is left answers with the last tool result.
+fn obey(req: &Value, anthropic: bool) -> Plan {
+    let messages = req["messages"].as_array().cloned().unwrap_or_default();
+    let mut texts = vec![text_of(&req["system"])];
+    let mut made = 0usize;
+    let mut last_result = None;
+    for m in &messages {
+        let blocks = m["content"].as_array().cloned().unwrap_or_default();
+        made += m["tool_calls"].as_array().map_or(0, Vec::len);
+        made += blocks.iter().filter(|b| b["type"] == "tool_use").count();
+        for b in blocks.iter().filter(|b| b["type"] == "tool_result") {
+            let r = text_of(&b["content"]);
+            texts.push(r.clone());
+            last_result = Some(r);
+        }
+        // Its own words are not instructions to it.
+        if m["role"] == "assistant" {
+            continue;
+        }
+        let t = text_of(&m["content"]);
+        if m["role"] == "tool" {
+            last_result = Some(t.clone());
+        }
+        texts.push(t);
+    }
+    let _ = anthropic;
+    let directives: Vec<(String, String)> = texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter_map(|line| {
+            let rest = &line[line.find("CALL ")? + 5..];
+            let (name, args) = rest.trim().split_once(' ').unwrap_or((rest.trim(), "{}"));
+            Some((name.to_string(), args.trim().to_string()))
+        })
+        .collect();
+    let prompt_tokens = texts
+        .iter()
+        .map(|t| t.split_whitespace().count() as u64)
+        .sum();
+    if let Some((name, args)) = directives.get(made) {
+        return Plan {
+            words: vec![],
+            tool: Some((name.clone(), args.clone())),
+            prompt_tokens,
+            truncated: false,
+        };
+    }
+    let text = match last_result {
+        Some(r) => format!("Done. The tool said: {r}"),
+        None => "Done.".to_string(),
+    };
+    let max = req["max_tokens"].as_u64().unwrap_or(64) as usize;
     let mut words: Vec<String> = text.split_whitespace().map(str::to_string).collect();
     let truncated = words.len() > max;
     words.truncate(max);
@@ -555,7 +624,11 @@ async fn respond(
         }
         _ => {}
     }
-    let mut p = plan(&req, anthropic);
+    let mut p = if sc == Scenario::Agent {
+        obey(&req, anthropic)
+    } else {
+        plan(&req, anthropic)
+    };
     if sc == Scenario::Marked && p.tool.is_none() {
         let mark = ["(S)", "The", "source", "reports:"].map(str::to_string);
         p.words.splice(0..0, mark);

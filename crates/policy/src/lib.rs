@@ -1,5 +1,5 @@
 //! The reference monitor's decisions: request labels, clearance checks, content inspection,
-//! redaction, sovereign routing and role authorization.
+//! redaction, sovereign routing, egress to agents' tools and role authorization.
 //!
 //! It owns every answer to "may this content go there, for this caller?" and returns it with a
 //! reason. It must never do I/O or HTTP, never decide a label question anywhere but through the
@@ -8,6 +8,7 @@
 
 pub mod authz;
 mod checks;
+pub mod egress;
 pub mod inspect;
 pub mod normalize;
 pub mod redact;

@@ -124,6 +124,15 @@ pub enum Error {
     LabelExceedsMaximum(String),
     #[error("knowledge bases are not enabled on this server")]
     KnowledgeBasesDisabled,
+    /// A request names an MCP server no administrator registered.
+    #[error("{0}")]
+    UnknownToolServer(String),
+    /// A registered MCP server this tenant or key may not use.
+    #[error("{0}")]
+    ToolNotAllowed(String),
+    /// An MCP server could not be started, reached or listed; `code` says which.
+    #[error("{message}")]
+    ToolServerFailed { code: &'static str, message: String },
 }
 
 impl Error {
@@ -173,6 +182,9 @@ impl Error {
             LabelRequired(_) => "label_required",
             LabelExceedsMaximum(_) => "label_exceeds_maximum",
             KnowledgeBasesDisabled => "knowledge_bases_disabled",
+            UnknownToolServer(_) => "unknown_mcp_server",
+            ToolNotAllowed(_) => "tool_not_allowed",
+            ToolServerFailed { code, .. } => code,
         }
     }
 

@@ -8,13 +8,15 @@
 //! dispatch to the embedded engines and upstreams ([`dispatch`], [`upstream`]), answers that
 //! are inspected, metered, settled and noted for their audit record however they end
 //! ([`answer`], [`withhold`], [`note`]), retrieval from knowledge bases ([`retrieval`]), and the
-//! administrative operations every front end calls ([`admin`]: tenants, keys, revocation).
+//! administrative operations every front end calls ([`admin`]: tenants, keys, revocation), and
+//! agent runs whose tool calls obey the egress rule ([`agent`]).
 //!
 //! It must never depend on an HTTP stack (`axum`, `http`, `hyper`: the test suite checks its
 //! dependency tree), never let content reach a deployment routing did not choose, and never let
 //! an answer reach a caller whose clearance does not dominate its label.
 
 pub mod admin;
+pub mod agent;
 pub mod answer;
 pub mod breaker;
 pub mod conversation;
@@ -50,7 +52,7 @@ pub use error::Error;
 pub mod types {
     pub use enclave_engine::{EmbedInput, EngineHealth, FinishReason, Sampling, ToolCallDelta};
     pub use enclave_kb::{Hit, KbError, Mode, Upload};
-    pub use enclave_policy::Kind;
+    pub use enclave_policy::{Decision, Kind};
     pub use enclave_store::{Role, now};
 }
 
@@ -148,6 +150,8 @@ pub struct Service {
     pub sessions: Arc<session::Sessions>,
     /// Knowledge bases, where the server runs them.
     pub kb: Option<enclave_kb::KnowledgeBases>,
+    /// Connections to the registered MCP servers, started on first use.
+    pub tools: Arc<enclave_tools::Clients>,
     /// When the service started, as the `created` of model objects.
     pub started: i64,
     pub background: Background,
@@ -164,7 +168,11 @@ impl Service {
         connector: &dyn upstream::Connector,
     ) -> Result<Self, String> {
         let registry = Arc::new(dispatch::Registry::build(&policy, connector)?);
+        let tools = Arc::new(enclave_tools::Clients::new(
+            policy.tool_servers.iter().map(|s| s.spec.clone()).collect(),
+        ));
         Ok(Self {
+            tools,
             store,
             models: Arc::new(Models::default()),
             policy,

@@ -25,6 +25,10 @@ pub struct PolicyConfig {
     pub policy_file: Option<PathBuf>,
     pub deployments: Vec<DeploymentConfig>,
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// `[[mcp_servers]]`: the MCP servers agents may call, each placed like a deployment.
+    pub mcp_servers: Vec<enclave_tools::McpServerConfig>,
+    /// `[agents]`: limits on every agent run.
+    pub agents: crate::agent::AgentLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,9 +281,12 @@ pub struct Policy {
     ceilings: HashMap<String, Label>,
     quotas: HashMap<String, TenantQuota>,
     no_quota: TenantQuota,
+    /// The registered MCP servers, their labels parsed against the scheme.
+    pub tool_servers: Vec<crate::agent::ToolServer>,
+    pub agents: crate::agent::AgentLimits,
 }
 
-fn invalid(at: impl Into<String>, message: impl Into<String>) -> PolicyError {
+pub(crate) fn invalid(at: impl Into<String>, message: impl Into<String>) -> PolicyError {
     PolicyError::Invalid {
         at: at.into(),
         message: message.into(),
@@ -630,6 +637,7 @@ impl Policy {
                 },
             );
         }
+        let tool_servers = crate::agent::servers(&config.mcp_servers, &scheme)?;
         for (slot, d) in deployments.iter_mut().enumerate() {
             d.slot = slot;
             d.accreditation = scheme.banner(&d.placement.accreditation);
@@ -648,6 +656,8 @@ impl Policy {
             ceilings,
             quotas,
             no_quota: TenantQuota::default(),
+            tool_servers,
+            agents: config.agents.validated()?,
         })
     }
 

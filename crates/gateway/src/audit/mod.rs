@@ -98,6 +98,7 @@ impl Call {
             detail: decision.map(|d| d.reason.clone()),
             attempts: note.map(|n| n.attempts.clone()).unwrap_or_default(),
             answer_findings: counts(&ended.answer_findings),
+            run: None,
         }
     }
 }

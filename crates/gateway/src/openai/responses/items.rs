@@ -3,6 +3,7 @@
 //! an answer becomes. Items are kept as JSON, the API's own shape, so a stored response gives
 //! back exactly what was sent and answered.
 
+use enclave_service::agent::{Approval, Decided, McpCall, Offer};
 use enclave_service::conversation::{Role, Tool, ToolCall, ToolChoice, Turn};
 use serde_json::{Value, json};
 
@@ -117,12 +118,38 @@ pub fn turns(items: &[Value], param: &str) -> Result<Vec<Turn>, Error> {
                 t.tool_call_id = Some(field(item, "call_id", &at)?);
                 turns.push(t);
             }
+            "mcp_call" => {
+                // A call an earlier run made: the model's call and what it was told.
+                let id = item["enclave"]["call_id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .map_or_else(|| field(item, "id", &at), Ok)?;
+                let call = ToolCall {
+                    id: id.clone(),
+                    name: field(item, "name", &at)?,
+                    arguments: item["arguments"].as_str().unwrap_or("{}").to_string(),
+                };
+                let told = match (item["output"].as_str(), item["error"].as_str()) {
+                    (Some(out), _) => out.to_string(),
+                    (None, Some(e)) => e.to_string(),
+                    (None, None) => String::new(),
+                };
+                let mut t = Turn::new(Role::Assistant, String::new());
+                t.tool_calls.push(call);
+                turns.push(t);
+                let mut r = Turn::new(Role::Tool, told);
+                r.tool_call_id = Some(id);
+                turns.push(r);
+            }
+            // What a server listed, a request for approval and its answer: not turns (an
+            // approved call becomes one when it runs).
+            "mcp_list_tools" | "mcp_approval_request" | "mcp_approval_response" => {}
             "" => return Err(Error::invalid(at, "an item needs a `type`")),
             other => {
                 return Err(Error::unsupported(
                     at,
                     format!(
-                        "`{other}` items are not supported yet; send messages, `function_call` and `function_call_output` items"
+                        "`{other}` items are not supported yet; send messages, `function_call`, `function_call_output` and `mcp_approval_response` items"
                     ),
                 ));
             }
@@ -139,11 +166,13 @@ fn field(item: &Value, name: &str, at: &str) -> Result<String, Error> {
         .ok_or_else(|| Error::invalid(at, format!("the item needs `{name}`")))
 }
 
-/// The request's `tools`: function tools only, for now.
-pub fn tools(tools: Option<&Value>) -> Result<Vec<Tool>, Error> {
+/// The request's `tools`: `function` tools (the client runs them) and `mcp` tools (registered
+/// MCP servers Enclave calls).
+pub fn tools(tools: Option<&Value>) -> Result<(Vec<Tool>, Vec<Offer>), Error> {
     let Some(tools) = tools else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
+    let mut offers = Vec::new();
     let list = tools
         .as_array()
         .ok_or_else(|| Error::invalid("tools", "`tools` must be an array"))?;
@@ -160,22 +189,146 @@ pub fn tools(tools: Option<&Value>) -> Result<Vec<Tool>, Error> {
                     .filter(|p| !p.is_null())
                     .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
             }),
+            Some("mcp") => offers.push(offer(t, &at)?),
             Some(other) => {
                 return Err(Error::unsupported(
                     at,
                     format!(
-                        "`{other}` tools are not supported yet; this server runs `function` tools (the client runs them)"
+                        "`{other}` tools are not supported yet; this server runs `function` tools (the client runs them) and `mcp` tools (registered MCP servers)"
                     ),
                 ));
             }
             None => return Err(Error::invalid(at, "a tool needs a `type`")),
         }
     }
+    Ok((out, offers))
+}
+
+/// An `mcp` tool: a registered server by `server_label`, narrowed by `allowed_tools`, with the
+/// calls the client wants to approve (`require_approval`, OpenAI's default `always`).
+fn offer(t: &Value, at: &str) -> Result<Offer, Error> {
+    let server = field(t, "server_label", at)?;
+    if t.get("server_url").is_some_and(|u| !u.is_null())
+        || t.get("connector_id").is_some_and(|u| !u.is_null())
+    {
+        return Err(Error::invalid(
+            format!("{at}.server_url"),
+            "Enclave connects only to MCP servers an administrator registered: name one by `server_label` and leave out `server_url`",
+        ));
+    }
+    let names = |v: &Value, param: &str| -> Result<Vec<String>, Error> {
+        let list = v.as_array().or_else(|| v["tool_names"].as_array());
+        let Some(list) = list else {
+            return Err(Error::invalid(
+                param,
+                "must be a list of tool names or `{\"tool_names\": [...]}`",
+            ));
+        };
+        list.iter()
+            .map(|n| {
+                n.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::invalid(param, "tool names are strings"))
+            })
+            .collect()
+    };
+    let allowed = match t.get("allowed_tools") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(names(v, &format!("{at}.allowed_tools"))?),
+    };
+    let param = format!("{at}.require_approval");
+    let approval = match t.get("require_approval") {
+        None | Some(Value::Null) => Approval::Always,
+        Some(Value::String(s)) if s == "always" => Approval::Always,
+        Some(Value::String(s)) if s == "never" => Approval::Never,
+        Some(Value::Object(o)) => match (o.get("always"), o.get("never")) {
+            (Some(a), None) => Approval::Only(names(a, &param)?.into_iter().collect()),
+            (None, Some(n)) => Approval::Except(names(n, &param)?.into_iter().collect()),
+            _ => {
+                return Err(Error::invalid(
+                    param,
+                    "`require_approval` is `always`, `never`, `{\"always\": {\"tool_names\": [...]}}` or `{\"never\": {\"tool_names\": [...]}}`",
+                ));
+            }
+        },
+        Some(_) => {
+            return Err(Error::invalid(
+                param,
+                "`require_approval` is `always`, `never`, or an object naming tools",
+            ));
+        }
+    };
+    Ok(Offer {
+        server,
+        allowed,
+        approval,
+    })
+}
+
+/// The approvals `input` answers, each matched to its request in `context` (the response it
+/// continues). An answer to no request, or to one already answered, is refused.
+pub fn decided(input: &[Value], context: &[Value]) -> Result<Vec<Decided>, Error> {
+    let mut out: Vec<Decided> = Vec::new();
+    for (i, item) in input.iter().enumerate() {
+        if item["type"] != "mcp_approval_response" {
+            continue;
+        }
+        let at = format!("input[{i}]");
+        let id = field(item, "approval_request_id", &at)?;
+        let request = context
+            .iter()
+            .find(|c| c["type"] == "mcp_approval_request" && c["id"] == id.as_str())
+            .ok_or_else(|| {
+                Error::invalid(
+                    &at,
+                    format!("`{id}` is not an approval request of the response this continues (`previous_response_id`)"),
+                )
+            })?;
+        let answered = context.iter().any(|c| {
+            c["type"] == "mcp_approval_response" && c["approval_request_id"] == id.as_str()
+        });
+        if answered || out.iter().any(|d| d.call.id == call_id(request)) {
+            return Err(Error::invalid(
+                &at,
+                format!("`{id}` has been answered already"),
+            ));
+        }
+        let approve = item["approve"].as_bool().ok_or_else(|| {
+            Error::invalid(
+                &at,
+                "an `mcp_approval_response` needs `approve`: true or false",
+            )
+        })?;
+        out.push(Decided {
+            call: McpCall {
+                id: call_id(request),
+                server: request["server_label"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                tool: request["name"].as_str().unwrap_or_default().to_string(),
+                arguments: request["arguments"].as_str().unwrap_or("{}").to_string(),
+            },
+            approve,
+        });
+    }
     Ok(out)
 }
 
+fn call_id(item: &Value) -> String {
+    item["enclave"]["call_id"]
+        .as_str()
+        .or(item["id"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// The request's `tool_choice`: `auto`, `none`, `required`, or `{"type": "function", "name"}`.
-pub fn tool_choice(choice: Option<&Value>, tools: &[Tool]) -> Result<Option<ToolChoice>, Error> {
+pub fn tool_choice(
+    choice: Option<&Value>,
+    tools: &[Tool],
+    mcp: bool,
+) -> Result<Option<ToolChoice>, Error> {
     let choice = match choice {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) => match s.as_str() {
@@ -192,7 +345,10 @@ pub fn tool_choice(choice: Option<&Value>, tools: &[Tool]) -> Result<Option<Tool
             }
         },
         Some(v) => match v["name"].as_str() {
-            Some(name) if tools.iter().any(|t| t.name == name) => ToolChoice::Named(name.into()),
+            // An MCP server's tools are known once it lists them; the run checks the name.
+            Some(name) if mcp || tools.iter().any(|t| t.name == name) => {
+                ToolChoice::Named(name.into())
+            }
             Some(name) => {
                 return Err(Error::invalid(
                     "tool_choice",
@@ -207,7 +363,7 @@ pub fn tool_choice(choice: Option<&Value>, tools: &[Tool]) -> Result<Option<Tool
             }
         },
     };
-    if matches!(choice, ToolChoice::Required | ToolChoice::Named(_)) && tools.is_empty() {
+    if matches!(choice, ToolChoice::Required | ToolChoice::Named(_)) && tools.is_empty() && !mcp {
         return Err(Error::invalid(
             "tool_choice",
             "`tool_choice` asks for a tool call but `tools` is empty",
@@ -239,4 +395,52 @@ pub fn function_call(id: &str, call_id: &str, name: &str, arguments: &str, statu
         "type": "function_call", "id": id, "call_id": call_id, "name": name,
         "arguments": arguments, "status": status,
     })
+}
+
+/// An item an agent run produced, in the API's shape, carrying the context label it was made
+/// at (`label`; a message and a call carry their own).
+pub fn agent_item(item: &enclave_service::agent::Item, label: &str) -> Value {
+    use enclave_service::agent::Item;
+    match item {
+        Item::Listed { server, tools } => json!({
+            "type": "mcp_list_tools", "id": item_id("mcpl"), "server_label": server,
+            "tools": tools.iter().map(|t| json!({
+                "name": t.name, "description": t.description,
+                "input_schema": t.input_schema, "annotations": null,
+            })).collect::<Vec<_>>(),
+            "enclave": {"label": label},
+        }),
+        Item::Message { text, label: at } => {
+            let mut m = message(&item_id("msg"), text, "completed");
+            m["enclave"] = json!({"label": at});
+            m
+        }
+        Item::FunctionCall(c) => {
+            let mut f = function_call(&item_id("fc"), &c.id, &c.name, &c.arguments, "completed");
+            f["enclave"] = json!({"label": label});
+            f
+        }
+        Item::Called {
+            call,
+            output,
+            error,
+            label: after,
+        } => json!({
+            "type": "mcp_call", "id": item_id("mcp"), "server_label": call.server,
+            "name": call.tool, "arguments": call.arguments,
+            "output": output, "error": error.as_ref().map(enclave_service::agent::Failure::told),
+            "approval_request_id": null,
+            "status": if error.is_some() { "failed" } else { "completed" },
+            "enclave": {
+                "label": after, "call_id": call.id,
+                "code": error.as_ref().map(|e| e.code),
+                "reason": error.as_ref().map(|e| e.message.clone()),
+            },
+        }),
+        Item::ApprovalRequested { call, reason } => json!({
+            "type": "mcp_approval_request", "id": item_id("mcpr"), "server_label": call.server,
+            "name": call.tool, "arguments": call.arguments,
+            "enclave": {"label": label, "call_id": call.id, "reason": reason},
+        }),
+    }
 }

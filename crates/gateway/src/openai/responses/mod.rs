@@ -8,6 +8,7 @@
 //! output item, and a stored response is read only within its tenant by a clearance that
 //! dominates it (`enclave_service::stored`).
 
+mod agent;
 mod items;
 mod stream;
 
@@ -82,6 +83,9 @@ struct Prepared {
     context: Vec<Value>,
     /// The continued response's label: the floor under this one.
     floor: Option<Label>,
+    /// MCP servers offered to the model, and approvals answered: an agent run when any.
+    offers: Vec<enclave_service::agent::Offer>,
+    decided: Vec<enclave_service::agent::Decided>,
     store: bool,
     /// The response object's echo of the request.
     echo: Value,
@@ -120,8 +124,12 @@ fn prepare(req: ResponsesRequest, previous: Option<stored::Stored>) -> Result<Pr
         turns.push(Turn::new(Role::System, instructions.to_string()));
     }
     turns.extend(items::turns(&context, "input")?);
-    let tools = items::tools(req.tools.as_ref())?;
-    let tool_choice = items::tool_choice(req.tool_choice.as_ref(), &tools)?;
+    let (tools, offers) = items::tools(req.tools.as_ref())?;
+    let tool_choice = items::tool_choice(req.tool_choice.as_ref(), &tools, !offers.is_empty())?;
+    let decided = items::decided(
+        &input,
+        previous.as_ref().map_or(&[][..], |p| p.context.as_slice()),
+    )?;
     let stream = req.stream.unwrap_or(false);
     let echo = json!({
         "instructions": req.instructions,
@@ -156,6 +164,8 @@ fn prepare(req: ResponsesRequest, previous: Option<stored::Stored>) -> Result<Pr
         input,
         context,
         floor: previous.map(|p| p.label),
+        offers,
+        decided,
         store: req.store.unwrap_or(true),
         echo,
     })
@@ -223,6 +233,9 @@ async fn serve(
         None => None,
     };
     let prepared = prepare(req, previous)?;
+    if !prepared.offers.is_empty() || !prepared.decided.is_empty() {
+        return agent::serve(state, principal, (declared, model), prepared, note, clock).await;
+    }
     let stream_it = prepared.conversation.stream;
     let conversation = prepared.conversation.clone();
     let a = answer::chat(
@@ -301,15 +314,43 @@ async fn finish(
     (output, usage): (Vec<Value>, Value),
     (info, label): (&enclave_service::info::EnclaveInfo, String),
 ) -> Result<Value, ApiError> {
+    finish_as(
+        state,
+        principal,
+        (prepared, id, created),
+        (output, usage),
+        (info, label),
+        None,
+    )
+    .await
+}
+
+/// [`finish`], for a run that stopped at a limit (`incomplete`, with the reason) when `stopped`.
+async fn finish_as(
+    state: &AppState,
+    principal: &Principal,
+    (prepared, id, created): (&Prepared, &str, i64),
+    (output, usage): (Vec<Value>, Value),
+    (info, label): (&enclave_service::info::EnclaveInfo, String),
+    stopped: Option<&str>,
+) -> Result<Value, ApiError> {
     let mut enclave = serde_json::to_value(info).map_err(|_| Error::Internal)?;
     enclave["label"] = json!(label);
+    let mut extra = json!({ "usage": usage, "enclave": enclave });
+    if let Some(reason) = stopped {
+        extra["incomplete_details"] = json!({ "reason": reason });
+    }
     let out = body(
         &prepared.echo,
         id,
         created,
-        "completed",
+        if stopped.is_some() {
+            "incomplete"
+        } else {
+            "completed"
+        },
         &output,
-        json!({ "usage": usage, "enclave": enclave }),
+        extra,
     );
     if prepared.store {
         let mut context = prepared.context.clone();

@@ -140,7 +140,7 @@ pub(super) fn events(
 }
 
 /// The `error` event: the API's error code and sentence.
-fn error(
+pub(super) fn error(
     event: &mut impl FnMut(&str, Value) -> Result<SseEvent, Infallible>,
     e: &ApiError,
 ) -> Result<SseEvent, Infallible> {
