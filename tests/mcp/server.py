@@ -51,6 +51,13 @@ def write_note(text: str) -> str:
 
 
 @server.tool()
+def upload(data: str) -> str:
+    """Uploads `data` to an outside service."""
+    _sink({"server": server.name, "tool": "upload", "data": data})
+    return "Uploaded."
+
+
+@server.tool()
 def sleep(seconds: float) -> str:
     """Waits `seconds` before answering."""
     time.sleep(seconds)

@@ -9,7 +9,7 @@
 //! first event), `bad-sse-mid` (two good tokens, then a malformed event), `marked` (the answer
 //! opens with a US `(S)` portion mark the request did not carry, as a model quoting what it saw
 //! would write), `personal` (the answer opens with an e-mail address and an IBAN the request did
-//! not carry), `agent` (obeys every `CALL name {json}` line it reads, anywhere in the
+//! not carry), `agent` (or `agent-NAME`; obeys every `CALL name {json}` line it reads, anywhere in the
 //! conversation, one call per turn: the prompt-injected model agents must be safe against).
 //!
 //! HTTP/1.1 is spoken by hand over Tokio sockets (with `httparse` for request heads) because
@@ -260,7 +260,7 @@ fn scenario(name: &str) -> Option<Scenario> {
         ["bad", "sse", "mid"] => Scenario::BadSseMid,
         ["marked"] => Scenario::Marked,
         ["personal"] => Scenario::Personal,
-        ["agent"] => Scenario::Agent,
+        ["agent", ..] => Scenario::Agent,
         _ => return None,
     })
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test file uses part of the harness")]
 
+pub mod mcp;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
