@@ -33,7 +33,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
 fi
-if ! .venv/bin/python -c "import openai, anthropic, pytest, httpx, gguf, numpy, schemathesis, mcp" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import openai, anthropic, pytest, httpx, gguf, numpy, schemathesis, mcp, agents" >/dev/null 2>&1; then
   echo "installing the openai and anthropic SDKs, pytest, gguf (tests make model files) and mcp (tests start MCP servers) into .venv" >&2
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
 fi

@@ -310,6 +310,8 @@ fn chunk(event: Option<&str>, data: &str) -> Vec<u8> {
 /// What the mock will answer to a request.
 struct Plan {
     words: Vec<String>,
+    /// Which call of the conversation this is (1 for the first): call ids differ by it.
+    call: usize,
     tool: Option<(String, String)>,
     prompt_tokens: u64,
     truncated: bool,
@@ -373,6 +375,7 @@ fn plan(req: &Value, anthropic: bool) -> Plan {
         let args = json!({"query": last_user}).to_string();
         return Plan {
             words: vec![],
+            call: 1,
             tool: Some((name, args)),
             prompt_tokens,
             truncated: false,
@@ -387,6 +390,7 @@ fn plan(req: &Value, anthropic: bool) -> Plan {
     words.truncate(max);
     Plan {
         words,
+        call: 1,
         tool: None,
         prompt_tokens,
         truncated,
@@ -438,6 +442,7 @@ fn obey(req: &Value, anthropic: bool) -> Plan {
     if let Some((name, args)) = directives.get(made) {
         return Plan {
             words: vec![],
+            call: made + 1,
             tool: Some((name.clone(), args.clone())),
             prompt_tokens,
             truncated: false,
@@ -453,6 +458,7 @@ fn obey(req: &Value, anthropic: bool) -> Plan {
     words.truncate(max);
     Plan {
         words,
+        call: made + 1,
         tool: None,
         prompt_tokens,
         truncated,
@@ -657,7 +663,7 @@ async fn respond(
             if let Some((name, args)) = &p.tool {
                 let input: Value = serde_json::from_str(args).unwrap_or(Value::Null);
                 content.push(
-                    json!({"type": "tool_use", "id": "toolu_mock1", "name": name, "input": input}),
+                    json!({"type": "tool_use", "id": format!("toolu_mock{}", p.call), "name": name, "input": input}),
                 );
             }
             json!({
@@ -671,7 +677,7 @@ async fn respond(
             let mut message = json!({"role": "assistant", "content": text});
             if let Some((name, args)) = &p.tool {
                 message["content"] = Value::Null;
-                message["tool_calls"] = json!([{"id": "call_mock1", "type": "function", "function": {"name": name, "arguments": args}}]);
+                message["tool_calls"] = json!([{"id": format!("call_mock{}", p.call), "type": "function", "function": {"name": name, "arguments": args}}]);
             }
             json!({
                 "id": "chatcmpl-mock", "object": "chat.completion", "created": 0, "model": req["model"],
@@ -693,7 +699,7 @@ async fn respond(
     } else if anthropic {
         events.push(chunk(Some("message_start"), &json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": req["model"], "content": [], "stop_reason": null, "usage": {"input_tokens": p.prompt_tokens, "output_tokens": 1}}}).to_string()));
         if let Some((name, args)) = &p.tool {
-            events.push(chunk(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_mock1", "name": name, "input": {}}}).to_string()));
+            events.push(chunk(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": format!("toolu_mock{}", p.call), "name": name, "input": {}}}).to_string()));
             let (a, b) = args.split_at(args.len() / 2);
             for piece in [a, b] {
                 events.push(chunk(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": piece}}).to_string()));
@@ -732,7 +738,7 @@ async fn respond(
             &base(json!({"role": "assistant", "content": ""}), Value::Null),
         ));
         if let Some((name, args)) = &p.tool {
-            events.push(chunk(None, &base(json!({"tool_calls": [{"index": 0, "id": "call_mock1", "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null)));
+            events.push(chunk(None, &base(json!({"tool_calls": [{"index": 0, "id": format!("call_mock{}", p.call), "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null)));
             let (a, b) = args.split_at(args.len() / 2);
             for piece in [a, b] {
                 events.push(chunk(
