@@ -110,3 +110,52 @@ def test_the_openai_agents_package_runs_a_two_tool_agent():
     result = Runner.run_sync(agent, 'Weather and time in Bonn?\nCALL get_weather {"city": "Bonn"}\nCALL get_time {"city": "Bonn"}')
     assert seen == [("weather", "Bonn"), ("time", "Bonn")]
     assert "09:00" in result.final_output
+
+
+def test_file_search_reads_knowledge_bases_as_the_caller_may():
+    import time
+
+    import httpx
+
+    admin = httpx.Client(base_url=BASE, headers={"Authorization": "Bearer " + os.environ["ENCLAVE_ADMIN_KEY"]})
+    kb = admin.post("/v1/knowledge-bases", json={"name": "harbour", "max_label": "TOP SECRET"})
+    assert kb.status_code == 201, kb.text
+    kb = kb.json()["id"]
+    for name, text in [
+        ("hours.txt", "(U) The harbour opens at six in the morning."),
+        ("mines.txt", "(S) The harbour mines lie off pier four."),
+        ("source.txt", "(TS) The harbour source is called ALBATROSS."),
+    ]:
+        r = admin.post(f"/v1/knowledge-bases/{kb}/documents", json={"name": name, "text": text})
+        assert r.status_code < 300, r.text
+    deadline = time.time() + 120
+    while True:
+        docs = admin.get(f"/v1/knowledge-bases/{kb}").json()["documents"]
+        if docs["ready"] >= 3 and docs["queued"] == 0 and docs["indexing"] == 0:
+            break
+        assert time.time() < deadline, docs
+        time.sleep(0.2)
+
+    def search(key, label="UNCLASSIFIED"):
+        client = openai.OpenAI(base_url=BASE + "/v1", api_key=key, max_retries=0,
+                               default_headers={"Enclave-Label": label})
+        raw = client.responses.with_raw_response.create(
+            model="agent", input='CALL file_search {"query": "harbour"}',
+            tools=[{"type": "file_search", "vector_store_ids": [kb], "max_num_results": 5}],
+            include=["file_search_call.results"])
+        return raw.headers["enclave-label"], raw.parse()
+
+    # Cleared SECRET: the TOP SECRET passage is never retrieved; the answer rises to SECRET.
+    label, r = search(KEY)
+    found = [o for o in r.output if o.type == "file_search_call"][0]
+    texts = " ".join(x.text for x in found.results)
+    assert "pier four" in texts and "six in the morning" in texts
+    assert "ALBATROSS" not in r.model_dump_json()
+    assert label == "SECRET" and {x.attributes["label"] for x in found.results} == {"UNCLASSIFIED", "SECRET"}
+    # Cleared UNCLASSIFIED: only the unclassified passage, at UNCLASSIFIED.
+    low = admin.post("/v1/admin/keys", json={"role": "user", "clearance": "UNCLASSIFIED"})
+    assert low.status_code in (200, 201), low.text
+    label, r = search(low.json()["secret"])
+    dumped = r.model_dump_json()
+    assert "pier four" not in dumped and "ALBATROSS" not in dumped
+    assert "six in the morning" in dumped and label == "UNCLASSIFIED"

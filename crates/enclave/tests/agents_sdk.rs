@@ -1,7 +1,7 @@
 //! Agents through the official Python packages, unchanged (tests/sdk/test_agents.py): `openai`'s
 //! Responses API with `mcp` tools on registered MCP servers (the official `mcp` package, over
-//! stdio), and `openai-agents` running a two-tool agent, against the real binary in front of
-//! the mock upstream's `agent` model.
+//! stdio), `file_search` over knowledge bases, and `openai-agents` running a two-tool agent,
+//! against the real binary in front of the mock upstream's `agent` model.
 
 #![allow(
     clippy::unwrap_used,
@@ -71,6 +71,17 @@ fn the_openai_and_openai_agents_packages_run_agents_through_enclave() {
         "SECRET",
     ]);
     assert!(ok, "keys create failed: {err}");
+    let (ok, admin, err) = s.cli(&[
+        "keys",
+        "create",
+        "--tenant",
+        "default",
+        "--role",
+        "admin",
+        "--clearance",
+        "TOP SECRET",
+    ]);
+    assert!(ok, "keys create failed: {err}");
     let test = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/sdk/test_agents.py"
@@ -79,6 +90,7 @@ fn the_openai_and_openai_agents_packages_run_agents_through_enclave() {
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", test])
         .env("ENCLAVE_BASE_URL", &s.base)
         .env("ENCLAVE_KEY", key.trim())
+        .env("ENCLAVE_ADMIN_KEY", admin.trim())
         .env("MCP_SINK", &sink)
         .output()
         .expect("cannot run python: run scripts/test.sh, which makes .venv with the SDKs");

@@ -14,7 +14,7 @@ use crate::monitor;
 
 /// What the model is told a call gave.
 pub(super) struct CallResult {
-    text: String,
+    pub(super) text: String,
 }
 
 impl CallResult {

@@ -15,6 +15,7 @@
 
 mod call;
 mod record;
+mod search;
 mod servers;
 mod turn;
 
@@ -132,6 +133,14 @@ pub enum Item {
     },
     /// A call held until a person approves it; the run has returned.
     ApprovalRequested { call: McpCall, reason: String },
+    /// A search of knowledge bases: the passages found, each with its label, and the context's
+    /// label after them.
+    Searched {
+        id: String,
+        queries: Vec<String>,
+        results: Vec<crate::info::Citation>,
+        label: String,
+    },
 }
 
 /// What a streaming surface hears as the run goes.
@@ -155,8 +164,19 @@ pub struct Run {
     /// The label of what the run continues: the context never falls below it.
     pub floor: Option<Label>,
     pub offers: Vec<Offer>,
+    /// Knowledge bases the model may search (`file_search`).
+    pub search: Option<Search>,
     /// Answers to approval requests the run continues from.
     pub decided: Vec<Decided>,
+}
+
+/// The `file_search` tool: Enclave's knowledge bases, read as the caller may read them.
+#[derive(Debug, Clone)]
+pub struct Search {
+    /// Knowledge-base ids or names (the request's `vector_store_ids`).
+    pub stores: Vec<String>,
+    /// Passages per search, 1 to 50.
+    pub max_results: usize,
 }
 
 /// Why a run stopped before the model was done.
@@ -193,6 +213,7 @@ pub struct Ran {
 enum Target {
     Function,
     Mcp { server: usize, offer: usize },
+    Search,
 }
 
 /// A run under way.
@@ -241,6 +262,7 @@ pub async fn run(
         mut conversation,
         floor,
         offers,
+        search,
         decided,
     } = run;
     let clearance = monitor::clearance(&state.policy, principal)?;
@@ -255,7 +277,10 @@ pub async fn run(
         progress,
         deadline: Instant::now() + limits.max_time(),
     };
-    let targets = offer_tools(&mut agent, &mut conversation, &offers).await?;
+    let mut targets = offer_tools(&mut agent, &mut conversation, &offers).await?;
+    if let Some(search) = &search {
+        search::offer(&agent, &mut conversation, &mut targets, search).await?;
+    }
 
     // Calls a person has answered since the run this continues.
     for d in decided {
@@ -332,6 +357,13 @@ pub async fn run(
                 Some(Target::Function) => {
                     agent.emit(Item::FunctionCall(c));
                     returned = true;
+                }
+                Some(Target::Search) => {
+                    let Some(search) = &search else {
+                        return Err(Error::Internal);
+                    };
+                    let result = search::run(&mut agent, search, &c).await?;
+                    conversation.turns.push(result.turn(&c.id));
                 }
                 Some(Target::Mcp { server, offer }) => {
                     let mcp = McpCall {

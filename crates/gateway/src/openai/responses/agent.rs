@@ -49,7 +49,9 @@ struct Shaper {
 impl Shaper {
     fn item(&mut self, item: &Item) -> Value {
         match item {
-            Item::Message { label, .. } | Item::Called { label, .. } => self.label = label.clone(),
+            Item::Message { label, .. }
+            | Item::Called { label, .. }
+            | Item::Searched { label, .. } => self.label = label.clone(),
             _ => {}
         }
         items::agent_item(item, &self.label)
@@ -81,6 +83,7 @@ pub(super) async fn serve(
         conversation: prepared.conversation.clone(),
         floor: prepared.floor.clone(),
         offers: prepared.offers.clone(),
+        search: prepared.search.clone(),
         decided: prepared.decided.clone(),
     };
     if prepared.conversation.stream {
@@ -260,6 +263,11 @@ fn events(
                                 }));
                                 let kind = if shaped["status"] == "failed" { "response.mcp_call.failed" } else { "response.mcp_call.completed" };
                                 yield event(kind, json!({ "item_id": item_id, "output_index": index }));
+                            }
+                            Some("file_search_call") => {
+                                yield event("response.file_search_call.in_progress", json!({ "item_id": item_id, "output_index": index }));
+                                yield event("response.file_search_call.searching", json!({ "item_id": item_id, "output_index": index }));
+                                yield event("response.file_search_call.completed", json!({ "item_id": item_id, "output_index": index }));
                             }
                             Some("function_call") => {
                                 yield event("response.function_call_arguments.delta", json!({

@@ -3,7 +3,7 @@
 //! an answer becomes. Items are kept as JSON, the API's own shape, so a stored response gives
 //! back exactly what was sent and answered.
 
-use enclave_service::agent::{Approval, Decided, McpCall, Offer};
+use enclave_service::agent::{Approval, Decided, McpCall, Offer, Search};
 use enclave_service::conversation::{Role, Tool, ToolCall, ToolChoice, Turn};
 use serde_json::{Value, json};
 
@@ -141,6 +141,34 @@ pub fn turns(items: &[Value], param: &str) -> Result<Vec<Turn>, Error> {
                 r.tool_call_id = Some(id);
                 turns.push(r);
             }
+            "file_search_call" => {
+                let id = item["enclave"]["call_id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .map_or_else(|| field(item, "id", &at), Ok)?;
+                let query = item["queries"][0].as_str().unwrap_or_default();
+                let call = ToolCall {
+                    id: id.clone(),
+                    name: "file_search".into(),
+                    arguments: json!({"query": query}).to_string(),
+                };
+                let mut found = String::new();
+                for (n, r) in item["results"].as_array().into_iter().flatten().enumerate() {
+                    found.push_str(&format!(
+                        "[{}] ({}) {}: {}\n",
+                        n + 1,
+                        r["attributes"]["label"].as_str().unwrap_or_default(),
+                        r["filename"].as_str().unwrap_or_default(),
+                        r["text"].as_str().unwrap_or_default()
+                    ));
+                }
+                let mut t = Turn::new(Role::Assistant, String::new());
+                t.tool_calls.push(call);
+                turns.push(t);
+                let mut r = Turn::new(Role::Tool, found);
+                r.tool_call_id = Some(id);
+                turns.push(r);
+            }
             // What a server listed, a request for approval and its answer: not turns (an
             // approved call becomes one when it runs).
             "mcp_list_tools" | "mcp_approval_request" | "mcp_approval_response" => {}
@@ -168,11 +196,12 @@ fn field(item: &Value, name: &str, at: &str) -> Result<String, Error> {
 
 /// The request's `tools`: `function` tools (the client runs them) and `mcp` tools (registered
 /// MCP servers Enclave calls).
-pub fn tools(tools: Option<&Value>) -> Result<(Vec<Tool>, Vec<Offer>), Error> {
+pub fn tools(tools: Option<&Value>) -> Result<Offered, Error> {
     let Some(tools) = tools else {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(Offered::default());
     };
     let mut offers = Vec::new();
+    let mut search = None;
     let list = tools
         .as_array()
         .ok_or_else(|| Error::invalid("tools", "`tools` must be an array"))?;
@@ -190,6 +219,13 @@ pub fn tools(tools: Option<&Value>) -> Result<(Vec<Tool>, Vec<Offer>), Error> {
                     .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
             }),
             Some("mcp") => offers.push(offer(t, &at)?),
+            Some("file_search") if search.is_none() => search = Some(file_search(t, &at)?),
+            Some("file_search") => {
+                return Err(Error::invalid(
+                    at,
+                    "give one `file_search` tool, naming every knowledge base in its `vector_store_ids`",
+                ));
+            }
             Some(other) => {
                 return Err(Error::unsupported(
                     at,
@@ -201,7 +237,57 @@ pub fn tools(tools: Option<&Value>) -> Result<(Vec<Tool>, Vec<Offer>), Error> {
             None => return Err(Error::invalid(at, "a tool needs a `type`")),
         }
     }
-    Ok((out, offers))
+    Ok(Offered {
+        functions: out,
+        mcp: offers,
+        search,
+    })
+}
+
+/// The tools a request offers, by who runs them.
+#[derive(Debug, Default)]
+pub struct Offered {
+    /// The client runs these.
+    pub functions: Vec<Tool>,
+    /// Registered MCP servers, run by Enclave.
+    pub mcp: Vec<Offer>,
+    /// Enclave's knowledge bases.
+    pub search: Option<Search>,
+}
+
+/// A `file_search` tool: `vector_store_ids` name knowledge bases (by id or name).
+fn file_search(t: &Value, at: &str) -> Result<Search, Error> {
+    let stores = t["vector_store_ids"]
+        .as_array()
+        .ok_or_else(|| {
+            Error::invalid(
+                format!("{at}.vector_store_ids"),
+                "`vector_store_ids` must list knowledge-base ids or names",
+            )
+        })?
+        .iter()
+        .map(|v| {
+            v.as_str().map(str::to_string).ok_or_else(|| {
+                Error::invalid(
+                    format!("{at}.vector_store_ids"),
+                    "knowledge-base ids are strings",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let max_results = match t.get("max_num_results") {
+        None | Some(Value::Null) => 10,
+        Some(v) => v.as_u64().filter(|n| (1..=50).contains(n)).ok_or_else(|| {
+            Error::invalid(
+                format!("{at}.max_num_results"),
+                "`max_num_results` is 1 to 50",
+            )
+        })? as usize,
+    };
+    Ok(Search {
+        stores,
+        max_results,
+    })
 }
 
 /// An `mcp` tool: a registered server by `server_label`, narrowed by `allowed_tools`, with the
@@ -436,6 +522,20 @@ pub fn agent_item(item: &enclave_service::agent::Item, label: &str) -> Value {
                 "code": error.as_ref().map(|e| e.code),
                 "reason": error.as_ref().map(|e| e.message.clone()),
             },
+        }),
+        Item::Searched {
+            id,
+            queries,
+            results,
+            label: after,
+        } => json!({
+            "type": "file_search_call", "id": format!("fs_{}", id.trim_start_matches("call_")),
+            "status": "completed", "queries": queries,
+            "results": results.iter().map(|c| json!({
+                "file_id": c.document, "filename": c.document_name, "score": c.score,
+                "text": c.text, "attributes": {"label": c.label},
+            })).collect::<Vec<_>>(),
+            "enclave": {"label": after, "call_id": id},
         }),
         Item::ApprovalRequested { call, reason } => json!({
             "type": "mcp_approval_request", "id": item_id("mcpr"), "server_label": call.server,

@@ -85,6 +85,7 @@ struct Prepared {
     floor: Option<Label>,
     /// MCP servers offered to the model, and approvals answered: an agent run when any.
     offers: Vec<enclave_service::agent::Offer>,
+    search: Option<enclave_service::agent::Search>,
     decided: Vec<enclave_service::agent::Decided>,
     store: bool,
     /// The response object's echo of the request.
@@ -96,6 +97,10 @@ fn prepare(req: ResponsesRequest, previous: Option<stored::Stored>) -> Result<Pr
         let harmless = value.is_null()
             || matches!(name.as_str(), "truncation" if value == "disabled")
             || matches!(name.as_str(), "text" if value["format"]["type"] == "text")
+            || (name == "include"
+                && value
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(|i| i == "file_search_call.results")))
             || matches!(name.as_str(), "reasoning" | "include" | "service_tier" | "prompt_cache_key" | "safety_identifier" | "background" if value.is_null() || value == &json!([]) || value == &json!({}) || value == "auto" || value == false);
         if !harmless {
             return Err(Error::unsupported(
@@ -124,8 +129,13 @@ fn prepare(req: ResponsesRequest, previous: Option<stored::Stored>) -> Result<Pr
         turns.push(Turn::new(Role::System, instructions.to_string()));
     }
     turns.extend(items::turns(&context, "input")?);
-    let (tools, offers) = items::tools(req.tools.as_ref())?;
-    let tool_choice = items::tool_choice(req.tool_choice.as_ref(), &tools, !offers.is_empty())?;
+    let items::Offered {
+        functions: tools,
+        mcp: offers,
+        search,
+    } = items::tools(req.tools.as_ref())?;
+    let enclave_runs = !offers.is_empty() || search.is_some();
+    let tool_choice = items::tool_choice(req.tool_choice.as_ref(), &tools, enclave_runs)?;
     let decided = items::decided(
         &input,
         previous.as_ref().map_or(&[][..], |p| p.context.as_slice()),
@@ -165,6 +175,7 @@ fn prepare(req: ResponsesRequest, previous: Option<stored::Stored>) -> Result<Pr
         context,
         floor: previous.map(|p| p.label),
         offers,
+        search,
         decided,
         store: req.store.unwrap_or(true),
         echo,
@@ -233,7 +244,7 @@ async fn serve(
         None => None,
     };
     let prepared = prepare(req, previous)?;
-    if !prepared.offers.is_empty() || !prepared.decided.is_empty() {
+    if !prepared.offers.is_empty() || prepared.search.is_some() || !prepared.decided.is_empty() {
         return agent::serve(state, principal, (declared, model), prepared, note, clock).await;
     }
     let stream_it = prepared.conversation.stream;
