@@ -3,7 +3,7 @@
 //! Format `v2` (`v1` without `attempts`): a JSON object with exactly these keys in this order, no
 //! white space, strings in serde_json's escaping, absent values as `null`, `findings` with keys in
 //! byte order; `answer_findings` (same form) comes next and only when the answer had any, then
-//! `run` only on an agent run's steps. The bytes
+//! `run` only on an agent run's steps, then `images` only when a request carried any. The bytes
 //! are the leaf: leaf hash = SHA-256(0x00 ‖ bytes) (RFC 9162 §2.1.1). A verifier in another
 //! language recomputes the leaf from the exported line without parsing it.
 
@@ -73,6 +73,10 @@ pub struct Record {
     /// run is its own record. Absent on other records, so they keep their bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
+    /// SHA-256 of each image the request carried (images cannot be inspected; the record names
+    /// them). Absent when there were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
 }
 
 impl Record {

@@ -102,6 +102,7 @@ pub fn status(error: &Error) -> (StatusCode, &'static str) {
         LabelRequired(_) => (StatusCode::BAD_REQUEST, INVALID),
         LabelExceedsMaximum(_) => (StatusCode::FORBIDDEN, DENIED),
         KnowledgeBasesDisabled => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
+        ImagesNotSupported(_) => (StatusCode::BAD_REQUEST, INVALID),
         UnknownToolServer(_) => (StatusCode::BAD_REQUEST, INVALID),
         ToolNotAllowed(_) => (StatusCode::FORBIDDEN, DENIED),
         ToolServerFailed { .. } => (StatusCode::BAD_GATEWAY, "server_error"),

@@ -230,6 +230,8 @@ pub async fn chat(
     clock: &UpstreamClock,
 ) -> Result<Answer, Error> {
     let mut texts = conversation.take_texts();
+    let images: Vec<String> = conversation.images().map(|i| i.sha256.clone()).collect();
+    note.images.clone_from(&images);
     let mut admitted = monitor::noted(
         monitor::admit(
             &state.policy,
@@ -239,6 +241,7 @@ pub async fn chat(
             declared,
             floor,
             &mut texts,
+            !images.is_empty(),
         ),
         &mut note.decision,
     )?;

@@ -18,13 +18,15 @@ pub enum Role {
     Tool,
 }
 
-/// One turn. Assistant turns may carry tool calls; tool turns carry the id they answer.
+/// One turn. Assistant turns may carry tool calls; tool turns carry the id they answer; user
+/// turns may carry images.
 #[derive(Debug, Clone)]
 pub struct Turn {
     pub role: Role,
     pub text: String,
     pub tool_calls: Vec<ToolCall>,
     pub tool_call_id: Option<String>,
+    pub images: Vec<Image>,
 }
 
 impl Turn {
@@ -34,7 +36,63 @@ impl Turn {
             text,
             tool_calls: Vec::new(),
             tool_call_id: None,
+            images: Vec::new(),
         }
+    }
+}
+
+/// An image a user sent, as base64. It cannot be inspected for markings, so a request carrying
+/// one is labelled as declared (or the tenant's default), never lower; it goes only to
+/// deployments that declare `vision`, and the audit record names it by its SHA-256. Enclave
+/// never fetches an image: only `data:` URLs are accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
+    pub media_type: String,
+    /// The bytes, base64 (standard alphabet), as sent.
+    pub data: String,
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+}
+
+impl Image {
+    /// Reads a `data:` URL; the sentence says what is wrong otherwise.
+    pub fn from_data_url(url: &str) -> Result<Self, String> {
+        use base64::Engine as _;
+        use sha2::{Digest, Sha256};
+        let Some(rest) = url.strip_prefix("data:") else {
+            return Err("Enclave never fetches a URL from inside the enclave: send the image as a base64 `data:` URL".into());
+        };
+        let Some((head, data)) = rest.split_once(',') else {
+            return Err("the `data:` URL has no `,` before its data".into());
+        };
+        let Some(media_type) = head.strip_suffix(";base64") else {
+            return Err("the `data:` URL must be base64 (`data:image/png;base64,...`)".into());
+        };
+        if !matches!(
+            media_type,
+            "image/png" | "image/jpeg" | "image/gif" | "image/webp"
+        ) {
+            return Err(format!(
+                "`{media_type}` is not an image type Enclave passes on: use image/png, image/jpeg, image/gif or image/webp"
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| format!("the image's base64 does not decode: {e}"))?;
+        if bytes.is_empty() {
+            return Err("the image is empty".into());
+        }
+        Ok(Self {
+            media_type: media_type.to_string(),
+            data: data.trim().to_string(),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+        })
+    }
+
+    /// The image as a `data:` URL.
+    pub fn data_url(&self) -> String {
+        format!("data:{};base64,{}", self.media_type, self.data)
     }
 }
 
@@ -123,6 +181,11 @@ impl Conversation {
                 .any(|t| t.role == Role::Tool || !t.tool_calls.is_empty())
     }
 
+    /// Every image the request carries, in order.
+    pub fn images(&self) -> impl Iterator<Item = &Image> {
+        self.turns.iter().flat_map(|t| t.images.iter())
+    }
+
     /// A rough token count of what is sent, for reserving quota before the backend counts:
     /// a token is about four bytes of English, plus a few per turn for the template.
     pub fn estimated_prompt_tokens(&self) -> u64 {
@@ -190,6 +253,7 @@ mod tests {
                         arguments: "{\"x\":1}".into(),
                     }],
                     tool_call_id: None,
+                    images: Vec::new(),
                 },
             ],
             tools: vec![Tool {

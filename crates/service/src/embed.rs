@@ -55,6 +55,7 @@ pub async fn embed(
             declared,
             None,
             &mut texts,
+            false,
         ),
         &mut note.decision,
     )?;

@@ -130,6 +130,9 @@ pub enum Error {
     /// A registered MCP server this tenant or key may not use.
     #[error("{0}")]
     ToolNotAllowed(String),
+    /// A request carrying images for a model no deployment of which reads them.
+    #[error("{0}")]
+    ImagesNotSupported(String),
     /// An MCP server could not be started, reached or listed; `code` says which.
     #[error("{message}")]
     ToolServerFailed { code: &'static str, message: String },
@@ -182,6 +185,7 @@ impl Error {
             LabelRequired(_) => "label_required",
             LabelExceedsMaximum(_) => "label_exceeds_maximum",
             KnowledgeBasesDisabled => "knowledge_bases_disabled",
+            ImagesNotSupported(_) => "images_not_supported",
             UnknownToolServer(_) => "unknown_mcp_server",
             ToolNotAllowed(_) => "tool_not_allowed",
             ToolServerFailed { code, .. } => code,

@@ -235,17 +235,31 @@ pub fn admit(
     declared: Option<&Declared>,
     floor: Option<&Label>,
     texts: &mut [String],
+    images: bool,
 ) -> Result<Admitted, Box<Denied>> {
     let action = match want {
         ModelKind::Chat => Action::Chat,
         ModelKind::Embedding => Action::Embed,
     };
-    let candidates: Vec<&Deployment> = policy.deployments_for(model).collect();
+    let mut candidates: Vec<&Deployment> = policy.deployments_for(model).collect();
     let Some(first) = candidates.first() else {
         let e = Error::ModelNotFound(model.to_string());
         let reason = e.to_string();
         return Err(deny(e, None, policy, reason));
     };
+    let first = *first;
+    // An image goes only where the model reads images; it cannot be inspected, so it is never
+    // read as anything but what the request declares (or the tenant's default).
+    if images {
+        candidates.retain(|d| d.vision);
+        if candidates.is_empty() {
+            let e = Error::ImagesNotSupported(format!(
+                "no deployment of `{model}` reads images (`vision = true` in its configuration): send text only, or choose a model that reads images"
+            ));
+            let reason = e.to_string();
+            return Err(deny(e, None, policy, reason));
+        }
+    }
     if first.kind != want {
         let e = Error::WrongModelKind {
             model: model.to_string(),

@@ -18,6 +18,8 @@ pub struct CallNote {
     pub attempts: Vec<enclave_audit::Attempt>,
     /// How the answer ended: shared with a streamed answer, which fills it in as it ends.
     pub outcome: Outcome,
+    /// SHA-256 of each image the request carried.
+    pub images: Vec<String>,
 }
 
 /// How a call's answer ended, filled in by what produced it: before the handler returns for a

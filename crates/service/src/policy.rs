@@ -113,6 +113,9 @@ pub struct DeploymentConfig {
     /// Upstreams: seconds an open circuit keeps the deployment out before a probe (default 30).
     #[serde(default)]
     pub breaker_cooldown_secs: Option<f64>,
+    /// Upstreams: the model reads images (`image_url` parts, `input_image` items).
+    #[serde(default)]
+    pub vision: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -192,6 +195,8 @@ pub struct Deployment {
     pub priority: u32,
     pub retries: u32,
     pub breaker: BreakerConfig,
+    /// It reads images; only such deployments are sent a request carrying one.
+    pub vision: bool,
 }
 
 impl Deployment {
@@ -216,6 +221,8 @@ impl Deployment {
             weight: d.and_then(|d| d.weight).unwrap_or(1),
             priority: d.and_then(|d| d.priority).unwrap_or(0),
             retries: 0,
+            // The embedded engine reads text only.
+            vision: false,
         }
     }
 }
@@ -413,6 +420,12 @@ impl Policy {
                             "an embedded deployment's jurisdiction is `enclave`",
                         ));
                     }
+                    if d.vision == Some(true) {
+                        return Err(invalid(
+                            at,
+                            "the embedded engine reads text only: `vision` is for upstream deployments",
+                        ));
+                    }
                     if d.base_url.is_some()
                         || d.upstream_model.is_some()
                         || d.api_key_env.is_some()
@@ -541,6 +554,7 @@ impl Policy {
                         weight: d.weight.unwrap_or(1),
                         priority: d.priority.unwrap_or(0),
                         retries: d.retries.unwrap_or(2),
+                        vision: d.vision.unwrap_or(false),
                     }
                 }
             };

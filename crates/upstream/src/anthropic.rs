@@ -34,7 +34,15 @@ pub fn request(model: &str, c: &Conversation) -> Value {
     let mut messages: Vec<(String, Vec<Value>)> = Vec::new();
     for t in c.turns.iter().filter(|t| t.role != Role::System) {
         let (role, blocks) = match t.role {
-            Role::User => ("user", vec![json!({"type": "text", "text": t.text})]),
+            Role::User => {
+                let mut blocks = vec![json!({"type": "text", "text": t.text})];
+                blocks.extend(t.images.iter().map(|i| {
+                    json!({"type": "image", "source": {
+                        "type": "base64", "media_type": i.media_type, "data": i.data,
+                    }})
+                }));
+                ("user", blocks)
+            }
             Role::Tool => (
                 "user",
                 vec![json!({

@@ -21,7 +21,16 @@ pub fn request(model: &str, c: &Conversation) -> Value {
         .iter()
         .map(|t| match t.role {
             Role::System => json!({"role": "system", "content": t.text}),
-            Role::User => json!({"role": "user", "content": t.text}),
+            Role::User if t.images.is_empty() => json!({"role": "user", "content": t.text}),
+            Role::User => {
+                let mut parts = vec![json!({"type": "text", "text": t.text})];
+                parts.extend(
+                    t.images
+                        .iter()
+                        .map(|i| json!({"type": "image_url", "image_url": {"url": i.data_url()}})),
+                );
+                json!({"role": "user", "content": parts})
+            }
             Role::Tool => json!({
                 "role": "tool",
                 "tool_call_id": t.tool_call_id,

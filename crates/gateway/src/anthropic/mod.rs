@@ -22,7 +22,7 @@ use crate::extract::OpenAiJson;
 use crate::labels::{LABEL_HEADER, declared, header_value};
 use crate::openai::chat::ToolCalls;
 use enclave_service::answer::{self, Answer, Step};
-use enclave_service::conversation::{Conversation, Role, Tool, ToolCall, ToolChoice, Turn};
+use enclave_service::conversation::{Conversation, Image, Role, Tool, ToolCall, ToolChoice, Turn};
 use enclave_service::dispatch::UpstreamClock;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -148,6 +148,7 @@ impl MessagesRequest {
                         continue;
                     };
                     let mut text = String::new();
+                    let mut images = Vec::new();
                     for (j, b) in blocks.iter().enumerate() {
                         match b.get("type").and_then(Value::as_str) {
                             Some("text") => text.push_str(
@@ -166,18 +167,29 @@ impl MessagesRequest {
                                     None | Some(Value::Null) => String::new(),
                                     Some(c) => text_of(c, &format!("{at}[{j}].content"))?,
                                 };
-                                turns.push(Turn {
-                                    role: Role::Tool,
-                                    text: content,
-                                    tool_calls: vec![],
-                                    tool_call_id: Some(id.to_string()),
-                                });
+                                let mut t = Turn::new(Role::Tool, content);
+                                t.tool_call_id = Some(id.to_string());
+                                turns.push(t);
+                            }
+                            Some("image") => {
+                                let source = &b["source"];
+                                let url = match source["type"].as_str() {
+                                    Some("base64") => format!(
+                                        "data:{};base64,{}",
+                                        source["media_type"].as_str().unwrap_or_default(),
+                                        source["data"].as_str().unwrap_or_default()
+                                    ),
+                                    _ => source["url"].as_str().unwrap_or_default().to_string(),
+                                };
+                                let image = Image::from_data_url(&url)
+                                    .map_err(|m| Error::invalid(format!("{at}[{j}].source"), m))?;
+                                images.push(image);
                             }
                             other => {
                                 return Err(Error::unsupported(
                                     format!("{at}[{j}].type"),
                                     format!(
-                                        "content of type `{}` is not supported: send text",
+                                        "content of type `{}` is not supported: send text, images and tool results",
                                         other.unwrap_or("(none)")
                                     ),
                                 )
@@ -185,8 +197,10 @@ impl MessagesRequest {
                             }
                         }
                     }
-                    if !text.is_empty() {
-                        turns.push(Turn::new(Role::User, text));
+                    if !text.is_empty() || !images.is_empty() {
+                        let mut t = Turn::new(Role::User, text);
+                        t.images = images;
+                        turns.push(t);
                     }
                 }
                 "assistant" => {

@@ -99,6 +99,7 @@ impl Call {
             attempts: note.map(|n| n.attempts.clone()).unwrap_or_default(),
             answer_findings: counts(&ended.answer_findings),
             run: None,
+            images: note.map(|n| n.images.clone()).unwrap_or_default(),
         }
     }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ApiError, Error};
-use enclave_service::conversation::{Conversation, Role, Tool, ToolCall, ToolChoice, Turn};
+use enclave_service::conversation::{Conversation, Image, Role, Tool, ToolCall, ToolChoice, Turn};
 
 // ---------- chat completions: request ----------
 
@@ -135,6 +135,10 @@ pub struct ContentPart {
     pub kind: String,
     #[serde(default)]
     pub text: Option<String>,
+    /// `{"url": "data:image/...;base64,..."}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub image_url: Option<Value>,
 }
 
 /// A chat request after validation: the conversation, and how the OpenAI surface answers.
@@ -339,16 +343,29 @@ impl ChatCompletionRequest {
             } else {
                 None
             };
+            let mut images = Vec::new();
             let content = match m.content {
                 Some(MessageContent::Text(t)) => t,
                 Some(MessageContent::Parts(parts)) => {
                     let mut text = String::new();
                     for (j, part) in parts.into_iter().enumerate() {
+                        if part.kind == "image_url" && role == Role::User {
+                            let url = part
+                                .image_url
+                                .as_ref()
+                                .and_then(|u| u["url"].as_str().or(u.as_str()))
+                                .unwrap_or_default();
+                            let image = Image::from_data_url(url).map_err(|m| {
+                                Error::invalid(format!("messages[{i}].content[{j}].image_url"), m)
+                            })?;
+                            images.push(image);
+                            continue;
+                        }
                         if part.kind != "text" {
                             return Err(Error::unsupported(
                                 format!("messages[{i}].content[{j}].type"),
                                 format!(
-                                    "content of type `{}` is not supported: this model reads text only",
+                                    "content of type `{}` is not supported: send `text` parts, and `image_url` parts in user messages",
                                     part.kind
                                 ),
                             ).into());
@@ -379,6 +396,7 @@ impl ChatCompletionRequest {
                 text: content,
                 tool_calls,
                 tool_call_id,
+                images,
             });
         }
         let max_tokens = self.max_completion_tokens.or(self.max_tokens);

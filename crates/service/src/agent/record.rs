@@ -84,6 +84,7 @@ pub(super) async fn turn(
         None => decision.map_or_else(|| "model turn".to_string(), |d| d.reason.clone()),
     });
     r.attempts = t.note.attempts.clone();
+    r.images = t.note.images.clone();
     append(state, r).await
 }
 

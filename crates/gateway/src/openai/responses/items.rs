@@ -4,7 +4,7 @@
 //! back exactly what was sent and answered.
 
 use enclave_service::agent::{Approval, Decided, McpCall, Offer, Search};
-use enclave_service::conversation::{Role, Tool, ToolCall, ToolChoice, Turn};
+use enclave_service::conversation::{Image, Role, Tool, ToolCall, ToolChoice, Turn};
 use serde_json::{Value, json};
 
 use crate::error::Error;
@@ -25,22 +25,27 @@ pub fn input_items(input: &Value) -> Result<Vec<Value>, Error> {
     }
 }
 
-/// The text of a message's `content`: a string, or parts of text.
-fn text_of(content: &Value, at: &str) -> Result<String, Error> {
+/// The text of a message's `content` (a string, or parts of text) and its images.
+fn text_of(content: &Value, at: &str) -> Result<(String, Vec<Image>), Error> {
     match content {
-        Value::String(s) => Ok(s.clone()),
+        Value::String(s) => Ok((s.clone(), Vec::new())),
         Value::Array(parts) => {
             let mut text = String::new();
+            let mut images = Vec::new();
             for part in parts {
                 match part["type"].as_str() {
                     Some("input_text" | "output_text" | "text") => {
                         text.push_str(part["text"].as_str().unwrap_or_default());
                     }
                     Some("input_image") => {
-                        return Err(Error::unsupported(
-                            at,
-                            "images are not accepted yet; send text parts",
-                        ));
+                        if part.get("file_id").is_some_and(|f| !f.is_null()) {
+                            return Err(Error::unsupported(
+                                at,
+                                "an image by `file_id` is not accepted: send it as a base64 `data:` URL in `image_url`",
+                            ));
+                        }
+                        let url = part["image_url"].as_str().unwrap_or_default();
+                        images.push(Image::from_data_url(url).map_err(|m| Error::invalid(at, m))?);
                     }
                     Some(other) => {
                         return Err(Error::unsupported(
@@ -51,7 +56,7 @@ fn text_of(content: &Value, at: &str) -> Result<String, Error> {
                     None => return Err(Error::invalid(at, "a content part has no `type`")),
                 }
             }
-            Ok(text)
+            Ok((text, images))
         }
         _ => Err(Error::invalid(at, "`content` must be a string or parts")),
     }
@@ -83,7 +88,13 @@ pub fn turns(items: &[Value], param: &str) -> Result<Vec<Turn>, Error> {
                         ));
                     }
                 };
-                turns.push(Turn::new(role, text_of(&item["content"], &at)?));
+                let (text, images) = text_of(&item["content"], &at)?;
+                if !images.is_empty() && role != Role::User {
+                    return Err(Error::invalid(at, "only user messages carry images"));
+                }
+                let mut turn = Turn::new(role, text);
+                turn.images = images;
+                turns.push(turn);
             }
             "function_call" => {
                 let call = ToolCall {
