@@ -132,6 +132,14 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
     .map_err(anyhow::Error::msg)
     .context("cannot start the upstream clients")?
     .with_quotas(quotas);
+    // The registered MCP servers, started on first use.
+    let tool_specs = service
+        .policy
+        .tool_servers
+        .iter()
+        .map(|s| s.spec.clone())
+        .collect();
+    let service = service.with_tools(Arc::new(enclave_tools::Clients::new(tool_specs)));
     let service = if config.identity.issuers.is_empty() {
         service
     } else {

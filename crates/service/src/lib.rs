@@ -36,6 +36,7 @@ pub mod session;
 pub mod stored;
 pub mod telemetry;
 pub mod token;
+pub mod tool_servers;
 pub mod upstream;
 pub mod withhold;
 
@@ -150,8 +151,9 @@ pub struct Service {
     pub sessions: Arc<session::Sessions>,
     /// Knowledge bases, where the server runs them.
     pub kb: Option<enclave_kb::KnowledgeBases>,
-    /// Connections to the registered MCP servers, started on first use.
-    pub tools: Arc<enclave_tools::Clients>,
+    /// What calls the registered MCP servers ([`tool_servers::NoTools`] until
+    /// [`Service::with_tools`]).
+    pub tools: Arc<dyn tool_servers::ToolClients>,
     /// When the service started, as the `created` of model objects.
     pub started: i64,
     pub background: Background,
@@ -168,11 +170,8 @@ impl Service {
         connector: &dyn upstream::Connector,
     ) -> Result<Self, String> {
         let registry = Arc::new(dispatch::Registry::build(&policy, connector)?);
-        let tools = Arc::new(enclave_tools::Clients::new(
-            policy.tool_servers.iter().map(|s| s.spec.clone()).collect(),
-        ));
         Ok(Self {
-            tools,
+            tools: Arc::new(tool_servers::NoTools),
             store,
             models: Arc::new(Models::default()),
             policy,
@@ -189,6 +188,13 @@ impl Service {
             started: enclave_store::now(),
             background: Background::default(),
         })
+    }
+
+    /// Calls the registered MCP servers through `tools` (an MCP client over
+    /// `policy.tool_servers`).
+    pub fn with_tools(mut self, tools: Arc<dyn tool_servers::ToolClients>) -> Self {
+        self.tools = tools;
+        self
     }
 
     /// Accepts signed tokens wherever keys are accepted, checked by `verifier`.

@@ -26,9 +26,9 @@ pub struct PolicyConfig {
     pub deployments: Vec<DeploymentConfig>,
     pub tenants: BTreeMap<String, TenantConfig>,
     /// `[[mcp_servers]]`: the MCP servers agents may call, each placed like a deployment.
-    pub mcp_servers: Vec<enclave_tools::McpServerConfig>,
+    pub mcp_servers: Vec<crate::tool_servers::McpServerConfig>,
     /// `[agents]`: limits on every agent run.
-    pub agents: crate::agent::AgentLimits,
+    pub agents: crate::tool_servers::AgentLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -289,11 +289,11 @@ pub struct Policy {
     quotas: HashMap<String, TenantQuota>,
     no_quota: TenantQuota,
     /// The registered MCP servers, their labels parsed against the scheme.
-    pub tool_servers: Vec<crate::agent::ToolServer>,
-    pub agents: crate::agent::AgentLimits,
+    pub tool_servers: Vec<crate::tool_servers::ToolServer>,
+    pub agents: crate::tool_servers::AgentLimits,
 }
 
-pub(crate) fn invalid(at: impl Into<String>, message: impl Into<String>) -> PolicyError {
+fn invalid(at: impl Into<String>, message: impl Into<String>) -> PolicyError {
     PolicyError::Invalid {
         at: at.into(),
         message: message.into(),
@@ -651,7 +651,8 @@ impl Policy {
                 },
             );
         }
-        let tool_servers = crate::agent::servers(&config.mcp_servers, &scheme)?;
+        let tool_servers = crate::tool_servers::servers(&config.mcp_servers, &scheme)
+            .map_err(|e| invalid(e.at, e.message))?;
         for (slot, d) in deployments.iter_mut().enumerate() {
             d.slot = slot;
             d.accreditation = scheme.banner(&d.placement.accreditation);
@@ -671,7 +672,10 @@ impl Policy {
             quotas,
             no_quota: TenantQuota::default(),
             tool_servers,
-            agents: config.agents.validated()?,
+            agents: config
+                .agents
+                .validated()
+                .map_err(|e| invalid(e.at, e.message))?,
         })
     }
 

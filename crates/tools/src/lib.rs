@@ -1,5 +1,6 @@
 //! Agents' tools: the MCP servers an administrator registered, reached through MCP's official
-//! Rust SDK (`rmcp`) over stdio (a child process) or streamable HTTP.
+//! Rust SDK (`rmcp`) over stdio (a child process) or streamable HTTP: the service's
+//! [`ToolClients`] seam, kept out of the service so that it depends on no HTTP stack.
 //!
 //! It owns the connections: started on first use, shared by every run, dropped and started
 //! again when the server dies; listing tools and calling one with a time limit and a cap on the
@@ -7,89 +8,17 @@
 //! does, before a call is asked for), never connect to a server a request names rather than one
 //! registered, and never keep a result past the call.
 
-mod config;
-
-pub use config::McpServerConfig;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
+use enclave_service::tool_servers::{
+    Output, ServerSpec, ToolClients, ToolError, ToolInfo, Transport,
+};
 use rmcp::model::{CallToolRequestParams, ContentBlock};
 use rmcp::service::{RoleClient, RunningService, ServiceExt};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use serde_json::Value;
 use tokio::sync::Mutex;
-
-/// How to reach one server, and its limits.
-#[derive(Debug, Clone)]
-pub struct ServerSpec {
-    pub name: String,
-    pub transport: Transport,
-    /// The longest a call (or start-up and listing) may take.
-    pub timeout: Duration,
-    /// The largest result, in bytes of text, that is read into a context.
-    pub max_result_bytes: usize,
-}
-
-#[derive(Debug, Clone)]
-pub enum Transport {
-    /// A program and its arguments, speaking MCP over its standard input and output.
-    Stdio { command: Vec<String> },
-    /// An MCP streamable HTTP endpoint.
-    Http { url: String },
-}
-
-/// A tool a server offers, as the model is shown it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolInfo {
-    pub name: String,
-    pub description: Option<String>,
-    /// A JSON Schema object.
-    pub input_schema: Value,
-}
-
-/// A tool's result as text: its text blocks joined, other blocks described.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    pub text: String,
-    /// The tool said its call failed (MCP's `isError`); the text says why.
-    pub is_error: bool,
-}
-
-/// Why a server could not be used; every one ends the call with a clear error, never the server.
-#[derive(Debug, thiserror::Error)]
-pub enum ToolError {
-    #[error("no MCP server named `{0}` is registered")]
-    Unknown(String),
-    #[error("cannot start or reach the MCP server `{server}`: {reason}")]
-    Connect { server: String, reason: String },
-    #[error("the MCP server `{server}` did not answer within {secs} s")]
-    Timeout { server: String, secs: f64 },
-    #[error("the MCP server `{server}` failed: {reason}")]
-    Failed { server: String, reason: String },
-    #[error(
-        "the result of `{tool}` from `{server}` is over the {limit}-byte limit; nothing of it was used"
-    )]
-    TooLarge {
-        server: String,
-        tool: String,
-        limit: usize,
-    },
-}
-
-impl ToolError {
-    /// The stable code an error item and the audit record carry.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Unknown(_) => "unknown_mcp_server",
-            Self::Connect { .. } => "mcp_unavailable",
-            Self::Timeout { .. } => "mcp_timeout",
-            Self::Failed { .. } => "mcp_failed",
-            Self::TooLarge { .. } => "mcp_result_too_large",
-        }
-    }
-}
 
 type Live = Arc<RunningService<RoleClient, ()>>;
 
@@ -201,6 +130,22 @@ impl Clients {
             text,
             is_error: result.is_error.unwrap_or(false),
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl ToolClients for Clients {
+    async fn list(&self, server: &str) -> Result<Vec<ToolInfo>, ToolError> {
+        Clients::list(self, server).await
+    }
+
+    async fn call(
+        &self,
+        server: &str,
+        tool: &str,
+        arguments: serde_json::Map<String, Value>,
+    ) -> Result<Output, ToolError> {
+        Clients::call(self, server, tool, arguments).await
     }
 }
 

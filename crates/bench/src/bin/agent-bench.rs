@@ -91,9 +91,9 @@ async fn main() -> Result<()> {
     )?;
     let clients = args.python.as_ref().map(|python| {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp/server.py");
-        enclave_tools::Clients::new(vec![enclave_tools::ServerSpec {
+        enclave_tools::Clients::new(vec![enclave_service::tool_servers::ServerSpec {
             name: "records".into(),
-            transport: enclave_tools::Transport::Stdio {
+            transport: enclave_service::tool_servers::Transport::Stdio {
                 command: vec![
                     "env".into(),
                     format!("MCP_DOCS={}", dir.path().join("docs.json").display()),

@@ -48,6 +48,13 @@ impl Gateway {
             &enclave_upstream::Connector,
         )
         .unwrap();
+        let specs = service
+            .policy
+            .tool_servers
+            .iter()
+            .map(|s| s.spec.clone())
+            .collect();
+        let service = service.with_tools(Arc::new(enclave_tools::Clients::new(specs)));
         let state = AppState::new(service, Metrics::install().unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

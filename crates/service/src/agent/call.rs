@@ -220,7 +220,7 @@ async fn execute(
             // A server's own error message is content it sent, unlabelled: it goes to the log,
             // never into the context or to the client.
             let message = match &e {
-                enclave_tools::ToolError::Failed { server, reason } => {
+                crate::tool_servers::ToolError::Failed { server, reason } => {
                     tracing::warn!(server = %server, reason = %reason, "MCP call failed");
                     format!(
                         "the MCP server `{server}` failed the call (its message is in the server log)"

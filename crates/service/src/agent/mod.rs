@@ -16,16 +16,15 @@
 mod call;
 mod record;
 mod search;
-mod servers;
 mod turn;
 
-pub use servers::{AgentLimits, ToolServer, servers};
+pub use crate::tool_servers::{AgentLimits, ToolServer};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use crate::tool_servers::ToolInfo;
 use enclave_label::Label;
-use enclave_tools::ToolInfo;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::Service;
@@ -416,6 +415,13 @@ pub async fn run(
     })
 }
 
+/// Whether `principal` may use `server` at all (its tenant and key allow-lists).
+fn admits(server: &ToolServer, principal: &Principal) -> bool {
+    let c = &server.config;
+    (c.tenants.is_empty() || c.tenants.contains(&principal.tenant_name))
+        && (c.keys.is_empty() || c.keys.contains(&principal.key_id))
+}
+
 /// The assistant turn that made `calls`.
 fn assistant_calls(text: String, calls: Vec<ToolCall>) -> Turn {
     let mut t = Turn::new(Role::Assistant, text);
@@ -450,7 +456,7 @@ async fn offer_tools(
             )));
         };
         let server = &servers[s];
-        if !server.admits(agent.principal) {
+        if !admits(server, agent.principal) {
             return Err(Error::ToolNotAllowed(format!(
                 "the MCP server `{}` is not available to this key of tenant `{}`",
                 offer.server, agent.principal.tenant_name
