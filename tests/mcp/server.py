@@ -11,7 +11,8 @@ on request: hang, crash, answer with garbage or with a result far over any sane 
 import json
 import os
 import sys
-import time
+
+import anyio
 
 from mcp.server.mcpserver import MCPServer
 
@@ -58,9 +59,13 @@ def upload(data: str) -> str:
 
 
 @server.tool()
-def sleep(seconds: float) -> str:
-    """Waits `seconds` before answering."""
-    time.sleep(seconds)
+async def sleep(seconds: float) -> str:
+    """Waits `seconds` before answering; a call cancelled meanwhile is noted in the sink."""
+    try:
+        await anyio.sleep(seconds)
+    except anyio.get_cancelled_exc_class():
+        _sink({"server": server.name, "tool": "sleep", "cancelled": True})
+        raise
     return "Slept."
 
 

@@ -451,3 +451,54 @@ async fn a_streamable_http_server_and_a_streamed_run() {
     assert_eq!(stored["output"], done["response"]["output"]);
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_the_mcp_call() {
+    let tools = Tools::new(json!({}));
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(policy(
+        &mock,
+        json!([{"name": "slow", "command": tools.command("slow"), "timeout_secs": 60.0}]),
+        json!({}),
+    ))
+    .await;
+    let k = key(&gw, "agency", "SECRET").await;
+    let body = json!({"model": "agent", "input": "CALL sleep {\"seconds\": 30}",
+        "tools": [mcp("slow", &["sleep"], "never")]});
+    for stream in [false, true] {
+        let mut body = body.clone();
+        body["stream"] = json!(stream);
+        let before = tools.sent().len();
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()
+            .unwrap();
+        let r = client
+            .post(gw.url("/v1/responses"))
+            .bearer_auth(&k)
+            .json(&body)
+            .send()
+            .await;
+        // Whole: the client times out waiting; streamed: it reads the head, then leaves.
+        if let Ok(r) = r {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), r.bytes()).await;
+        }
+        drop(client);
+        let cancelled = common::eventually(10.0, || {
+            tools.sent()[before..]
+                .iter()
+                .any(|s| s["tool"] == "sleep" && s["cancelled"] == true)
+        })
+        .await;
+        assert!(
+            cancelled,
+            "stream={stream}: the server never heard the call was cancelled"
+        );
+    }
+    // The server serves on, and the tool still works.
+    let quick = json!({"model": "agent", "input": "CALL sleep {\"seconds\": 0.1}",
+        "tools": [mcp("slow", &["sleep"], "never")]});
+    let (status, _, r) = post(&gw, &k, "UNCLASSIFIED", &quick).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(of_type(&r, "mcp_call")[0]["output"], "Slept.");
+}
