@@ -186,6 +186,17 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
             }
         });
     }
+    {
+        // Batches: lines answered in the background by the same handler code as calls, and
+        // resumed after a restart where they stopped.
+        let (service, lines) = (
+            (*state).clone(),
+            Arc::new(enclave_gateway::batches::Lines(state.clone())),
+        );
+        state.background.spawn("batches", |stop| {
+            enclave_service::batches::work(service, lines, stop)
+        });
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -28,6 +28,7 @@ pub mod admin;
 pub mod anthropic;
 pub mod audit;
 pub mod auth;
+pub mod batches;
 pub mod browser;
 pub mod certs;
 pub mod client_auth;
@@ -36,6 +37,7 @@ pub mod conversations;
 pub mod cookies;
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod health;
 pub mod kb;
 pub mod labels;
@@ -61,13 +63,17 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// in JSON, or as a multipart part.
 pub const MAX_UPLOAD_BYTES: usize = 48 * 1024 * 1024;
 
-/// The body limit of a request: uploads of documents get more room than API calls.
+/// Largest file upload (`POST /v1/files`): the largest file and its multipart framing.
+pub const MAX_FILE_UPLOAD_BYTES: usize = enclave_service::files::MAX_FILE_BYTES + (1 << 20);
+
+/// The body limit of a request: uploads of documents and files get more room than API calls.
 pub fn body_limit(method: &axum::http::Method, path: &str) -> usize {
-    if method == axum::http::Method::POST
-        && path.starts_with("/v1/knowledge-bases/")
-        && path.ends_with("/documents")
-    {
+    if method != axum::http::Method::POST {
+        MAX_BODY_BYTES
+    } else if path.starts_with("/v1/knowledge-bases/") && path.ends_with("/documents") {
         MAX_UPLOAD_BYTES
+    } else if path == "/v1/files" {
+        MAX_FILE_UPLOAD_BYTES
     } else {
         MAX_BODY_BYTES
     }

@@ -7,7 +7,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::openai::{chat, embeddings, models, responses};
-use crate::{admin, anthropic, audit, browser, console, conversations, health, kb, metrics, usage};
+use crate::{
+    admin, anthropic, audit, batches, browser, console, conversations, files, health, kb, metrics,
+    usage,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +28,15 @@ use crate::{admin, anthropic, audit, browser, console, conversations, health, kb
         responses::input_items,
         anthropic::create,
         embeddings::create,
+        files::upload,
+        files::list,
+        files::get,
+        files::content,
+        files::delete,
+        batches::create,
+        batches::list,
+        batches::get,
+        batches::cancel,
         usage::usage,
         conversations::create,
         conversations::list,

@@ -10,8 +10,8 @@ use tower_http::trace::TraceLayer;
 use crate::error::{ApiError, Error};
 use crate::openai::{chat, embeddings, models, responses};
 use crate::{
-    AppState, MAX_BODY_BYTES, admin, anthropic, audit, auth, browser, console, conversations,
-    health, kb, metrics, openapi, usage,
+    AppState, MAX_BODY_BYTES, admin, anthropic, audit, auth, batches, browser, console,
+    conversations, files, health, kb, metrics, openapi, usage,
 };
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
@@ -27,6 +27,17 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/responses/{id}/input_items", get(responses::input_items))
         .route("/messages", post(anthropic::create))
+        .route(
+            "/files",
+            post(files::upload)
+                .get(files::list)
+                .layer(DefaultBodyLimit::max(crate::MAX_FILE_UPLOAD_BYTES)),
+        )
+        .route("/files/{id}", get(files::get).delete(files::delete))
+        .route("/files/{id}/content", get(files::content))
+        .route("/batches", post(batches::create).get(batches::list))
+        .route("/batches/{id}", get(batches::get))
+        .route("/batches/{id}/cancel", post(batches::cancel))
         .route("/embeddings", post(embeddings::create))
         .route("/usage", get(usage::usage))
         .route(

@@ -18,12 +18,14 @@
 pub mod admin;
 pub mod agent;
 pub mod answer;
+pub mod batches;
 pub mod breaker;
 pub mod conversation;
 pub mod directory;
 pub mod dispatch;
 pub mod embed;
 pub mod error;
+pub mod files;
 pub mod history;
 pub mod info;
 pub mod monitor;

@@ -249,6 +249,71 @@ pub struct StoredResponse {
     pub created_at: i64,
 }
 
+/// A file uploaded for batches or fine-tuning: its facts (the bytes are read on their own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredFile {
+    pub id: String,
+    pub tenant_id: String,
+    /// The key (or user) that uploaded it.
+    pub key_id: String,
+    /// `batch` or `fine-tune`.
+    pub purpose: String,
+    pub filename: String,
+    pub bytes: i64,
+    /// Lines of JSON it holds.
+    pub lines: i64,
+    /// The banner of its label: declared, joined with every marking found in it.
+    pub label: String,
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+    pub created_at: i64,
+}
+
+/// A batch: its request, who it runs as, and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredBatch {
+    pub id: String,
+    pub tenant_id: String,
+    /// JSON: who its lines run as.
+    pub owner: String,
+    pub endpoint: String,
+    pub input_file_id: String,
+    /// The banner of its input file's label.
+    pub label: String,
+    /// OpenAI's: `validating`, `in_progress`, `finalizing`, `completed`, `failed`, `expired`,
+    /// `cancelling`, `cancelled`.
+    pub status: String,
+    /// JSON object, as sent.
+    pub metadata: Option<String>,
+    pub total: i64,
+    pub output_file_id: Option<String>,
+    pub error_file_id: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub in_progress_at: Option<i64>,
+    pub finalizing_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub cancelling_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
+    pub expires_at: i64,
+}
+
+/// One answered line of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchResult {
+    pub batch_id: String,
+    pub custom_id: String,
+    /// Its line in the input file (1-based).
+    pub line: i64,
+    pub ok: bool,
+    /// The banner of the label its answer reached (the batch's when it failed).
+    pub label: String,
+    /// JSON: the line of the output or error file.
+    pub body: String,
+}
+
 /// Enclave's persistent state. One conformance suite runs against every implementation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -327,6 +392,28 @@ pub trait Store: Send + Sync + 'static {
     async fn response(&self, id: &str) -> Result<Option<StoredResponse>, StoreError>;
     /// False when there is no such response.
     async fn delete_response(&self, id: &str) -> Result<bool, StoreError>;
+
+    async fn create_file(&self, file: &StoredFile, content: &[u8]) -> Result<(), StoreError>;
+    async fn file(&self, id: &str) -> Result<Option<StoredFile>, StoreError>;
+    async fn file_content(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A tenant's files, newest first.
+    async fn list_files(&self, tenant_id: &str) -> Result<Vec<StoredFile>, StoreError>;
+    /// False when there is no such file.
+    async fn delete_file(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Creates a batch, or updates where one stands (status, times, files, error).
+    async fn save_batch(&self, batch: &StoredBatch) -> Result<(), StoreError>;
+    async fn batch(&self, id: &str) -> Result<Option<StoredBatch>, StoreError>;
+    /// A tenant's batches, newest first.
+    async fn list_batches(&self, tenant_id: &str) -> Result<Vec<StoredBatch>, StoreError>;
+    /// Batches not yet at an end, oldest first.
+    async fn unfinished_batches(&self) -> Result<Vec<StoredBatch>, StoreError>;
+    /// Records a line's result once: false when its custom_id already has one.
+    async fn record_batch_result(&self, result: &BatchResult) -> Result<bool, StoreError>;
+    /// A batch's results, in line order.
+    async fn batch_results(&self, batch_id: &str) -> Result<Vec<BatchResult>, StoreError>;
+    /// A batch's lines answered and failed so far.
+    async fn batch_counts(&self, batch_id: &str) -> Result<(i64, i64), StoreError>;
 
     async fn record_admin_event(&self, event: &AdminEvent) -> Result<(), StoreError>;
     /// Actions not yet in the audit log, oldest first.

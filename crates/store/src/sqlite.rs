@@ -12,11 +12,14 @@ use sqlx::sqlite::{
 };
 
 use crate::{
-    AdminEvent, ApiKey, Conversation, ConversationMessage, KeyOwner, NewKey, NewSession, NewUser,
-    Role, Session, Store, StoreError, StoredResponse, Tenant, UsageRow, User,
+    AdminEvent, ApiKey, BatchResult, Conversation, ConversationMessage, KeyOwner, NewKey,
+    NewSession, NewUser, Role, Session, Store, StoreError, StoredBatch, StoredFile, StoredResponse,
+    Tenant, UsageRow, User,
 };
 
+mod batches;
 mod conversations;
+mod files;
 mod responses;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -404,6 +407,54 @@ impl Store for SqliteStore {
 
     async fn delete_response(&self, id: &str) -> Result<bool, StoreError> {
         responses::delete(&self.pool, id).await
+    }
+
+    async fn create_file(&self, file: &StoredFile, content: &[u8]) -> Result<(), StoreError> {
+        files::create(&self.pool, file, content).await
+    }
+
+    async fn file(&self, id: &str) -> Result<Option<StoredFile>, StoreError> {
+        files::get(&self.pool, id).await
+    }
+
+    async fn file_content(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        files::content(&self.pool, id).await
+    }
+
+    async fn list_files(&self, tenant_id: &str) -> Result<Vec<StoredFile>, StoreError> {
+        files::list(&self.pool, tenant_id).await
+    }
+
+    async fn delete_file(&self, id: &str) -> Result<bool, StoreError> {
+        files::delete(&self.pool, id).await
+    }
+
+    async fn save_batch(&self, batch: &StoredBatch) -> Result<(), StoreError> {
+        batches::save(&self.pool, batch).await
+    }
+
+    async fn batch(&self, id: &str) -> Result<Option<StoredBatch>, StoreError> {
+        batches::get(&self.pool, id).await
+    }
+
+    async fn list_batches(&self, tenant_id: &str) -> Result<Vec<StoredBatch>, StoreError> {
+        batches::list(&self.pool, tenant_id).await
+    }
+
+    async fn unfinished_batches(&self) -> Result<Vec<StoredBatch>, StoreError> {
+        batches::unfinished(&self.pool).await
+    }
+
+    async fn record_batch_result(&self, result: &BatchResult) -> Result<bool, StoreError> {
+        batches::record_result(&self.pool, result).await
+    }
+
+    async fn batch_results(&self, batch_id: &str) -> Result<Vec<BatchResult>, StoreError> {
+        batches::results(&self.pool, batch_id).await
+    }
+
+    async fn batch_counts(&self, batch_id: &str) -> Result<(i64, i64), StoreError> {
+        batches::counts(&self.pool, batch_id).await
     }
 
     async fn record_admin_event(&self, e: &AdminEvent) -> Result<(), StoreError> {

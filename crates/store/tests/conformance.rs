@@ -547,3 +547,54 @@ async fn check_responses(store: &dyn Store) {
     assert!(!store.delete_response("resp_1").await.unwrap());
     assert_eq!(store.response("resp_1").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn sqlite_conformance_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("f.db")).await.unwrap();
+    check_files(&store).await;
+}
+
+/// Files come back as stored, facts without the bytes, per tenant, newest first, and go.
+async fn check_files(store: &dyn Store) {
+    let t = tenant(store, "jobs").await;
+    let other = tenant(store, "elsewhere").await;
+    let file = |id: &str, tenant: &Tenant, at: i64| enclave_store::StoredFile {
+        id: id.into(),
+        tenant_id: tenant.id.clone(),
+        key_id: "k1".into(),
+        purpose: "batch".into(),
+        filename: "lines.jsonl".into(),
+        bytes: 11,
+        lines: 1,
+        label: "SECRET".into(),
+        sha256: "ab".repeat(32),
+        created_at: at,
+    };
+    let a = file("file-a", &t, 5);
+    let b = file("file-b", &t, 6);
+    store.create_file(&a, b"{\"x\": 1}\n").await.unwrap();
+    store.create_file(&b, b"{\"y\": 2}\n").await.unwrap();
+    store
+        .create_file(&file("file-c", &other, 7), b"{}")
+        .await
+        .unwrap();
+    assert_eq!(store.file("file-a").await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        store.file_content("file-a").await.unwrap().as_deref(),
+        Some(&b"{\"x\": 1}\n"[..])
+    );
+    let listed: Vec<String> = store
+        .list_files(&t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(listed, ["file-b", "file-a"]);
+    assert!(store.create_file(&a, b"again").await.is_err());
+    assert!(store.delete_file("file-a").await.unwrap());
+    assert!(!store.delete_file("file-a").await.unwrap());
+    assert_eq!(store.file("file-a").await.unwrap(), None);
+    assert_eq!(store.file_content("file-a").await.unwrap(), None);
+}

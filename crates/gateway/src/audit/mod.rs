@@ -195,13 +195,15 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         };
     }
     let (parts, body) = response.into_parts();
-    let (response, response_body) = match axum::body::to_bytes(body, 64 << 20).await {
-        Ok(bytes) => (
-            Response::from_parts(parts, Body::from(bytes.clone())),
-            Some(bytes),
-        ),
-        Err(_) => (ApiError(Error::Internal).into_response(), None),
-    };
+    // Room for the largest answer: a file's content.
+    let (response, response_body) =
+        match axum::body::to_bytes(body, crate::MAX_FILE_UPLOAD_BYTES).await {
+            Ok(bytes) => (
+                Response::from_parts(parts, Body::from(bytes.clone())),
+                Some(bytes),
+            ),
+            Err(_) => (ApiError(Error::Internal).into_response(), None),
+        };
     let record = call.record(
         &response,
         response_body
@@ -227,6 +229,58 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
             metrics::counter!("enclave_audit_failures_total").increment(1);
             tracing::error!(error = %e, "audit record not durable; refusing the answer");
             ApiError(Error::AuditUnavailable).into_response()
+        }
+    }
+}
+
+/// Records a call a job made (a batch line) as its own record — `kind` `batch`, `run` the job,
+/// the line's `custom_id` in the detail — and gives back the answer and its bytes. When the
+/// record cannot be made durable the answer is replaced by 503 `audit_unavailable`, which the
+/// job treats as passing and tries again.
+pub async fn record_job_call(
+    state: &AppState,
+    started: Instant,
+    operation: String,
+    (run, item): (&str, &str),
+    request: &Bytes,
+    response: Response,
+) -> (Response, Bytes) {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, crate::MAX_FILE_UPLOAD_BYTES)
+        .await
+        .unwrap_or_default();
+    let response = Response::from_parts(parts, Body::from(bytes.clone()));
+    let call = Call {
+        started,
+        time: now_rfc3339(),
+        operation,
+        client: None,
+        request_sha256: (!request.is_empty()).then(|| hex::encode(Sha256::digest(request))),
+    };
+    let mut record = call.record(&response, Some(hex::encode(Sha256::digest(&bytes))));
+    record.kind = "batch".into();
+    record.run = Some(run.to_string());
+    record.detail = Some(match record.detail.take() {
+        Some(d) => format!("line `{item}`: {d}"),
+        None => format!("line `{item}`"),
+    });
+    match state.audit.append(&record).await {
+        Ok(index) => {
+            recorded(index);
+            (response, bytes)
+        }
+        Err(e) => {
+            metrics::counter!("enclave_audit_failures_total").increment(1);
+            tracing::error!(error = %e, "audit record of a batch line not durable; the line waits");
+            let refused = ApiError(Error::AuditUnavailable).into_response();
+            let (parts, body) = refused.into_parts();
+            let bytes = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            (
+                Response::from_parts(parts, Body::from(bytes.clone())),
+                bytes,
+            )
         }
     }
 }

@@ -40,7 +40,7 @@ pub async fn completions(
     attach(note, result)
 }
 
-async fn serve(
+pub(crate) async fn serve(
     state: AppState,
     principal: Principal,
     headers: HeaderMap,

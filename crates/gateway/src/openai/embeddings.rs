@@ -38,7 +38,7 @@ pub async fn create(
     attach(note, result)
 }
 
-async fn serve(
+pub(crate) async fn serve(
     state: AppState,
     principal: Principal,
     headers: HeaderMap,

@@ -1,0 +1,162 @@
+//! Batches in SQLite: the queries behind the `Store` methods of the same names.
+
+use sqlx::Row;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+
+use crate::{BatchResult, StoreError, StoredBatch};
+
+// A macro, not a constant: sqlx takes only static query text, and `concat!` only literals.
+macro_rules! columns {
+    () => {
+        "id, tenant_id, owner, endpoint, input_file_id, label, status, metadata, total, \
+         output_file_id, error_file_id, error, created_at, in_progress_at, finalizing_at, \
+         completed_at, failed_at, cancelling_at, cancelled_at, expires_at"
+    };
+}
+
+fn batch(row: &SqliteRow) -> Result<StoredBatch, StoreError> {
+    Ok(StoredBatch {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        owner: row.try_get("owner")?,
+        endpoint: row.try_get("endpoint")?,
+        input_file_id: row.try_get("input_file_id")?,
+        label: row.try_get("label")?,
+        status: row.try_get("status")?,
+        metadata: row.try_get("metadata")?,
+        total: row.try_get("total")?,
+        output_file_id: row.try_get("output_file_id")?,
+        error_file_id: row.try_get("error_file_id")?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        in_progress_at: row.try_get("in_progress_at")?,
+        finalizing_at: row.try_get("finalizing_at")?,
+        completed_at: row.try_get("completed_at")?,
+        failed_at: row.try_get("failed_at")?,
+        cancelling_at: row.try_get("cancelling_at")?,
+        cancelled_at: row.try_get("cancelled_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+pub(super) async fn save(pool: &SqlitePool, b: &StoredBatch) -> Result<(), StoreError> {
+    sqlx::query(concat!(
+        "INSERT INTO batches (",
+        columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, output_file_id = excluded.output_file_id, \
+         error_file_id = excluded.error_file_id, error = excluded.error, \
+         in_progress_at = excluded.in_progress_at, finalizing_at = excluded.finalizing_at, \
+         completed_at = excluded.completed_at, failed_at = excluded.failed_at, \
+         cancelling_at = excluded.cancelling_at, cancelled_at = excluded.cancelled_at"
+    ))
+    .bind(&b.id)
+    .bind(&b.tenant_id)
+    .bind(&b.owner)
+    .bind(&b.endpoint)
+    .bind(&b.input_file_id)
+    .bind(&b.label)
+    .bind(&b.status)
+    .bind(&b.metadata)
+    .bind(b.total)
+    .bind(&b.output_file_id)
+    .bind(&b.error_file_id)
+    .bind(&b.error)
+    .bind(b.created_at)
+    .bind(b.in_progress_at)
+    .bind(b.finalizing_at)
+    .bind(b.completed_at)
+    .bind(b.failed_at)
+    .bind(b.cancelling_at)
+    .bind(b.cancelled_at)
+    .bind(b.expires_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn get(pool: &SqlitePool, id: &str) -> Result<Option<StoredBatch>, StoreError> {
+    let row = sqlx::query(concat!("SELECT ", columns!(), " FROM batches WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(batch).transpose()
+}
+
+pub(super) async fn list(
+    pool: &SqlitePool,
+    tenant_id: &str,
+) -> Result<Vec<StoredBatch>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM batches WHERE tenant_id = ? ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(batch).collect()
+}
+
+pub(super) async fn unfinished(pool: &SqlitePool) -> Result<Vec<StoredBatch>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM batches WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') \
+         ORDER BY created_at, id"
+    ))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(batch).collect()
+}
+
+pub(super) async fn record_result(pool: &SqlitePool, r: &BatchResult) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO batch_results (batch_id, custom_id, line, ok, label, body) VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (batch_id, custom_id) DO NOTHING",
+    )
+    .bind(&r.batch_id)
+    .bind(&r.custom_id)
+    .bind(r.line)
+    .bind(r.ok)
+    .bind(&r.label)
+    .bind(&r.body)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn results(
+    pool: &SqlitePool,
+    batch_id: &str,
+) -> Result<Vec<BatchResult>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT batch_id, custom_id, line, ok, label, body FROM batch_results WHERE batch_id = ? ORDER BY line",
+    )
+    .bind(batch_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(BatchResult {
+                batch_id: r.try_get("batch_id")?,
+                custom_id: r.try_get("custom_id")?,
+                line: r.try_get("line")?,
+                ok: r.try_get("ok")?,
+                label: r.try_get("label")?,
+                body: r.try_get("body")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn counts(pool: &SqlitePool, batch_id: &str) -> Result<(i64, i64), StoreError> {
+    let row = sqlx::query(
+        "SELECT COALESCE(SUM(ok), 0) AS ok, COUNT(*) - COALESCE(SUM(ok), 0) AS failed \
+         FROM batch_results WHERE batch_id = ?",
+    )
+    .bind(batch_id)
+    .fetch_one(pool)
+    .await?;
+    Ok((row.try_get("ok")?, row.try_get("failed")?))
+}
