@@ -172,5 +172,36 @@ fn a_batch_killed_part_way_answers_every_line_exactly_once() {
     assert_eq!(seen.len(), 1000, "every custom_id once");
     assert!(seen.values().all(|n| *n == 1), "a line answered twice");
     assert!(done["error_file_id"].is_null(), "{done}");
+    // Every line is a call in the audit log of its own, linked to the batch (a line cut by the
+    // crash may have been recorded twice: answered once, asked twice).
+    let mut recorded: BTreeMap<String, usize> = BTreeMap::new();
+    let mut from = 0;
+    loop {
+        let page: Value = client
+            .get(format!(
+                "{}/v1/audit/records?from={from}&limit=1000",
+                s.base
+            ))
+            .bearer_auth(&s.admin_key)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        for r in page["data"].as_array().unwrap() {
+            let record = &r["record"];
+            if record["kind"] == "batch" && record["run"] == id.as_str() {
+                let detail = record["detail"].as_str().unwrap();
+                let line = detail.split('`').nth(1).unwrap().to_string();
+                *recorded.entry(line).or_default() += 1;
+                assert_eq!(record["request_label"], "UNCLASSIFIED", "{record}");
+            }
+        }
+        // Each read is recorded too: stop at the end of the log as it was when read.
+        match page["next_from"].as_u64() {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    assert_eq!(recorded.len(), 1000, "a record for every line");
     eprintln!("killed with {before} of 1000 lines answered; after the restart all 1000, each once");
 }
