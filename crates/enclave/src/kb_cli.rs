@@ -22,7 +22,7 @@ pub struct Client {
         global = true
     )]
     url: String,
-    /// An API key of the knowledge base's tenant.
+    /// An API key of the tenant whose knowledge bases or jobs these are.
     #[arg(long, env = "ENCLAVE_KEY", global = true, hide_env_values = true)]
     key: Option<String>,
 }
@@ -94,14 +94,20 @@ pub enum KbCommand {
     Rm { kb: String, document: String },
 }
 
-struct Api {
+/// A running server's API under one path (`/v1/knowledge-bases`, `/v1/batches`), with one key.
+pub(crate) struct Api {
     base: String,
+    prefix: &'static str,
     key: String,
     http: reqwest::Client,
 }
 
 impl Api {
     fn new(c: &Client) -> Result<Self> {
+        Self::under(c, "/v1/knowledge-bases")
+    }
+
+    pub(crate) fn under(c: &Client, prefix: &'static str) -> Result<Self> {
         let key = c
             .key
             .clone()
@@ -112,13 +118,14 @@ impl Api {
             .build()?;
         Ok(Self {
             base: c.url.trim_end_matches('/').to_string(),
+            prefix,
             key,
             http,
         })
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/v1/knowledge-bases{path}", self.base)
+        format!("{}{}{path}", self.base, self.prefix)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
@@ -140,11 +147,16 @@ impl Api {
         Ok(body)
     }
 
-    async fn get(&self, path: &str) -> Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Value> {
         self.send(self.http.get(self.url(path))).await
     }
 
-    async fn post(&self, path: &str, body: &Value, label: Option<&str>) -> Result<Value> {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        label: Option<&str>,
+    ) -> Result<Value> {
         let mut req = self.http.post(self.url(path)).json(body);
         if let Some(l) = label {
             req = req.header("enclave-label", l);

@@ -7,6 +7,7 @@
 mod audit_cli;
 mod config;
 mod config_check;
+mod jobs_cli;
 mod kb_cli;
 mod keys_cli;
 mod models_cli;
@@ -103,6 +104,17 @@ enum Command {
         client: kb_cli::Client,
         #[command(subcommand)]
         command: kb_cli::KbCommand,
+    },
+    /// Batch jobs: list, show, cancel, and watch one with a progress bar.
+    ///
+    /// Like `kb`, these talk to a running server (`--url`) with an API key (`--key` or
+    /// ENCLAVE_KEY). Start a batch with any OpenAI client: upload a file with purpose `batch`,
+    /// then `POST /v1/batches`.
+    Jobs {
+        #[command(flatten)]
+        client: kb_cli::Client,
+        #[command(subcommand)]
+        command: jobs_cli::JobsCommand,
     },
     /// Print the version, the CPU kernels llama.cpp was compiled for, and whether this CPU has
     /// every instruction they use.
@@ -319,6 +331,7 @@ async fn run(command: Command, mut config: Config, data_dir_given: Option<PathBu
         Command::EngineWorker { .. } => bail!("the engine worker runs before the server runtime"),
         Command::Label(cmd) => label_command(&config, cmd),
         Command::Kb { client, command } => kb_cli::run(client, command).await,
+        Command::Jobs { client, command } => jobs_cli::run(client, command).await,
         Command::Audit(cmd) => audit_command(&config, cmd),
         Command::Config(ConfigCommand::Check { file }) => {
             config_check::config_check(file, config, data_dir_given).await

@@ -203,5 +203,18 @@ fn a_batch_killed_part_way_answers_every_line_exactly_once() {
         }
     }
     assert_eq!(recorded.len(), 1000, "a record for every line");
+    // The CLI sees it too.
+    let (ok, listed, err) = s.cli(&["jobs", "list", "--url", &s.base, "--key", &k]);
+    assert!(ok, "{err}");
+    assert!(
+        listed.contains(&id) && listed.contains("completed\t1000/1000 done"),
+        "{listed}"
+    );
+    let (ok, watched, err) = s.cli(&["jobs", "watch", &id, "--url", &s.base, "--key", &k]);
+    assert!(ok, "{err}");
+    assert!(
+        watched.contains("completed: 1000 of 1000 lines answered"),
+        "{watched}"
+    );
     eprintln!("killed with {before} of 1000 lines answered; after the restart all 1000, each once");
 }
