@@ -62,7 +62,9 @@ async fn images_go_only_to_vision_deployments_and_are_named_in_the_audit_record(
         "deployments": [
             upstream("eyes", "eyes", &mock.url("ok"), json!({"vision": true, "accreditation": "SECRET"})),
             upstream("blind", "blind", &mock.url("ok"), json!({"accreditation": "SECRET"})),
+            upstream("abroad", "abroad", &mock.url("ok"), json!({"vision": true, "jurisdiction": "eu", "nation": "DEU"})),
         ],
+        "tenants": {"agency": {"jurisdictions": ["eu"]}},
     }))
     .await;
     let key = common::mcp::key(&gw, "agency", "SECRET").await;
@@ -115,6 +117,25 @@ async fn images_go_only_to_vision_deployments_and_are_named_in_the_audit_record(
         (400, Some("images_not_supported")),
         "{e}"
     );
+    // Outside the enclave, even a model that reads images gets none: they cannot be inspected
+    // or redacted. The same model takes text.
+    let (status, _, e) = post(
+        &gw,
+        &key,
+        "/v1/chat/completions",
+        None,
+        &chat("abroad", &data_url()),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("images_not_supported")),
+        "{e}"
+    );
+    let text =
+        json!({"model": "abroad", "messages": [{"role": "user", "content": "Plain words."}]});
+    let (status, _, r) = post(&gw, &key, "/v1/chat/completions", None, &text).await;
+    assert_eq!(status, 200, "{r}");
     let (status, _, e) = post(
         &gw,
         &key,

@@ -10,7 +10,8 @@ fn usage() -> ! {
         "usage: enclave-mock-upstream [--listen 127.0.0.1:0] [--delay-ms 0]\n\
          A model server speaking OpenAI chat completions and Anthropic Messages at\n\
          http://ADDR/{{scenario}}/v1 (scenarios: ok, slow-MS, stall, stall-mid, status-CODE,\n\
-         fail-N-CODE, close, bad-sse, bad-sse-mid); GET /stats reports counters."
+         fail-N-CODE, close, bad-sse, bad-sse-mid, marked, personal, agent); GET /stats\n\
+         reports counters."
     );
     std::process::exit(2)
 }

@@ -248,13 +248,14 @@ pub fn admit(
         return Err(deny(e, None, policy, reason));
     };
     let first = *first;
-    // An image goes only where the model reads images; it cannot be inspected, so it is never
-    // read as anything but what the request declares (or the tenant's default).
+    // An image goes only where the model reads images, and never out of the enclave: it cannot
+    // be inspected for markings or personal data, nor redacted, so it is read as what the
+    // request declares (or the tenant's default) and kept home.
     if images {
-        candidates.retain(|d| d.vision);
+        candidates.retain(|d| d.vision && d.placement.jurisdiction == enclave_policy::ENCLAVE);
         if candidates.is_empty() {
             let e = Error::ImagesNotSupported(format!(
-                "no deployment of `{model}` reads images (`vision = true` in its configuration): send text only, or choose a model that reads images"
+                "no deployment of `{model}` inside the enclave reads images (`vision = true`): images never leave the enclave, since they cannot be inspected or redacted; send text only, or choose a model that reads images"
             ));
             let reason = e.to_string();
             return Err(deny(e, None, policy, reason));
