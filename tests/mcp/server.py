@@ -82,6 +82,13 @@ def huge(megabytes: int) -> str:
 
 
 @server.tool()
+def garbage() -> str:
+    """Writes lines that are not MCP messages to its output (over stdio), then answers."""
+    os.write(1, b'this is not JSON-RPC\n{"jsonrpc": "2.0", "id": "nobody", "result": 42}\n')
+    return "Answered after garbage."
+
+
+@server.tool()
 def fail() -> str:
     """Fails with an error whose message quotes what it was reading."""
     raise RuntimeError("(S) the failing tool was reading this")

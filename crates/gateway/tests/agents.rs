@@ -3,7 +3,8 @@
 //! every `CALL name {json}` line it reads — the prompt-injected model Enclave must be safe
 //! against. Labels flow through each result, calls that would write down are refused, writing
 //! tools ask for approval once tool content is in the context, every step is an audit record,
-//! and misbehaving servers end in clear errors while the server keeps serving.
+//! and misbehaving servers (crashing, hanging, failing, writing garbage, answering 50 MB) end in
+//! clear errors or their own answers while the server keeps serving.
 
 #![allow(
     clippy::unwrap_used,
@@ -343,6 +344,16 @@ async fn misbehaving_servers_end_in_clear_errors_and_the_server_keeps_serving() 
             "after {input}: {ok}"
         );
     }
+    // Lines that are not MCP messages on the server's output (one not JSON, one a reply to no
+    // request): skipped, and the call still gets its own answer, not the stray one.
+    let (status, _, r) = post(&gw, &k, "UNCLASSIFIED", &run("CALL garbage {}")).await;
+    assert_eq!(status, 200, "{r}");
+    let call = of_type(&r, "mcp_call")[0];
+    assert_eq!(
+        (call["status"].as_str(), call["output"].as_str()),
+        (Some("completed"), Some("Answered after garbage.")),
+        "{r}"
+    );
     // 50 MB at once: over every limit, an error, and the server serves on.
     let (status, _, r) = post(
         &gw,
