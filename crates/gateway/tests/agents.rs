@@ -15,8 +15,8 @@
 
 mod common;
 
-use common::mcp::{Tools, key, mcp, post, python, server_script};
-use common::{Gateway, MockUpstream, sse_events, upstream};
+use common::mcp::{Tools, mcp, python, server_script};
+use common::{Gateway, MockUpstream, key, post, sse_events, upstream};
 use serde_json::{Value, json};
 
 fn of_type<'a>(r: &'a Value, kind: &str) -> Vec<&'a Value> {

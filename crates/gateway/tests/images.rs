@@ -67,7 +67,7 @@ async fn images_go_only_to_vision_deployments_and_are_named_in_the_audit_record(
         "tenants": {"agency": {"jurisdictions": ["eu"]}},
     }))
     .await;
-    let key = common::mcp::key(&gw, "agency", "SECRET").await;
+    let key = common::key(&gw, "agency", "SECRET").await;
     let digest = hex::encode(Sha256::digest(PNG));
     let chat = |model: &str, url: &str| {
         json!({"model": model, "messages": [{"role": "user", "content": [

@@ -20,8 +20,8 @@
 
 mod common;
 
-use common::mcp::{Tools, key, mcp, post, root};
-use common::{Gateway, MockUpstream, upstream};
+use common::mcp::{Tools, mcp, root};
+use common::{Gateway, MockUpstream, key, post, upstream};
 use enclave_label::Label;
 use serde_json::{Value, json};
 

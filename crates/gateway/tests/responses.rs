@@ -13,51 +13,10 @@
 
 mod common;
 
-use common::{Gateway, MockUpstream, sse_events, upstream};
-use enclave_store::{Role, Store};
+use common::{Gateway, MockUpstream, key, post, sse_events, upstream};
 use serde_json::{Value, json};
 
 const RESPONSES: &str = "/v1/responses";
-
-async fn key(gw: &Gateway, clearance: &str) -> String {
-    let store = gw.store.as_ref() as &dyn Store;
-    if store.tenant_by_name("agency").await.unwrap().is_none() {
-        enclave_service::admin::create_tenant(store, "agency")
-            .await
-            .unwrap();
-    }
-    enclave_service::admin::create_key(
-        store,
-        &gw.state.policy.scheme,
-        "agency",
-        Role::User,
-        None,
-        Some(clearance),
-    )
-    .await
-    .unwrap()
-    .secret
-}
-
-/// POST with a declared label: status, the answer's label header, body.
-async fn post(gw: &Gateway, key: &str, label: &str, body: &Value) -> (u16, String, Value) {
-    let r = gw
-        .http
-        .post(gw.url(RESPONSES))
-        .bearer_auth(key)
-        .header("Enclave-Label", label)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let header = r
-        .headers()
-        .get("enclave-label")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, header, r.json().await.unwrap_or(Value::Null))
-}
 
 async fn get(gw: &Gateway, key: &str, path: &str) -> (u16, Value) {
     let r = gw
@@ -83,8 +42,8 @@ async fn responses_answer_call_tools_continue_and_are_kept_at_their_labels() {
         "deployments": [upstream("p", "m", &mock.url("ok"), json!({"accreditation": "TOP SECRET"}))],
     }))
     .await;
-    let secret = key(&gw, "SECRET").await;
-    let low = key(&gw, "UNCLASSIFIED").await;
+    let secret = key(&gw, "agency", "SECRET").await;
+    let low = key(&gw, "agency", "UNCLASSIFIED").await;
 
     // Text.
     let (status, label, r) = post(
@@ -252,7 +211,7 @@ async fn a_streamed_response_sends_the_responses_events_in_order() {
         "deployments": [upstream("p", "m", &mock.url("ok"), json!({"accreditation": "TOP SECRET"}))],
     }))
     .await;
-    let secret = key(&gw, "SECRET").await;
+    let secret = key(&gw, "agency", "SECRET").await;
     let stream = |body: Value| {
         let (gw, secret) = (&gw, &secret);
         async move {

@@ -247,8 +247,7 @@ pub async fn upload(
         let mut texts = Vec::new();
         strings(&line, &mut texts);
         let labelled = label_request(&policy.inspector, &floor, texts.iter().copied());
-        let owned: Vec<String> = texts.iter().map(|t| (*t).to_string()).collect();
-        if let Some(why) = monitor::unrecognized(&policy.scheme, &owned, &labelled.findings) {
+        if let Some(why) = monitor::unrecognized(&policy.scheme, &texts, &labelled.findings) {
             return Err(Error::UnrecognizedMarkingInDocument(format!(
                 "line {n}: {why}"
             )));

@@ -185,12 +185,13 @@ fn deny(err: Error, label: Option<&Label>, policy: &Policy, reason: String) -> B
 
 /// The sentence refusing the first marking with a control the scheme does not know: which
 /// control, in which marking, in which text and where in it.
-pub fn unrecognized(
+pub fn unrecognized<T: AsRef<str>>(
     scheme: &enclave_label::Scheme,
-    texts: &[String],
+    texts: &[T],
     findings: &[Vec<enclave_policy::Finding>],
 ) -> Option<String> {
     texts.iter().zip(findings).enumerate().find_map(|(i, (text, found))| {
+        let text = text.as_ref();
         let f = found.iter().find(|f| !f.unrecognized.is_empty())?;
         let marking = text.get(f.start..f.end).unwrap_or_default();
         let column = text.get(..f.start).map_or(0, |t| t.chars().count());

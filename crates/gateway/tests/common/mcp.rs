@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use enclave_store::{Role, Store};
 use serde_json::{Value, json};
-
-use super::Gateway;
 
 /// Python with the `mcp` package: `ENCLAVE_TEST_PYTHON`, else the repository's `.venv`.
 pub fn python() -> PathBuf {
@@ -63,45 +60,6 @@ impl Tools {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
-}
-
-pub async fn key(gw: &Gateway, tenant: &str, clearance: &str) -> String {
-    let store = gw.store.as_ref() as &dyn Store;
-    if store.tenant_by_name(tenant).await.unwrap().is_none() {
-        enclave_service::admin::create_tenant(store, tenant)
-            .await
-            .unwrap();
-    }
-    enclave_service::admin::create_key(
-        store,
-        &gw.state.policy.scheme,
-        tenant,
-        Role::User,
-        None,
-        Some(clearance),
-    )
-    .await
-    .unwrap()
-    .secret
-}
-
-pub async fn post(gw: &Gateway, key: &str, label: &str, body: &Value) -> (u16, String, Value) {
-    let r = gw
-        .http
-        .post(gw.url("/v1/responses"))
-        .bearer_auth(key)
-        .header("Enclave-Label", label)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let header = r
-        .headers()
-        .get("enclave-label")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, header, r.json().await.unwrap_or(Value::Null))
 }
 
 pub fn mcp(server: &str, tools: &[&str], approval: &str) -> Value {

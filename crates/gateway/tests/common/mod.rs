@@ -199,3 +199,44 @@ pub async fn eventually(secs: f64, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// A key of `tenant` (created if need be) cleared to `clearance`.
+pub async fn key(gw: &Gateway, tenant: &str, clearance: &str) -> String {
+    let store = gw.store.as_ref() as &dyn Store;
+    if store.tenant_by_name(tenant).await.unwrap().is_none() {
+        enclave_service::admin::create_tenant(store, tenant)
+            .await
+            .unwrap();
+    }
+    enclave_service::admin::create_key(
+        store,
+        &gw.state.policy.scheme,
+        tenant,
+        Role::User,
+        None,
+        Some(clearance),
+    )
+    .await
+    .unwrap()
+    .secret
+}
+
+/// `POST /v1/responses` declared at `label`: the status, the answer's label header, the body.
+pub async fn post(gw: &Gateway, key: &str, label: &str, body: &Value) -> (u16, String, Value) {
+    let r = gw
+        .http
+        .post(gw.url("/v1/responses"))
+        .bearer_auth(key)
+        .header("Enclave-Label", label)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let header = r
+        .headers()
+        .get("enclave-label")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, header, r.json().await.unwrap_or(Value::Null))
+}

@@ -108,60 +108,27 @@ async fn refuse(
     code: &'static str,
     reason: String,
 ) -> Result<CallResult, Error> {
-    metrics::counter!("enclave_agent_tool_calls_total", "outcome" => "refused").increment(1);
-    tracing::info!(server = %call.server, tool = %call.tool, code, "tool call refused");
-    let banner = agent.banner();
-    record::call(
-        agent.state,
-        agent.principal,
-        &agent.id,
-        record::Call {
-            server: &call.server,
-            tool: &call.tool,
-            arguments: &call.arguments,
-            output: None,
-            code: Some(code),
-            detail: format!("refused: {reason}"),
-            before: banner.clone(),
-            after: banner.clone(),
-            latency_ms: 0,
-        },
-    )
-    .await?;
     let failure = Failure {
         code,
         message: reason,
     };
-    let text = failure.told();
-    agent.emit(Item::Called {
-        call: call.clone(),
-        output: None,
-        error: Some(failure),
-        label: banner,
-    });
-    Ok(CallResult { text })
+    unanswered(agent, call, failure, "refused", 0).await
 }
 
 /// Held for a person: the run returns with the request.
 async fn hold(agent: &mut Agent<'_>, call: &McpCall, reason: String) -> Result<(), Error> {
     let banner = agent.banner();
-    record::call(
-        agent.state,
-        agent.principal,
-        &agent.id,
-        record::Call {
-            server: &call.server,
-            tool: &call.tool,
-            arguments: &call.arguments,
+    agent
+        .record_call(record::Call {
+            call,
             output: None,
             code: Some("approval_requested"),
             detail: format!("held for approval: {reason}"),
             before: banner.clone(),
             after: banner,
             latency_ms: 0,
-        },
-    )
-    .await?;
+        })
+        .await?;
     agent.emit(Item::ApprovalRequested {
         call: call.clone(),
         reason,
@@ -256,28 +223,22 @@ async fn execute(
     }
     let [text] = texts;
     let after = agent.label.join(&labelled.label);
-    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let latency_ms = record::since(started);
     if let Err(why) = check_clearance(&policy.scheme, &agent.clearance, &after) {
         metrics::counter!("enclave_agent_tool_calls_total", "outcome" => "above_clearance")
             .increment(1);
         let banner = policy.scheme.banner(&after);
-        record::call(
-            agent.state,
-            agent.principal,
-            &agent.id,
-            record::Call {
-                server: &call.server,
-                tool: &call.tool,
-                arguments: &call.arguments,
+        agent
+            .record_call(record::Call {
+                call,
                 output: Some(&text),
                 code: Some("label_exceeds_clearance"),
                 detail: format!("result withheld, run ended: labelled {banner}: {why}"),
                 before,
                 after: banner.clone(),
                 latency_ms,
-            },
-        )
-        .await?;
+            })
+            .await?;
         return Err(Error::LabelExceedsClearance(format!(
             "a result of the tool `{}` raised the context to {banner}: {why}; the run has ended and the result was not shown",
             call.tool
@@ -287,14 +248,9 @@ async fn execute(
     agent.tainted = true;
     let banner = agent.banner();
     metrics::counter!("enclave_agent_tool_calls_total", "outcome" => "ran").increment(1);
-    record::call(
-        agent.state,
-        agent.principal,
-        &agent.id,
-        record::Call {
-            server: &call.server,
-            tool: &call.tool,
-            arguments: &call.arguments,
+    agent
+        .record_call(record::Call {
+            call,
             output: Some(&text),
             code: output.is_error.then_some("tool_error"),
             detail: format!(
@@ -310,9 +266,8 @@ async fn execute(
             before,
             after: banner.clone(),
             latency_ms,
-        },
-    )
-    .await?;
+        })
+        .await?;
     let (item_output, error, told) = if output.is_error {
         let failure = Failure {
             code: "tool_error",
@@ -339,26 +294,33 @@ async fn fail(
     failure: Failure,
     started: Instant,
 ) -> Result<CallResult, Error> {
-    metrics::counter!("enclave_agent_tool_calls_total", "outcome" => "failed").increment(1);
     tracing::warn!(server = %call.server, tool = %call.tool, code = failure.code, error = %failure.message, "tool call failed");
+    unanswered(agent, call, failure, "failed", record::since(started)).await
+}
+
+/// A call that gave no result (`outcome`: `refused` or `failed`): counted, recorded with the
+/// context unchanged, and shown to the model (by kind) and to the client.
+async fn unanswered(
+    agent: &mut Agent<'_>,
+    call: &McpCall,
+    failure: Failure,
+    outcome: &'static str,
+    latency_ms: u64,
+) -> Result<CallResult, Error> {
+    metrics::counter!("enclave_agent_tool_calls_total", "outcome" => outcome).increment(1);
+    tracing::info!(server = %call.server, tool = %call.tool, code = failure.code, outcome, "tool call gave no result");
     let banner = agent.banner();
-    record::call(
-        agent.state,
-        agent.principal,
-        &agent.id,
-        record::Call {
-            server: &call.server,
-            tool: &call.tool,
-            arguments: &call.arguments,
+    agent
+        .record_call(record::Call {
+            call,
             output: None,
             code: Some(failure.code),
-            detail: format!("failed: {}", failure.message),
+            detail: format!("{outcome}: {}", failure.message),
             before: banner.clone(),
             after: banner.clone(),
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        },
-    )
-    .await?;
+            latency_ms,
+        })
+        .await?;
     let text = failure.told();
     agent.emit(Item::Called {
         call: call.clone(),

@@ -234,6 +234,11 @@ impl Agent<'_> {
         self.state.policy.scheme.banner(&self.label)
     }
 
+    /// Records one tool call of this run.
+    async fn record_call(&self, c: record::Call<'_>) -> Result<(), Error> {
+        record::call(self.state, self.principal, &self.id, c).await
+    }
+
     fn emit(&mut self, item: Item) {
         if let Some(p) = self.progress {
             // A surface that went away stops hearing; the run's own record is unaffected.

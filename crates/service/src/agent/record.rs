@@ -88,11 +88,14 @@ pub(super) async fn turn(
     append(state, r).await
 }
 
+/// Milliseconds since `started`, as records hold latencies.
+pub(super) fn since(started: std::time::Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// What one tool call was: run, refused, failed or held for approval.
 pub(super) struct Call<'a> {
-    pub server: &'a str,
-    pub tool: &'a str,
-    pub arguments: &'a str,
+    pub call: &'a super::McpCall,
     pub output: Option<&'a str>,
     /// The stable code of a refusal or failure.
     pub code: Option<&'a str>,
@@ -109,13 +112,13 @@ pub(super) async fn call(
     c: Call<'_>,
 ) -> Result<(), Error> {
     let mut r = base(principal, run, "agent.tool_call");
-    r.deployment = Some(format!("mcp:{}", c.server));
-    r.model = Some(c.tool.to_string());
+    r.deployment = Some(format!("mcp:{}", c.call.server));
+    r.model = Some(c.call.tool.clone());
     r.status = if c.code.is_none() { 200 } else { 0 };
     r.code = c.code.map(str::to_string);
     r.request_label = Some(c.before);
     r.answer_label = Some(c.after);
-    r.request_sha256 = digest(c.arguments);
+    r.request_sha256 = digest(&c.call.arguments);
     r.response_sha256 = c.output.and_then(digest);
     r.latency_ms = c.latency_ms;
     r.detail = Some(c.detail);

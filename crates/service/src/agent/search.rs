@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::call::CallResult;
-use super::{Agent, Item, Search, Target, record};
+use super::{Agent, Item, McpCall, Search, Target, record};
 use crate::conversation::{Conversation, Tool, ToolCall};
 use crate::error::Error;
 use crate::retrieval;
@@ -109,14 +109,15 @@ pub(super) async fn run(
         text = "No passages were found.".into();
     }
     metrics::counter!("enclave_agent_tool_calls_total", "outcome" => "searched").increment(1);
-    record::call(
-        agent.state,
-        agent.principal,
-        &agent.id,
-        record::Call {
-            server: "knowledge-bases",
-            tool: NAME,
-            arguments: &call.arguments,
+    let searched = McpCall {
+        id: call.id.clone(),
+        server: "knowledge-bases".into(),
+        tool: NAME.into(),
+        arguments: call.arguments.clone(),
+    };
+    agent
+        .record_call(record::Call {
+            call: &searched,
             output: Some(&text),
             code: None,
             detail: format!(
@@ -126,10 +127,9 @@ pub(super) async fn run(
             ),
             before,
             after: after.clone(),
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        },
-    )
-    .await?;
+            latency_ms: record::since(started),
+        })
+        .await?;
     agent.emit(Item::Searched {
         id: call.id.clone(),
         queries: vec![query],

@@ -166,7 +166,7 @@ async fn finish_turn(
             before,
             after,
             failed,
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            latency_ms: record::since(started),
         },
     )
     .await

@@ -16,7 +16,8 @@ use enclave_service::dispatch::UpstreamClock;
 use enclave_service::monitor::Declared;
 use serde_json::{Value, json};
 
-use super::{Prepared, body, finish_as, items, usage};
+use super::stream::Sequence;
+use super::{Prepared, finish_as, items, usage};
 use crate::AppState;
 use crate::audit::CallNote;
 use crate::auth::Principal;
@@ -181,16 +182,11 @@ fn events(
     };
     let events = async_stream::stream! {
         let guard = AbortOnDrop(task.abort_handle());
-        let mut seq = 0u64;
-        let mut event = |kind: &str, mut data: Value| {
-            data["type"] = json!(kind);
-            data["sequence_number"] = json!(seq);
-            seq += 1;
-            Ok::<_, Infallible>(SseEvent::default().event(kind).data(data.to_string()))
-        };
-        let pending = body(&prepared.echo, &id, created, "in_progress", &[], json!({"usage": null}));
-        yield event("response.created", json!({ "response": pending }));
-        yield event("response.in_progress", json!({ "response": pending }));
+        let mut seq = Sequence::default();
+        for opened in seq.opening(&prepared, &id, created) {
+            yield opened;
+        }
+        let mut event = |kind: &str, data: Value| seq.event(kind, data);
         let mut done: Vec<Value> = Vec::new();
         // The message being written: its item id and text so far.
         let mut open: Option<(String, String)> = None;

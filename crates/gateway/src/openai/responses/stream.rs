@@ -31,16 +31,11 @@ pub(super) fn events(
     created: i64,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let events = async_stream::stream! {
-        let mut seq = 0u64;
-        let mut event = |kind: &str, mut data: Value| {
-            data["type"] = json!(kind);
-            data["sequence_number"] = json!(seq);
-            seq += 1;
-            Ok::<_, Infallible>(SseEvent::default().event(kind).data(data.to_string()))
-        };
-        let pending = body(&prepared.echo, &id, created, "in_progress", &[], json!({"usage": null}));
-        yield event("response.created", json!({ "response": pending }));
-        yield event("response.in_progress", json!({ "response": pending }));
+        let mut seq = Sequence::default();
+        for opened in seq.opening(&prepared, &id, created) {
+            yield opened;
+        }
+        let mut event = |kind: &str, data: Value| seq.event(kind, data);
         let mut output: Vec<Open> = Vec::new();
         let mut message: Option<usize> = None;
         let mut text = String::new();
@@ -137,6 +132,40 @@ pub(super) fn events(
         }
     };
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// Numbers one stream's events: each carries its `type` and its `sequence_number`.
+#[derive(Default)]
+pub(super) struct Sequence(u64);
+
+impl Sequence {
+    pub(super) fn event(&mut self, kind: &str, mut data: Value) -> Result<SseEvent, Infallible> {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(self.0);
+        self.0 += 1;
+        Ok(SseEvent::default().event(kind).data(data.to_string()))
+    }
+
+    /// `response.created` and `response.in_progress`, with the response not yet answered.
+    pub(super) fn opening(
+        &mut self,
+        prepared: &Prepared,
+        id: &str,
+        created: i64,
+    ) -> [Result<SseEvent, Infallible>; 2] {
+        let pending = body(
+            &prepared.echo,
+            id,
+            created,
+            "in_progress",
+            &[],
+            json!({"usage": null}),
+        );
+        [
+            self.event("response.created", json!({ "response": pending })),
+            self.event("response.in_progress", json!({ "response": pending })),
+        ]
+    }
 }
 
 /// The `error` event: the API's error code and sentence.
