@@ -42,9 +42,14 @@ pub struct ChatSection {
     pub threads: u32,
     /// Requests that may wait for a free sequence; more get 429 `engine_overloaded`.
     pub max_queue: usize,
-    /// Start even if llama.cpp was built with AMX kernels (a GGML_NATIVE build on an AMX
-    /// machine). Off: those kernels crash on some machines (llama.cpp #20824).
+    /// Let the engine choose llama.cpp's AMX kernels on a CPU that has AMX. Off: those kernels
+    /// crash on some machines (llama.cpp #20824), so the best other variant is taken.
     pub allow_amx: bool,
+    /// A llama.cpp CPU kernel variant by name (`enclave version` lists them) instead of the
+    /// best this CPU proves it can run; a variant needing an extension the CPU lacks is refused.
+    pub cpu_variant: Option<String>,
+    /// Layers offloaded to the GPU when llama.cpp finds one; unset offloads every layer.
+    pub gpu_layers: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,6 +224,8 @@ impl Default for ChatSection {
             threads: d.threads,
             max_queue: d.max_queue,
             allow_amx: d.allow_amx,
+            cpu_variant: d.cpu_variant,
+            gpu_layers: d.gpu_layers,
         }
     }
 }
@@ -273,6 +280,8 @@ impl Config {
             threads: self.chat.threads,
             max_queue: self.chat.max_queue,
             allow_amx: self.chat.allow_amx,
+            cpu_variant: self.chat.cpu_variant.clone(),
+            gpu_layers: self.chat.gpu_layers,
             chat_template: None,
         }
     }

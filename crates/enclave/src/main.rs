@@ -116,8 +116,8 @@ enum Command {
         #[command(subcommand)]
         command: jobs_cli::JobsCommand,
     },
-    /// Print the version, the CPU kernels llama.cpp was compiled for, and whether this CPU has
-    /// every instruction they use.
+    /// Print the version, the llama.cpp CPU kernels chosen for this CPU (and why each other
+    /// variant was not), and whether a GPU backend found a device.
     Version,
     /// Internal: the chat engine's worker process, started and supervised by `enclave serve`.
     /// It speaks JSON lines on stdin and stdout; not for people.
@@ -327,7 +327,7 @@ async fn run(command: Command, mut config: Config, data_dir_given: Option<PathBu
             );
             Ok(())
         }
-        Command::Version => version(),
+        Command::Version => version(&config),
         Command::EngineWorker { .. } => bail!("the engine worker runs before the server runtime"),
         Command::Label(cmd) => label_command(&config, cmd),
         Command::Kb { client, command } => kb_cli::run(client, command).await,

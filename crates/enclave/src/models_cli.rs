@@ -106,25 +106,59 @@ pub(crate) fn pull_all(config: &Config) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn version() -> Result<()> {
+pub(crate) fn version(config: &Config) -> Result<()> {
+    use enclave_engine::kernels;
     let mut out = std::io::stdout().lock();
     writeln!(out, "enclave {}", env!("CARGO_PKG_VERSION"))?;
-    writeln!(
-        out,
-        "llama.cpp CPU kernels: {}",
-        enclave_engine::kernels::VARIANT
-    )?;
-    let missing = enclave_engine::kernels::missing_cpu_features();
-    if missing.is_empty() {
-        writeln!(out, "this CPU: has every instruction the kernels use")?;
-    } else {
-        writeln!(
-            out,
-            "this CPU: LACKS {} (the chat engine will refuse to start)",
-            missing.join(", ")
-        )?;
+    let choice = kernels::KernelChoice {
+        variant: config.chat.cpu_variant.clone(),
+        allow_amx: config.chat.allow_amx,
+    };
+    match kernels::load(&choice) {
+        Ok(loaded) => {
+            let report = kernels::report();
+            writeln!(
+                out,
+                "llama.cpp CPU kernels: {} ({}), chosen at run time",
+                loaded.variant,
+                report.features.join(", ")
+            )?;
+            writeln!(out, "  module: {}", loaded.module.display())?;
+            if !report.buffer_types.is_empty() {
+                writeln!(out, "  weight layouts: {}", report.buffer_types.join(", "))?;
+            }
+            let gpus: Vec<&String> = report.devices.iter().filter(|d| *d != "CPU").collect();
+            if gpus.is_empty() {
+                writeln!(out, "backend: CPU (no GPU found)")?;
+            } else {
+                let layers = config
+                    .chat
+                    .gpu_layers
+                    .map_or("every layer".to_string(), |n| format!("{n} layers"));
+                writeln!(
+                    out,
+                    "backend: GPU {} ({layers} offloaded)",
+                    gpus.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )?;
+            }
+        }
+        Err(e) => writeln!(out, "llama.cpp CPU kernels: NONE LOADED: {e}")?,
     }
-    writeln!(out, "backend: CPU (no GPU backend compiled in)")?;
+    writeln!(out, "CPU variants this build has (best first):")?;
+    for v in kernels::VARIANTS {
+        let lacks = kernels::missing(v);
+        let note = if !lacks.is_empty() {
+            format!("this CPU lacks {}", lacks.join(", "))
+        } else if v.is_amx() && !config.chat.allow_amx {
+            "runs here, not chosen: AMX needs [chat] allow_amx = true".to_string()
+        } else {
+            "runs here".to_string()
+        };
+        writeln!(out, "  {:<15} {note}", v.name)?;
+    }
     Ok(())
 }
 

@@ -1,47 +1,447 @@
-//! Which CPU kernels llama.cpp will run, proved at run time before any model is loaded.
+//! Which CPU kernels llama.cpp runs, chosen and proved at run time before any model is loaded.
 //!
-//! llama.cpp is compiled for one named feature set (see `.cargo/config.toml`): x86-64-v3, that is
-//! AVX2, FMA, F16C and BMI2, with no AVX-512 and no AMX. [`check`] refuses a CPU that lacks any of
-//! them, so the engine never executes an instruction the machine does not have; [`report`] reads
-//! back from llama.cpp itself which features its CPU backend was built with and which extra
-//! buffer types (repacked weight layouts such as `CPU_REPACK`, or `AMX`) it will place weights
-//! in. An `AMX` buffer type means the crashing AMX path (llama.cpp #20824) is live: the engine
-//! refuses to start with one unless the operator has explicitly allowed it.
+//! llama.cpp is built with its loadable backends (`dynamic-backends`): the CPU kernels are
+//! compiled once per instruction-set level, each a module `libggml-cpu-<variant>.so`, and none is
+//! linked into the binary. [`load`] reads with CPUID which extensions this CPU has and loads the
+//! best module whose every extension is present (llama.cpp's own score check refuses a module the
+//! CPU cannot run, a second proof), so one binary runs at full speed on any x86-64 machine and
+//! never executes an instruction the machine lacks. The AMX module is never taken unless the
+//! operator allows it (`[chat] allow_amx`): its kernels crash on some machines (llama.cpp
+//! #20824). A GPU backend module beside them (`libggml-cuda.so`) is loaded too, and used when
+//! it finds a device. [`report`] reads back from llama.cpp itself which variant, features and
+//! extra buffer types (repacked weight layouts such as `CPU_REPACK`, or `AMX`) are in use.
 //!
-//! This is the one module with `unsafe` code: llama-cpp-2 exposes neither the CPU backend's
-//! feature list nor its extra buffer types, so they are read through `llama-cpp-sys-2`.
+//! This is the one module with `unsafe` code: llama-cpp-2 exposes neither module loading by
+//! path nor the CPU backend's feature list and buffer types, so they are read through
+//! `llama-cpp-sys-2`.
 
 #![allow(unsafe_code)]
 
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, CString, c_char};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
 
-/// The instruction-set extensions the compiled llama.cpp kernels need (x86-64).
-#[cfg(target_arch = "x86_64")]
-pub const REQUIRED: &[&str] = &["avx", "avx2", "fma", "f16c", "bmi2", "sse4.2"];
-#[cfg(not(target_arch = "x86_64"))]
-pub const REQUIRED: &[&str] = &[];
+/// One build of llama.cpp's CPU kernels: its module's name and the instruction-set extensions
+/// it executes (as `std::arch` names them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    pub name: &'static str,
+    pub needs: &'static [&'static str],
+}
 
-/// The name of the compiled CPU variant, as `enclave version` prints it.
+impl Variant {
+    /// Whether this build runs AMX tile instructions.
+    pub fn is_amx(&self) -> bool {
+        self.needs.iter().any(|n| n.starts_with("amx"))
+    }
+
+    /// The module file llama.cpp's build writes for it.
+    pub fn file_name(&self) -> String {
+        format!("libggml-cpu-{}.so", self.name)
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
-pub const VARIANT: &str = "x86-64-v3 (AVX2, FMA, F16C, BMI2; no AVX-512, no AMX)";
+mod table {
+    use super::Variant;
+
+    const SSE42: &[&str] = &["sse4.2"];
+    const AVX: &[&str] = &["sse4.2", "avx"];
+    const F16C: &[&str] = &["sse4.2", "avx", "f16c"];
+    const FMA: &[&str] = &["sse4.2", "avx", "f16c", "fma"];
+    const AVX2: &[&str] = &["sse4.2", "avx", "f16c", "fma", "avx2", "bmi2"];
+    const AVX_VNNI: &[&str] = &["sse4.2", "avx", "f16c", "fma", "avx2", "bmi2", "avxvnni"];
+    // llama.cpp's `AVX512` level is the five Skylake-X extensions together.
+    const AVX512: &[&str] = &[
+        "sse4.2", "avx", "f16c", "fma", "avx2", "bmi2", "avx512f", "avx512cd", "avx512vl",
+        "avx512dq", "avx512bw",
+    ];
+    const AVX512_VBMI: &[&str] = &[
+        "sse4.2",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
+        "bmi2",
+        "avx512f",
+        "avx512cd",
+        "avx512vl",
+        "avx512dq",
+        "avx512bw",
+        "avx512vbmi",
+    ];
+    const AVX512_VNNI: &[&str] = &[
+        "sse4.2",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
+        "bmi2",
+        "avx512f",
+        "avx512cd",
+        "avx512vl",
+        "avx512dq",
+        "avx512bw",
+        "avx512vnni",
+    ];
+    const ICELAKE: &[&str] = &[
+        "sse4.2",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
+        "bmi2",
+        "avx512f",
+        "avx512cd",
+        "avx512vl",
+        "avx512dq",
+        "avx512bw",
+        "avx512vbmi",
+        "avx512vnni",
+    ];
+    const COOPERLAKE: &[&str] = &[
+        "sse4.2",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
+        "bmi2",
+        "avx512f",
+        "avx512cd",
+        "avx512vl",
+        "avx512dq",
+        "avx512bw",
+        "avx512vnni",
+        "avx512bf16",
+    ];
+    const ZEN4: &[&str] = &[
+        "sse4.2",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
+        "bmi2",
+        "avx512f",
+        "avx512cd",
+        "avx512vl",
+        "avx512dq",
+        "avx512bw",
+        "avx512vbmi",
+        "avx512vnni",
+        "avx512bf16",
+    ];
+    const SAPPHIRERAPIDS: &[&str] = &[
+        "sse4.2",
+        "avx",
+        "f16c",
+        "fma",
+        "avx2",
+        "bmi2",
+        "avx512f",
+        "avx512cd",
+        "avx512vl",
+        "avx512dq",
+        "avx512bw",
+        "avx512vbmi",
+        "avx512vnni",
+        "avx512bf16",
+        "amx-tile",
+        "amx-int8",
+    ];
+
+    /// Every variant llama.cpp's `GGML_CPU_ALL_VARIANTS` builds on x86-64, best first (the
+    /// extensions of the same names in its `ggml/src/CMakeLists.txt`).
+    pub const VARIANTS: &[Variant] = &[
+        Variant {
+            name: "sapphirerapids",
+            needs: SAPPHIRERAPIDS,
+        },
+        Variant {
+            name: "zen4",
+            needs: ZEN4,
+        },
+        Variant {
+            name: "cooperlake",
+            needs: COOPERLAKE,
+        },
+        Variant {
+            name: "icelake",
+            needs: ICELAKE,
+        },
+        Variant {
+            name: "cascadelake",
+            needs: AVX512_VNNI,
+        },
+        Variant {
+            name: "cannonlake",
+            needs: AVX512_VBMI,
+        },
+        Variant {
+            name: "skylakex",
+            needs: AVX512,
+        },
+        Variant {
+            name: "alderlake",
+            needs: AVX_VNNI,
+        },
+        Variant {
+            name: "haswell",
+            needs: AVX2,
+        },
+        Variant {
+            name: "piledriver",
+            needs: FMA,
+        },
+        Variant {
+            name: "ivybridge",
+            needs: F16C,
+        },
+        Variant {
+            name: "sandybridge",
+            needs: AVX,
+        },
+        Variant {
+            name: "sse42",
+            needs: SSE42,
+        },
+        Variant {
+            name: "x64",
+            needs: &[],
+        },
+    ];
+}
+
 #[cfg(not(target_arch = "x86_64"))]
-pub const VARIANT: &str = "baseline";
+mod table {
+    use super::Variant;
+    /// Other architectures build one CPU module, named `libggml-cpu.so`.
+    pub const VARIANTS: &[Variant] = &[];
+}
+
+pub use table::VARIANTS;
+
+/// Whether this CPU has `feature` (a `std::arch` name), proved with CPUID now.
+pub fn cpu_has(feature: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match feature {
+            "sse4.2" => std::arch::is_x86_feature_detected!("sse4.2"),
+            "avx" => std::arch::is_x86_feature_detected!("avx"),
+            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
+            "avxvnni" => std::arch::is_x86_feature_detected!("avxvnni"),
+            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+            "avx512cd" => std::arch::is_x86_feature_detected!("avx512cd"),
+            "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+            "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
+            "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+            "avx512vbmi" => std::arch::is_x86_feature_detected!("avx512vbmi"),
+            "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+            "avx512bf16" => std::arch::is_x86_feature_detected!("avx512bf16"),
+            "amx-tile" => amx_bit(24),
+            "amx-int8" => amx_bit(25),
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = feature;
+        false
+    }
+}
+
+/// CPUID leaf 7, sub-leaf 0, EDX bit `bit` (AMX-TILE is 24, AMX-INT8 25): `std::arch` has no
+/// stable detection for AMX, and the answer only ever keeps the AMX module out.
+#[cfg(target_arch = "x86_64")]
+fn amx_bit(bit: u32) -> bool {
+    // CPUID exists on every x86-64 CPU; leaf 7 is asked only when leaf 0 says it is in range.
+    if std::arch::x86_64::__cpuid(0).eax < 7 {
+        return false;
+    }
+    std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << bit) != 0
+}
+
+/// The extensions `variant` needs that this CPU lacks.
+pub fn missing(variant: &Variant) -> Vec<&'static str> {
+    variant
+        .needs
+        .iter()
+        .copied()
+        .filter(|f| !cpu_has(f))
+        .collect()
+}
+
+/// The best variant, of those `available`, whose every extension `has` proves; the AMX one only
+/// when `allow_amx`. Pure, so the choice is tested for CPUs this machine is not.
+pub fn best(
+    has: impl Fn(&str) -> bool,
+    allow_amx: bool,
+    available: impl Fn(&Variant) -> bool,
+) -> Option<&'static Variant> {
+    VARIANTS
+        .iter()
+        .find(|v| (allow_amx || !v.is_amx()) && v.needs.iter().all(|f| has(f)) && available(v))
+}
+
+/// What the operator asks of the kernels (`[chat] cpu_variant`, `[chat] allow_amx`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelChoice {
+    /// A variant by name instead of the best; refused if this CPU lacks what it needs.
+    pub variant: Option<String>,
+    /// Lets the AMX variant be chosen (it crashes on some machines: llama.cpp #20824).
+    pub allow_amx: bool,
+}
+
+/// The kernels this process loaded.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The CPU variant's name (`zen4`, `haswell`, …; `cpu` where one module serves all).
+    pub variant: String,
+    /// Its module file.
+    pub module: PathBuf,
+    /// GPU backend modules that were found and loaded (`cuda`, …).
+    pub gpu_modules: Vec<String>,
+}
+
+static LOADED: OnceLock<Result<Loaded, String>> = OnceLock::new();
+
+/// Where the backend modules are: `ggml-backends/` beside the running binary (a deployed copy),
+/// else the build's own folder.
+pub fn modules_dir() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("ggml-backends")));
+    if let Some(dir) = beside.filter(|d| d.is_dir()) {
+        return Some(dir);
+    }
+    llama_cpp_sys_2::BACKENDS_DIR.map(PathBuf::from)
+}
+
+/// Loads llama.cpp's CPU kernels (and any GPU module) once per process, as `choice` says; later
+/// calls return what the first loaded. Call before the llama.cpp backend is initialised.
+pub fn load(choice: &KernelChoice) -> Result<&'static Loaded, EngineError> {
+    LOADED
+        .get_or_init(|| load_once(choice))
+        .as_ref()
+        .map_err(|e| EngineError::Load(e.clone()))
+}
+
+/// What [`load`] loaded, if it has run and succeeded.
+pub fn loaded() -> Option<&'static Loaded> {
+    LOADED.get().and_then(|r| r.as_ref().ok())
+}
+
+fn load_once(choice: &KernelChoice) -> Result<Loaded, String> {
+    // llama.cpp's own messages (which module it loaded, or why not) go to the log from here on.
+    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+    let dir = modules_dir().ok_or("this build has no llama.cpp backend modules folder")?;
+    let candidates: Vec<&Variant> = match choice.variant.as_deref().filter(|v| !v.is_empty()) {
+        Some(name) => {
+            let v = VARIANTS.iter().find(|v| v.name == name).ok_or_else(|| {
+                format!(
+                    "unknown CPU variant `{name}`; this build has: {}",
+                    VARIANTS
+                        .iter()
+                        .map(|v| v.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            let lacks = missing(v);
+            if !lacks.is_empty() {
+                return Err(format!(
+                    "CPU variant `{name}` needs {}, which this CPU lacks",
+                    lacks.join(", ")
+                ));
+            }
+            if v.is_amx() && !choice.allow_amx {
+                return Err(format!(
+                    "CPU variant `{name}` runs AMX kernels, which crash on some machines \
+                     (llama.cpp #20824); set `[chat] allow_amx = true` to use it"
+                ));
+            }
+            vec![v]
+        }
+        None => VARIANTS
+            .iter()
+            .filter(|v| (choice.allow_amx || !v.is_amx()) && missing(v).is_empty())
+            .collect(),
+    };
+    let mut tried = Vec::new();
+    let mut cpu = None;
+    for v in candidates {
+        let path = dir.join(v.file_name());
+        if !path.is_file() {
+            continue;
+        }
+        // llama.cpp's own score check runs inside and refuses a module this CPU cannot run.
+        if load_module(&path) {
+            cpu = Some((v.name.to_string(), path));
+            break;
+        }
+        tried.push(v.name);
+    }
+    if cpu.is_none() && VARIANTS.is_empty() {
+        let path = dir.join("libggml-cpu.so");
+        if path.is_file() && load_module(&path) {
+            cpu = Some(("cpu".to_string(), path));
+        }
+    }
+    let Some((variant, module)) = cpu else {
+        return Err(format!(
+            "no llama.cpp CPU kernels in {} that this CPU can run{}",
+            dir.display(),
+            if tried.is_empty() {
+                String::new()
+            } else {
+                format!(" (refused by llama.cpp: {})", tried.join(", "))
+            }
+        ));
+    };
+    let mut gpu_modules = Vec::new();
+    for name in ["cuda", "vulkan"] {
+        let path = dir.join(format!("libggml-{name}.so"));
+        if path.is_file() && load_module(&path) {
+            gpu_modules.push(name.to_string());
+        }
+    }
+    tracing::info!(%variant, module = %module.display(), gpu = ?gpu_modules, "llama.cpp kernels loaded");
+    Ok(Loaded {
+        variant,
+        module,
+        gpu_modules,
+    })
+}
+
+/// Loads one backend module; false when llama.cpp refuses it (its score says this machine
+/// cannot run it, or it has no device).
+fn load_module(path: &Path) -> bool {
+    let Some(c) = path.to_str().and_then(|p| CString::new(p).ok()) else {
+        return false;
+    };
+    // SAFETY: `ggml_backend_load` takes a NUL-terminated path, copies what it needs, and returns
+    // a registry handle owned by llama.cpp for the life of the process (or NULL).
+    let reg = unsafe { llama_cpp_sys_2::ggml_backend_load(c.as_ptr()) };
+    !reg.is_null()
+}
 
 /// What llama.cpp's CPU backend was built with and will use.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KernelReport {
-    /// The compiled variant ([`VARIANT`]).
+    /// The loaded CPU variant (`zen4`, `haswell`, …), empty before [`load`].
     pub variant: String,
     /// The CPU backend's own feature list, e.g. `AVX2`, `FMA`, `REPACK`, `OPENMP`.
     pub features: Vec<String>,
     /// Extra buffer types weights may be placed in, e.g. `CPU_REPACK`; `AMX` is the one that
     /// crashes.
     pub buffer_types: Vec<String>,
-    /// Which device kinds llama.cpp found (`CPU`, `GPU`, ...) with their names.
+    /// Which devices llama.cpp found (`CPU`, `CUDA0`, ...).
     pub devices: Vec<String>,
 }
 
@@ -53,39 +453,11 @@ impl KernelReport {
             .chain(&self.features)
             .any(|n| n.to_ascii_uppercase().contains("AMX"))
     }
-}
 
-/// The missing instruction-set extensions, if any, that the compiled kernels need.
-pub fn missing_cpu_features() -> Vec<&'static str> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let have = |f: &str| match f {
-            "avx" => std::arch::is_x86_feature_detected!("avx"),
-            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
-            "fma" => std::arch::is_x86_feature_detected!("fma"),
-            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
-            "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
-            "sse4.2" => std::arch::is_x86_feature_detected!("sse4.2"),
-            _ => false,
-        };
-        REQUIRED.iter().copied().filter(|f| !have(f)).collect()
+    /// Whether llama.cpp found a GPU device to offload layers to.
+    pub fn has_gpu(&self) -> bool {
+        self.devices.iter().any(|d| d != "CPU")
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        Vec::new()
-    }
-}
-
-/// Refuses a CPU that lacks an extension the compiled kernels use, before llama.cpp runs any.
-pub fn check() -> Result<(), EngineError> {
-    let missing = missing_cpu_features();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(EngineError::Load(format!(
-        "this CPU lacks {} that llama.cpp was compiled for ({VARIANT})",
-        missing.join(", ")
-    )))
 }
 
 /// Reads back from llama.cpp which CPU features and buffer types its backend uses. Call after the
@@ -156,7 +528,7 @@ pub fn report() -> KernelReport {
         }
     }
     KernelReport {
-        variant: VARIANT.to_string(),
+        variant: loaded().map(|l| l.variant.clone()).unwrap_or_default(),
         features,
         buffer_types,
         devices,

@@ -40,7 +40,10 @@ static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
     BACKEND
         .get_or_init(|| {
-            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            // The kernels go in before llama.cpp starts; a no-op when the engine loaded them
+            // already with the operator's choice.
+            crate::kernels::load(&crate::kernels::KernelChoice::default())
+                .map_err(|e| e.to_string())?;
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
@@ -61,9 +64,16 @@ pub struct ChatConfig {
     /// Requests allowed to wait for a sequence; beyond it `generate` answers
     /// [`EngineError::Overloaded`] at once instead of queueing without bound.
     pub max_queue: usize,
-    /// Lets the engine start with llama.cpp's AMX kernels compiled in. Off: they crash on some
-    /// machines (llama.cpp #20824), and the default build never compiles them.
+    /// Lets the engine choose llama.cpp's AMX kernels. Off: they crash on some machines
+    /// (llama.cpp #20824), so the best other variant is taken.
     pub allow_amx: bool,
+    /// A CPU kernel variant by name (`haswell`, `zen4`, …) instead of the best this CPU runs.
+    #[serde(default)]
+    pub cpu_variant: Option<String>,
+    /// Layers to offload when llama.cpp finds a GPU; `None` offloads every layer. Ignored
+    /// without a GPU.
+    #[serde(default)]
+    pub gpu_layers: Option<u32>,
     /// A chat template to use instead of the model's own (for a GGUF that carries none).
     #[serde(default)]
     pub chat_template: Option<String>,
@@ -78,6 +88,8 @@ impl Default for ChatConfig {
             threads: 0,
             max_queue: 256,
             allow_amx: false,
+            cpu_variant: None,
+            gpu_layers: None,
             chat_template: None,
         }
     }
@@ -246,17 +258,26 @@ impl Prompter {
 impl ChatEngine {
     /// Loads a GGUF model and starts the scheduler thread.
     pub fn load(path: &Path, config: ChatConfig) -> Result<Self, EngineError> {
+        crate::kernels::load(&crate::kernels::KernelChoice {
+            variant: config.cpu_variant.clone(),
+            allow_amx: config.allow_amx,
+        })?;
         let backend = backend()?;
-        crate::kernels::check()?;
         let report = crate::kernels::report();
         if report.uses_amx() && !config.allow_amx {
             return Err(EngineError::Load(format!(
-                "llama.cpp was built with AMX kernels ({:?}), which crash on some machines (llama.cpp #20824); rebuild without GGML_NATIVE or set `[chat] allow_amx = true`",
+                "llama.cpp would run AMX kernels ({:?}), which crash on some machines (llama.cpp #20824); set `[chat] allow_amx = true` to allow them",
                 report.buffer_types
             )));
         }
-        tracing::info!(variant = %report.variant, features = ?report.features, buffer_types = ?report.buffer_types, "llama.cpp CPU kernels");
-        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+        tracing::info!(variant = %report.variant, features = ?report.features, buffer_types = ?report.buffer_types, devices = ?report.devices, "llama.cpp kernels");
+        let gpu_layers = if report.has_gpu() {
+            config.gpu_layers.unwrap_or(u32::MAX)
+        } else {
+            0
+        };
+        let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+        let model = LlamaModel::load_from_file(backend, path, &params)
             .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
         let model = Arc::new(model);
         let prompter = Prompter::new(Arc::clone(&model), config.chat_template.as_deref())?;

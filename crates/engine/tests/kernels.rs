@@ -1,18 +1,21 @@
-//! The llama.cpp kernels this build runs: never AMX (llama.cpp #20824 crashes there), never
-//! anything the build host had but another machine may lack.
+//! The llama.cpp kernels this build runs: chosen at run time for the CPU it runs on, never AMX
+//! unless allowed (llama.cpp #20824 crashes there), never an instruction the CPU lacks, and
+//! nothing the build host had that another machine may lack.
 //!
-//! A build made with `GGML_NATIVE` on a machine with AMX (the old `target-cpu=native`) reports an
-//! `AMX` buffer type and the `AMX_INT8` feature, and fails here.
+//! A build with `GGML_NATIVE` (the old `target-cpu=native`) on an AMX machine, or one that loads
+//! every module and lets llama.cpp pick the highest score, reports an `AMX` buffer type and the
+//! `AMX_INT8` feature on such a machine, and fails here.
 
 #![allow(
     clippy::unwrap_used,
     reason = "tests fail loudly at the line that broke"
 )]
 
-use enclave_engine::kernels;
+use enclave_engine::kernels::{self, KernelChoice, VARIANTS, Variant};
 
 #[test]
-fn no_amx_or_host_specific_kernel_is_compiled_in() {
+fn the_best_variant_this_cpu_proves_is_loaded_and_never_amx() {
+    let loaded = kernels::load(&KernelChoice::default()).unwrap();
     let r = kernels::report();
     assert!(
         r.devices.iter().any(|d| d == "CPU"),
@@ -20,40 +23,98 @@ fn no_amx_or_host_specific_kernel_is_compiled_in() {
     );
     assert!(
         !r.uses_amx(),
-        "an AMX kernel path is compiled in and would be taken by default: {r:?}"
+        "an AMX kernel path would be taken by default: {r:?}"
     );
     assert!(
         !r.buffer_types.iter().any(|b| b.contains("AMX")),
         "buffer types: {:?}",
         r.buffer_types
     );
+    assert_eq!(r.variant, loaded.variant);
     #[cfg(target_arch = "x86_64")]
     {
-        // Exactly the named variant: AVX2 and FMA kernels, no AVX-512 of any kind, whatever the
-        // build host had.
-        for want in ["AVX2", "FMA", "F16C"] {
-            assert!(
-                r.features.iter().any(|f| f == want),
-                "{want} missing: {:?}",
-                r.features
+        // What CPUID proves, independently of the module: the loaded variant is the best one
+        // whose every extension is present, and every extension it runs is present.
+        let expected = kernels::best(kernels::cpu_has, false, |_| true).unwrap();
+        assert_eq!(loaded.variant, expected.name, "{r:?}");
+        assert!(kernels::missing(expected).is_empty());
+        // llama.cpp's own feature list agrees with CPUID, both ways, for the extensions it names.
+        for (ours, theirs) in [
+            ("avx2", "AVX2"),
+            ("fma", "FMA"),
+            ("f16c", "F16C"),
+            ("avx512f", "AVX512"),
+            ("avx512vnni", "AVX512_VNNI"),
+            ("avx512bf16", "AVX512_BF16"),
+        ] {
+            let runs = r.features.iter().any(|f| f == theirs);
+            assert_eq!(
+                runs,
+                expected.needs.contains(&ours),
+                "{theirs} in {:?} against variant {}",
+                r.features,
+                expected.name
             );
         }
-        assert!(
-            !r.features.iter().any(|f| f.starts_with("AVX512")),
-            "AVX-512 kernels compiled in: {:?}",
-            r.features
-        );
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+fn named(name: &str) -> &'static Variant {
+    VARIANTS.iter().find(|v| v.name == name).unwrap()
+}
+
+#[cfg(target_arch = "x86_64")]
 #[test]
-fn this_cpu_has_what_the_kernels_use_or_the_engine_says_so() {
-    match kernels::check() {
-        Ok(()) => assert!(kernels::missing_cpu_features().is_empty()),
-        Err(e) => {
-            let missing = kernels::missing_cpu_features();
-            assert!(!missing.is_empty());
-            assert!(e.to_string().contains(missing[0]), "{e}");
-        }
+fn the_choice_for_cpus_this_machine_is_not() {
+    let with = |features: &'static [&'static str]| move |f: &str| features.contains(&f);
+    let all = |_: &Variant| true;
+    // A Sapphire Rapids CPU (AMX): the AMX module only when allowed.
+    let spr = named("sapphirerapids").needs;
+    assert_eq!(kernels::best(with(spr), false, all).unwrap().name, "zen4");
+    assert_eq!(
+        kernels::best(with(spr), true, all).unwrap().name,
+        "sapphirerapids"
+    );
+    // A CPU with AVX2 only; one with nothing beyond x86-64; one missing BMI2.
+    assert_eq!(
+        kernels::best(with(named("haswell").needs), false, all)
+            .unwrap()
+            .name,
+        "haswell"
+    );
+    assert_eq!(kernels::best(with(&[]), false, all).unwrap().name, "x64");
+    assert_eq!(
+        kernels::best(with(&["sse4.2", "avx", "f16c", "fma", "avx2"]), false, all)
+            .unwrap()
+            .name,
+        "piledriver"
+    );
+    // A module missing from the folder is passed over for the next best.
+    assert_eq!(
+        kernels::best(with(spr), false, |v| v.name != "zen4")
+            .unwrap()
+            .name,
+        "cooperlake"
+    );
+    // A CPU with exactly one variant's extensions gets that variant: no better-ranked one
+    // needs less, so "best first" is a true order.
+    for v in VARIANTS {
+        let got = kernels::best(|f| v.needs.contains(&f), true, all).unwrap();
+        assert_eq!(got.name, v.name);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn every_variant_the_choice_can_name_was_built() {
+    let dir = kernels::modules_dir().unwrap();
+    for v in VARIANTS {
+        assert!(
+            dir.join(v.file_name()).is_file(),
+            "{} missing from {}",
+            v.file_name(),
+            dir.display()
+        );
     }
 }
