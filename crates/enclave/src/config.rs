@@ -283,6 +283,7 @@ impl Config {
             cpu_variant: self.chat.cpu_variant.clone(),
             gpu_layers: self.chat.gpu_layers,
             chat_template: None,
+            adapter: None,
         }
     }
 

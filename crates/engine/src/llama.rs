@@ -77,6 +77,9 @@ pub struct ChatConfig {
     /// A chat template to use instead of the model's own (for a GGUF that carries none).
     #[serde(default)]
     pub chat_template: Option<String>,
+    /// A llama.cpp LoRA adapter applied over the model (a fine-tuned model), at scale 1.
+    #[serde(default)]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 impl Default for ChatConfig {
@@ -91,6 +94,7 @@ impl Default for ChatConfig {
             cpu_variant: None,
             gpu_layers: None,
             chat_template: None,
+            adapter: None,
         }
     }
 }
@@ -228,6 +232,34 @@ impl Prompter {
         .map_err(|e| EngineError::Template(e.to_string()))
     }
 
+    /// A conversation ending in the assistant's answer, as training sees it: the prompt tokens
+    /// of every message before the answer (exactly what serving would send), then the answer
+    /// and the template's end-of-turn token. Returns the ids and where the answer starts.
+    pub fn training_example(
+        &self,
+        messages: &[ChatMessage],
+    ) -> Result<(Vec<i32>, usize), EngineError> {
+        let Some((answer, before)) = messages.split_last() else {
+            return Err(EngineError::Template("an example has no messages".into()));
+        };
+        if answer.role != "assistant" || before.is_empty() {
+            return Err(EngineError::Template(
+                "an example must end with the assistant's answer to at least one message".into(),
+            ));
+        }
+        let mut ids = self.prompt(before)?.token_ids();
+        let first = ids.len();
+        let text = format!("{}{}", answer.content, self.eos);
+        ids.extend(
+            self.model
+                .vocab()
+                .tokenize(text.as_bytes(), false, true)
+                .iter()
+                .map(|t| t.0),
+        );
+        Ok((ids, first))
+    }
+
     /// Tokenizes raw text as a prompt, with no chat template (benchmarks, completions).
     pub fn tokenize(&self, text: &str) -> Prompt {
         Prompt {
@@ -277,8 +309,16 @@ impl ChatEngine {
             0
         };
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
-        let model = LlamaModel::load_from_file(backend, path, &params)
+        let mut model = LlamaModel::load_from_file(backend, path, &params)
             .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
+        let adapter = match &config.adapter {
+            Some(file) => Some(
+                model
+                    .lora_adapter_init(file)
+                    .map_err(|e| EngineError::Load(format!("adapter {}: {e}", file.display())))?,
+            ),
+            None => None,
+        };
         let model = Arc::new(model);
         let prompter = Prompter::new(Arc::clone(&model), config.chat_template.as_deref())?;
         let threads = if config.threads == 0 {
@@ -296,7 +336,7 @@ impl ChatEngine {
             let stats = Arc::clone(&stats);
             std::thread::Builder::new()
                 .name("enclave-llama".to_string())
-                .spawn(move || scheduler(&model, &config, &rx, &stats, &ready_tx))
+                .spawn(move || scheduler(&model, adapter, &config, &rx, &stats, &ready_tx))
                 .map_err(|e| {
                     EngineError::Load(format!("cannot start the scheduler thread: {e}"))
                 })?;
@@ -531,6 +571,7 @@ fn argmax(logits: &[f32]) -> LlamaToken {
 
 fn scheduler(
     model: &LlamaModel,
+    adapter: Option<llama_cpp_2::model::LlamaLoraAdapter>,
     config: &ChatConfig,
     jobs: &std_mpsc::Receiver<Job>,
     stats: &EngineStats,
@@ -564,6 +605,16 @@ fn scheduler(
             return;
         }
     };
+    // The adapter lives as long as the context that applies it (this thread's).
+    let mut adapter = adapter;
+    if let Some(a) = adapter.as_mut()
+        && let Err(e) = ctx.lora_adapter_set(a, 1.0)
+    {
+        let _ = ready.send(Err(EngineError::Load(format!(
+            "cannot apply the adapter: {e}"
+        ))));
+        return;
+    }
     let _ = ready.send(Ok(()));
     let vocab = model.vocab();
     let budget = config.batch_tokens as usize;
