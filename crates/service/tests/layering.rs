@@ -72,6 +72,7 @@ fn the_crates_below_the_service_never_depend_on_it() {
         "enclave-kb",
         "enclave-policy",
         "enclave-label",
+        "enclave-train",
     ] {
         let tree = tree(below);
         for above in ["enclave-service", "enclave-gateway", "enclave-upstream"] {
@@ -100,7 +101,7 @@ fn the_gateway_reaches_the_engine_stores_and_upstreams_through_the_service_only(
         !dependencies.contains("enclave-upstream"),
         "the binary wires the upstream clients in, not the gateway"
     );
-    for below in ["enclave-store", "enclave-engine", "enclave-kb"] {
+    for below in ["enclave-store", "enclave-engine", "enclave-kb", "enclave-train"] {
         assert!(
             !dependencies.contains(below),
             "the gateway reaches `{below}` through the service only"
