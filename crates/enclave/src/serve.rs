@@ -165,6 +165,7 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
         public_url: config.identity.public_url.clone(),
         https: matches!(transport, Transport::Tls { .. }),
     };
+    let service = service.with_fine_tuning(fine_tuning_setup(&config)?);
     let state = AppState::with_site(service.with_knowledge_bases(kb), metrics, site);
     {
         // Actions the CLI takes while the server runs reach the log within a second, and the
@@ -184,6 +185,13 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
                     break;
                 }
             }
+        });
+    }
+    {
+        // Fine-tuning: one job at a time; a job a stopped server left running is queued again.
+        let service = (*state).clone();
+        state.background.spawn("fine-tuning", |stop| {
+            enclave_service::fine_tuning::work(service, stop)
         });
     }
     {
@@ -253,6 +261,46 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
     Ok(())
 }
 
+/// Starts engines serving the embedded chat model with a fine-tuned adapter, each in its own
+/// supervised worker process like the others, with fewer sequences (a tenant's own model).
+struct AdapterEngines {
+    base: std::path::PathBuf,
+    settings: enclave_engine::ChatConfig,
+    runtime: tokio::runtime::Handle,
+}
+
+impl enclave_service::fine_tuning::FineTunedEngines for AdapterEngines {
+    fn start(&self, adapter: &std::path::Path) -> Result<Arc<ChatProcess>, String> {
+        let worker = WorkerCommand {
+            program: std::env::current_exe().map_err(|e| e.to_string())?,
+            args: vec!["engine-worker".to_string()],
+        };
+        let mut settings = self.settings.clone();
+        settings.adapter = Some(adapter.to_path_buf());
+        ChatProcess::start(&self.base, settings, worker, &self.runtime)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn fine_tuning_setup(config: &Config) -> Result<enclave_service::fine_tuning::Setup> {
+    let spec = &models::SMOLLM2;
+    let file = spec.files.first().context("the chat model has no file")?;
+    let base = spec.path(&config.models_dir(), file.name);
+    let mut settings = config.chat_config();
+    settings.slots = settings.slots.min(4);
+    Ok(enclave_service::fine_tuning::Setup::new(
+        base.clone(),
+        file.sha256.to_string(),
+        config.data_dir.join("fine_tuning"),
+        Arc::new(AdapterEngines {
+            base,
+            settings,
+            runtime: tokio::runtime::Handle::current(),
+        }),
+    ))
+}
+
 fn load_models(config: &Config, state: &AppState, runtime: &tokio::runtime::Handle) -> Result<()> {
     let dir = config.models_dir();
     let embed_spec = &models::MINILM;
@@ -300,6 +348,8 @@ fn load_models(config: &Config, state: &AppState, runtime: &tokio::runtime::Hand
         local.insert(model.name.clone(), Arc::new(engine));
     }
     let _ = state.models.local.set(local);
+    // The models fine-tuning jobs made, each served from its adapter.
+    runtime.block_on(enclave_service::fine_tuning::serve_existing(state));
     let mut pinned: Vec<enclave_service::PinnedModel> = [embed_spec, chat_spec]
         .iter()
         .map(|spec| enclave_service::PinnedModel {

@@ -88,7 +88,8 @@ fn cases() -> Vec<Case> {
         c("dimensions", "/v1/embeddings", Admin, Body::Json(json!({"model": EMBED, "input": "x", "dimensions": 128})), 400, "unsupported_parameter", Some("dimensions")),
         c("encoding format", "/v1/embeddings", Admin, Body::Json(json!({"model": EMBED, "input": "x", "encoding_format": "int8"})), 400, "invalid_value", Some("encoding_format")),
         c("token outside vocabulary", "/v1/embeddings", Admin, Body::Json(json!({"model": EMBED, "input": [999999]})), 422, "unprocessable_input", Option::None),
-        c("unknown route", "/v1/fine_tuning/jobs", Admin, Body::Json(json!({})), 404, "unknown_route", Option::None),
+        c("unknown route", "/v1/assistants", Admin, Body::Json(json!({})), 404, "unknown_route", Option::None),
+        c("fine-tuning a model that cannot be", "/v1/fine_tuning/jobs", Admin, Body::Json(json!({"model": "gpt-4o", "training_file": "file-x"})), 400, "invalid_value", Some("model")),
     ]
 }
 

@@ -38,6 +38,7 @@ pub mod cookies;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod fine_tuning;
 pub mod health;
 pub mod kb;
 pub mod labels;

@@ -8,8 +8,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::openai::{chat, embeddings, models, responses};
 use crate::{
-    admin, anthropic, audit, batches, browser, console, conversations, files, health, kb, metrics,
-    usage,
+    admin, anthropic, audit, batches, browser, console, conversations, files, fine_tuning, health,
+    kb, metrics, usage,
 };
 
 #[derive(OpenApi)]
@@ -37,6 +37,12 @@ use crate::{
         batches::list,
         batches::get,
         batches::cancel,
+        fine_tuning::create,
+        fine_tuning::list,
+        fine_tuning::get,
+        fine_tuning::cancel,
+        fine_tuning::events,
+        fine_tuning::checkpoints,
         usage::usage,
         conversations::create,
         conversations::list,

@@ -11,7 +11,7 @@ use crate::error::{ApiError, Error};
 use crate::openai::{chat, embeddings, models, responses};
 use crate::{
     AppState, MAX_BODY_BYTES, admin, anthropic, audit, auth, batches, browser, console,
-    conversations, files, health, kb, metrics, openapi, usage,
+    conversations, files, fine_tuning, health, kb, metrics, openapi, usage,
 };
 
 /// Builds the application. Tests call this directly; `serve` runs it on a listener.
@@ -38,6 +38,17 @@ pub fn app(state: AppState) -> Router {
         .route("/batches", post(batches::create).get(batches::list))
         .route("/batches/{id}", get(batches::get))
         .route("/batches/{id}/cancel", post(batches::cancel))
+        .route(
+            "/fine_tuning/jobs",
+            post(fine_tuning::create).get(fine_tuning::list),
+        )
+        .route("/fine_tuning/jobs/{id}", get(fine_tuning::get))
+        .route("/fine_tuning/jobs/{id}/cancel", post(fine_tuning::cancel))
+        .route("/fine_tuning/jobs/{id}/events", get(fine_tuning::events))
+        .route(
+            "/fine_tuning/jobs/{id}/checkpoints",
+            get(fine_tuning::checkpoints),
+        )
         .route("/embeddings", post(embeddings::create))
         .route("/usage", get(usage::usage))
         .route(

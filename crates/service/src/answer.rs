@@ -229,6 +229,13 @@ pub async fn chat(
     note: &mut CallNote,
     clock: &UpstreamClock,
 ) -> Result<Answer, Error> {
+    // A fine-tuned model carries the label of what it learned: it is the floor of every call's
+    // label, and the model does not exist for a caller who may not read it.
+    let learned = crate::fine_tuning::floor(state, principal, model)?;
+    let joined = match (floor, &learned) {
+        (Some(f), Some(l)) => Some(f.join(l)),
+        (f, l) => f.cloned().or_else(|| l.clone()),
+    };
     let mut texts = conversation.take_texts();
     let images: Vec<String> = conversation.images().map(|i| i.sha256.clone()).collect();
     note.images.clone_from(&images);
@@ -239,7 +246,7 @@ pub async fn chat(
             ModelKind::Chat,
             model,
             declared,
-            floor,
+            joined.as_ref(),
             &mut texts,
             !images.is_empty(),
         ),
@@ -263,6 +270,7 @@ pub async fn chat(
     // shows in time to first token) tells a lower-cleared user nothing about higher requests.
     let cache = format!("{}\u{1f}{}", principal.tenant_id, admitted.banner());
     let work = dispatch::Work::Chat {
+        model,
         plain: &conversation,
         redacted: redacted.as_ref(),
         cache: &cache,

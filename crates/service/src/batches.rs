@@ -69,19 +69,19 @@ pub trait LineRunner: Send + Sync {
     async fn run(&self, line: Line<'_>) -> LineOutcome;
 }
 
-/// Who a batch's lines run as.
+/// Who a batch's lines (or a fine-tuning job) run as.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Owner {
-    key_id: String,
+pub(crate) struct Owner {
+    pub(crate) key_id: String,
     tenant_id: String,
-    tenant_name: String,
+    pub(crate) tenant_name: String,
     role: String,
     clearance: String,
     user: Option<String>,
 }
 
 impl Owner {
-    fn of(p: &Principal) -> Self {
+    pub(crate) fn of(p: &Principal) -> Self {
         Self {
             key_id: p.key_id.clone(),
             tenant_id: p.tenant_id.clone(),
@@ -92,7 +92,7 @@ impl Owner {
         }
     }
 
-    fn principal(&self) -> Result<Principal, Error> {
+    pub(crate) fn principal(&self) -> Result<Principal, Error> {
         Ok(Principal {
             established: Established::ApiKey,
             key_id: self.key_id.clone(),

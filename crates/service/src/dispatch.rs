@@ -143,6 +143,8 @@ fn attempt(deployment: &str, outcome: &str, status: Option<u16>, took: Duration)
 /// personal data as placeholders.
 pub enum Work<'a> {
     Chat {
+        /// The model called (a fine-tuned model's own name, which its deployment serves).
+        model: &'a str,
         plain: &'a Conversation,
         redacted: Option<&'a Conversation>,
         /// The prompt cache the embedded engine may use: the caller's tenant and the request's
@@ -232,6 +234,7 @@ async fn dispatch(
                 let started = Instant::now();
                 let result = match work {
                     Work::Chat {
+                        model,
                         plain,
                         redacted,
                         cache,
@@ -241,7 +244,13 @@ async fn dispatch(
                         } else {
                             plain
                         };
-                        embedded_chat(state, &d.model, c, cache)
+                        // The deployment of fine-tuned models serves each by its own name.
+                        let model = if d.model == crate::policy::FINE_TUNED {
+                            model
+                        } else {
+                            d.model.as_str()
+                        };
+                        embedded_chat(state, model, c, cache)
                             .await
                             .map(Output::Events)
                     }
@@ -423,6 +432,7 @@ async fn embedded_chat(
     let engine = state
         .models
         .chat_engine(model)
+        .or_else(|| crate::fine_tuning::engine(state, model))
         .ok_or_else(|| Error::ModelLoading(model.to_string()))?;
     let messages = c.engine_messages()?;
     // Rendering and tokenizing a prompt of up to `MAX_BODY_BYTES` takes long enough to stall a

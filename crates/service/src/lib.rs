@@ -26,6 +26,7 @@ pub mod dispatch;
 pub mod embed;
 pub mod error;
 pub mod files;
+pub mod fine_tuning;
 pub mod history;
 pub mod info;
 pub mod monitor;
@@ -156,6 +157,8 @@ pub struct Service {
     /// What calls the registered MCP servers ([`tool_servers::NoTools`] until
     /// [`Service::with_tools`]).
     pub tools: Arc<dyn tool_servers::ToolClients>,
+    /// Fine-tuning jobs and the models they made, where the server runs them.
+    pub fine_tuning: Option<Arc<fine_tuning::Setup>>,
     /// When the service started, as the `created` of model objects.
     pub started: i64,
     pub background: Background,
@@ -187,9 +190,16 @@ impl Service {
             logins: None,
             sessions: Arc::default(),
             kb: None,
+            fine_tuning: None,
             started: enclave_store::now(),
             background: Background::default(),
         })
+    }
+
+    /// Runs fine-tuning jobs and serves the models they make, as `setup` says.
+    pub fn with_fine_tuning(mut self, setup: fine_tuning::Setup) -> Self {
+        self.fine_tuning = Some(Arc::new(setup));
+        self
     }
 
     /// Calls the registered MCP servers through `tools` (an MCP client over

@@ -15,6 +15,10 @@ use std::time::Duration;
 use crate::upstream::{Protocol, Timeouts, UpstreamSpec};
 use crate::{CHAT_MODEL, EMBEDDING_MODEL};
 
+/// The model name of the one deployment that serves every fine-tuned model (`ft:…`): embedded,
+/// inside the enclave. It is not a model anyone calls by this name, and is never listed.
+pub const FINE_TUNED: &str = "ft:*";
+
 /// The `scheme`, `policy_file`, `[[deployments]]` and `[tenants.NAME]` parts of the configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -572,7 +576,12 @@ impl Policy {
         let local = local_models
             .iter()
             .map(|(model, kind)| (model.as_str(), *kind, format!("embedded-{model}")));
-        for (model, kind, name) in builtin.into_iter().chain(local) {
+        let fine_tuned = (
+            FINE_TUNED,
+            ModelKind::Chat,
+            "embedded-fine-tuned".to_string(),
+        );
+        for (model, kind, name) in builtin.into_iter().chain(local).chain([fine_tuned]) {
             let configured = deployments
                 .iter()
                 .any(|d| d.model == model && matches!(d.backend, Backend::Embedded));
@@ -712,9 +721,17 @@ impl Policy {
         self.scheme.parse(stored).map(|l| self.scheme.clearance(l))
     }
 
-    /// The deployments serving `model`, in order of preference.
+    /// The deployments serving `model`, in order of preference. A fine-tuned model (`ft:…`) is
+    /// served only by the embedded deployment of fine-tuned models, inside the enclave.
     pub fn deployments_for<'a>(&'a self, model: &'a str) -> impl Iterator<Item = &'a Deployment> {
-        self.deployments.iter().filter(move |d| d.model == model)
+        let fine_tuned = model.starts_with("ft:");
+        self.deployments.iter().filter(move |d| {
+            if fine_tuned {
+                d.model == FINE_TUNED
+            } else {
+                d.model == model
+            }
+        })
     }
 
     /// Distinct model names, in configuration order, with their kind.
@@ -722,7 +739,7 @@ impl Policy {
         let mut seen = BTreeSet::new();
         self.deployments
             .iter()
-            .filter(|d| seen.insert(d.model.as_str()))
+            .filter(|d| d.model != FINE_TUNED && seen.insert(d.model.as_str()))
             .map(|d| (d.model.as_str(), d.kind))
             .collect()
     }

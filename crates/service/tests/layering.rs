@@ -101,7 +101,12 @@ fn the_gateway_reaches_the_engine_stores_and_upstreams_through_the_service_only(
         !dependencies.contains("enclave-upstream"),
         "the binary wires the upstream clients in, not the gateway"
     );
-    for below in ["enclave-store", "enclave-engine", "enclave-kb", "enclave-train"] {
+    for below in [
+        "enclave-store",
+        "enclave-engine",
+        "enclave-kb",
+        "enclave-train",
+    ] {
         assert!(
             !dependencies.contains(below),
             "the gateway reaches `{below}` through the service only"

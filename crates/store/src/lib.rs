@@ -314,6 +314,43 @@ pub struct BatchResult {
     pub body: String,
 }
 
+/// A fine-tuning job: its searchable facts, and the rest as the service keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredFineTune {
+    pub id: String,
+    pub tenant_id: String,
+    /// OpenAI's: `validating_files`, `queued`, `running`, `succeeded`, `failed`, `cancelled`.
+    pub status: String,
+    /// The banner of its label: the join of its training and validation files' labels.
+    pub label: String,
+    /// The model it made, once it succeeded (unique).
+    pub fine_tuned_model: Option<String>,
+    pub created_at: i64,
+    /// JSON: the request, owner, hyperparameters, lineage and results.
+    pub body: String,
+}
+
+/// One event of a fine-tuning job, numbered from 1 in the order they happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FineTuneEvent {
+    pub job_id: String,
+    pub seq: i64,
+    pub created_at: i64,
+    /// JSON: level, message, data.
+    pub body: String,
+}
+
+/// A checkpoint a fine-tuning job kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FineTuneCheckpoint {
+    pub id: String,
+    pub job_id: String,
+    pub step: i64,
+    pub created_at: i64,
+    /// JSON: metrics and where its adapter is.
+    pub body: String,
+}
+
 /// Enclave's persistent state. One conformance suite runs against every implementation.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -414,6 +451,32 @@ pub trait Store: Send + Sync + 'static {
     async fn batch_results(&self, batch_id: &str) -> Result<Vec<BatchResult>, StoreError>;
     /// A batch's lines answered and failed so far.
     async fn batch_counts(&self, batch_id: &str) -> Result<(i64, i64), StoreError>;
+
+    /// Creates a fine-tuning job, or updates its status, model and document.
+    async fn save_fine_tune(&self, job: &StoredFineTune) -> Result<(), StoreError>;
+    async fn fine_tune(&self, id: &str) -> Result<Option<StoredFineTune>, StoreError>;
+    /// A tenant's fine-tuning jobs, newest first.
+    async fn list_fine_tunes(&self, tenant_id: &str) -> Result<Vec<StoredFineTune>, StoreError>;
+    /// Every tenant's jobs in one of `statuses`, oldest first.
+    async fn fine_tunes_with_status(
+        &self,
+        statuses: &[&str],
+    ) -> Result<Vec<StoredFineTune>, StoreError>;
+    /// Appends an event; returns its number (1, 2, … per job).
+    async fn add_fine_tune_event(
+        &self,
+        job_id: &str,
+        created_at: i64,
+        body: &str,
+    ) -> Result<i64, StoreError>;
+    /// A job's events, in order.
+    async fn fine_tune_events(&self, job_id: &str) -> Result<Vec<FineTuneEvent>, StoreError>;
+    async fn add_fine_tune_checkpoint(&self, c: &FineTuneCheckpoint) -> Result<(), StoreError>;
+    /// A job's checkpoints, by step.
+    async fn fine_tune_checkpoints(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<FineTuneCheckpoint>, StoreError>;
 
     async fn record_admin_event(&self, event: &AdminEvent) -> Result<(), StoreError>;
     /// Actions not yet in the audit log, oldest first.

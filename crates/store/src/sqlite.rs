@@ -12,14 +12,15 @@ use sqlx::sqlite::{
 };
 
 use crate::{
-    AdminEvent, ApiKey, BatchResult, Conversation, ConversationMessage, KeyOwner, NewKey,
-    NewSession, NewUser, Role, Session, Store, StoreError, StoredBatch, StoredFile, StoredResponse,
-    Tenant, UsageRow, User,
+    AdminEvent, ApiKey, BatchResult, Conversation, ConversationMessage, FineTuneCheckpoint,
+    FineTuneEvent, KeyOwner, NewKey, NewSession, NewUser, Role, Session, Store, StoreError,
+    StoredBatch, StoredFile, StoredFineTune, StoredResponse, Tenant, UsageRow, User,
 };
 
 mod batches;
 mod conversations;
 mod files;
+mod fine_tuning;
 mod responses;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -455,6 +456,49 @@ impl Store for SqliteStore {
 
     async fn batch_counts(&self, batch_id: &str) -> Result<(i64, i64), StoreError> {
         batches::counts(&self.pool, batch_id).await
+    }
+
+    async fn save_fine_tune(&self, job: &StoredFineTune) -> Result<(), StoreError> {
+        fine_tuning::save(&self.pool, job).await
+    }
+
+    async fn fine_tune(&self, id: &str) -> Result<Option<StoredFineTune>, StoreError> {
+        fine_tuning::get(&self.pool, id).await
+    }
+
+    async fn list_fine_tunes(&self, tenant_id: &str) -> Result<Vec<StoredFineTune>, StoreError> {
+        fine_tuning::list(&self.pool, tenant_id).await
+    }
+
+    async fn fine_tunes_with_status(
+        &self,
+        statuses: &[&str],
+    ) -> Result<Vec<StoredFineTune>, StoreError> {
+        fine_tuning::with_status(&self.pool, statuses).await
+    }
+
+    async fn add_fine_tune_event(
+        &self,
+        job_id: &str,
+        created_at: i64,
+        body: &str,
+    ) -> Result<i64, StoreError> {
+        fine_tuning::add_event(&self.pool, job_id, created_at, body).await
+    }
+
+    async fn fine_tune_events(&self, job_id: &str) -> Result<Vec<FineTuneEvent>, StoreError> {
+        fine_tuning::events(&self.pool, job_id).await
+    }
+
+    async fn add_fine_tune_checkpoint(&self, c: &FineTuneCheckpoint) -> Result<(), StoreError> {
+        fine_tuning::add_checkpoint(&self.pool, c).await
+    }
+
+    async fn fine_tune_checkpoints(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<FineTuneCheckpoint>, StoreError> {
+        fine_tuning::checkpoints(&self.pool, job_id).await
     }
 
     async fn record_admin_event(&self, e: &AdminEvent) -> Result<(), StoreError> {

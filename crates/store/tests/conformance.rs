@@ -598,3 +598,118 @@ async fn check_files(store: &dyn Store) {
     assert_eq!(store.file("file-a").await.unwrap(), None);
     assert_eq!(store.file_content("file-a").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn sqlite_conformance_fine_tuning() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("ft.db")).await.unwrap();
+    check_fine_tuning(&store).await;
+}
+
+/// Jobs per tenant, newest first, updated in place, found by status across tenants; events
+/// numbered from 1 per job in order; checkpoints by step; a model name used once only.
+async fn check_fine_tuning(store: &dyn Store) {
+    use enclave_store::{FineTuneCheckpoint, StoredFineTune};
+    let t = tenant(store, "tuners").await;
+    let other = tenant(store, "others").await;
+    let job = |id: &str, tenant: &Tenant, at: i64| StoredFineTune {
+        id: id.into(),
+        tenant_id: tenant.id.clone(),
+        status: "queued".into(),
+        label: "SECRET".into(),
+        fine_tuned_model: None,
+        created_at: at,
+        body: "{}".into(),
+    };
+    let a = job("ftjob-a", &t, 5);
+    store.save_fine_tune(&a).await.unwrap();
+    store.save_fine_tune(&job("ftjob-b", &t, 6)).await.unwrap();
+    store
+        .save_fine_tune(&job("ftjob-c", &other, 7))
+        .await
+        .unwrap();
+    let listed: Vec<String> = store
+        .list_fine_tunes(&t.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(listed, ["ftjob-b", "ftjob-a"]);
+    let done = StoredFineTune {
+        status: "succeeded".into(),
+        fine_tuned_model: Some("ft:m:tuners:x:ftjob-a".into()),
+        body: "{\"done\": true}".into(),
+        ..a.clone()
+    };
+    store.save_fine_tune(&done).await.unwrap();
+    assert_eq!(store.fine_tune("ftjob-a").await.unwrap(), Some(done));
+    let queued: Vec<String> = store
+        .fine_tunes_with_status(&["queued", "running"])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(queued, ["ftjob-b", "ftjob-c"]);
+    let succeeded = store.fine_tunes_with_status(&["succeeded"]).await.unwrap();
+    assert_eq!(succeeded.len(), 1);
+    // Another job may not take the same model name.
+    let clash = StoredFineTune {
+        fine_tuned_model: Some("ft:m:tuners:x:ftjob-a".into()),
+        ..job("ftjob-b", &t, 6)
+    };
+    assert!(store.save_fine_tune(&clash).await.is_err());
+
+    assert_eq!(
+        store
+            .add_fine_tune_event("ftjob-a", 10, "{\"n\":1}")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .add_fine_tune_event("ftjob-a", 11, "{\"n\":2}")
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .add_fine_tune_event("ftjob-b", 12, "{\"n\":1}")
+            .await
+            .unwrap(),
+        1
+    );
+    let events = store.fine_tune_events("ftjob-a").await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(events[1].body, "{\"n\":2}");
+    for step in [8, 4] {
+        store
+            .add_fine_tune_checkpoint(&FineTuneCheckpoint {
+                id: format!("ftckpt-{step}"),
+                job_id: "ftjob-a".into(),
+                step,
+                created_at: 20,
+                body: "{}".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let steps: Vec<i64> = store
+        .fine_tune_checkpoints("ftjob-a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.step)
+        .collect();
+    assert_eq!(steps, [4, 8]);
+    assert!(
+        store
+            .fine_tune_checkpoints("ftjob-b")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -10,12 +10,19 @@ use crate::error::{ApiError, Error};
 use crate::openai::{ModelList, ModelObject};
 use enclave_service::policy::ModelKind;
 
-fn object(state: &AppState, id: &str) -> ModelObject {
+fn object(state: &AppState, principal: &Principal, id: &str) -> ModelObject {
+    // A fine-tuned model is owned by its tenant, as OpenAI names the organisation.
+    let owned_by = if id.starts_with("ft:") {
+        principal.tenant_name.clone()
+    } else {
+        "enclave".to_string()
+    };
     ModelObject {
         id: id.to_string(),
         object: "model",
         created: state.started,
-        owned_by: "enclave",
+        owned_by,
+        enclave: None,
     }
 }
 
@@ -38,6 +45,10 @@ pub(crate) fn visible(state: &AppState, principal: &Principal) -> Vec<String> {
             state.policy.authz.is_allowed(subject, action, id)
         })
         .map(|(id, _)| id.to_string())
+        // Fine-tuned models: the tenant's own, at labels the caller's clearance dominates.
+        .chain(enclave_service::fine_tuning::visible_models(
+            state, principal,
+        ))
         .collect()
 }
 
@@ -50,7 +61,7 @@ pub async fn list(
         object: "list",
         data: visible(&state, &principal)
             .iter()
-            .map(|id| object(&state, id))
+            .map(|id| object(&state, &principal, id))
             .collect(),
     })
 }
@@ -62,7 +73,9 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<ModelObject>, ApiError> {
     if visible(&state, &principal).contains(&id) {
-        Ok(Json(object(&state, &id)))
+        let mut model = object(&state, &principal, &id);
+        model.enclave = enclave_service::fine_tuning::card(&state, &principal, &id).await;
+        Ok(Json(model))
     } else {
         Err(Error::ModelNotFound(id).into())
     }

@@ -712,5 +712,10 @@ pub struct ModelObject {
     pub id: String,
     pub object: &'static str,
     pub created: i64,
-    pub owned_by: &'static str,
+    pub owned_by: String,
+    /// A fine-tuned model's card, on `GET /v1/models/{id}`: its label and lineage (base model and
+    /// hash, files learned from with hashes and labels, hyperparameters, final losses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub enclave: Option<serde_json::Value>,
 }

@@ -1,0 +1,130 @@
+//! Fine-tuned models being served: each an engine running the base with its adapter, inside the
+//! enclave, visible and callable only by its tenant's callers cleared for its label.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use enclave_engine::ChatProcess;
+use enclave_label::Label;
+
+use super::{Setup, body, setup};
+use crate::Service;
+use crate::error::Error;
+use crate::monitor;
+use crate::principal::Principal;
+
+/// Starts an engine serving the base model with an adapter (the binary knows how to start an
+/// engine worker; the service does not).
+pub trait FineTunedEngines: Send + Sync {
+    fn start(&self, adapter: &Path) -> Result<Arc<ChatProcess>, String>;
+}
+
+pub(super) struct Served {
+    pub tenant_id: String,
+    pub label: Label,
+    pub job: String,
+    pub engine: Arc<ChatProcess>,
+}
+
+/// Where a job's adapter is kept.
+pub(super) fn adapter_path(setup: &Setup, job: &str) -> std::path::PathBuf {
+    setup.dir.join(job).join("adapter.gguf")
+}
+
+/// Puts a model in service under `name`.
+pub(super) fn register(setup: &Setup, name: String, served: Served) {
+    setup
+        .served
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name, served);
+}
+
+/// Serves every model a job made before this start.
+pub async fn serve_existing(state: &Service) {
+    let Ok(setup) = setup(state) else { return };
+    let jobs = match state.store.fine_tunes_with_status(&["succeeded"]).await {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read fine-tuned models");
+            return;
+        }
+    };
+    for j in jobs {
+        let (Some(name), Ok(label)) = (
+            j.fine_tuned_model.clone(),
+            state.policy.scheme.parse(&j.label),
+        ) else {
+            continue;
+        };
+        let path = adapter_path(setup, &j.id);
+        match setup.engines.start(&path) {
+            Ok(engine) => register(
+                setup,
+                name,
+                Served {
+                    tenant_id: j.tenant_id.clone(),
+                    label,
+                    job: j.id.clone(),
+                    engine,
+                },
+            ),
+            Err(e) => tracing::error!(job = %j.id, error = %e, "cannot serve a fine-tuned model"),
+        }
+        // The job's document is read to check it still parses; a broken one is logged.
+        if body(&j).is_err() {
+            tracing::warn!(job = %j.id, "fine-tuning job document unreadable");
+        }
+    }
+}
+
+/// Whether `principal` may see `served`: its tenant, at a clearance that dominates its label.
+fn may_see(state: &Service, principal: &Principal, served: &Served) -> bool {
+    served.tenant_id == principal.tenant_id
+        && monitor::clearance(&state.policy, principal).is_ok_and(|c| c.dominates(&served.label))
+}
+
+/// For a call of `model` by `principal`: `None` when it is not a fine-tuned model, its label
+/// (the floor of the call's label) when `principal` may call it, and 404 `model_not_found` when
+/// it is another tenant's, above the caller's clearance, or not (yet) served — a caller who may
+/// not call it learns nothing of it.
+pub fn floor(state: &Service, principal: &Principal, model: &str) -> Result<Option<Label>, Error> {
+    if !model.starts_with("ft:") {
+        return Ok(None);
+    }
+    let not_found = || Error::ModelNotFound(model.to_string());
+    let setup = setup(state).map_err(|_| not_found())?;
+    let served = setup.served.read().unwrap_or_else(|p| p.into_inner());
+    match served.get(model) {
+        Some(s) if may_see(state, principal, s) => Ok(Some(s.label.clone())),
+        _ => Err(not_found()),
+    }
+}
+
+/// The engine serving fine-tuned `model`.
+pub fn engine(state: &Service, model: &str) -> Option<Arc<ChatProcess>> {
+    let setup = state.fine_tuning.as_ref()?;
+    let served = setup.served.read().unwrap_or_else(|p| p.into_inner());
+    served.get(model).map(|s| Arc::clone(&s.engine))
+}
+
+pub(super) fn visible(state: &Service, principal: &Principal) -> Vec<String> {
+    let Some(setup) = state.fine_tuning.as_ref() else {
+        return Vec::new();
+    };
+    let served = setup.served.read().unwrap_or_else(|p| p.into_inner());
+    served
+        .iter()
+        .filter(|(_, s)| may_see(state, principal, s))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+pub(super) fn job_of(state: &Service, principal: &Principal, model: &str) -> Option<String> {
+    let setup = state.fine_tuning.as_ref()?;
+    let served = setup.served.read().unwrap_or_else(|p| p.into_inner());
+    served
+        .get(model)
+        .filter(|s| may_see(state, principal, s))
+        .map(|s| s.job.clone())
+}
