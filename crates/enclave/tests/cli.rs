@@ -182,6 +182,10 @@ fn config_check_explains_a_good_file_and_refuses_a_bad_one() {
             "needs `nation`",
         ),
         (
+            "[[deployments]]\nname = \"x\"\nmodel = \"ft:smollm2-135m-instruct:default::abc\"\nbackend = \"openai\"\nbase_url = \"http://h/v1\"\naccreditation = \"UNCLASSIFIED\"\njurisdiction = \"eu\"\nnation = \"DEU\"\n",
+            "served only inside the enclave",
+        ),
+        (
             "[tenants.a]\njurisdictions = []\nredact_pii_for = [\"eu\"]\n",
             "`redact_pii_for` names `eu`",
         ),

@@ -74,3 +74,128 @@ async fn the_openai_sdk_fine_tunes_a_model_that_inherits_its_datas_labels() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
+
+/// A blocking client for the restart test (reqwest is built without a crypto provider: the
+/// process installs ring first).
+fn client() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::new()
+}
+
+fn get(s: &Server, key: &str, path: &str) -> serde_json::Value {
+    client()
+        .get(s.url(path))
+        .bearer_auth(key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// Waits until the job reaches one of `statuses`; returns it.
+fn wait_for(s: &Server, key: &str, id: &str, statuses: &[&str]) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let job = get(s, key, &format!("/v1/fine_tuning/jobs/{id}"));
+        if statuses.contains(&job["status"].as_str().unwrap_or_default()) {
+            return job;
+        }
+        assert!(std::time::Instant::now() < deadline, "stuck: {job}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_job_running_when_the_server_is_killed_trains_again_and_its_model_is_served_after_restarts() {
+    let mut s = Server::start_with(&[]);
+    let key = s.cleared_key("default", "user", "UNCLASSIFIED");
+    let data = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../train/testdata/case_notes/train.jsonl"
+    );
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("purpose", "fine-tune")
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(std::fs::read(data).unwrap())
+                .file_name("train.jsonl"),
+        );
+    let file: serde_json::Value = client()
+        .post(s.url("/v1/files"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let job: serde_json::Value = client()
+        .post(s.url("/v1/fine_tuning/jobs"))
+        .bearer_auth(&key)
+        .json(
+            &serde_json::json!({"model": "smollm2-135m-instruct", "training_file": file["id"],
+            "suffix": "restart", "hyperparameters": {"n_epochs": 1, "batch_size": 4}}),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    // Killed while it runs (after its first step), the job is queued again at the next start,
+    // says so in its events, trains again from the start and succeeds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let events = get(&s, &key, &format!("/v1/fine_tuning/jobs/{id}/events"));
+        let stepped = events["data"].as_array().unwrap().iter().any(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Step 1/")
+        });
+        if stepped {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no step: {events}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    s.crash_and_restart();
+    let done = wait_for(&s, &key, &id, &["succeeded", "failed", "cancelled"]);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let events = get(&s, &key, &format!("/v1/fine_tuning/jobs/{id}/events"));
+    let messages: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("queued to train again")),
+        "{messages:?}"
+    );
+    let started = messages
+        .iter()
+        .filter(|m| **m == "Fine-tuning job started")
+        .count();
+    assert_eq!(started, 2, "{messages:?}");
+    // After another restart the model is served again, from its adapter.
+    let model = done["fine_tuned_model"].as_str().unwrap().to_string();
+    s.crash_and_restart();
+    let listed = get(&s, &key, "/v1/models");
+    assert!(listed.to_string().contains(&model), "{listed}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let r = client()
+            .post(s.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"model": model, "max_tokens": 4,
+                "messages": [{"role": "user", "content": "Hello"}]}))
+            .send()
+            .unwrap();
+        match r.status().as_u16() {
+            200 => break,
+            503 => {}
+            other => panic!("{other}: {}", r.text().unwrap()),
+        }
+        assert!(std::time::Instant::now() < deadline, "never served");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -357,6 +357,14 @@ impl Policy {
             if !names.insert(d.name.clone()) {
                 return Err(invalid(at, "another deployment has this name"));
             }
+            // Fine-tuned models carry the labels of what they learned and are served only by
+            // their own engines inside the enclave: no configured deployment may claim them.
+            if d.model.starts_with("ft:") {
+                return Err(invalid(
+                    at,
+                    "model names starting with `ft:` are the fine-tuned models Enclave makes; they are served only inside the enclave, by Enclave itself",
+                ));
+            }
             // A deployment reads as its operating nation does: its accreditation's releasability
             // is that nation alone, so dominance also decides releasability (`NOFORN`, `REL TO`).
             let inside = d.jurisdiction.as_deref().is_none_or(|j| j == ENCLAVE)
