@@ -176,6 +176,20 @@ fn a_job_running_when_the_server_is_killed_trains_again_and_its_model_is_served_
         .filter(|m| **m == "Fine-tuning job started")
         .count();
     assert_eq!(started, 2, "{messages:?}");
+    // The jobs CLI lists it, and watching a finished job says what it made.
+    let (ok, listed, err) = s.cli(&["jobs", "list", "--url", &s.base, "--key", &key]);
+    assert!(ok, "{err}");
+    assert!(
+        listed.contains(&id) && listed.contains("succeeded"),
+        "{listed}"
+    );
+    let (ok, watched, err) = s.cli(&["jobs", "watch", &id, "--url", &s.base, "--key", &key]);
+    assert!(ok, "{err}");
+    assert!(
+        watched.contains("succeeded: ft:smollm2-135m-instruct:default:restart:")
+            && watched.contains("at UNCLASSIFIED"),
+        "{watched}"
+    );
     // After another restart the model is served again, from its adapter.
     let model = done["fine_tuned_model"].as_str().unwrap().to_string();
     s.crash_and_restart();
