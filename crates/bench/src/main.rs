@@ -89,6 +89,7 @@ fn greedy() -> Sampling {
         top_p: 1.0,
         seed: 0,
         stop: vec![],
+        background: false,
     }
 }
 

@@ -51,6 +51,10 @@ pub struct Sampling {
     pub seed: u32,
     /// Text that ends the generation; it is not part of the answer.
     pub stop: Vec<String>,
+    /// Background work (a batch line): admitted only after every waiting interactive request,
+    /// and never into the sequences kept free for interactive ones.
+    #[serde(default)]
+    pub background: bool,
 }
 
 /// Why a generation ended.

@@ -569,6 +569,12 @@ fn argmax(logits: &[f32]) -> LlamaToken {
     LlamaToken(best as i32)
 }
 
+/// Sequences kept free for interactive requests whatever background work waits: a quarter
+/// (none below four sequences, so background work always runs).
+pub fn interactive_reserve(slots: usize) -> usize {
+    slots / 4
+}
+
 fn scheduler(
     model: &LlamaModel,
     adapter: Option<llama_cpp_2::model::LlamaLoraAdapter>,
@@ -654,10 +660,25 @@ fn scheduler(
                 stats.cancelled.fetch_add(1, Ordering::Relaxed);
             }
         }
+        // Interactive requests are admitted before background ones (a stable order within
+        // each), and background work never takes the sequences kept for interactive requests.
+        waiting
+            .make_contiguous()
+            .sort_by_key(|job| job.sampling.background);
+        let mut background = slots
+            .iter()
+            .flatten()
+            .filter(|seq| seq.job.sampling.background)
+            .count();
+        let background_cap = slots.len().saturating_sub(interactive_reserve(slots.len()));
         while let Some(job) = waiting.front() {
+            if job.sampling.background && background >= background_cap {
+                break;
+            }
             let Some((id, reuse)) = pick_sequence(&slots, &kept, job) else {
                 break;
             };
+            background += usize::from(job.sampling.background);
             let Some(job) = waiting.pop_front() else {
                 break;
             };

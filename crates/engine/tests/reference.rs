@@ -121,6 +121,7 @@ fn chat_prompts_and_greedy_output_match_llama_cpp_python() {
             top_p: 1.0,
             seed: 0,
             stop: vec![],
+            background: false,
         };
         let mut rx = engine.generate(prompt, sampling, Some(32), None).unwrap();
         let (text, done) = rt.block_on(async {
@@ -238,6 +239,7 @@ fn prompt_cache_reuses_only_the_same_tenants_prefix() {
             top_p: 1.0,
             seed: 0,
             stop: vec![],
+            background: false,
         };
         let mut rx = engine
             .generate(p, sampling, Some(16), cache.map(str::to_string))
@@ -291,4 +293,81 @@ fn prompt_cache_reuses_only_the_same_tenants_prefix() {
     let (again, _, cached) = run(prompt("How long is case 7 kept?"), Some("tenant-a"));
     assert_eq!(cached, prompt_tokens - 1);
     assert_eq!(again, fresh);
+}
+
+#[test]
+fn background_work_waits_for_interactive_requests_and_leaves_them_sequences() {
+    // Four sequences: background work may hold three, one is kept for interactive requests.
+    let (engine, rt) = smollm2();
+    let sampling = |background| Sampling {
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+        stop: vec![],
+        background,
+    };
+    let prompt = |text: &str| {
+        engine
+            .prompt(&[ChatMessage {
+                role: "user".into(),
+                content: text.into(),
+            }])
+            .unwrap()
+    };
+    // Five background generations are queued first, then one interactive request.
+    let background: Vec<_> = (0..5)
+        .map(|i| {
+            engine
+                .generate(
+                    prompt(&format!("Count from {i} to five hundred in words.")),
+                    sampling(true),
+                    Some(48),
+                    None,
+                )
+                .unwrap()
+        })
+        .collect();
+    let interactive = engine
+        .generate(prompt("Say hello."), sampling(false), Some(1), None)
+        .unwrap();
+    // Each stream's first token, in the order they came.
+    let order = rt.block_on(async {
+        let mut firsts: Vec<(std::time::Instant, String)> = Vec::new();
+        let mut streams: Vec<(String, tokio::sync::mpsc::UnboundedReceiver<Event>)> = background
+            .into_iter()
+            .enumerate()
+            .map(|(i, rx)| (format!("background {i}"), rx))
+            .chain([("interactive".to_string(), interactive)])
+            .collect();
+        let tasks: Vec<_> = streams
+            .drain(..)
+            .map(|(name, mut rx)| {
+                tokio::spawn(async move {
+                    while let Some(e) = rx.recv().await {
+                        match e {
+                            Event::Text(_) | Event::Done { .. } => {
+                                return (std::time::Instant::now(), name);
+                            }
+                            Event::Error(e) => panic!("{e}"),
+                            Event::ToolCall(_) => {}
+                        }
+                    }
+                    panic!("{name} ended without a token");
+                })
+            })
+            .collect();
+        for t in tasks {
+            firsts.push(t.await.unwrap());
+        }
+        firsts.sort();
+        firsts.into_iter().map(|(_, n)| n).collect::<Vec<_>>()
+    });
+    let at = |name: &str| order.iter().position(|n| n == name).unwrap();
+    // The interactive request took the kept sequence at once: it had its token before the
+    // fourth and fifth background generations, which waited for a background one to end.
+    assert!(
+        at("interactive") < at("background 3") && at("interactive") < at("background 4"),
+        "{order:?}"
+    );
+    assert!(at("background 3") > at("background 0"), "{order:?}");
 }

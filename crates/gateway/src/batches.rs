@@ -98,6 +98,7 @@ impl Lines {
                     .into_response();
                 }
                 let mut note = CallNote::for_model(&req.model);
+                note.background = true;
                 let result = chat::serve(state, principal, headers, req, &mut note, &clock).await;
                 attach(note, result)
             }

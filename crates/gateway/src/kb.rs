@@ -510,6 +510,7 @@ async fn answer_inner(
         top_p,
         seed: rand::random(),
         stop: Vec::new(),
+        background: false,
     };
     let conversation = Conversation {
         turns: vec![

@@ -271,6 +271,7 @@ pub async fn chat(
     let cache = format!("{}\u{1f}{}", principal.tenant_id, admitted.banner());
     let work = dispatch::Work::Chat {
         model,
+        background: note.background,
         plain: &conversation,
         redacted: redacted.as_ref(),
         cache: &cache,

@@ -27,8 +27,10 @@ use crate::error::Error;
 use crate::files::{self, BATCH_ENDPOINTS};
 use crate::principal::{Established, Principal};
 
-/// Lines of one batch in flight at once.
-const CONCURRENCY: usize = 2;
+/// Lines of one batch in flight at once. The embedded engine admits them after every waiting
+/// interactive call and keeps a quarter of its sequences for interactive calls, so a batch may
+/// use the rest.
+const CONCURRENCY: usize = 12;
 /// Lines answered before the worker turns to another tenant's batch.
 const TURN: usize = 16;
 

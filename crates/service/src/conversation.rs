@@ -267,6 +267,7 @@ mod tests {
                 top_p: 1.0,
                 seed: 0,
                 stop: vec![],
+                background: false,
             },
             max_tokens: None,
             stream: false,

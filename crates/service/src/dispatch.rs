@@ -145,6 +145,8 @@ pub enum Work<'a> {
     Chat {
         /// The model called (a fine-tuned model's own name, which its deployment serves).
         model: &'a str,
+        /// A batch line: the embedded engine serves interactive calls first.
+        background: bool,
         plain: &'a Conversation,
         redacted: Option<&'a Conversation>,
         /// The prompt cache the embedded engine may use: the caller's tenant and the request's
@@ -235,6 +237,7 @@ async fn dispatch(
                 let result = match work {
                     Work::Chat {
                         model,
+                        background,
                         plain,
                         redacted,
                         cache,
@@ -250,7 +253,7 @@ async fn dispatch(
                         } else {
                             d.model.as_str()
                         };
-                        embedded_chat(state, model, c, cache)
+                        embedded_chat(state, model, c, cache, *background)
                             .await
                             .map(Output::Events)
                     }
@@ -428,6 +431,7 @@ async fn embedded_chat(
     model: &str,
     c: &Conversation,
     cache: &str,
+    background: bool,
 ) -> Result<EventStream, Error> {
     let engine = state
         .models
@@ -449,7 +453,10 @@ async fn embedded_chat(
     };
     let rx = engine.generate(
         prompt,
-        c.sampling.clone(),
+        enclave_engine::Sampling {
+            background,
+            ..c.sampling.clone()
+        },
         c.max_tokens,
         Some(cache.to_string()),
     )?;

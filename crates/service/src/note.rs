@@ -20,6 +20,8 @@ pub struct CallNote {
     pub outcome: Outcome,
     /// SHA-256 of each image the request carried.
     pub images: Vec<String>,
+    /// Background work (a batch line): the embedded engine serves interactive calls first.
+    pub background: bool,
 }
 
 /// How a call's answer ended, filled in by what produced it: before the handler returns for a

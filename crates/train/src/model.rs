@@ -152,8 +152,14 @@ fn meta<'a>(
 }
 
 impl Base {
-    /// Reads and dequantizes a llama-architecture GGUF.
+    /// Reads and dequantizes a llama-architecture GGUF onto the CPU.
     pub fn load(path: &Path) -> Result<Self, TrainError> {
+        Self::load_on(path, &Device::Cpu)
+    }
+
+    /// Reads and dequantizes a llama-architecture GGUF onto `device` (the trainer runs where its
+    /// tensors are: a GPU device trains there).
+    pub fn load_on(path: &Path, device: &Device) -> Result<Self, TrainError> {
         let io = |source| TrainError::Io {
             path: path.to_path_buf(),
             source,
@@ -189,7 +195,7 @@ impl Base {
                 "unsupported attention shape: {embedding} wide, {heads} heads, {kv_heads} key/value heads"
             )));
         }
-        let device = Device::Cpu;
+        let device = device.clone();
         let mut tensor = |name: &str| -> Result<Tensor, TrainError> {
             let q = content.tensor(&mut file, name, &device)?;
             Ok(q.dequantize(&device)?.to_dtype(DType::F32)?.contiguous()?)

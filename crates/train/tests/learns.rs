@@ -89,6 +89,7 @@ fn answers(engine: &ChatEngine) -> Vec<String> {
                 top_p: 1.0,
                 seed: 0,
                 stop: vec![],
+                background: false,
             };
             let mut rx = engine.generate(prompt, sampling, Some(24), None).unwrap();
             rt.block_on(async {

@@ -309,6 +309,7 @@ impl MessagesRequest {
                 top_p,
                 seed: rand::random(),
                 stop,
+                background: false,
             },
             max_tokens: Some(self.max_tokens),
             stream: self.stream.unwrap_or(false),

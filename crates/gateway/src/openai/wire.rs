@@ -467,6 +467,7 @@ impl ChatCompletionRequest {
                     top_p,
                     seed,
                     stop,
+                    background: false,
                 },
                 max_tokens,
                 stream,

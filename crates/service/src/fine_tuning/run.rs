@@ -57,17 +57,26 @@ fn model_name(j: &StoredFineTune, b: &Job) -> String {
 /// Runs jobs until `stop` says so.
 pub async fn work(state: Service, stop: tokio_util::sync::CancellationToken) {
     requeue_interrupted(&state).await;
+    // Tenants take turns: the next job is the oldest of the tenant served longest ago.
+    let mut served: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut round = 0u64;
     loop {
         if stop.is_cancelled() {
             break;
         }
         let next = match state.store.fine_tunes_with_status(&["queued"]).await {
-            Ok(mut jobs) => (!jobs.is_empty()).then(|| jobs.remove(0)),
+            Ok(jobs) => jobs
+                .into_iter()
+                .min_by_key(|j| (served.get(&j.tenant_id).copied().unwrap_or(0), j.created_at)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read fine-tuning jobs; retrying");
                 None
             }
         };
+        if let Some(j) = &next {
+            round += 1;
+            served.insert(j.tenant_id.clone(), round);
+        }
         let Some(job) = next else {
             tokio::select! {
                 () = stop.cancelled() => break,

@@ -167,6 +167,7 @@ fn prepare(req: ResponsesRequest, previous: Option<stored::Stored>) -> Result<Pr
                 top_p,
                 seed: rand::random(),
                 stop: Vec::new(),
+                background: false,
             },
             max_tokens: req.max_output_tokens,
             stream,
