@@ -26,17 +26,31 @@ use serde::{Deserialize, Serialize};
 use crate::EngineError;
 
 /// One build of llama.cpp's CPU kernels: its module's name and the instruction-set extensions
-/// it executes (as `std::arch` names them).
+/// it executes (as `std::arch` names them): those of the level it builds on, and its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Variant {
     pub name: &'static str,
-    pub needs: &'static [&'static str],
+    /// The variant whose extensions this one also runs.
+    pub on: Option<&'static str>,
+    /// The extensions it adds to them.
+    pub adds: &'static [&'static str],
 }
 
 impl Variant {
+    /// Every extension it runs.
+    pub fn needs(&self) -> Vec<&'static str> {
+        let mut out = self.adds.to_vec();
+        let mut parent = self.on;
+        while let Some(v) = parent.and_then(|name| VARIANTS.iter().find(|v| v.name == name)) {
+            out.extend_from_slice(v.adds);
+            parent = v.on;
+        }
+        out
+    }
+
     /// Whether this build runs AMX tile instructions.
     pub fn is_amx(&self) -> bool {
-        self.needs.iter().any(|n| n.starts_with("amx"))
+        self.needs().iter().any(|n| n.starts_with("amx"))
     }
 
     /// The module file llama.cpp's build writes for it.
@@ -45,184 +59,42 @@ impl Variant {
     }
 }
 
+const fn variant(
+    name: &'static str,
+    on: Option<&'static str>,
+    adds: &'static [&'static str],
+) -> Variant {
+    Variant { name, on, adds }
+}
+
+/// Every variant llama.cpp's `GGML_CPU_ALL_VARIANTS` builds on x86-64, best first (the
+/// extensions of the same names in its `ggml/src/CMakeLists.txt`; its `AVX512` level is the five
+/// Skylake-X extensions together).
 #[cfg(target_arch = "x86_64")]
-mod table {
-    use super::Variant;
+pub const VARIANTS: &[Variant] = &[
+    variant("sapphirerapids", Some("zen4"), &["amx-tile", "amx-int8"]),
+    variant("zen4", Some("icelake"), &["avx512bf16"]),
+    variant("cooperlake", Some("cascadelake"), &["avx512bf16"]),
+    variant("icelake", Some("cannonlake"), &["avx512vnni"]),
+    variant("cascadelake", Some("skylakex"), &["avx512vnni"]),
+    variant("cannonlake", Some("skylakex"), &["avx512vbmi"]),
+    variant(
+        "skylakex",
+        Some("haswell"),
+        &["avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"],
+    ),
+    variant("alderlake", Some("haswell"), &["avxvnni"]),
+    variant("haswell", Some("piledriver"), &["avx2", "bmi2"]),
+    variant("piledriver", Some("ivybridge"), &["fma"]),
+    variant("ivybridge", Some("sandybridge"), &["f16c"]),
+    variant("sandybridge", Some("sse42"), &["avx"]),
+    variant("sse42", Some("x64"), &["sse4.2"]),
+    variant("x64", None, &[]),
+];
 
-    const SSE42: &[&str] = &["sse4.2"];
-    const AVX: &[&str] = &["sse4.2", "avx"];
-    const F16C: &[&str] = &["sse4.2", "avx", "f16c"];
-    const FMA: &[&str] = &["sse4.2", "avx", "f16c", "fma"];
-    const AVX2: &[&str] = &["sse4.2", "avx", "f16c", "fma", "avx2", "bmi2"];
-    const AVX_VNNI: &[&str] = &["sse4.2", "avx", "f16c", "fma", "avx2", "bmi2", "avxvnni"];
-    // llama.cpp's `AVX512` level is the five Skylake-X extensions together.
-    const AVX512: &[&str] = &[
-        "sse4.2", "avx", "f16c", "fma", "avx2", "bmi2", "avx512f", "avx512cd", "avx512vl",
-        "avx512dq", "avx512bw",
-    ];
-    const AVX512_VBMI: &[&str] = &[
-        "sse4.2",
-        "avx",
-        "f16c",
-        "fma",
-        "avx2",
-        "bmi2",
-        "avx512f",
-        "avx512cd",
-        "avx512vl",
-        "avx512dq",
-        "avx512bw",
-        "avx512vbmi",
-    ];
-    const AVX512_VNNI: &[&str] = &[
-        "sse4.2",
-        "avx",
-        "f16c",
-        "fma",
-        "avx2",
-        "bmi2",
-        "avx512f",
-        "avx512cd",
-        "avx512vl",
-        "avx512dq",
-        "avx512bw",
-        "avx512vnni",
-    ];
-    const ICELAKE: &[&str] = &[
-        "sse4.2",
-        "avx",
-        "f16c",
-        "fma",
-        "avx2",
-        "bmi2",
-        "avx512f",
-        "avx512cd",
-        "avx512vl",
-        "avx512dq",
-        "avx512bw",
-        "avx512vbmi",
-        "avx512vnni",
-    ];
-    const COOPERLAKE: &[&str] = &[
-        "sse4.2",
-        "avx",
-        "f16c",
-        "fma",
-        "avx2",
-        "bmi2",
-        "avx512f",
-        "avx512cd",
-        "avx512vl",
-        "avx512dq",
-        "avx512bw",
-        "avx512vnni",
-        "avx512bf16",
-    ];
-    const ZEN4: &[&str] = &[
-        "sse4.2",
-        "avx",
-        "f16c",
-        "fma",
-        "avx2",
-        "bmi2",
-        "avx512f",
-        "avx512cd",
-        "avx512vl",
-        "avx512dq",
-        "avx512bw",
-        "avx512vbmi",
-        "avx512vnni",
-        "avx512bf16",
-    ];
-    const SAPPHIRERAPIDS: &[&str] = &[
-        "sse4.2",
-        "avx",
-        "f16c",
-        "fma",
-        "avx2",
-        "bmi2",
-        "avx512f",
-        "avx512cd",
-        "avx512vl",
-        "avx512dq",
-        "avx512bw",
-        "avx512vbmi",
-        "avx512vnni",
-        "avx512bf16",
-        "amx-tile",
-        "amx-int8",
-    ];
-
-    /// Every variant llama.cpp's `GGML_CPU_ALL_VARIANTS` builds on x86-64, best first (the
-    /// extensions of the same names in its `ggml/src/CMakeLists.txt`).
-    pub const VARIANTS: &[Variant] = &[
-        Variant {
-            name: "sapphirerapids",
-            needs: SAPPHIRERAPIDS,
-        },
-        Variant {
-            name: "zen4",
-            needs: ZEN4,
-        },
-        Variant {
-            name: "cooperlake",
-            needs: COOPERLAKE,
-        },
-        Variant {
-            name: "icelake",
-            needs: ICELAKE,
-        },
-        Variant {
-            name: "cascadelake",
-            needs: AVX512_VNNI,
-        },
-        Variant {
-            name: "cannonlake",
-            needs: AVX512_VBMI,
-        },
-        Variant {
-            name: "skylakex",
-            needs: AVX512,
-        },
-        Variant {
-            name: "alderlake",
-            needs: AVX_VNNI,
-        },
-        Variant {
-            name: "haswell",
-            needs: AVX2,
-        },
-        Variant {
-            name: "piledriver",
-            needs: FMA,
-        },
-        Variant {
-            name: "ivybridge",
-            needs: F16C,
-        },
-        Variant {
-            name: "sandybridge",
-            needs: AVX,
-        },
-        Variant {
-            name: "sse42",
-            needs: SSE42,
-        },
-        Variant {
-            name: "x64",
-            needs: &[],
-        },
-    ];
-}
-
+/// Other architectures build one CPU module, named `libggml-cpu.so`.
 #[cfg(not(target_arch = "x86_64"))]
-mod table {
-    use super::Variant;
-    /// Other architectures build one CPU module, named `libggml-cpu.so`.
-    pub const VARIANTS: &[Variant] = &[];
-}
-
-pub use table::VARIANTS;
+pub const VARIANTS: &[Variant] = &[];
 
 /// Whether this CPU has `feature` (a `std::arch` name), proved with CPUID now.
 pub fn cpu_has(feature: &str) -> bool {
@@ -270,9 +142,8 @@ fn amx_bit(bit: u32) -> bool {
 /// The extensions `variant` needs that this CPU lacks.
 pub fn missing(variant: &Variant) -> Vec<&'static str> {
     variant
-        .needs
-        .iter()
-        .copied()
+        .needs()
+        .into_iter()
         .filter(|f| !cpu_has(f))
         .collect()
 }
@@ -286,7 +157,7 @@ pub fn best(
 ) -> Option<&'static Variant> {
     VARIANTS
         .iter()
-        .find(|v| (allow_amx || !v.is_amx()) && v.needs.iter().all(|f| has(f)) && available(v))
+        .find(|v| (allow_amx || !v.is_amx()) && v.needs().iter().all(|f| has(f)) && available(v))
 }
 
 /// What the operator asks of the kernels (`[chat] cpu_variant`, `[chat] allow_amx`).

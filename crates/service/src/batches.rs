@@ -270,15 +270,8 @@ async fn readable(state: &Service, principal: &Principal, id: &str) -> Result<St
         .batch(id)
         .await
         .map_err(store_error)?
-        .filter(|b| b.tenant_id == principal.tenant_id)
         .ok_or_else(|| not_found(id))?;
-    let label = state
-        .policy
-        .scheme
-        .parse(&b.label)
-        .map_err(|_| not_found(id))?;
-    let clearance = crate::monitor::clearance(&state.policy, principal)?;
-    if !clearance.dominates(&label) {
+    if !crate::monitor::may_read(&state.policy, principal, &b.tenant_id, &b.label)? {
         return Err(not_found(id));
     }
     Ok(b)

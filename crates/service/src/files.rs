@@ -284,34 +284,23 @@ pub async fn upload(
     Ok(info(stored))
 }
 
-/// The file `id` and its label, if `principal` may read it.
-async fn readable(
-    state: &Service,
-    principal: &Principal,
-    id: &str,
-) -> Result<(StoredFile, Label), Error> {
+/// The file `id`, if `principal` may read it.
+async fn readable(state: &Service, principal: &Principal, id: &str) -> Result<StoredFile, Error> {
     let f = state
         .store
         .file(id)
         .await
         .map_err(store_error)?
-        .filter(|f| f.tenant_id == principal.tenant_id)
         .ok_or_else(|| not_found(id))?;
-    let label = state
-        .policy
-        .scheme
-        .parse(&f.label)
-        .map_err(|_| not_found(id))?;
-    let clearance = monitor::clearance(&state.policy, principal)?;
-    if !clearance.dominates(&label) {
+    if !monitor::may_read(&state.policy, principal, &f.tenant_id, &f.label)? {
         return Err(not_found(id));
     }
-    Ok((f, label))
+    Ok(f)
 }
 
 /// A file's facts.
 pub async fn get(state: &Service, principal: &Principal, id: &str) -> Result<FileInfo, Error> {
-    Ok(info(readable(state, principal, id).await?.0))
+    Ok(info(readable(state, principal, id).await?))
 }
 
 /// A file's facts and bytes.
@@ -320,7 +309,7 @@ pub async fn content(
     principal: &Principal,
     id: &str,
 ) -> Result<(FileInfo, Vec<u8>), Error> {
-    let (f, _) = readable(state, principal, id).await?;
+    let f = readable(state, principal, id).await?;
     let bytes = state
         .store
         .file_content(id)

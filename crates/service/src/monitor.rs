@@ -119,6 +119,25 @@ impl Declared {
     }
 }
 
+/// Whether `principal` may read something its tenant keeps at the label `banner`: its own
+/// tenant's, at a label its clearance dominates. A label that does not parse is not readable
+/// (fail closed). Callers answer "not found" either way, so nothing tells a reader what it may
+/// not see exists.
+pub fn may_read(
+    policy: &Policy,
+    principal: &Principal,
+    tenant_id: &str,
+    banner: &str,
+) -> Result<bool, Error> {
+    if tenant_id != principal.tenant_id {
+        return Ok(false);
+    }
+    let Ok(label) = policy.scheme.parse(banner) else {
+        return Ok(false);
+    };
+    Ok(clearance(policy, principal)?.dominates(&label))
+}
+
 /// The caller's clearance, its stored banner parsed against the scheme in force.
 pub fn clearance(policy: &Policy, principal: &Principal) -> Result<Label, Error> {
     policy.clearance(&principal.clearance).map_err(|e| {

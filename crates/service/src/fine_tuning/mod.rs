@@ -189,14 +189,8 @@ async fn visible(
         .fine_tune(id)
         .await
         .map_err(store_error)?
-        .filter(|j| j.tenant_id == principal.tenant_id)
         .ok_or_else(|| not_found(id))?;
-    let label = state
-        .policy
-        .scheme
-        .parse(&j.label)
-        .map_err(|_| not_found(id))?;
-    if !monitor::clearance(&state.policy, principal)?.dominates(&label) {
+    if !monitor::may_read(&state.policy, principal, &j.tenant_id, &j.label)? {
         return Err(not_found(id));
     }
     let b = body(&j)?;
@@ -462,7 +456,6 @@ pub async fn get(state: &Service, principal: &Principal, id: &str) -> Result<Val
 
 /// The jobs of `principal`'s tenant at labels it may read, newest first.
 pub async fn list(state: &Service, principal: &Principal) -> Result<Vec<Value>, Error> {
-    let clearance = monitor::clearance(&state.policy, principal)?;
     let mut out = Vec::new();
     for j in state
         .store
@@ -470,12 +463,7 @@ pub async fn list(state: &Service, principal: &Principal) -> Result<Vec<Value>, 
         .await
         .map_err(store_error)?
     {
-        let readable = state
-            .policy
-            .scheme
-            .parse(&j.label)
-            .is_ok_and(|l| clearance.dominates(&l));
-        if readable {
+        if monitor::may_read(&state.policy, principal, &j.tenant_id, &j.label)? {
             out.push(object(&j, &body(&j)?));
         }
     }
