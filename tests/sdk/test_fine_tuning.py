@@ -51,7 +51,7 @@ def test_a_fine_tuned_model_learns_the_form_reports_its_steps_and_carries_its_li
     job = c.fine_tuning.jobs.create(
         model=MODEL, training_file=train.id, validation_file=valid.id, suffix="casenotes",
         method={"type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 2.0}}})
+            "n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": "auto"}}})
     assert job.object == "fine_tuning.job" and job.status == "queued" and job.model == MODEL
     assert job.id in [j.id for j in c.fine_tuning.jobs.list().data]
     done = wait(c, job.id)
@@ -60,6 +60,7 @@ def test_a_fine_tuned_model_learns_the_form_reports_its_steps_and_carries_its_li
     assert name.startswith(f"{name[:0]}ft:{MODEL}:default:casenotes:"), name
     assert done.trained_tokens > 0 and done.finished_at >= done.created_at
     assert done.hyperparameters.n_epochs == 3
+    assert done.hyperparameters.learning_rate_multiplier == 1.0
 
     # Events, newest first as OpenAI gives them: every step's training loss, validation before
     # training and after each epoch, both falling.

@@ -43,7 +43,7 @@ impl Default for Settings {
         Self {
             epochs: 3,
             batch_size: 4,
-            learning_rate: 2e-3,
+            learning_rate: 4e-3,
             rank: 8,
             alpha: 16.0,
             layers: 8,
