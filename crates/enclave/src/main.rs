@@ -105,11 +105,11 @@ enum Command {
         #[command(subcommand)]
         command: kb_cli::KbCommand,
     },
-    /// Batch jobs: list, show, cancel, and watch one with a progress bar.
+    /// Batches and fine-tuning jobs: list, show, cancel, and watch one with a progress bar.
     ///
     /// Like `kb`, these talk to a running server (`--url`) with an API key (`--key` or
-    /// ENCLAVE_KEY). Start a batch with any OpenAI client: upload a file with purpose `batch`,
-    /// then `POST /v1/batches`.
+    /// ENCLAVE_KEY). Start a job with any OpenAI client: upload a file with purpose `batch`
+    /// and `POST /v1/batches`, or with purpose `fine-tune` and `POST /v1/fine_tuning/jobs`.
     Jobs {
         #[command(flatten)]
         client: kb_cli::Client,
