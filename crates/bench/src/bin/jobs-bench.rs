@@ -18,15 +18,13 @@
 )]
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Parser;
 use enclave_engine::llama::interactive_reserve;
 use enclave_engine::models::{self, SMOLLM2};
-use enclave_engine::{ChatConfig, ChatEngine, Event, Prompt, Sampling};
+use enclave_engine::{ChatConfig, ChatEngine, ChatMessage, Event, Prompt, Sampling};
 
 #[derive(Parser)]
 struct Args {
@@ -74,65 +72,36 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Keeps `n` streams generating (each started again when it ends) until `stop`; counts tokens.
-fn keep_busy(
-    rt: &tokio::runtime::Runtime,
-    engine: &Arc<ChatEngine>,
-    prompts: &[Prompt],
-    background: bool,
-    stop: &Arc<AtomicBool>,
-    tokens: &Arc<AtomicU64>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    prompts
-        .iter()
-        .cloned()
-        .map(|p| {
-            let (engine, stop, tokens) = (Arc::clone(engine), Arc::clone(stop), Arc::clone(tokens));
-            rt.spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok(mut rx) =
-                        engine.generate(p.clone(), sampling(background), Some(96), None)
-                    else {
-                        return;
-                    };
-                    while let Some(ev) = rx.recv().await {
-                        match ev {
-                            Event::Text(_) => {
-                                tokens.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Event::Done { .. } | Event::Error(_) => break,
-                            Event::ToolCall(_) => {}
-                        }
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                    }
-                }
-            })
-        })
-        .collect()
-}
-
-/// Tokens per second of `n` streams over `secs`, after a second of warm-up.
+/// Starts `prompts` at once and reads every stream to its end; completion tokens per second.
 fn throughput(
     rt: &tokio::runtime::Runtime,
-    engine: &Arc<ChatEngine>,
+    engine: &ChatEngine,
     prompts: &[Prompt],
     background: bool,
-    secs: f64,
-) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let tokens = Arc::new(AtomicU64::new(0));
-    let tasks = keep_busy(rt, engine, prompts, background, &stop, &tokens);
-    std::thread::sleep(Duration::from_secs(1));
-    let (start, before) = (Instant::now(), tokens.load(Ordering::Relaxed));
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    let rate = (tokens.load(Ordering::Relaxed) - before) as f64 / start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        rt.block_on(t).unwrap();
-    }
-    rate
+) -> Result<f64> {
+    rt.block_on(async {
+        let start = Instant::now();
+        let mut streams = Vec::new();
+        for p in prompts {
+            streams.push(engine.generate(p.clone(), sampling(background), Some(96), None)?);
+        }
+        let mut tokens = 0u64;
+        for rx in &mut streams {
+            while let Some(ev) = rx.recv().await {
+                match ev {
+                    Event::Done {
+                        completion_tokens, ..
+                    } => {
+                        tokens += u64::from(completion_tokens);
+                        break;
+                    }
+                    Event::Error(e) => bail!("generation failed: {e}"),
+                    Event::Text(_) | Event::ToolCall(_) => {}
+                }
+            }
+        }
+        Ok(tokens as f64 / start.elapsed().as_secs_f64())
+    })
 }
 
 fn main() -> Result<()> {
@@ -143,7 +112,7 @@ fn main() -> Result<()> {
         .build()?;
     models::verify(&args.models_dir, &SMOLLM2)?;
     let gguf = SMOLLM2.path(&args.models_dir, SMOLLM2.files[0].name);
-    let engine = Arc::new(ChatEngine::load(
+    let engine = ChatEngine::load(
         &gguf,
         ChatConfig {
             slots: SLOTS,
@@ -152,15 +121,21 @@ fn main() -> Result<()> {
             threads: args.threads,
             ..ChatConfig::default()
         },
-    )?);
+    )?;
     let text = (0..40)
         .map(|i| format!("Case {i}: the applicant asks about the status of file {i}."))
         .collect::<Vec<_>>()
         .join(" ");
     let interactive = engine.truncate(&engine.tokenize(&text), 256);
+    // Batch lines as the API sends them: chat prompts, answered at length.
     let lines: Vec<Prompt> = (0..SLOTS as usize)
-        .map(|i| engine.tokenize(&format!("Summarise case file {i} in three sentences.")))
-        .collect();
+        .map(|i| {
+            engine.prompt(&[ChatMessage {
+                role: "user".into(),
+                content: format!("Write a long report on case file {i}: the events, the people and the next steps."),
+            }])
+        })
+        .collect::<Result<_, _>>()?;
     let batch_streams = SLOTS as usize - interactive_reserve(SLOTS as usize);
 
     first_token(&rt, &engine, interactive.clone())?; // warm-up
@@ -170,24 +145,23 @@ fn main() -> Result<()> {
             .collect::<Result<_>>()?,
     );
 
-    // A batch running: as many background streams as it may have, kept busy.
-    let stop = Arc::new(AtomicBool::new(false));
-    let tokens = Arc::new(AtomicU64::new(0));
-    let tasks = keep_busy(&rt, &engine, &lines[..batch_streams], true, &stop, &tokens);
-    std::thread::sleep(Duration::from_secs(2));
+    // A batch running: as many background streams as it may have, long enough to outlast the
+    // tries (their events wait in their channels; the engine keeps decoding them).
+    let running: Vec<_> = lines[..batch_streams]
+        .iter()
+        .map(|p| engine.generate(p.clone(), sampling(true), Some(900), None))
+        .collect::<Result<_, _>>()?;
+    std::thread::sleep(Duration::from_secs(1));
     let mut beside = Vec::new();
     for _ in 0..args.tries {
         beside.push(first_token(&rt, &engine, interactive.clone())?);
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
     }
     let beside = median(beside);
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        rt.block_on(t).unwrap();
-    }
+    drop(running);
 
-    let batch = throughput(&rt, &engine, &lines[..batch_streams], true, 8.0);
-    let best = throughput(&rt, &engine, &lines, false, 8.0);
+    let batch = throughput(&rt, &engine, &lines[..batch_streams], true)?;
+    let best = throughput(&rt, &engine, &lines, false)?;
 
     println!(
         "\nbatch work beside interactive calls (SmolLM2, {} threads, {SLOTS} sequences, {batch_streams} for the batch)",
