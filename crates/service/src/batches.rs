@@ -198,39 +198,22 @@ pub async fn create(
             ),
         ));
     }
-    if let Some(m) = &req.metadata
-        && !(m.is_null()
-            || m.as_object()
-                .is_some_and(|o| o.len() <= 16 && o.values().all(Value::is_string)))
-    {
-        return Err(Error::invalid(
-            "metadata",
-            "`metadata` is an object of at most 16 strings",
-        ));
-    }
-    let (file, bytes) = files::content(state, principal, &req.input_file_id).await?;
-    if file.purpose != "batch" {
-        return Err(Error::invalid(
-            "input_file_id",
-            format!(
-                "`{}` was uploaded for `{}`, not `batch`",
-                file.id, file.purpose
-            ),
-        ));
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| Error::Internal)?;
-    for (i, raw) in text.lines().enumerate() {
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(raw).map_err(|_| Error::Internal)?;
+    files::check_metadata(req.metadata.as_ref())?;
+    let (file, lines) = files::lines_for(
+        state,
+        principal,
+        &req.input_file_id,
+        files::Purpose::Batch,
+        "input_file_id",
+    )
+    .await?;
+    for (n, v) in &lines {
         let url = v["url"].as_str().unwrap_or_default();
         if url != req.endpoint {
             return Err(Error::invalid(
                 "input_file_id",
                 format!(
-                    "line {}: `url` `{url}` differs from the batch's endpoint `{}`",
-                    i + 1,
+                    "line {n}: `url` `{url}` differs from the batch's endpoint `{}`",
                     req.endpoint
                 ),
             ));

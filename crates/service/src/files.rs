@@ -303,6 +303,59 @@ pub async fn get(state: &Service, principal: &Principal, id: &str) -> Result<Fil
     Ok(info(readable(state, principal, id).await?))
 }
 
+/// The lines of file `id`, which `principal` may read and which was uploaded for `purpose`,
+/// each as parsed JSON with its number (1-based); `param` names the request field that gave the
+/// id. Blank lines are passed over; every other line was checked at upload.
+pub(crate) async fn lines_for(
+    state: &Service,
+    principal: &Principal,
+    id: &str,
+    purpose: Purpose,
+    param: &str,
+) -> Result<(FileInfo, Vec<(usize, Value)>), Error> {
+    let (file, bytes) = content(state, principal, id).await?;
+    if file.purpose != purpose.as_str() {
+        return Err(Error::invalid(
+            param,
+            format!(
+                "`{}` was uploaded for `{}`, not `{}`",
+                file.id,
+                file.purpose,
+                purpose.as_str()
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::Internal)?;
+    let mut lines = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        if raw.trim().is_empty() {
+            continue;
+        }
+        lines.push((
+            i + 1,
+            serde_json::from_str(raw).map_err(|_| Error::Internal)?,
+        ));
+    }
+    Ok((file, lines))
+}
+
+/// `metadata` as OpenAI's job APIs take it: absent, null, or an object of at most 16 strings.
+pub(crate) fn check_metadata(metadata: Option<&Value>) -> Result<(), Error> {
+    match metadata {
+        Some(m)
+            if !(m.is_null()
+                || m.as_object()
+                    .is_some_and(|o| o.len() <= 16 && o.values().all(Value::is_string))) =>
+        {
+            Err(Error::invalid(
+                "metadata",
+                "`metadata` is an object of at most 16 strings",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A file's facts and bytes.
 pub async fn content(
     state: &Service,

@@ -288,22 +288,9 @@ async fn learned_from(
     role: &str,
     param: &str,
 ) -> Result<(LearnedFrom, Label), Error> {
-    let (file, bytes) = files::content(state, principal, id).await?;
-    if file.purpose != "fine-tune" {
-        return Err(Error::invalid(
-            param,
-            format!(
-                "`{}` was uploaded for `{}`, not `fine-tune`",
-                file.id, file.purpose
-            ),
-        ));
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| Error::Internal)?;
-    for (i, raw) in text.lines().enumerate() {
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(raw).map_err(|_| Error::Internal)?;
+    let (file, lines) =
+        files::lines_for(state, principal, id, files::Purpose::FineTune, param).await?;
+    for (n, v) in &lines {
         let last = v["messages"]
             .as_array()
             .and_then(|m| m.last())
@@ -311,10 +298,7 @@ async fn learned_from(
         if last != Some("assistant") {
             return Err(Error::invalid(
                 param,
-                format!(
-                    "line {}: the last message must be the `assistant` answer to learn",
-                    i + 1
-                ),
+                format!("line {n}: the last message must be the `assistant` answer to learn"),
             ));
         }
     }
@@ -364,16 +348,7 @@ pub async fn create(
             "`suffix` is 1 to 18 letters, digits, `-` or `_`",
         ));
     }
-    if let Some(m) = &req.metadata
-        && !(m.is_null()
-            || m.as_object()
-                .is_some_and(|o| o.len() <= 16 && o.values().all(Value::is_string)))
-    {
-        return Err(Error::invalid(
-            "metadata",
-            "`metadata` is an object of at most 16 strings",
-        ));
-    }
+    files::check_metadata(req.metadata.as_ref())?;
     if req
         .integrations
         .as_ref()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use enclave_engine::ChatProcess;
 use enclave_label::Label;
 
-use super::{Setup, body, setup};
+use super::{Setup, setup};
 use crate::Service;
 use crate::error::Error;
 use crate::monitor;
@@ -70,10 +70,6 @@ pub async fn serve_existing(state: &Service) {
                 },
             ),
             Err(e) => tracing::error!(job = %j.id, error = %e, "cannot serve a fine-tuned model"),
-        }
-        // The job's document is read to check it still parses; a broken one is logged.
-        if body(&j).is_err() {
-            tracing::warn!(job = %j.id, "fine-tuning job document unreadable");
         }
     }
 }
