@@ -213,3 +213,90 @@ fn a_job_running_when_the_server_is_killed_trains_again_and_its_model_is_served_
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// Uploads the committed training file for `key`; returns its id.
+fn upload_training_file(s: &Server, key: &str) -> String {
+    let data = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../train/testdata/case_notes/train.jsonl"
+    );
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("purpose", "fine-tune")
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(std::fs::read(data).unwrap())
+                .file_name("train.jsonl"),
+        );
+    let file: serde_json::Value = client()
+        .post(s.url("/v1/files"))
+        .bearer_auth(key)
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    file["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn training_is_charged_to_the_tenants_quota_and_stops_when_the_budget_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enclave.toml");
+    std::fs::write(&config, "[tenants.thrifty.quota]\nmonthly_tokens = 600\n").unwrap();
+    let s = Server::start_with(&[("ENCLAVE_CONFIG", config.to_str().unwrap())]);
+    assert!(s.cli(&["tenants", "create", "thrifty"]).0);
+    let key = s.cleared_key("thrifty", "user", "UNCLASSIFIED");
+    let file = upload_training_file(&s, &key);
+    let job: serde_json::Value = client()
+        .post(s.url("/v1/fine_tuning/jobs"))
+        .bearer_auth(&key)
+        .json(
+            &serde_json::json!({"model": "smollm2-135m-instruct", "training_file": file,
+            "suffix": "thrifty", "hyperparameters": {"n_epochs": 1, "batch_size": 4}}),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    // Each step is charged before it runs: the 16 examples (about 1,000 tokens) do not fit a
+    // budget of 600, so the job trains a step or two and fails with OpenAI's quota code.
+    let done = wait_for(&s, &key, &id, &["succeeded", "failed", "cancelled"]);
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "insufficient_quota", "{done}");
+    assert!(done["fine_tuned_model"].is_null(), "{done}");
+    let events = get(&s, &key, &format!("/v1/fine_tuning/jobs/{id}/events"));
+    let steps = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Step ")
+        })
+        .count();
+    assert!(steps >= 1, "some steps fit the budget: {events}");
+    // What it trained is the tenant's usage, under its own name, and within the budget.
+    let usage = get(&s, &key, "/v1/usage");
+    let trained: u64 = usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["model"] == "training:smollm2-135m-instruct")
+        .map(|b| b["input_tokens"].as_u64().unwrap())
+        .sum();
+    assert!(trained > 0 && trained <= 600, "{usage}");
+    // A chat call that would need more than what is left is refused too: it is one budget.
+    let r = client()
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(
+            &serde_json::json!({"model": "smollm2-135m-instruct", "max_tokens": 600,
+            "messages": [{"role": "user", "content": "Hello"}]}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+}

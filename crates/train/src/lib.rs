@@ -36,4 +36,7 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     #[error("cancelled")]
     Cancelled,
+    /// The listener refused to let training go on (for example, a quota is spent).
+    #[error("{0}")]
+    Refused(String),
 }

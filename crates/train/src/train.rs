@@ -55,6 +55,9 @@ impl Default for Settings {
 /// What training reports as it goes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
+    /// An optimizer step is about to run over `tokens` tokens (prompts and answers, the whole
+    /// of each example). The listener may refuse it (a quota), which ends the run.
+    Starting { step: usize, tokens: usize },
     /// An optimizer step ended.
     Step {
         step: usize,
@@ -87,7 +90,8 @@ pub struct Outcome {
 }
 
 /// Trains adapters on `train`, validating on `valid`, writing checkpoints and the final adapter
-/// into `out`. `on` hears every step; `cancel` is read between steps.
+/// into `out`. `on` hears every step and may end the run by returning an error (before a step
+/// it is asked whether the step may run); `cancel` is read between steps.
 pub fn train(
     base: &Base,
     train: &[Example],
@@ -95,7 +99,7 @@ pub fn train(
     settings: &Settings,
     out: &Path,
     cancel: &AtomicBool,
-    on: &mut dyn FnMut(&Progress),
+    on: &mut dyn FnMut(&Progress) -> Result<(), TrainError>,
 ) -> Result<Outcome, TrainError> {
     if train.is_empty() {
         return Err(TrainError::Data("no training examples".into()));
@@ -128,7 +132,7 @@ pub fn train(
         on(&Progress::Validation {
             step: 0,
             valid_loss: v,
-        });
+        })?;
     }
     let mut step = 0;
     let mut trained_tokens = 0;
@@ -142,6 +146,10 @@ pub fn train(
             if cancel.load(Ordering::Relaxed) {
                 return Err(TrainError::Cancelled);
             }
+            on(&Progress::Starting {
+                step: step + 1,
+                tokens: batch.iter().map(|&i| train[i].ids.len()).sum(),
+            })?;
             let mut total = None;
             for &i in batch {
                 let ex = &train[i];
@@ -162,7 +170,7 @@ pub fn train(
                 step,
                 steps,
                 train_loss: value,
-            });
+            })?;
         }
         epoch_loss = sum / train.len() as f32;
         valid_loss = mean_loss(base, &adapters, valid)?;
@@ -170,7 +178,7 @@ pub fn train(
             on(&Progress::Validation {
                 step,
                 valid_loss: v,
-            });
+            })?;
         }
         let path = out.join(format!("checkpoint-step-{step}.gguf"));
         adapter::write(&path, &base.shape, &adapters)?;
@@ -180,7 +188,7 @@ pub fn train(
             path: path.clone(),
             train_loss: epoch_loss,
             valid_loss,
-        });
+        })?;
         last = Some(path);
     }
     let adapter = out.join("adapter.gguf");

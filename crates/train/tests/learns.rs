@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 
 use enclave_engine::models::{self, NoProgress, PipOptions};
 use enclave_engine::{ChatConfig, ChatEngine, ChatMessage, Event, Prompter, Sampling};
-use enclave_train::{Base, Example, Progress, Settings};
+use enclave_train::{Base, Example, Progress, Settings, TrainError};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -148,9 +148,23 @@ fn training_lowers_both_losses_and_the_served_adapter_answers_in_the_trained_for
         &settings,
         out.path(),
         &AtomicBool::new(false),
-        &mut |p| events.push(p.clone()),
+        &mut |p| {
+            events.push(p.clone());
+            Ok(())
+        },
     )
     .unwrap();
+    // Every step asks first, naming the tokens it will process: over the run, every token of
+    // every example, once per epoch (what a tenant's quota is charged).
+    let asked: usize = events
+        .iter()
+        .filter_map(|e| match e {
+            Progress::Starting { tokens, .. } => Some(*tokens),
+            _ => None,
+        })
+        .sum();
+    let per_epoch: usize = train.iter().map(|e| e.ids.len()).sum();
+    assert_eq!(asked, 3 * per_epoch);
     let steps: Vec<f32> = events
         .iter()
         .filter_map(|e| match e {
@@ -199,5 +213,45 @@ fn training_lowers_both_losses_and_the_served_adapter_answers_in_the_trained_for
         in_form(&after) >= 5,
         "the fine-tuned model wrote the form in {} of 6 held-out answers",
         in_form(&after)
+    );
+}
+
+#[test]
+fn a_refused_step_ends_the_run_before_it_trains_and_writes_nothing() {
+    let model = smollm2();
+    let prompter = Prompter::load(&model, None).unwrap();
+    let train = examples(&prompter, "train.jsonl");
+    let base = Base::load(&model).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut steps = 0;
+    let err = enclave_train::train(
+        &base,
+        &train,
+        &[],
+        &Settings::default(),
+        out.path(),
+        &AtomicBool::new(false),
+        &mut |p| match p {
+            Progress::Starting { step: 2, .. } => Err(TrainError::Refused("budget spent".into())),
+            Progress::Step { .. } => {
+                steps += 1;
+                Ok(())
+            }
+            _ => Ok(()),
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, TrainError::Refused(ref m) if m == "budget spent"),
+        "{err}"
+    );
+    assert_eq!(
+        steps, 1,
+        "the first step ran, the second was refused before it ran"
+    );
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "no checkpoint, no adapter"
     );
 }

@@ -105,6 +105,9 @@ pub(crate) struct Job {
     pub finished_at: Option<i64>,
     pub trained_tokens: Option<usize>,
     pub error: Option<String>,
+    /// The error's stable code (`insufficient_quota`), when not the generic one.
+    #[serde(default)]
+    pub error_code: Option<String>,
     pub train_loss: Option<f32>,
     pub valid_loss: Option<f32>,
     pub adapter_sha256: Option<String>,
@@ -157,7 +160,7 @@ fn object(j: &StoredFineTune, b: &Job) -> Value {
         "hyperparameters": hyper,
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
         "trained_tokens": b.trained_tokens,
-        "error": b.error.as_ref().map(|m| json!({"code": "fine_tuning_failed", "message": m, "param": null})),
+        "error": b.error.as_ref().map(|m| json!({"code": b.error_code.as_deref().unwrap_or("fine_tuning_failed"), "message": m, "param": null})),
         "user_provided_suffix": b.suffix,
         "seed": b.seed,
         "estimated_finish": null,
@@ -397,6 +400,7 @@ pub async fn create(
         finished_at: None,
         trained_tokens: None,
         error: None,
+        error_code: None,
         train_loss: None,
         valid_loss: None,
         adapter_sha256: None,

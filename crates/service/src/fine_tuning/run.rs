@@ -166,6 +166,10 @@ async fn run(
             event(state, &j.id, "info", "Fine-tuning job cancelled", None).await;
             Ok(())
         }
+        Err(TrainError::Refused(why)) => {
+            b.error_code = Some("insufficient_quota".into());
+            fail(state, j, b, &why).await
+        }
         Err(e) => fail(state, j, b, &e.to_string()).await,
     }
 }
@@ -257,6 +261,11 @@ async fn train(
     let base_path = setup.base.clone();
     let name = model_name(j, b);
     let (job, service) = (j.id.clone(), state.clone());
+    let owner = b
+        .owner
+        .principal()
+        .map_err(|_| TrainError::Data("the job's owner cannot be read".into()))?;
+    let usage = format!("training:{}", b.model);
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let prompter =
@@ -267,11 +276,92 @@ async fn train(
             None => Vec::new(),
         };
         let base = enclave_train::Base::load(&base_path)?;
-        let mut on = |p: &Progress| handle.block_on(progress(&service, &job, &name, p));
+        let mut on = |p: &Progress| match p {
+            Progress::Starting { tokens, .. } => {
+                handle.block_on(charge(&service, &job, &owner, &usage, *tokens, &cancel))
+            }
+            _ => {
+                handle.block_on(progress(&service, &job, &name, p));
+                Ok(())
+            }
+        };
         enclave_train::train(&base, &train, &valid, &settings, &dir, &cancel, &mut on)
     })
     .await
     .map_err(|e| TrainError::Model(format!("the training task ended: {e}")))?
+}
+
+/// Charges one training step's tokens (every token of its examples) to the owner's quotas
+/// before it runs, under the usage name `training:{base}`: the tenant's and the key's limits
+/// apply as to a call. A per-minute limit pauses training until the step fits; a spent monthly
+/// budget, or a step larger than a per-minute limit, ends the job `failed` with
+/// `insufficient_quota`.
+async fn charge(
+    state: &Service,
+    job: &str,
+    owner: &crate::principal::Principal,
+    usage: &str,
+    tokens: usize,
+    cancel: &AtomicBool,
+) -> Result<(), TrainError> {
+    let asked = tokens as u64;
+    let q = state.policy.quota(&owner.tenant_name);
+    let scopes = [
+        ("the tenant", Some(&q.tenant)),
+        ("the key", Some(&q.key)),
+        ("the model", q.models.get(usage)),
+    ];
+    for (whose, limits) in scopes {
+        if let Some(tpm) = limits.and_then(|l| l.tokens_per_minute)
+            && tpm < asked
+        {
+            return Err(TrainError::Refused(format!(
+                "a training step needs {asked} tokens, more than {whose}'s limit of {tpm} tokens per minute: lower `batch_size` or raise the limit"
+            )));
+        }
+    }
+    let mut paused = false;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(TrainError::Cancelled);
+        }
+        match state
+            .quotas
+            .reserve(&state.policy, owner, usage, asked)
+            .await
+        {
+            Ok(ticket) => {
+                ticket
+                    .settle(u32::try_from(tokens).unwrap_or(u32::MAX), 0)
+                    .await;
+                return Ok(());
+            }
+            Err(Error::QuotaExceeded {
+                code: "rate_limit_exceeded",
+                message,
+                retry_after,
+            }) => {
+                if !paused {
+                    paused = true;
+                    event(
+                        state,
+                        job,
+                        "warn",
+                        &format!("Training waits for the quota: {message}"),
+                        None,
+                    )
+                    .await;
+                }
+                tokio::time::sleep(retry_after.min(Duration::from_secs(5))).await;
+            }
+            Err(Error::QuotaExceeded { message, .. }) => {
+                return Err(TrainError::Refused(format!(
+                    "training stopped: the quota is spent ({message})"
+                )));
+            }
+            Err(e) => return Err(TrainError::Model(format!("training stopped: {e}"))),
+        }
+    }
 }
 
 /// Records one report of the trainer as an event (and a checkpoint).
@@ -332,6 +422,7 @@ async fn progress(state: &Service, job: &str, name: &str, p: &Progress) {
             )
             .await;
         }
+        Progress::Starting { .. } => {}
     }
 }
 
