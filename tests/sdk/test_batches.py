@@ -72,7 +72,15 @@ def test_a_chat_batch_runs_in_the_background_with_outputs_and_errors_by_custom_i
 def test_an_embeddings_batch(oa):
     lines = [{"custom_id": f"e-{i}", "method": "POST", "url": "/v1/embeddings",
               "body": {"model": "mock-embed", "input": f"text {i}"}} for i in range(3)]
-    b = oa.batches.create(input_file_id=upload(oa, lines).id, endpoint="/v1/embeddings", completion_window="24h")
+    f = upload(oa, lines)
+    # Enclave's priority travels as an extra field of the request and shows under `enclave`.
+    b = oa.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h",
+                          extra_body={"priority": "high"})
+    assert b.model_extra["enclave"]["priority"] == "high"
+    with pytest.raises(openai.BadRequestError) as e:
+        oa.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h",
+                          extra_body={"priority": "urgent"})
+    assert e.value.body["param"] == "priority" or "priority" in e.value.body["message"]
     b = wait(oa, b.id)
     assert b.status == "completed" and b.request_counts.completed == 3, b
     out = [json.loads(l) for l in oa.files.content(b.output_file_id).text.splitlines()]

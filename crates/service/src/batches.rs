@@ -129,7 +129,7 @@ fn info(b: &StoredBatch, counts: (i64, i64)) -> BatchInfo {
         "cancelling_at": b.cancelling_at, "cancelled_at": b.cancelled_at,
         "request_counts": {"total": b.total, "completed": counts.0, "failed": counts.1},
         "metadata": metadata,
-        "enclave": {"label": b.label},
+        "enclave": {"label": b.label, "priority": crate::jobs::Priority::of_rank(b.priority).as_str()},
     })
 }
 
@@ -154,6 +154,10 @@ pub struct NewBatch {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Enclave's: `high`, `normal` (the default) or `low`. Batches of higher priority are
+    /// answered first.
+    #[serde(default)]
+    pub priority: Option<crate::jobs::Priority>,
 }
 
 /// One line of a batch file: its number, `custom_id` and request body.
@@ -241,6 +245,7 @@ pub async fn create(
         cancelling_at: None,
         cancelled_at: None,
         expires_at: now + 24 * 3600,
+        priority: req.priority.unwrap_or_default().rank(),
     };
     state.store.save_batch(&b).await.map_err(store_error)?;
     Ok(info(&b, (0, 0)))
@@ -305,41 +310,51 @@ pub async fn cancel(state: &Service, principal: &Principal, id: &str) -> Result<
     Ok(info(&b, counts))
 }
 
-/// Runs batches until `stop` says so: each unfinished batch advanced a turn at a time, tenants
-/// in turn (the one served longest ago first).
+/// Input files kept parsed between turns, at most (batches under way beyond it read theirs
+/// again).
+const KEPT_INPUTS: usize = 32;
+
+/// Runs batches until `stop` says so, taking them from the jobs queue a turn at a time: the
+/// highest priority first, then the tenant served longest ago. The batch is held during its
+/// turn, so servers sharing the store never answer one batch's lines at once.
 pub async fn work(
     state: Service,
     runner: Arc<dyn LineRunner>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut served: BTreeMap<String, u64> = BTreeMap::new();
-    let mut round = 0u64;
+    const UNFINISHED: [&str; 4] = ["validating", "in_progress", "finalizing", "cancelling"];
+    crate::jobs::release_mine(&state).await;
+    let mut turns = crate::jobs::Turns::default();
     let mut inputs: Inputs = BTreeMap::new();
     loop {
         if stop.is_cancelled() {
             break;
         }
-        let pending = match state.store.unfinished_batches().await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read batches; retrying");
-                Vec::new()
-            }
-        };
-        inputs.retain(|id, _| pending.iter().any(|b| &b.id == id));
-        let Some(next) = pending
-            .into_iter()
-            .min_by_key(|b| (served.get(&b.tenant_id).copied().unwrap_or(0), b.created_at))
-        else {
+        let held = crate::jobs::next(&state, &mut turns, "batch", &UNFINISHED)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the jobs queue; retrying");
+                None
+            });
+        let Some(held) = held else {
+            inputs.clear();
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(Duration::from_millis(250)) => continue,
             }
         };
-        round += 1;
-        served.insert(next.tenant_id.clone(), round);
-        let id = next.id.clone();
-        let advanced = advance(&state, &runner, next, &mut inputs, &stop).await;
+        if inputs.len() > KEPT_INPUTS {
+            inputs.clear();
+        }
+        let id = held.job.id.clone();
+        let advanced = match state.store.batch(&id).await {
+            Ok(Some(b)) => advance(&state, &runner, b, &mut inputs, &stop).await,
+            Ok(None) => Err(Error::NotFound(format!(
+                "the queued batch `{id}` has no record"
+            ))),
+            Err(e) => Err(store_error(e)),
+        };
+        held.release().await;
         if let Err(e) = advanced {
             tracing::warn!(batch = %id, error = %e, "batch paused");
             tokio::select! {

@@ -29,6 +29,7 @@ pub mod files;
 pub mod fine_tuning;
 pub mod history;
 pub mod info;
+pub mod jobs;
 pub mod monitor;
 pub mod note;
 pub mod policy;
@@ -161,6 +162,9 @@ pub struct Service {
     pub fine_tuning: Option<Arc<fine_tuning::Setup>>,
     /// When the service started, as the `created` of model objects.
     pub started: i64,
+    /// This server's name among servers sharing one store: who holds the jobs it works on
+    /// ([`jobs`]). Stable across restarts, unique among replicas.
+    pub node: String,
     pub background: Background,
 }
 
@@ -192,8 +196,15 @@ impl Service {
             kb: None,
             fine_tuning: None,
             started: enclave_store::now(),
+            node: "local".to_string(),
             background: Background::default(),
         })
+    }
+
+    /// Names this server among the servers sharing its store (see [`Service::node`]).
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
     }
 
     /// Runs fine-tuning jobs and serves the models they make, as `setup` says.

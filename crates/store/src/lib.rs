@@ -269,6 +269,26 @@ pub struct StoredFile {
     pub created_at: i64,
 }
 
+/// A background job's place in the one queue every job kind shares: whose it is, where it
+/// stands, how urgent it is, and which server holds it until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueuedJob {
+    pub id: String,
+    /// `batch` or `fine_tuning`.
+    pub kind: String,
+    pub tenant_id: String,
+    /// The kind's own status (OpenAI's words for it).
+    pub status: String,
+    /// Higher runs first: 1 high, 0 normal, -1 low.
+    pub priority: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The server working on it, while its hold lasts.
+    pub holder: Option<String>,
+    /// Unix seconds; a hold not renewed by then has lapsed.
+    pub held_until: Option<i64>,
+}
+
 /// A batch: its request, who it runs as, and where it stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredBatch {
@@ -298,6 +318,8 @@ pub struct StoredBatch {
     pub cancelling_at: Option<i64>,
     pub cancelled_at: Option<i64>,
     pub expires_at: i64,
+    /// Its place in the jobs queue: 1 high, 0 normal, -1 low (set when it is created).
+    pub priority: i64,
 }
 
 /// One answered line of a batch.
@@ -328,6 +350,8 @@ pub struct StoredFineTune {
     pub created_at: i64,
     /// JSON: the request, owner, hyperparameters, lineage and results.
     pub body: String,
+    /// Its place in the jobs queue: 1 high, 0 normal, -1 low (set when it is created).
+    pub priority: i64,
 }
 
 /// One event of a fine-tuning job, numbered from 1 in the order they happened.
@@ -437,6 +461,32 @@ pub trait Store: Send + Sync + 'static {
     async fn list_files(&self, tenant_id: &str) -> Result<Vec<StoredFile>, StoreError>;
     /// False when there is no such file.
     async fn delete_file(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// The jobs of `kind` in one of `statuses` that no server holds (or whose hold lapsed
+    /// before `now`), the highest priority first, then the oldest.
+    async fn claimable_jobs(
+        &self,
+        kind: &str,
+        statuses: &[&str],
+        now: i64,
+    ) -> Result<Vec<QueuedJob>, StoreError>;
+    /// Takes the job for `holder` until `until`, if no other server holds it (a lapsed hold
+    /// counts as none). True when `holder` now holds it; of servers racing, one wins.
+    async fn claim_job(
+        &self,
+        id: &str,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError>;
+    /// Extends `holder`'s hold; false when it no longer holds the job.
+    async fn renew_job(&self, id: &str, holder: &str, until: i64) -> Result<bool, StoreError>;
+    /// Lets go of a job `holder` holds.
+    async fn release_job(&self, id: &str, holder: &str) -> Result<(), StoreError>;
+    /// Lets go of every job `holder` holds (a server starting again after it stopped).
+    async fn release_jobs_of(&self, holder: &str) -> Result<u64, StoreError>;
+    /// A tenant's jobs of every kind, newest first.
+    async fn list_jobs(&self, tenant_id: &str) -> Result<Vec<QueuedJob>, StoreError>;
 
     /// Creates a batch, or updates where one stands (status, times, files, error).
     async fn save_batch(&self, batch: &StoredBatch) -> Result<(), StoreError>;

@@ -13,14 +13,15 @@ use sqlx::sqlite::{
 
 use crate::{
     AdminEvent, ApiKey, BatchResult, Conversation, ConversationMessage, FineTuneCheckpoint,
-    FineTuneEvent, KeyOwner, NewKey, NewSession, NewUser, Role, Session, Store, StoreError,
-    StoredBatch, StoredFile, StoredFineTune, StoredResponse, Tenant, UsageRow, User,
+    FineTuneEvent, KeyOwner, NewKey, NewSession, NewUser, QueuedJob, Role, Session, Store,
+    StoreError, StoredBatch, StoredFile, StoredFineTune, StoredResponse, Tenant, UsageRow, User,
 };
 
 mod batches;
 mod conversations;
 mod files;
 mod fine_tuning;
+mod jobs;
 mod responses;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -428,6 +429,41 @@ impl Store for SqliteStore {
 
     async fn delete_file(&self, id: &str) -> Result<bool, StoreError> {
         files::delete(&self.pool, id).await
+    }
+
+    async fn claimable_jobs(
+        &self,
+        kind: &str,
+        statuses: &[&str],
+        now: i64,
+    ) -> Result<Vec<QueuedJob>, StoreError> {
+        jobs::claimable(&self.pool, kind, statuses, now).await
+    }
+
+    async fn claim_job(
+        &self,
+        id: &str,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        jobs::claim(&self.pool, id, holder, now, until).await
+    }
+
+    async fn renew_job(&self, id: &str, holder: &str, until: i64) -> Result<bool, StoreError> {
+        jobs::renew(&self.pool, id, holder, until).await
+    }
+
+    async fn release_job(&self, id: &str, holder: &str) -> Result<(), StoreError> {
+        jobs::release(&self.pool, id, holder).await
+    }
+
+    async fn release_jobs_of(&self, holder: &str) -> Result<u64, StoreError> {
+        jobs::release_all(&self.pool, holder).await
+    }
+
+    async fn list_jobs(&self, tenant_id: &str) -> Result<Vec<QueuedJob>, StoreError> {
+        jobs::list(&self.pool, tenant_id).await
     }
 
     async fn save_batch(&self, batch: &StoredBatch) -> Result<(), StoreError> {

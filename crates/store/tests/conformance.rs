@@ -620,6 +620,7 @@ async fn check_fine_tuning(store: &dyn Store) {
         fine_tuned_model: None,
         created_at: at,
         body: "{}".into(),
+        priority: 0,
     };
     let a = job("ftjob-a", &t, 5);
     store.save_fine_tune(&a).await.unwrap();
@@ -712,4 +713,147 @@ async fn check_fine_tuning(store: &dyn Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn sqlite_conformance_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("jobs.db"))
+        .await
+        .unwrap();
+    check_jobs(&store).await;
+}
+
+/// One queue for every kind of job: the claimable ones by priority then age, held by one
+/// server at a time (of racing servers one wins), a lapsed hold claimable again, holds renewed
+/// and released only by their holder, a status kept in step with the kind's own row, and a
+/// tenant's jobs of every kind listed together.
+async fn check_jobs(store: &dyn Store) {
+    use enclave_store::{StoredBatch, StoredFineTune};
+    let t = tenant(store, "queuers").await;
+    let other = tenant(store, "strangers").await;
+    let job = |id: &str, tenant: &Tenant, at: i64, priority: i64| StoredFineTune {
+        id: id.into(),
+        tenant_id: tenant.id.clone(),
+        status: "queued".into(),
+        label: "UNCLASSIFIED".into(),
+        fine_tuned_model: None,
+        created_at: at,
+        body: "{}".into(),
+        priority,
+    };
+    store
+        .save_fine_tune(&job("ft-low", &t, 1, -1))
+        .await
+        .unwrap();
+    store
+        .save_fine_tune(&job("ft-normal", &t, 2, 0))
+        .await
+        .unwrap();
+    store
+        .save_fine_tune(&job("ft-high", &other, 3, 1))
+        .await
+        .unwrap();
+    let batch = StoredBatch {
+        id: "batch-1".into(),
+        tenant_id: t.id.clone(),
+        owner: "{}".into(),
+        endpoint: "/v1/embeddings".into(),
+        input_file_id: "file-1".into(),
+        label: "UNCLASSIFIED".into(),
+        status: "validating".into(),
+        metadata: None,
+        total: 3,
+        output_file_id: None,
+        error_file_id: None,
+        error: None,
+        created_at: 4,
+        in_progress_at: None,
+        finalizing_at: None,
+        completed_at: None,
+        failed_at: None,
+        cancelling_at: None,
+        cancelled_at: None,
+        expires_at: 100,
+        priority: 1,
+    };
+    store.save_batch(&batch).await.unwrap();
+    let ids = |jobs: Vec<enclave_store::QueuedJob>| -> Vec<String> {
+        jobs.into_iter().map(|j| j.id).collect()
+    };
+    let claimable = |now| store.claimable_jobs("fine_tuning", &["queued", "running"], now);
+    assert_eq!(
+        ids(claimable(100).await.unwrap()),
+        ["ft-high", "ft-normal", "ft-low"]
+    );
+    assert_eq!(
+        ids(store
+            .claimable_jobs("batch", &["validating", "in_progress"], 100)
+            .await
+            .unwrap()),
+        ["batch-1"]
+    );
+    assert_eq!(store.batch("batch-1").await.unwrap().unwrap().priority, 1);
+
+    // Of servers racing for one job, exactly one gets it.
+    let races = futures::future::join_all((0..8).map(|i| {
+        store.claim_job(
+            "ft-high",
+            if i == 0 { "node-a" } else { "node-b" },
+            100,
+            130,
+        )
+    }))
+    .await;
+    assert_eq!(races.iter().filter(|r| *r.as_ref().unwrap()).count(), 1);
+    let winner = if *races[0].as_ref().unwrap() {
+        "node-a"
+    } else {
+        "node-b"
+    };
+    let loser = if winner == "node-a" {
+        "node-b"
+    } else {
+        "node-a"
+    };
+    assert_eq!(ids(claimable(120).await.unwrap()), ["ft-normal", "ft-low"]);
+    // Only the holder renews or releases; a hold that lapsed is anyone's.
+    assert!(!store.renew_job("ft-high", loser, 160).await.unwrap());
+    store.release_job("ft-high", loser).await.unwrap();
+    assert!(!store.claim_job("ft-high", loser, 120, 150).await.unwrap());
+    assert!(store.renew_job("ft-high", winner, 160).await.unwrap());
+    assert!(!store.claim_job("ft-high", loser, 150, 190).await.unwrap());
+    assert!(store.claim_job("ft-high", loser, 161, 190).await.unwrap());
+    assert!(!store.renew_job("ft-high", winner, 200).await.unwrap());
+    // A server starting again lets go of what it held.
+    assert_eq!(store.release_jobs_of(loser).await.unwrap(), 1);
+    assert_eq!(store.release_jobs_of(loser).await.unwrap(), 0);
+    assert_eq!(ids(claimable(170).await.unwrap())[0], "ft-high");
+    // The status follows the kind's own row; the priority stays as created.
+    let done = StoredFineTune {
+        status: "succeeded".into(),
+        priority: 0,
+        ..job("ft-high", &other, 3, 1)
+    };
+    store.save_fine_tune(&done).await.unwrap();
+    assert_eq!(ids(claimable(170).await.unwrap()), ["ft-normal", "ft-low"]);
+    assert_eq!(
+        store.fine_tune("ft-high").await.unwrap().unwrap().priority,
+        1
+    );
+    // A tenant's jobs of both kinds, newest first; not another tenant's.
+    let listed = store.list_jobs(&t.id).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|j| (j.id.as_str(), j.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("batch-1", "batch"),
+            ("ft-normal", "fine_tuning"),
+            ("ft-low", "fine_tuning")
+        ]
+    );
+    assert_eq!(listed[0].status, "validating");
+    assert_eq!(ids(store.list_jobs(&other.id).await.unwrap()), ["ft-high"]);
 }

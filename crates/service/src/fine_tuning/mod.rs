@@ -166,7 +166,11 @@ fn object(j: &StoredFineTune, b: &Job) -> Value {
         "estimated_finish": null,
         "integrations": [],
         "metadata": b.metadata,
-        "enclave": {"label": j.label, "lineage": lineage(b)},
+        "enclave": {
+            "label": j.label,
+            "priority": crate::jobs::Priority::of_rank(j.priority).as_str(),
+            "lineage": lineage(b),
+        },
     })
 }
 
@@ -230,6 +234,9 @@ pub struct NewFineTune {
     #[serde(default)]
     #[schema(value_type = Option<Vec<Object>>)]
     pub integrations: Option<Value>,
+    /// Enclave's: `high`, `normal` (the default) or `low`. Jobs of higher priority train first.
+    #[serde(default)]
+    pub priority: Option<crate::jobs::Priority>,
 }
 
 /// One hyperparameter: `"auto"` or absent gives `auto`, else a number within `range`.
@@ -413,6 +420,7 @@ pub async fn create(
         fine_tuned_model: None,
         created_at: now,
         body: serde_json::to_string(&job).map_err(|_| Error::Internal)?,
+        priority: req.priority.unwrap_or_default().rank(),
     };
     state
         .store

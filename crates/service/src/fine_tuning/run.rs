@@ -54,59 +54,39 @@ fn model_name(j: &StoredFineTune, b: &Job) -> String {
     )
 }
 
-/// Runs jobs until `stop` says so.
+/// Runs jobs until `stop` says so, taking them from the jobs queue: the highest priority
+/// first, then the tenant served longest ago. A job this server held when it stopped (or
+/// another server held when it died, once its hold lapsed) is taken up again.
 pub async fn work(state: Service, stop: tokio_util::sync::CancellationToken) {
-    requeue_interrupted(&state).await;
-    // Tenants take turns: the next job is the oldest of the tenant served longest ago.
-    let mut served: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    let mut round = 0u64;
+    crate::jobs::release_mine(&state).await;
+    let mut turns = crate::jobs::Turns::default();
     loop {
         if stop.is_cancelled() {
             break;
         }
-        let next = match state.store.fine_tunes_with_status(&["queued"]).await {
-            Ok(jobs) => jobs
-                .into_iter()
-                .min_by_key(|j| (served.get(&j.tenant_id).copied().unwrap_or(0), j.created_at)),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read fine-tuning jobs; retrying");
+        let held = crate::jobs::next(&state, &mut turns, "fine_tuning", &["queued", "running"])
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the jobs queue; retrying");
                 None
-            }
-        };
-        if let Some(j) = &next {
-            round += 1;
-            served.insert(j.tenant_id.clone(), round);
-        }
-        let Some(job) = next else {
+            });
+        let Some(held) = held else {
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(Duration::from_millis(500)) => continue,
             }
         };
-        let id = job.id.clone();
-        if let Err(e) = run(&state, job, &stop).await {
-            tracing::error!(job = %id, error = %e, "fine-tuning job could not be recorded");
+        let id = held.job.id.clone();
+        match state.store.fine_tune(&id).await {
+            Ok(Some(job)) => {
+                if let Err(e) = run(&state, job, &stop).await {
+                    tracing::error!(job = %id, error = %e, "fine-tuning job could not be recorded");
+                }
+            }
+            Ok(None) => tracing::error!(job = %id, "a queued fine-tuning job has no record"),
+            Err(e) => tracing::error!(job = %id, error = %e, "cannot read a fine-tuning job"),
         }
-    }
-}
-
-/// Jobs a stopped server left running go back in the queue.
-async fn requeue_interrupted(state: &Service) {
-    let Ok(running) = state.store.fine_tunes_with_status(&["running"]).await else {
-        return;
-    };
-    for mut j in running {
-        j.status = "queued".into();
-        if state.store.save_fine_tune(&j).await.is_ok() {
-            event(
-                state,
-                &j.id,
-                "warn",
-                "The server stopped while this job ran; it is queued to train again from the start",
-                None,
-            )
-            .await;
-        }
+        held.release().await;
     }
 }
 
@@ -117,6 +97,16 @@ async fn run(
 ) -> Result<(), Error> {
     let setup = Arc::clone(setup(state)?);
     let mut b = body(&j)?;
+    if j.status == "running" {
+        event(
+            state,
+            &j.id,
+            "warn",
+            "The server stopped while this job ran; it is queued to train again from the start",
+            None,
+        )
+        .await;
+    }
     j.status = "running".into();
     state.store.save_fine_tune(&j).await.map_err(store_error)?;
     event(state, &j.id, "info", "Fine-tuning job started", None).await;

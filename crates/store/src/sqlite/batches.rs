@@ -3,14 +3,15 @@
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use crate::{BatchResult, StoreError, StoredBatch};
+use crate::{BatchResult, QueuedJob, StoreError, StoredBatch};
 
 // A macro, not a constant: sqlx takes only static query text, and `concat!` only literals.
 macro_rules! columns {
     () => {
         "id, tenant_id, owner, endpoint, input_file_id, label, status, metadata, total, \
          output_file_id, error_file_id, error, created_at, in_progress_at, finalizing_at, \
-         completed_at, failed_at, cancelling_at, cancelled_at, expires_at"
+         completed_at, failed_at, cancelling_at, cancelled_at, expires_at, \
+         (SELECT priority FROM jobs WHERE jobs.id = batches.id) AS priority"
     };
 }
 
@@ -36,20 +37,22 @@ fn batch(row: &SqliteRow) -> Result<StoredBatch, StoreError> {
         cancelling_at: row.try_get("cancelling_at")?,
         cancelled_at: row.try_get("cancelled_at")?,
         expires_at: row.try_get("expires_at")?,
+        priority: row.try_get::<Option<i64>, _>("priority")?.unwrap_or(0),
     })
 }
 
 pub(super) async fn save(pool: &SqlitePool, b: &StoredBatch) -> Result<(), StoreError> {
-    sqlx::query(concat!(
-        "INSERT INTO batches (",
-        columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO batches (id, tenant_id, owner, endpoint, input_file_id, label, status, \
+         metadata, total, output_file_id, error_file_id, error, created_at, in_progress_at, \
+         finalizing_at, completed_at, failed_at, cancelling_at, cancelled_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, output_file_id = excluded.output_file_id, \
          error_file_id = excluded.error_file_id, error = excluded.error, \
          in_progress_at = excluded.in_progress_at, finalizing_at = excluded.finalizing_at, \
          completed_at = excluded.completed_at, failed_at = excluded.failed_at, \
-         cancelling_at = excluded.cancelling_at, cancelled_at = excluded.cancelled_at"
-    ))
+         cancelling_at = excluded.cancelling_at, cancelled_at = excluded.cancelled_at",
+    )
     .bind(&b.id)
     .bind(&b.tenant_id)
     .bind(&b.owner)
@@ -70,8 +73,21 @@ pub(super) async fn save(pool: &SqlitePool, b: &StoredBatch) -> Result<(), Store
     .bind(b.cancelling_at)
     .bind(b.cancelled_at)
     .bind(b.expires_at)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    let job = QueuedJob {
+        id: b.id.clone(),
+        kind: "batch".into(),
+        tenant_id: b.tenant_id.clone(),
+        status: b.status.clone(),
+        priority: b.priority,
+        created_at: b.created_at,
+        updated_at: crate::now(),
+        holder: None,
+        held_until: None,
+    };
+    super::jobs::upsert(&mut tx, &job).await?;
+    tx.commit().await?;
     Ok(())
 }
 

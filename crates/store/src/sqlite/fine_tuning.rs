@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
-use crate::{FineTuneCheckpoint, FineTuneEvent, StoreError, StoredFineTune};
+use crate::{FineTuneCheckpoint, FineTuneEvent, QueuedJob, StoreError, StoredFineTune};
 
 fn job(row: &SqliteRow) -> Result<StoredFineTune, StoreError> {
     Ok(StoredFineTune {
@@ -14,17 +14,20 @@ fn job(row: &SqliteRow) -> Result<StoredFineTune, StoreError> {
         fine_tuned_model: row.try_get("fine_tuned_model")?,
         created_at: row.try_get("created_at")?,
         body: row.try_get("body")?,
+        priority: row.try_get::<Option<i64>, _>("priority")?.unwrap_or(0),
     })
 }
 
 // A macro, not a constant: sqlx takes only static query text, and `concat!` only literals.
 macro_rules! columns {
     () => {
-        "id, tenant_id, status, label, fine_tuned_model, created_at, body"
+        "id, tenant_id, status, label, fine_tuned_model, created_at, body, \
+         (SELECT priority FROM jobs WHERE jobs.id = fine_tuning_jobs.id) AS priority"
     };
 }
 
 pub(super) async fn save(pool: &SqlitePool, j: &StoredFineTune) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO fine_tuning_jobs (id, tenant_id, status, label, fine_tuned_model, created_at, body) \
          VALUES (?, ?, ?, ?, ?, ?, ?) \
@@ -38,8 +41,21 @@ pub(super) async fn save(pool: &SqlitePool, j: &StoredFineTune) -> Result<(), St
     .bind(&j.fine_tuned_model)
     .bind(j.created_at)
     .bind(&j.body)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    let job = QueuedJob {
+        id: j.id.clone(),
+        kind: "fine_tuning".into(),
+        tenant_id: j.tenant_id.clone(),
+        status: j.status.clone(),
+        priority: j.priority,
+        created_at: j.created_at,
+        updated_at: crate::now(),
+        holder: None,
+        held_until: None,
+    };
+    super::jobs::upsert(&mut tx, &job).await?;
+    tx.commit().await?;
     Ok(())
 }
 
