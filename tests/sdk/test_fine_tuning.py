@@ -98,6 +98,17 @@ def test_a_fine_tuned_model_learns_the_form_reports_its_steps_and_carries_its_li
         ask(other, name, held_out[0])
     with pytest.raises(openai.NotFoundError):
         other.fine_tuning.jobs.retrieve(job.id)
+    # A checkpoint is callable by its name too (its engine starts at the first call, which the
+    # SDK retries while it loads), at the model's label, and hidden from the other tenant.
+    first = ckpts[-1].fine_tuned_model_checkpoint
+    assert first == f"{name}:ckpt-step-4" and first not in [m.id for m in c.models.list().data]
+    r = c.with_options(max_retries=8).chat.completions.with_raw_response.create(
+        model=first, max_tokens=8, messages=[{"role": "user", "content": held_out[0]}])
+    assert r.headers["enclave-label"] == "UNCLASSIFIED"
+    assert r.parse().choices[0].message.content
+    assert c.models.retrieve(first).model_extra["enclave"]["fine_tuning_job"] == job.id
+    with pytest.raises(openai.NotFoundError):
+        ask(other, first, held_out[0])
 
 
 def test_a_secret_training_file_makes_a_secret_model_an_unclassified_key_can_neither_list_nor_call():

@@ -72,7 +72,13 @@ pub async fn get(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelObject>, ApiError> {
-    if visible(&state, &principal).contains(&id) {
+    // A fine-tuning checkpoint is not listed, but may be read (and called) by whoever may call
+    // its model.
+    let checkpoint = matches!(
+        enclave_service::fine_tuning::floor(&state, &principal, &id),
+        Ok(Some(_))
+    );
+    if checkpoint || visible(&state, &principal).contains(&id) {
         let mut model = object(&state, &principal, &id);
         model.enclave = enclave_service::fine_tuning::card(&state, &principal, &id).await;
         Ok(Json(model))

@@ -471,15 +471,11 @@ async fn succeed(
     j.fine_tuned_model = Some(name.clone());
     j.body = serde_json::to_string(&b).map_err(|_| Error::Internal)?;
     state.store.save_fine_tune(&j).await.map_err(store_error)?;
+    super::served::register_checkpoints(state, setup, &j.id, &j.tenant_id, &label).await;
     register(
         setup,
         name.clone(),
-        Served {
-            tenant_id: j.tenant_id.clone(),
-            label,
-            job: j.id.clone(),
-            engine,
-        },
+        Served::running(j.tenant_id.clone(), label, j.id.clone(), adapter, engine),
     );
     event(
         state,

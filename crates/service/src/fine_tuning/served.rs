@@ -1,8 +1,8 @@
 //! Fine-tuned models being served: each an engine running the base with its adapter, inside the
 //! enclave, visible and callable only by its tenant's callers cleared for its label.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use enclave_engine::ChatProcess;
 use enclave_label::Label;
@@ -23,7 +23,32 @@ pub(super) struct Served {
     pub tenant_id: String,
     pub label: Label,
     pub job: String,
-    pub engine: Arc<ChatProcess>,
+    /// The adapter the engine runs.
+    pub adapter: PathBuf,
+    /// A checkpoint of the job rather than its final model: callable, not listed.
+    pub checkpoint: bool,
+    /// Started with the model; a checkpoint's at its first call.
+    pub engine: Mutex<Option<Arc<ChatProcess>>>,
+}
+
+impl Served {
+    /// A model whose engine is already running.
+    pub(super) fn running(
+        tenant_id: String,
+        label: Label,
+        job: String,
+        adapter: PathBuf,
+        engine: Arc<ChatProcess>,
+    ) -> Self {
+        Self {
+            tenant_id,
+            label,
+            job,
+            adapter,
+            checkpoint: false,
+            engine: Mutex::new(Some(engine)),
+        }
+    }
 }
 
 /// Where a job's adapter is kept.
@@ -38,6 +63,42 @@ pub(super) fn register(setup: &Setup, name: String, served: Served) {
         .write()
         .unwrap_or_else(|p| p.into_inner())
         .insert(name, served);
+}
+
+/// Makes the checkpoints of succeeded job `job` callable under their names; each one's engine
+/// starts at its first call.
+pub(super) async fn register_checkpoints(
+    state: &Service,
+    setup: &Setup,
+    job: &str,
+    tenant_id: &str,
+    label: &Label,
+) {
+    let checkpoints = match state.store.fine_tune_checkpoints(job).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(job, error = %e, "cannot read a job's checkpoints");
+            return;
+        }
+    };
+    for c in checkpoints {
+        let body: serde_json::Value = serde_json::from_str(&c.body).unwrap_or_default();
+        let (Some(name), Some(path)) = (body["name"].as_str(), body["path"].as_str()) else {
+            continue;
+        };
+        register(
+            setup,
+            name.to_string(),
+            Served {
+                tenant_id: tenant_id.to_string(),
+                label: label.clone(),
+                job: job.to_string(),
+                adapter: PathBuf::from(path),
+                checkpoint: true,
+                engine: Mutex::new(None),
+            },
+        );
+    }
 }
 
 /// Serves every model a job made before this start.
@@ -59,16 +120,14 @@ pub async fn serve_existing(state: &Service) {
         };
         let path = adapter_path(setup, &j.id);
         match setup.engines.start(&path) {
-            Ok(engine) => register(
-                setup,
-                name,
-                Served {
-                    tenant_id: j.tenant_id.clone(),
-                    label,
-                    job: j.id.clone(),
-                    engine,
-                },
-            ),
+            Ok(engine) => {
+                register_checkpoints(state, setup, &j.id, &j.tenant_id, &label).await;
+                register(
+                    setup,
+                    name,
+                    Served::running(j.tenant_id.clone(), label, j.id.clone(), path, engine),
+                );
+            }
             Err(e) => tracing::error!(job = %j.id, error = %e, "cannot serve a fine-tuned model"),
         }
     }
@@ -97,11 +156,23 @@ pub fn floor(state: &Service, principal: &Principal, model: &str) -> Result<Opti
     }
 }
 
-/// The engine serving fine-tuned `model`.
+/// The engine serving fine-tuned `model` (a checkpoint's is started here at its first call,
+/// and answers `model_loading` until it is up).
 pub fn engine(state: &Service, model: &str) -> Option<Arc<ChatProcess>> {
     let setup = state.fine_tuning.as_ref()?;
     let served = setup.served.read().unwrap_or_else(|p| p.into_inner());
-    served.get(model).map(|s| Arc::clone(&s.engine))
+    let s = served.get(model)?;
+    let mut engine = s.engine.lock().unwrap_or_else(|p| p.into_inner());
+    if engine.is_none() {
+        match setup.engines.start(&s.adapter) {
+            Ok(e) => *engine = Some(e),
+            Err(e) => {
+                tracing::error!(model, error = %e, "cannot start a checkpoint's engine");
+                return None;
+            }
+        }
+    }
+    engine.clone()
 }
 
 pub(super) fn visible(state: &Service, principal: &Principal) -> Vec<String> {
@@ -111,7 +182,7 @@ pub(super) fn visible(state: &Service, principal: &Principal) -> Vec<String> {
     let served = setup.served.read().unwrap_or_else(|p| p.into_inner());
     served
         .iter()
-        .filter(|(_, s)| may_see(state, principal, s))
+        .filter(|(_, s)| !s.checkpoint && may_see(state, principal, s))
         .map(|(name, _)| name.clone())
         .collect()
 }
