@@ -17,6 +17,8 @@ pub mod adapter;
 pub mod model;
 pub mod train;
 
+/// Where training runs: the CPU today; a CUDA device where candle is built for it.
+pub use candle_core::Device;
 pub use model::{Adapters, Base, Shape};
 pub use train::{Example, Outcome, Progress, Settings, train};
 

@@ -48,6 +48,8 @@ pub struct Setup {
     pub dir: PathBuf,
     /// Starts an engine serving the base with an adapter.
     pub engines: Arc<dyn FineTunedEngines>,
+    /// Where the trainer runs (the CPU unless [`Setup::on`] says otherwise).
+    pub device: enclave_train::Device,
     cancels: Mutex<HashMap<String, Arc<AtomicBool>>>,
     served: RwLock<BTreeMap<String, served::Served>>,
 }
@@ -64,9 +66,16 @@ impl Setup {
             base_sha256,
             dir,
             engines,
+            device: enclave_train::Device::Cpu,
             cancels: Mutex::new(HashMap::new()),
             served: RwLock::new(BTreeMap::new()),
         }
+    }
+
+    /// Trains on `device` instead of the CPU.
+    pub fn on(mut self, device: enclave_train::Device) -> Self {
+        self.device = device;
+        self
     }
 }
 

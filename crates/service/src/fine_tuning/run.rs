@@ -248,7 +248,7 @@ async fn train(
         seed: b.seed,
         ..Settings::default()
     };
-    let base_path = setup.base.clone();
+    let (base_path, device) = (setup.base.clone(), setup.device.clone());
     let name = model_name(j, b);
     let (job, service) = (j.id.clone(), state.clone());
     let owner = b
@@ -265,7 +265,7 @@ async fn train(
             Some(v) => examples(&prompter, v)?,
             None => Vec::new(),
         };
-        let base = enclave_train::Base::load(&base_path)?;
+        let base = enclave_train::Base::load_on(&base_path, &device)?;
         let mut on = |p: &Progress| match p {
             Progress::Starting { tokens, .. } => {
                 handle.block_on(charge(&service, &job, &owner, &usage, *tokens, &cancel))
