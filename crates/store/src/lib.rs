@@ -1,14 +1,18 @@
-//! Persistence for Enclave's state: tenants and API keys so far.
+//! Persistence for Enclave's state: tenants, users, keys, sessions, usage, conversations, stored
+//! responses, files, jobs (batches, fine-tuning) and administrative events.
 //!
-//! Callers see the [`Store`] trait only; [`SqliteStore`] is the single-machine implementation, and a
-//! PostgreSQL one slots in behind the same trait for scale-out. The store writes what it is given:
-//! ids, timestamps and hashes are minted by the caller (see [`keys`]). It must never hold a key's
+//! Callers see the [`Store`] trait only; [`SqliteStore`] is the single-machine implementation and
+//! [`PgStore`] the one several servers share (scale-out), both passing one conformance suite.
+//! The store writes what it is given: ids, timestamps and hashes are minted by the caller (see
+//! [`keys`]). It must never hold a key's
 //! secret, only its hash, and never return one tenant's rows to a query scoped to another.
 //!
 //! - [`keys`]: minting and checking API keys (pure).
 //! - [`sqlite`]: the SQLite implementation and its migrations (`migrations/sqlite`).
+//! - [`postgres`]: the PostgreSQL implementation and its migrations (`migrations/postgres`).
 
 pub mod keys;
+mod postgres;
 mod sqlite;
 
 use std::str::FromStr;
@@ -16,6 +20,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// What a key may do. Enforcement lives in the gateway; the store only keeps it.

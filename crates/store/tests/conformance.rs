@@ -1,5 +1,6 @@
-//! The behaviour every `Store` implementation must have. Run against SQLite here; a PostgreSQL
-//! implementation runs the same `check_*` functions.
+//! The behaviour every `Store` implementation must have: the same `check_*` functions run against
+//! SQLite and against PostgreSQL (a real server from the machine's packages, in a cluster made
+//! for the test with `initdb` and removed after it).
 
 #![allow(
     clippy::unwrap_used,
@@ -8,7 +9,9 @@
     reason = "tests fail loudly at the line that broke"
 )]
 
-use enclave_store::{NewKey, Role, SqliteStore, Store, StoreError, Tenant, keys, new_id, now};
+use enclave_store::{
+    NewKey, PgStore, Role, SqliteStore, Store, StoreError, Tenant, keys, new_id, now,
+};
 
 async fn tenant(store: &dyn Store, name: &str) -> Tenant {
     let t = Tenant {
@@ -856,4 +859,40 @@ async fn check_jobs(store: &dyn Store) {
     );
     assert_eq!(listed[0].status, "validating");
     assert_eq!(ids(store.list_jobs(&other.id).await.unwrap()), ["ft-high"]);
+}
+
+/// Every check against PostgreSQL, each group in a database of its own, and state surviving a
+/// new connection pool (a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_conformance() {
+    let cluster = enclave_pgtest::Cluster::start().unwrap();
+    let open = |name: &'static str| {
+        let url = cluster.create_database(name).unwrap();
+        async move { PgStore::open(&url, 8).await.unwrap() }
+    };
+    let store = open("core").await;
+    assert!(store.server_version().await.unwrap().starts_with("15"));
+    check_tenants(&store).await;
+    check_keys_are_hashed_scoped_and_revocable(&store).await;
+    check_users_are_unique_scoped_and_disableable(&store).await;
+    check_sessions_end_and_follow_their_user(&store).await;
+    check_admin_events(&open("admin").await).await;
+    check_usage(&open("usage").await).await;
+    check_conversations(&open("conversations").await).await;
+    check_responses(&open("responses").await).await;
+    check_files(&open("files").await).await;
+    check_fine_tuning(&open("fine_tuning").await).await;
+    check_jobs(&open("jobs").await).await;
+
+    // A new pool (a restarted server) sees what the first wrote; migrations run once.
+    let url = cluster.create_database("reopen").unwrap();
+    let (t, k) = {
+        let store = PgStore::open(&url, 2).await.unwrap();
+        let t = tenant(&store, "persistent").await;
+        let k = key(&store, &t, Role::User).await;
+        (t, k)
+    };
+    let store = PgStore::open(&url, 2).await.unwrap();
+    assert_eq!(store.tenant_by_name("persistent").await.unwrap(), Some(t));
+    assert!(store.key_for_auth(&k.id).await.unwrap().is_some());
 }

@@ -1,0 +1,176 @@
+//! Batches in PostgreSQL: the queries behind the `Store` methods of the same names.
+
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+
+use crate::{BatchResult, QueuedJob, StoreError, StoredBatch};
+
+// A macro, not a constant: sqlx takes only static query text, and `concat!` only literals.
+macro_rules! columns {
+    () => {
+        "id, tenant_id, owner, endpoint, input_file_id, label, status, metadata, total, \
+         output_file_id, error_file_id, error, created_at, in_progress_at, finalizing_at, \
+         completed_at, failed_at, cancelling_at, cancelled_at, expires_at, \
+         (SELECT priority FROM jobs WHERE jobs.id = batches.id) AS priority"
+    };
+}
+
+fn batch(row: &PgRow) -> Result<StoredBatch, StoreError> {
+    Ok(StoredBatch {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        owner: row.try_get("owner")?,
+        endpoint: row.try_get("endpoint")?,
+        input_file_id: row.try_get("input_file_id")?,
+        label: row.try_get("label")?,
+        status: row.try_get("status")?,
+        metadata: row.try_get("metadata")?,
+        total: row.try_get("total")?,
+        output_file_id: row.try_get("output_file_id")?,
+        error_file_id: row.try_get("error_file_id")?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        in_progress_at: row.try_get("in_progress_at")?,
+        finalizing_at: row.try_get("finalizing_at")?,
+        completed_at: row.try_get("completed_at")?,
+        failed_at: row.try_get("failed_at")?,
+        cancelling_at: row.try_get("cancelling_at")?,
+        cancelled_at: row.try_get("cancelled_at")?,
+        expires_at: row.try_get("expires_at")?,
+        priority: row.try_get::<Option<i64>, _>("priority")?.unwrap_or(0),
+    })
+}
+
+pub(super) async fn save(pool: &PgPool, b: &StoredBatch) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO batches (id, tenant_id, owner, endpoint, input_file_id, label, status, \
+         metadata, total, output_file_id, error_file_id, error, created_at, in_progress_at, \
+         finalizing_at, completed_at, failed_at, cancelling_at, cancelled_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, output_file_id = excluded.output_file_id, \
+         error_file_id = excluded.error_file_id, error = excluded.error, \
+         in_progress_at = excluded.in_progress_at, finalizing_at = excluded.finalizing_at, \
+         completed_at = excluded.completed_at, failed_at = excluded.failed_at, \
+         cancelling_at = excluded.cancelling_at, cancelled_at = excluded.cancelled_at",
+    )
+    .bind(&b.id)
+    .bind(&b.tenant_id)
+    .bind(&b.owner)
+    .bind(&b.endpoint)
+    .bind(&b.input_file_id)
+    .bind(&b.label)
+    .bind(&b.status)
+    .bind(&b.metadata)
+    .bind(b.total)
+    .bind(&b.output_file_id)
+    .bind(&b.error_file_id)
+    .bind(&b.error)
+    .bind(b.created_at)
+    .bind(b.in_progress_at)
+    .bind(b.finalizing_at)
+    .bind(b.completed_at)
+    .bind(b.failed_at)
+    .bind(b.cancelling_at)
+    .bind(b.cancelled_at)
+    .bind(b.expires_at)
+    .execute(&mut *tx)
+    .await?;
+    let job = QueuedJob {
+        id: b.id.clone(),
+        kind: "batch".into(),
+        tenant_id: b.tenant_id.clone(),
+        status: b.status.clone(),
+        priority: b.priority,
+        created_at: b.created_at,
+        updated_at: crate::now(),
+        holder: None,
+        held_until: None,
+    };
+    super::jobs::upsert(&mut tx, &job).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn get(pool: &PgPool, id: &str) -> Result<Option<StoredBatch>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM batches WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(batch).transpose()
+}
+
+pub(super) async fn list(pool: &PgPool, tenant_id: &str) -> Result<Vec<StoredBatch>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM batches WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(batch).collect()
+}
+
+pub(super) async fn unfinished(pool: &PgPool) -> Result<Vec<StoredBatch>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM batches WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') \
+         ORDER BY created_at, id"
+    ))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(batch).collect()
+}
+
+pub(super) async fn record_result(pool: &PgPool, r: &BatchResult) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO batch_results (batch_id, custom_id, line, ok, label, body) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (batch_id, custom_id) DO NOTHING",
+    )
+    .bind(&r.batch_id)
+    .bind(&r.custom_id)
+    .bind(r.line)
+    .bind(r.ok)
+    .bind(&r.label)
+    .bind(&r.body)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn results(pool: &PgPool, batch_id: &str) -> Result<Vec<BatchResult>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT batch_id, custom_id, line, ok, label, body FROM batch_results WHERE batch_id = $1 ORDER BY line",
+    )
+    .bind(batch_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(BatchResult {
+                batch_id: r.try_get("batch_id")?,
+                custom_id: r.try_get("custom_id")?,
+                line: r.try_get("line")?,
+                ok: r.try_get("ok")?,
+                label: r.try_get("label")?,
+                body: r.try_get("body")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn counts(pool: &PgPool, batch_id: &str) -> Result<(i64, i64), StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) FILTER (WHERE ok) AS ok, COUNT(*) FILTER (WHERE NOT ok) AS failed \
+         FROM batch_results WHERE batch_id = $1",
+    )
+    .bind(batch_id)
+    .fetch_one(pool)
+    .await?;
+    Ok((row.try_get("ok")?, row.try_get("failed")?))
+}

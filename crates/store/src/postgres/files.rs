@@ -1,0 +1,90 @@
+//! Files in PostgreSQL: the queries behind the `Store` methods of the same names. Listing and
+//! reading a file's facts never load its bytes.
+
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+
+use crate::{StoreError, StoredFile};
+
+// A macro, not a constant: sqlx takes only static query text, and `concat!` only literals.
+macro_rules! facts {
+    () => {
+        "id, tenant_id, key_id, purpose, filename, bytes, lines, label, sha256, created_at"
+    };
+}
+
+fn facts(row: &PgRow) -> Result<StoredFile, StoreError> {
+    Ok(StoredFile {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        key_id: row.try_get("key_id")?,
+        purpose: row.try_get("purpose")?,
+        filename: row.try_get("filename")?,
+        bytes: row.try_get("bytes")?,
+        lines: row.try_get("lines")?,
+        label: row.try_get("label")?,
+        sha256: row.try_get("sha256")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(super) async fn create(
+    pool: &PgPool,
+    f: &StoredFile,
+    content: &[u8],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO files (id, tenant_id, key_id, purpose, filename, bytes, lines, label, sha256, \
+         content, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&f.id)
+    .bind(&f.tenant_id)
+    .bind(&f.key_id)
+    .bind(&f.purpose)
+    .bind(&f.filename)
+    .bind(f.bytes)
+    .bind(f.lines)
+    .bind(&f.label)
+    .bind(&f.sha256)
+    .bind(content)
+    .bind(f.created_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn get(pool: &PgPool, id: &str) -> Result<Option<StoredFile>, StoreError> {
+    let row = sqlx::query(concat!("SELECT ", facts!(), " FROM files WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(facts).transpose()
+}
+
+pub(super) async fn content(pool: &PgPool, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let row = sqlx::query("SELECT content FROM files WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| r.try_get("content")).transpose()?)
+}
+
+pub(super) async fn list(pool: &PgPool, tenant_id: &str) -> Result<Vec<StoredFile>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        facts!(),
+        " FROM files WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(facts).collect()
+}
+
+pub(super) async fn delete(pool: &PgPool, id: &str) -> Result<bool, StoreError> {
+    let gone = sqlx::query("DELETE FROM files WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(gone.rows_affected() > 0)
+}

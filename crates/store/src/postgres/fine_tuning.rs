@@ -1,0 +1,182 @@
+//! Fine-tuning jobs in PostgreSQL: the queries behind the `Store` methods of the same names.
+
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+
+use crate::{FineTuneCheckpoint, FineTuneEvent, QueuedJob, StoreError, StoredFineTune};
+
+fn job(row: &PgRow) -> Result<StoredFineTune, StoreError> {
+    Ok(StoredFineTune {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        status: row.try_get("status")?,
+        label: row.try_get("label")?,
+        fine_tuned_model: row.try_get("fine_tuned_model")?,
+        created_at: row.try_get("created_at")?,
+        body: row.try_get("body")?,
+        priority: row.try_get::<Option<i64>, _>("priority")?.unwrap_or(0),
+    })
+}
+
+// A macro, not a constant: sqlx takes only static query text, and `concat!` only literals.
+macro_rules! columns {
+    () => {
+        "id, tenant_id, status, label, fine_tuned_model, created_at, body, \
+         (SELECT priority FROM jobs WHERE jobs.id = fine_tuning_jobs.id) AS priority"
+    };
+}
+
+pub(super) async fn save(pool: &PgPool, j: &StoredFineTune) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO fine_tuning_jobs (id, tenant_id, status, label, fine_tuned_model, created_at, body) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+         fine_tuned_model = excluded.fine_tuned_model, body = excluded.body",
+    )
+    .bind(&j.id)
+    .bind(&j.tenant_id)
+    .bind(&j.status)
+    .bind(&j.label)
+    .bind(&j.fine_tuned_model)
+    .bind(j.created_at)
+    .bind(&j.body)
+    .execute(&mut *tx)
+    .await?;
+    let job = QueuedJob {
+        id: j.id.clone(),
+        kind: "fine_tuning".into(),
+        tenant_id: j.tenant_id.clone(),
+        status: j.status.clone(),
+        priority: j.priority,
+        created_at: j.created_at,
+        updated_at: crate::now(),
+        holder: None,
+        held_until: None,
+    };
+    super::jobs::upsert(&mut tx, &job).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn get(pool: &PgPool, id: &str) -> Result<Option<StoredFineTune>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM fine_tuning_jobs WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(job).transpose()
+}
+
+pub(super) async fn list(
+    pool: &PgPool,
+    tenant_id: &str,
+) -> Result<Vec<StoredFineTune>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM fine_tuning_jobs WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(job).collect()
+}
+
+pub(super) async fn with_status(
+    pool: &PgPool,
+    statuses: &[&str],
+) -> Result<Vec<StoredFineTune>, StoreError> {
+    let list: Vec<String> = statuses.iter().map(|s| (*s).to_string()).collect();
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM fine_tuning_jobs WHERE status = ANY($1) ORDER BY created_at, id"
+    ))
+    .bind(list)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(job).collect()
+}
+
+pub(super) async fn add_event(
+    pool: &PgPool,
+    job_id: &str,
+    created_at: i64,
+    body: &str,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO fine_tuning_events (job_id, seq, created_at, body) \
+         VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM fine_tuning_events WHERE job_id = $2), $3, $4) \
+         RETURNING seq",
+    )
+    .bind(job_id)
+    .bind(job_id)
+    .bind(created_at)
+    .bind(body)
+    .fetch_one(pool)
+    .await?;
+    Ok(row.try_get("seq")?)
+}
+
+pub(super) async fn events(pool: &PgPool, job_id: &str) -> Result<Vec<FineTuneEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT job_id, seq, created_at, body FROM fine_tuning_events WHERE job_id = $1 ORDER BY seq",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(FineTuneEvent {
+                job_id: r.try_get("job_id")?,
+                seq: r.try_get("seq")?,
+                created_at: r.try_get("created_at")?,
+                body: r.try_get("body")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn add_checkpoint(
+    pool: &PgPool,
+    c: &FineTuneCheckpoint,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO fine_tuning_checkpoints (id, job_id, step, created_at, body) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&c.id)
+    .bind(&c.job_id)
+    .bind(c.step)
+    .bind(c.created_at)
+    .bind(&c.body)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn checkpoints(
+    pool: &PgPool,
+    job_id: &str,
+) -> Result<Vec<FineTuneCheckpoint>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, job_id, step, created_at, body FROM fine_tuning_checkpoints WHERE job_id = $1 ORDER BY step",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(FineTuneCheckpoint {
+                id: r.try_get("id")?,
+                job_id: r.try_get("job_id")?,
+                step: r.try_get("step")?,
+                created_at: r.try_get("created_at")?,
+                body: r.try_get("body")?,
+            })
+        })
+        .collect()
+}
