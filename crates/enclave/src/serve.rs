@@ -9,7 +9,7 @@ use enclave_engine::models;
 use enclave_engine::{ChatProcess, EmbeddingEngine, WorkerCommand};
 use enclave_gateway::{AppState, metrics::Metrics};
 use enclave_service::Service;
-use enclave_store::{Role, Store};
+use enclave_store::Role;
 
 use crate::audit_cli::AUDIT_ORIGIN;
 use crate::config::{Config, Transport};
@@ -26,7 +26,7 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
     if let Some(warning) = config.transport_warning() {
         tracing::warn!("{warning}");
     }
-    let store = Arc::new(open_store(&config).await?);
+    let store = open_store(&config).await?;
     if models::CATALOG.iter().any(|s| missing(&config, s)) {
         if no_pull {
             bail!(

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use enclave_service::admin;
-use enclave_store::{Role, SqliteStore, Store};
+use enclave_store::{Role, Store};
 
 use crate::config::Config;
 use crate::timestamp;
@@ -44,7 +44,7 @@ pub(crate) enum UsersCommand {
 
 pub(crate) async fn users_command(
     config: &Config,
-    store: &SqliteStore,
+    store: &dyn Store,
     cmd: UsersCommand,
 ) -> Result<()> {
     match cmd {

@@ -114,6 +114,31 @@ impl Server {
         Self::start_in(&models_dir(), tempfile::tempdir().unwrap(), env)
     }
 
+    /// Another server joining a database that already has its tenants (`ENCLAVE_DATABASE_URL`
+    /// in `env`): it prints no admin key, so [`Server::admin_key`] is empty.
+    #[allow(dead_code, reason = "only the replica tests join a shared database")]
+    pub fn start_joining(env: &[(&str, &str)]) -> Server {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let data = tempfile::tempdir().unwrap();
+        let models = models_dir();
+        let log = std::sync::Arc::default();
+        let (child, base, admin_key) = launch(data.path(), &models, &env, false, &log);
+        let server = Server {
+            child,
+            models,
+            base,
+            admin_key,
+            data,
+            env,
+            log,
+        };
+        server.wait_ready();
+        server
+    }
+
     /// [`Server::start_with`] on a data directory the test prepared, serving from another
     /// models directory.
     pub fn start_in(models: &Path, data: tempfile::TempDir, env: &[(&str, &str)]) -> Server {

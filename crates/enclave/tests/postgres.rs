@@ -1,0 +1,163 @@
+//! Two `enclave serve` replicas sharing one PostgreSQL database (a real PostgreSQL 15 cluster
+//! the test makes with `initdb`): `config check` tests the connection; a key minted by one is
+//! honoured by the other and a revocation made through one is refused by both within a second
+//! or so; a batch created through one is answered once whichever replica takes it, and read
+//! through either.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly at the line that broke"
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::{Value, json};
+
+fn client() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::new()
+}
+
+fn embed(s: &Server, key: &str) -> u16 {
+    client()
+        .post(s.url("/v1/embeddings"))
+        .bearer_auth(key)
+        .json(&json!({"model": "all-minilm-l6-v2", "input": "shared state"}))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn two_replicas_on_one_postgres_database_serve_as_one_platform() {
+    let cluster = enclave_pgtest::Cluster::start().unwrap();
+    let url = cluster.create_database("enclave").unwrap();
+    let a = Server::start_with(&[
+        ("ENCLAVE_DATABASE_URL", &url),
+        ("ENCLAVE_NODE_NAME", "replica-a"),
+    ]);
+    let b = Server::start_joining(&[
+        ("ENCLAVE_DATABASE_URL", &url),
+        ("ENCLAVE_NODE_NAME", "replica-b"),
+    ]);
+
+    // `config check` connects and reads the tenants from the shared database.
+    let (ok, out, err) = b.cli(&["config", "check"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("database: PostgreSQL 15") && out.contains("postgres://postgres@127.0.0.1:"),
+        "{out}"
+    );
+    assert!(out.contains("default"), "{out}");
+
+    // A key minted through one replica's CLI is a key on both.
+    let key = a.cleared_key("default", "user", "UNCLASSIFIED");
+    for s in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match embed(s, &key) {
+                200 => break,
+                503 => assert!(
+                    Instant::now() < deadline,
+                    "the embedding model never loaded"
+                ),
+                other => panic!("{other}"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    // A batch created through A is answered once, by whichever replica takes it, and B reads it.
+    let lines: String = (0..6)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"custom_id": format!("r-{i}"), "method": "POST", "url": "/v1/embeddings",
+                       "body": {"model": "all-minilm-l6-v2", "input": format!("line {i}")}})
+            )
+        })
+        .collect();
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("purpose", "batch")
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(lines.into_bytes()).file_name("in.jsonl"),
+        );
+    let file: Value = client()
+        .post(a.url("/v1/files"))
+        .bearer_auth(&key)
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let batch: Value = client()
+        .post(a.url("/v1/batches"))
+        .bearer_auth(&key)
+        .json(
+            &json!({"input_file_id": file["id"], "endpoint": "/v1/embeddings",
+                      "completion_window": "24h"}),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = batch["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let got: Value = client()
+            .get(b.url(&format!("/v1/batches/{id}")))
+            .bearer_auth(&key)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if got["status"] == "completed" {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "{got}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(done["request_counts"]["completed"], 6, "{done}");
+    let output = client()
+        .get(a.url(&format!(
+            "/v1/files/{}/content",
+            done["output_file_id"].as_str().unwrap()
+        )))
+        .bearer_auth(&key)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let mut ids: Vec<String> = output
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["custom_id"].to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "{output}");
+
+    // Revoked through B's CLI, the key is refused by both replicas within a second or so.
+    let revoked = Instant::now();
+    let (ok, _, err) = b.cli(&["keys", "revoke", &key[3..15]]);
+    assert!(ok, "{err}");
+    for s in [&a, &b] {
+        loop {
+            if embed(s, &key) == 401 {
+                break;
+            }
+            assert!(
+                revoked.elapsed() < Duration::from_millis(2500),
+                "a revoked key still works after {:?}",
+                revoked.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
