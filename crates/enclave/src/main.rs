@@ -431,6 +431,14 @@ pub(crate) async fn tenant_filter(store: &dyn Store, name: Option<&str>) -> Resu
 /// The store the configuration names: PostgreSQL at `database_url` (migrated at open), else
 /// SQLite in the data directory.
 async fn open_store(config: &Config) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(open_stores(config).await?.0)
+}
+
+/// [`open_store`], and the PostgreSQL store itself when there is one (the quota ledger shares
+/// its database).
+pub(crate) async fn open_stores(
+    config: &Config,
+) -> Result<(std::sync::Arc<dyn Store>, Option<PgStore>)> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -441,12 +449,12 @@ async fn open_store(config: &Config) -> Result<std::sync::Arc<dyn Store>> {
         let store = PgStore::open(url, config.database_max_connections.max(1))
             .await
             .with_context(|| format!("cannot open the database {}", config.database_shown()))?;
-        return Ok(std::sync::Arc::new(store));
+        return Ok((std::sync::Arc::new(store.clone()), Some(store)));
     }
     let store = SqliteStore::open(&config.db_path())
         .await
         .with_context(|| format!("cannot open the database {}", config.db_path().display()))?;
-    Ok(std::sync::Arc::new(store))
+    Ok((std::sync::Arc::new(store), None))
 }
 
 use enclave_service::admin::{self, record as admin_record};

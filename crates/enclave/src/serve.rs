@@ -14,7 +14,7 @@ use enclave_store::Role;
 use crate::audit_cli::AUDIT_ORIGIN;
 use crate::config::{Config, Transport};
 use crate::models_cli::{missing, pull_all};
-use crate::{admin_record, create_key, create_tenant, ingest_admin_events, open_store};
+use crate::{admin_record, create_key, create_tenant, ingest_admin_events, open_stores};
 
 /// Width of all-MiniLM-L6-v2's vectors, which the knowledge bases index.
 const MINILM_DIMS: usize = 384;
@@ -26,7 +26,7 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
     if let Some(warning) = config.transport_warning() {
         tracing::warn!("{warning}");
     }
-    let store = open_store(&config).await?;
+    let (store, postgres) = open_stores(&config).await?;
     if models::CATALOG.iter().any(|s| missing(&config, s)) {
         if no_pull {
             bail!(
@@ -119,9 +119,14 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
         enclave_audit::ContentVault::open(&config.data_dir.join("audit"))
             .context("cannot open the content vault")?,
     );
-    let quotas = enclave_service::quota::Quotas::load(store.as_ref())
-        .await
-        .context("cannot read this month's usage to start the quotas")?;
+    // Servers sharing a database share one exact quota ledger in it; one server alone keeps its
+    // ledger in memory, seeded with the month's usage.
+    let quotas = match &postgres {
+        Some(pg) => enclave_service::quota::Quotas::new(Arc::new(enclave_store::PgLedger::new(pg))),
+        None => enclave_service::quota::Quotas::load(store.as_ref())
+            .await
+            .context("cannot read this month's usage to start the quotas")?,
+    };
     let service = Service::new(
         Arc::clone(&store) as Arc<dyn enclave_store::Store>,
         policy,

@@ -1,8 +1,8 @@
 //! Two `enclave serve` replicas sharing one PostgreSQL database (a real PostgreSQL 15 cluster
 //! the test makes with `initdb`): `config check` tests the connection; a key minted by one is
 //! honoured by the other and a revocation made through one is refused by both within a second
-//! or so; a batch created through one is answered once whichever replica takes it, and read
-//! through either.
+//! or so; a per-minute quota holds across both; a batch created through one is answered once
+//! whichever replica takes it, and read through either.
 
 #![allow(
     clippy::unwrap_used,
@@ -38,13 +38,23 @@ fn embed(s: &Server, key: &str) -> u16 {
 fn two_replicas_on_one_postgres_database_serve_as_one_platform() {
     let cluster = enclave_pgtest::Cluster::start().unwrap();
     let url = cluster.create_database("enclave").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enclave.toml");
+    std::fs::write(
+        &config,
+        "[tenants.metered.quota]\nrequests_per_minute = 8\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
     let a = Server::start_with(&[
         ("ENCLAVE_DATABASE_URL", &url),
         ("ENCLAVE_NODE_NAME", "replica-a"),
+        ("ENCLAVE_CONFIG", config),
     ]);
     let b = Server::start_joining(&[
         ("ENCLAVE_DATABASE_URL", &url),
         ("ENCLAVE_NODE_NAME", "replica-b"),
+        ("ENCLAVE_CONFIG", config),
     ]);
 
     // `config check` connects and reads the tenants from the shared database.
@@ -72,6 +82,24 @@ fn two_replicas_on_one_postgres_database_serve_as_one_platform() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+
+    // A per-minute limit holds for the platform, not per replica: twelve calls spread over both
+    // replicas, eight admitted.
+    assert!(a.cli(&["tenants", "create", "metered"]).0);
+    let metered = b.cleared_key("metered", "user", "UNCLASSIFIED");
+    let answers: Vec<u16> = (0..12)
+        .map(|i| embed(if i % 2 == 0 { &a } else { &b }, &metered))
+        .collect();
+    assert_eq!(
+        answers.iter().filter(|s| **s == 200).count(),
+        8,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|s| **s == 429).count(),
+        4,
+        "{answers:?}"
+    );
 
     // A batch created through A is answered once, by whichever replica takes it, and B reads it.
     let lines: String = (0..6)

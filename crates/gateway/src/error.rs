@@ -91,7 +91,7 @@ pub fn status(error: &Error) -> (StatusCode, &'static str) {
         ),
         ModelLoading(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
         Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
-        AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
+        AuditUnavailable | QuotaUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
         EngineUnavailable | ModelUnavailable(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, "server_error")
         }

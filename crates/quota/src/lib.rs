@@ -71,7 +71,8 @@ impl Scope {
         }
     }
 
-    fn id(&self) -> String {
+    /// The scope's key in a ledger: unique across kinds (`tenant:NAME`, `key:ID`, ...).
+    pub fn id(&self) -> String {
         format!("{}:{}", self.kind.as_str(), self.name)
     }
 }
@@ -148,19 +149,83 @@ impl fmt::Display for Exceeded {
 
 impl std::error::Error for Exceeded {}
 
-/// A reservation to settle. Opaque: only the ledger that made it reads it.
+/// Why a ledger did not admit a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A limit refuses it.
+    Exceeded(Exceeded),
+    /// The ledger cannot be read or written (a shared ledger's database is down): nothing is
+    /// admitted while it is, since nothing could be counted.
+    Unavailable(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Exceeded(e) => e.fmt(f),
+            Refusal::Unavailable(why) => write!(f, "the quota ledger is unavailable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl From<Exceeded> for Refusal {
+    fn from(e: Exceeded) -> Self {
+        Refusal::Exceeded(e)
+    }
+}
+
+/// A reservation to settle: which scopes, how many tokens, in which minute and month; a shared
+/// ledger adds the handle it keeps the reservation under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     scopes: Vec<String>,
     tokens: u64,
     minute: u64,
     month: i64,
+    handle: Option<String>,
 }
 
 impl Reservation {
+    pub fn new(scopes: Vec<String>, tokens: u64, minute: u64, month: i64) -> Self {
+        Self {
+            scopes,
+            tokens,
+            minute,
+            month,
+            handle: None,
+        }
+    }
+
+    /// The same reservation, kept by its ledger under `handle`.
+    pub fn with_handle(mut self, handle: String) -> Self {
+        self.handle = Some(handle);
+        self
+    }
+
     /// The tokens reserved.
     pub fn tokens(&self) -> u64 {
         self.tokens
+    }
+
+    /// The ids of the scopes it holds ([`Scope::id`]).
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// The minute (Unix minutes) it was taken in.
+    pub fn minute(&self) -> u64 {
+        self.minute
+    }
+
+    /// The month (years × 12 + month − 1) it was taken in.
+    pub fn month(&self) -> i64 {
+        self.month
+    }
+
+    pub fn handle(&self) -> Option<&str> {
+        self.handle.as_deref()
     }
 }
 
@@ -173,8 +238,9 @@ pub fn fits(used: u64, asked: u64, limit: Option<u64>) -> bool {
 /// Where quota state lives.
 #[async_trait::async_trait]
 pub trait Ledger: Send + Sync + 'static {
-    /// Reserves one request and `tokens` in every scope, or nothing if any limit refuses.
-    async fn reserve(&self, scopes: &[Scope], tokens: u64) -> Result<Reservation, Exceeded>;
+    /// Reserves one request and `tokens` in every scope, or nothing if any limit refuses (or
+    /// the ledger cannot count).
+    async fn reserve(&self, scopes: &[Scope], tokens: u64) -> Result<Reservation, Refusal>;
     /// Replaces the reservation's tokens by what the request used, and ends it.
     async fn settle(&self, reservation: Reservation, used_tokens: u64);
 }
@@ -183,20 +249,58 @@ pub trait Ledger: Send + Sync + 'static {
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
 /// Counters of one scope: a sliding minute from the previous and current whole minutes, the
-/// month so far, and requests in flight.
-#[derive(Debug, Default, Clone)]
-struct Counters {
-    minute: u64,
+/// month so far, and requests in flight. Every ledger keeps these per scope and changes them
+/// only through [`Counters::check`], [`Counters::take`] and [`Counters::give_back`], so a
+/// shared ledger admits exactly what this process's would.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    pub minute: u64,
     /// [previous minute, current minute]
-    requests: [u64; 2],
-    tokens: [u64; 2],
-    month: i64,
-    month_tokens: u64,
-    inflight: u64,
+    pub requests: [u64; 2],
+    pub tokens: [u64; 2],
+    pub month: i64,
+    pub month_tokens: u64,
+    pub inflight: u64,
+}
+
+/// When a reservation is asked for: the minute, how far into it, the month, and how long until
+/// the next minute and month.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Moment {
+    pub minute: u64,
+    /// The share of the minute gone, 0 to 1.
+    pub into: f64,
+    pub month: i64,
+    pub to_next_minute: Duration,
+    pub to_next_month: Duration,
+}
+
+impl Moment {
+    pub fn at(now: OffsetDateTime) -> Self {
+        let secs = now.unix_timestamp().max(0) as u64;
+        Self {
+            minute: secs / 60,
+            into: (secs % 60) as f64 / 60.0 + f64::from(now.nanosecond()) / 60e9,
+            month: month_index(now),
+            to_next_minute: Duration::from_secs(60 - secs % 60),
+            to_next_month: until_next_month(now),
+        }
+    }
 }
 
 impl Counters {
-    fn roll(&mut self, minute: u64, month: i64, seed: u64) {
+    /// A scope's counters first seen at `minute` of `month`, `seed` tokens already used in it.
+    pub fn new(minute: u64, month: i64, seed: u64) -> Self {
+        Self {
+            minute,
+            month,
+            month_tokens: seed,
+            ..Self::default()
+        }
+    }
+
+    /// Moves the counters to `minute` and `month` (a new month starts at `seed`).
+    pub fn roll(&mut self, minute: u64, month: i64, seed: u64) {
         if minute != self.minute {
             let (r, t) = if minute == self.minute + 1 {
                 (self.requests[1], self.tokens[1])
@@ -217,6 +321,88 @@ impl Counters {
     /// that still lies within the last 60 seconds.
     fn window(pair: [u64; 2], into_minute: f64) -> u64 {
         pair[1] + (pair[0] as f64 * (1.0 - into_minute)).ceil() as u64
+    }
+
+    /// Whether one more request of `tokens` fits every limit of `scope` (counters rolled to
+    /// `at` first).
+    pub fn check(&self, scope: &Scope, tokens: u64, at: &Moment) -> Result<(), Exceeded> {
+        let checks = [
+            (
+                Limit::RequestsPerMinute,
+                scope.limits.requests_per_minute,
+                Self::window(self.requests, at.into),
+                1,
+                at.to_next_minute,
+            ),
+            (
+                Limit::TokensPerMinute,
+                scope.limits.tokens_per_minute,
+                Self::window(self.tokens, at.into),
+                tokens,
+                at.to_next_minute,
+            ),
+            (
+                Limit::MonthlyTokens,
+                scope.limits.monthly_tokens,
+                self.month_tokens,
+                tokens,
+                at.to_next_month,
+            ),
+            (
+                Limit::Concurrency,
+                scope.limits.concurrency,
+                self.inflight,
+                1,
+                Duration::from_secs(1),
+            ),
+        ];
+        for (limit, allowed, used, asked, retry_after) in checks {
+            if !fits(used, asked, allowed) {
+                return Err(Exceeded {
+                    kind: scope.kind,
+                    name: scope.name.clone(),
+                    limit,
+                    allowed: allowed.unwrap_or(u64::MAX),
+                    used,
+                    asked,
+                    retry_after,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts one request of `tokens` in.
+    pub fn take(&mut self, tokens: u64) {
+        self.requests[1] += 1;
+        self.tokens[1] = self.tokens[1].saturating_add(tokens);
+        self.month_tokens = self.month_tokens.saturating_add(tokens);
+        self.inflight += 1;
+    }
+
+    /// Ends a reservation `r`: its reserved tokens replaced by `used`, in the minute and month
+    /// it was reserved in while they are still counted.
+    pub fn give_back(&mut self, r: &Reservation, used: u64) {
+        self.inflight = self.inflight.saturating_sub(1);
+        if self.month == r.month {
+            self.month_tokens = self
+                .month_tokens
+                .saturating_sub(r.tokens)
+                .saturating_add(used);
+        }
+        // The minute the tokens were reserved in, if it is still in the window.
+        let slot = if self.minute == r.minute {
+            Some(1)
+        } else if self.minute == r.minute + 1 {
+            Some(0)
+        } else {
+            None
+        };
+        if let Some(i) = slot {
+            self.tokens[i] = self.tokens[i].saturating_sub(r.tokens).saturating_add(used);
+        } else if used > r.tokens {
+            self.tokens[1] = self.tokens[1].saturating_add(used - r.tokens);
+        }
     }
 }
 
@@ -284,107 +470,34 @@ impl MemoryLedger {
     }
 
     fn reserve_now(&self, scopes: &[Scope], tokens: u64) -> Result<Reservation, Exceeded> {
-        let now = (self.clock)();
-        let secs = now.unix_timestamp().max(0) as u64;
-        let minute = secs / 60;
-        let into = (secs % 60) as f64 / 60.0 + f64::from(now.nanosecond()) / 60e9;
-        let month = month_index(now);
-        let to_next_minute = Duration::from_secs(60 - secs % 60);
+        let at = Moment::at((self.clock)());
         let mut map = self.lock();
         // Check every scope before changing any: a request is admitted everywhere or nowhere.
         for s in scopes {
             let id = s.id();
-            let seed = self.seed_for(&id, month);
-            let c = map.entry(id).or_insert_with(|| Counters {
-                minute,
-                month,
-                month_tokens: seed,
-                ..Counters::default()
-            });
-            c.roll(minute, month, seed);
-            let checks = [
-                (
-                    Limit::RequestsPerMinute,
-                    s.limits.requests_per_minute,
-                    Counters::window(c.requests, into),
-                    1,
-                    to_next_minute,
-                ),
-                (
-                    Limit::TokensPerMinute,
-                    s.limits.tokens_per_minute,
-                    Counters::window(c.tokens, into),
-                    tokens,
-                    to_next_minute,
-                ),
-                (
-                    Limit::MonthlyTokens,
-                    s.limits.monthly_tokens,
-                    c.month_tokens,
-                    tokens,
-                    until_next_month(now),
-                ),
-                (
-                    Limit::Concurrency,
-                    s.limits.concurrency,
-                    c.inflight,
-                    1,
-                    Duration::from_secs(1),
-                ),
-            ];
-            for (limit, allowed, used, asked, retry_after) in checks {
-                if !fits(used, asked, allowed) {
-                    return Err(Exceeded {
-                        kind: s.kind,
-                        name: s.name.clone(),
-                        limit,
-                        allowed: allowed.unwrap_or(u64::MAX),
-                        used,
-                        asked,
-                        retry_after,
-                    });
-                }
-            }
+            let seed = self.seed_for(&id, at.month);
+            let c = map
+                .entry(id)
+                .or_insert_with(|| Counters::new(at.minute, at.month, seed));
+            c.roll(at.minute, at.month, seed);
+            c.check(s, tokens, &at)?;
         }
         let mut ids = Vec::with_capacity(scopes.len());
         for s in scopes {
             let id = s.id();
             if let Some(c) = map.get_mut(&id) {
-                c.requests[1] += 1;
-                c.tokens[1] = c.tokens[1].saturating_add(tokens);
-                c.month_tokens = c.month_tokens.saturating_add(tokens);
-                c.inflight += 1;
+                c.take(tokens);
             }
             ids.push(id);
         }
-        Ok(Reservation {
-            scopes: ids,
-            tokens,
-            minute,
-            month,
-        })
+        Ok(Reservation::new(ids, tokens, at.minute, at.month))
     }
 
     fn settle_now(&self, r: Reservation, used: u64) {
         let mut map = self.lock();
         for id in &r.scopes {
-            let Some(c) = map.get_mut(id) else { continue };
-            c.inflight = c.inflight.saturating_sub(1);
-            if c.month == r.month {
-                c.month_tokens = c.month_tokens.saturating_sub(r.tokens).saturating_add(used);
-            }
-            // The minute the tokens were reserved in, if it is still in the window.
-            let slot = if c.minute == r.minute {
-                Some(1)
-            } else if c.minute == r.minute + 1 {
-                Some(0)
-            } else {
-                None
-            };
-            if let Some(i) = slot {
-                c.tokens[i] = c.tokens[i].saturating_sub(r.tokens).saturating_add(used);
-            } else if used > r.tokens {
-                c.tokens[1] = c.tokens[1].saturating_add(used - r.tokens);
+            if let Some(c) = map.get_mut(id) {
+                c.give_back(&r, used);
             }
         }
     }
@@ -404,8 +517,8 @@ impl Default for MemoryLedger {
 
 #[async_trait::async_trait]
 impl Ledger for MemoryLedger {
-    async fn reserve(&self, scopes: &[Scope], tokens: u64) -> Result<Reservation, Exceeded> {
-        self.reserve_now(scopes, tokens)
+    async fn reserve(&self, scopes: &[Scope], tokens: u64) -> Result<Reservation, Refusal> {
+        Ok(self.reserve_now(scopes, tokens)?)
     }
 
     async fn settle(&self, reservation: Reservation, used_tokens: u64) {

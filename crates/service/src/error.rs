@@ -98,6 +98,11 @@ pub enum Error {
         "the audit log cannot record this call, so it is not served; retry when `GET /readyz` answers 200"
     )]
     AuditUnavailable,
+    /// The shared quota ledger cannot be read: nothing is admitted that could not be counted.
+    #[error(
+        "the quota ledger cannot be reached, so the call cannot be counted and is not served; retry when `GET /readyz` answers 200"
+    )]
+    QuotaUnavailable,
     /// The embedded engine ended before answering (its process died); it is being restarted.
     #[error(
         "the model's engine stopped before answering; it is being restarted: retry when `GET /readyz` answers 200"
@@ -177,6 +182,7 @@ impl Error {
             ModelLoading(_) => "model_loading",
             Overloaded(_) => "engine_overloaded",
             AuditUnavailable => "audit_unavailable",
+            QuotaUnavailable => "quota_unavailable",
             EngineUnavailable | ModelUnavailable(_) => "model_unavailable",
             Internal => "internal_error",
             NotFound(_) => "not_found",

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use enclave_quota::{Ledger, Limits, MemoryLedger, Reservation, Scope, ScopeKind};
+use enclave_quota::{Ledger, Limits, MemoryLedger, Refusal, Reservation, Scope, ScopeKind};
 use enclave_store::{Store, UsageRow};
 
 use crate::error::Error;
@@ -162,7 +162,11 @@ impl Quotas {
         } else {
             match self.ledger.reserve(&scopes, tokens).await {
                 Ok(r) => Some(r),
-                Err(e) => {
+                Err(Refusal::Unavailable(why)) => {
+                    tracing::error!(error = %why, "the quota ledger is unavailable; refusing the call");
+                    return Err(Error::QuotaUnavailable);
+                }
+                Err(Refusal::Exceeded(e)) => {
                     metrics::counter!("enclave_quota_rejections_total", "scope" => e.kind.as_str(), "limit" => e.limit.key())
                         .increment(1);
                     let code = match e.limit {

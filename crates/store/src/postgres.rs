@@ -20,6 +20,9 @@ mod conversations;
 mod files;
 mod fine_tuning;
 mod jobs;
+mod ledger;
+
+pub use ledger::PgLedger;
 mod responses;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
