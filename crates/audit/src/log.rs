@@ -21,7 +21,9 @@ use crate::open::{Journal, Unclosed, interrupted, same_call};
 use crate::record::Record;
 use crate::tree::Tree;
 
-/// Where records are stored. The file is the real one; tests add one that loses unsynced writes.
+/// Where records are stored. The file is the real one for one server; a database several
+/// servers share is the other (it sequences every server's records into one log); tests add one
+/// that loses unsynced writes.
 pub trait Storage: Send + 'static {
     /// Appends bytes (not yet durable).
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
@@ -31,6 +33,32 @@ pub trait Storage: Send + 'static {
     fn read_all(&mut self) -> std::io::Result<Vec<u8>>;
     /// Cuts the store to `len` bytes.
     fn truncate(&mut self, len: u64) -> std::io::Result<()>;
+
+    /// Whether other servers append to this store too. A shared store takes records through
+    /// [`Storage::append_records`] and is followed with [`Storage::records_since`]; the byte
+    /// methods serve only a store this process alone writes.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// A shared store: makes `records` durable as the next records of the one log, after every
+    /// record stored so far by any server, and returns the records other servers stored from
+    /// index `known` up to them (they precede `records` in the log). Nothing is stored on error.
+    fn append_records(&mut self, known: u64, records: &[Vec<u8>]) -> std::io::Result<Vec<Vec<u8>>> {
+        let _ = (known, records);
+        Err(std::io::Error::other("this store is written as bytes"))
+    }
+
+    /// A shared store: the records stored from index `from` on, in order.
+    fn records_since(&mut self, from: u64) -> std::io::Result<Vec<Vec<u8>>> {
+        let _ = from;
+        Ok(Vec::new())
+    }
+
+    /// A shared store: every record, in order (instead of [`Storage::read_all`]'s bytes).
+    fn all_records(&mut self) -> std::io::Result<Vec<Vec<u8>>> {
+        self.records_since(0)
+    }
 }
 
 /// The records file.
@@ -85,6 +113,12 @@ impl From<KeyError> for LogError {
         LogError::Key(e.to_string())
     }
 }
+
+/// A record to append, where to acknowledge it, and the open call it closes.
+type Append = (Vec<u8>, oneshot::Sender<Result<u64, LogError>>, Option<u64>);
+
+/// How often an idle writer follows a shared log.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Work for the writer thread.
 enum Job {
@@ -186,6 +220,41 @@ impl AuditLog {
         })
     }
 
+    /// Opens a shared log (see [`Storage::shared`]) to read and export only.
+    pub fn read_only_shared(mut storage: Box<dyn Storage>, key: LogKey) -> Result<Self, LogError> {
+        let records = storage
+            .all_records()
+            .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        let mut tree = Tree::new();
+        for r in &records {
+            tree.append(r)
+                .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        }
+        let (tx, _) = mpsc::channel();
+        Ok(Self {
+            tx,
+            next_call: Arc::default(),
+            batches: Arc::default(),
+            state: Arc::new(Mutex::new(State { tree, records })),
+            healthy: Arc::new(AtomicBool::new(true)),
+            key: Arc::new(key),
+        })
+    }
+
+    /// Opens the log whose signing key and journal of open calls are in `dir` but whose records
+    /// are in `storage` (a database several servers share).
+    pub fn open_shared(
+        dir: &Path,
+        origin: &str,
+        storage: Box<dyn Storage>,
+    ) -> Result<Self, LogError> {
+        let unavailable = |e: std::io::Error| LogError::Unavailable(e.to_string());
+        std::fs::create_dir_all(dir).map_err(unavailable)?;
+        let key = LogKey::load_or_create(&dir.join("log.key"), origin)?;
+        let journal = Journal::recover(dir).map_err(unavailable)?;
+        Self::start(storage, Some(journal), key)
+    }
+
     /// Opens a log over any storage (tests use one that loses unsynced writes), without a
     /// journal: [`AuditLog::open_call`] then promises nothing across a stop.
     pub fn with_storage(storage: Box<dyn Storage>, key: LogKey) -> Result<Self, LogError> {
@@ -198,9 +267,15 @@ impl AuditLog {
         key: LogKey,
     ) -> Result<Self, LogError> {
         let unavailable = |e: std::io::Error| LogError::Unavailable(e.to_string());
-        let bytes = storage.read_all().map_err(unavailable)?;
-        let (mut records, mut good) = parse_records(&bytes);
-        if good < bytes.len() as u64 {
+        let shared = storage.shared();
+        let (bytes, (mut records, mut good)) = if shared {
+            (Vec::new(), (storage.all_records().map_err(unavailable)?, 0))
+        } else {
+            let bytes = storage.read_all().map_err(unavailable)?;
+            let parsed = parse_records(&bytes);
+            (bytes, parsed)
+        };
+        if !shared && good < bytes.len() as u64 {
             tracing::warn!(
                 cut = bytes.len() as u64 - good,
                 "audit log: cutting a torn tail that was never acknowledged"
@@ -211,6 +286,7 @@ impl AuditLog {
             Some((mut journal, unclosed)) => {
                 // Calls the last stop cut: their provisional records, unless already written.
                 let mut buf = Vec::new();
+                let mut cut = Vec::new();
                 for call in unclosed {
                     let from = usize::try_from(call.at).unwrap_or(usize::MAX);
                     let written = records
@@ -224,9 +300,16 @@ impl AuditLog {
                     let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
                     buf.extend_from_slice(&len.to_le_bytes());
                     buf.extend_from_slice(&bytes);
-                    records.push(bytes);
+                    cut.push(bytes);
                 }
-                if !buf.is_empty() {
+                if shared && !cut.is_empty() {
+                    let others = storage
+                        .append_records(records.len() as u64, &cut)
+                        .map_err(unavailable)?;
+                    records.extend(others);
+                    records.extend(cut);
+                } else if !buf.is_empty() {
+                    records.extend(cut);
                     storage
                         .append(&buf)
                         .and_then(|()| storage.sync())
@@ -490,7 +573,25 @@ impl Writer {
         // Set when a failed batch could not be cut off the file: appending after it would let
         // unacknowledged records reappear at restart, so nothing more is written until then.
         let mut poisoned = false;
-        while let Ok(first) = rx.recv() {
+        let shared = self.storage.shared();
+        loop {
+            let first = if shared {
+                // A shared log is followed while idle, so this server's view (checkpoints,
+                // proofs, exports) trails the other servers' appends by a fraction of a second.
+                match rx.recv_timeout(FOLLOW_EVERY) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.follow();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
             let mut jobs = vec![first];
             while let Ok(more) = rx.try_recv() {
                 jobs.push(more);
@@ -510,6 +611,10 @@ impl Writer {
                 self.open_calls(opens);
             }
             if appends.is_empty() {
+                continue;
+            }
+            if shared {
+                self.append_shared(appends);
                 continue;
             }
             let mut buf = Vec::with_capacity(appends.iter().map(|a| a.0.len() + 4).sum());
@@ -560,6 +665,77 @@ impl Writer {
             {
                 tracing::warn!(error = %e, "audit journal: cannot note closed calls; the next start finds their records in the log");
             }
+        }
+    }
+
+    /// Appends a batch to a shared log: the store places it after every server's records so far
+    /// and hands back those this server had not seen, which enter the tree first.
+    fn append_shared(&mut self, appends: Vec<Append>) {
+        let known = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tree
+            .size();
+        let records: Vec<Vec<u8>> = appends.iter().map(|a| a.0.clone()).collect();
+        let others = match self.storage.append_records(known, &records) {
+            Ok(others) => others,
+            Err(e) => {
+                tracing::error!(error = %e, records = appends.len(), "audit log write failed; failing the calls");
+                self.healthy.store(false, Ordering::SeqCst);
+                for (_, ack, _) in appends {
+                    let _ = ack.send(Err(LogError::Unavailable(e.to_string())));
+                }
+                return;
+            }
+        };
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.healthy.store(true, Ordering::SeqCst);
+        let closed: Vec<u64> = appends.iter().filter_map(|a| a.2).collect();
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for bytes in others {
+            if s.tree.append(&bytes).is_ok() {
+                s.records.push(bytes);
+            }
+        }
+        for (bytes, ack, _) in appends {
+            let result = s
+                .tree
+                .append(&bytes)
+                .map_err(|e| LogError::Unavailable(e.to_string()));
+            if result.is_ok() {
+                s.records.push(bytes);
+            }
+            let _ = ack.send(result.map(|(index, _)| index));
+        }
+        drop(s);
+        if let Some(journal) = self.journal.as_mut()
+            && let Err(e) = journal.close(&closed)
+        {
+            tracing::warn!(error = %e, "audit journal: cannot note closed calls; the next start finds their records in the log");
+        }
+    }
+
+    /// Takes in the records other servers appended to a shared log since this server's last.
+    fn follow(&mut self) {
+        let known = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tree
+            .size();
+        match self.storage.records_since(known) {
+            Ok(new) if !new.is_empty() => {
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                // Only this thread appends, so the tree is still `known` long.
+                for bytes in new {
+                    if s.tree.append(&bytes).is_ok() {
+                        s.records.push(bytes);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "audit log: cannot follow the shared log"),
         }
     }
 

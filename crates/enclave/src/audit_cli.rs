@@ -54,7 +54,7 @@ pub(crate) enum AuditCommand {
     RotateKey,
 }
 
-pub(crate) fn audit_command(config: &Config, cmd: AuditCommand) -> Result<()> {
+pub(crate) async fn audit_command(config: &Config, cmd: AuditCommand) -> Result<()> {
     let dir = config.data_dir.join("audit");
     let mut out = std::io::stdout().lock();
     match cmd {
@@ -64,13 +64,44 @@ pub(crate) fn audit_command(config: &Config, cmd: AuditCommand) -> Result<()> {
             writeln!(out, "{}", key.public_key())?;
         }
         AuditCommand::Export { out: target } => {
-            let log = enclave_audit::AuditLog::open_read_only(&dir, AUDIT_ORIGIN)
-                .context("cannot open the audit log (has `enclave serve` run here?)")?;
+            let log = match config.database_url() {
+                // The platform's one log, from the database every server shares.
+                Some(url) => {
+                    let key =
+                        enclave_audit::LogKey::load_or_create(&dir.join("log.key"), AUDIT_ORIGIN)?;
+                    let store =
+                        enclave_store::PgStore::connect(url, 1)
+                            .await
+                            .with_context(|| {
+                                format!(
+                                    "cannot connect to the database {}",
+                                    config.database_shown()
+                                )
+                            })?;
+                    store
+                        .claim_audit_key(&key.public_key())
+                        .await
+                        .context("this data directory's key cannot sign the platform's log")?;
+                    let records =
+                        enclave_store::PgAuditStorage::connect(url).with_context(|| {
+                            format!("cannot reach the audit log in {}", config.database_shown())
+                        })?;
+                    enclave_audit::AuditLog::read_only_shared(Box::new(records), key)
+                        .context("cannot read the audit log")?
+                }
+                None => enclave_audit::AuditLog::open_read_only(&dir, AUDIT_ORIGIN)
+                    .context("cannot open the audit log (has `enclave serve` run here?)")?,
+            };
             log.export(&target)?;
             eprintln!(
                 "exported {} records and a signed checkpoint to {}",
                 log.size(),
                 target.display()
+            );
+        }
+        AuditCommand::Tail { .. } if config.database_url().is_some() => {
+            anyhow::bail!(
+                "`audit tail` follows a server's own log file; with a shared database, export the platform's log with `enclave audit export DIR`"
             );
         }
         AuditCommand::Tail { last } => {

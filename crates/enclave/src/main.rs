@@ -335,7 +335,7 @@ async fn run(command: Command, mut config: Config, data_dir_given: Option<PathBu
         Command::Label(cmd) => label_command(&config, cmd),
         Command::Kb { client, command } => kb_cli::run(client, command).await,
         Command::Jobs { client, command } => jobs_cli::run(client, command).await,
-        Command::Audit(cmd) => audit_command(&config, cmd),
+        Command::Audit(cmd) => audit_command(&config, cmd).await,
         Command::Config(ConfigCommand::Check { file }) => {
             config_check::config_check(file, config, data_dir_given).await
         }

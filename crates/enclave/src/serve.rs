@@ -54,8 +54,25 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
 
     let metrics = Metrics::install()
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
-    let audit = enclave_audit::AuditLog::open(&config.data_dir.join("audit"), AUDIT_ORIGIN)
-        .context("cannot open the audit log")?;
+    // Servers sharing a database append to one log in it, signed with one key; one server
+    // alone keeps its log in its data directory.
+    let audit_dir = config.data_dir.join("audit");
+    let audit = match (&postgres, config.database_url()) {
+        (Some(pg), Some(url)) => {
+            let records = enclave_store::PgAuditStorage::connect(url).with_context(|| {
+                format!("cannot reach the audit log in {}", config.database_shown())
+            })?;
+            let log =
+                enclave_audit::AuditLog::open_shared(&audit_dir, AUDIT_ORIGIN, Box::new(records))
+                    .context("cannot open the audit log")?;
+            pg.claim_audit_key(&log.public_key())
+                .await
+                .context("this server cannot sign the platform's audit log")?;
+            log
+        }
+        _ => enclave_audit::AuditLog::open(&audit_dir, AUDIT_ORIGIN)
+            .context("cannot open the audit log")?,
+    };
     for spec in models::CATALOG {
         for file in spec.files {
             let mut record = admin_record(

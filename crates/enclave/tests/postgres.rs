@@ -1,5 +1,6 @@
 //! Two `enclave serve` replicas sharing one PostgreSQL database (a real PostgreSQL 15 cluster
-//! the test makes with `initdb`): `config check` tests the connection; a key minted by one is
+//! the test makes with `initdb`): `config check` tests the connection; one audit log holds both
+//! replicas' calls and its export verifies; a key minted by one is
 //! honoured by the other and a revocation made through one is refused by both within a second
 //! or so; a per-minute quota holds across both; a batch created through one is answered once
 //! whichever replica takes it, and read through either.
@@ -51,11 +52,14 @@ fn two_replicas_on_one_postgres_database_serve_as_one_platform() {
         ("ENCLAVE_NODE_NAME", "replica-a"),
         ("ENCLAVE_CONFIG", config),
     ]);
-    let b = Server::start_joining(&[
-        ("ENCLAVE_DATABASE_URL", &url),
-        ("ENCLAVE_NODE_NAME", "replica-b"),
-        ("ENCLAVE_CONFIG", config),
-    ]);
+    let b = Server::start_joining(
+        &a,
+        &[
+            ("ENCLAVE_DATABASE_URL", &url),
+            ("ENCLAVE_NODE_NAME", "replica-b"),
+            ("ENCLAVE_CONFIG", config),
+        ],
+    );
 
     // `config check` connects and reads the tenants from the shared database.
     let (ok, out, err) = b.cli(&["config", "check"]);
@@ -100,6 +104,32 @@ fn two_replicas_on_one_postgres_database_serve_as_one_platform() {
         4,
         "{answers:?}"
     );
+
+    // One audit log for the platform: B's export holds the calls both replicas served, in one
+    // contiguous log signed with the platform's key, and verifies offline.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = b.data.path().join("export");
+    let (ok, _, err) = b.cli(&["audit", "export", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, verifier, err) = a.cli(&["audit", "public-key"]);
+    assert!(ok, "{err}");
+    let (ok, text, err) = b.cli(&[
+        "audit",
+        "verify",
+        out.to_str().unwrap(),
+        "--public-key",
+        verifier.trim(),
+    ]);
+    assert!(ok && text.starts_with("OK"), "{text}{err}");
+    let records = std::fs::read_to_string(out.join("records.jsonl")).unwrap();
+    let metered = records
+        .lines()
+        .filter(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            r["tenant"] == "metered" && r["operation"] == "POST /v1/embeddings"
+        })
+        .count();
+    assert_eq!(metered, 12, "every call of both replicas, refused ones too");
 
     // A batch created through A is answered once, by whichever replica takes it, and B reads it.
     let lines: String = (0..6)

@@ -20,7 +20,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use serde::Serialize;
 
-pub use postgres::{PgLedger, PgStore};
+pub use postgres::{PgAuditStorage, PgLedger, PgStore};
 pub use sqlite::SqliteStore;
 
 /// What a key may do. Enforcement lives in the gateway; the store only keeps it.

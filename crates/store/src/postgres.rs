@@ -15,6 +15,7 @@ use crate::{
     StoreError, StoredBatch, StoredFile, StoredFineTune, StoredResponse, Tenant, UsageRow, User,
 };
 
+mod audit;
 mod batches;
 mod conversations;
 mod files;
@@ -22,6 +23,7 @@ mod fine_tuning;
 mod jobs;
 mod ledger;
 
+pub use audit::PgAuditStorage;
 pub use ledger::PgLedger;
 mod responses;
 

@@ -114,15 +114,22 @@ impl Server {
         Self::start_in(&models_dir(), tempfile::tempdir().unwrap(), env)
     }
 
-    /// Another server joining a database that already has its tenants (`ENCLAVE_DATABASE_URL`
-    /// in `env`): it prints no admin key, so [`Server::admin_key`] is empty.
+    /// Another server joining `first`'s database (`ENCLAVE_DATABASE_URL` in `env`), with the
+    /// platform's audit key copied from `first` as an operator would: it prints no admin key,
+    /// so [`Server::admin_key`] is empty.
     #[allow(dead_code, reason = "only the replica tests join a shared database")]
-    pub fn start_joining(env: &[(&str, &str)]) -> Server {
+    pub fn start_joining(first: &Server, env: &[(&str, &str)]) -> Server {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let data = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(data.path().join("audit")).unwrap();
+        std::fs::copy(
+            first.data.path().join("audit/log.key"),
+            data.path().join("audit/log.key"),
+        )
+        .unwrap();
         let models = models_dir();
         let log = std::sync::Arc::default();
         let (child, base, admin_key) = launch(data.path(), &models, &env, false, &log);
