@@ -73,8 +73,18 @@ fn free_port() -> Result<u16, ClusterError> {
 }
 
 impl Cluster {
-    /// Makes and starts a cluster whose superuser is `postgres`, trusted on loopback only.
+    /// Makes and starts a cluster whose superuser is `postgres`, trusted on loopback only. Its
+    /// writes are not flushed to disk (`fsync=off`): right for tests, wrong for measuring.
     pub fn start() -> Result<Self, ClusterError> {
+        Self::start_with(false)
+    }
+
+    /// [`Cluster::start`] flushing every commit to disk as a production server does (benches).
+    pub fn start_durable() -> Result<Self, ClusterError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<Self, ClusterError> {
         let bin = bin_dir().ok_or(ClusterError::NotInstalled)?;
         let user = if is_root() {
             let known = Command::new("id").args(["-u", "postgres"]).output()?;
@@ -120,8 +130,9 @@ impl Cluster {
         for _ in 0..5 {
             let port = free_port()?;
             let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c max_connections=200",
-                path(cluster.dir.path())
+                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync={} -c max_connections=200",
+                path(cluster.dir.path()),
+                if durable { "on" } else { "off" }
             );
             let log = cluster.dir.path().join("server.log");
             match cluster.run(
