@@ -174,15 +174,41 @@ pub(crate) async fn serve(config: Config, no_pull: bool) -> Result<()> {
             service
         }
     };
-    let kb = enclave_kb::KnowledgeBases::open(
-        &config.data_dir.join("kb"),
-        service.policy.scheme.clone(),
-        Arc::new(enclave_service::retrieval::EngineEmbedder(Arc::clone(
-            &service.models,
-        ))),
-        MINILM_DIMS,
-    )
-    .await
+    let embedder = Arc::new(enclave_service::retrieval::EngineEmbedder(Arc::clone(
+        &service.models,
+    )));
+    let kb_dir = config.data_dir.join("kb");
+    // Servers sharing a database share the knowledge-base catalog; each keeps its own indexes,
+    // which follow it.
+    let kb = match config.database_url() {
+        Some(url) => {
+            let catalog = enclave_kb::catalog::PgCatalog::open(url, 4)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot open the knowledge-base catalog in {}",
+                        config.database_shown()
+                    )
+                })?;
+            enclave_kb::KnowledgeBases::open_with(
+                &kb_dir,
+                Arc::new(catalog),
+                service.policy.scheme.clone(),
+                embedder,
+                MINILM_DIMS,
+            )
+            .await
+        }
+        None => {
+            enclave_kb::KnowledgeBases::open(
+                &kb_dir,
+                service.policy.scheme.clone(),
+                embedder,
+                MINILM_DIMS,
+            )
+            .await
+        }
+    }
     .context("cannot open the knowledge bases")?;
     let site = enclave_gateway::browser::Site {
         public_url: config.identity.public_url.clone(),

@@ -2,7 +2,8 @@
 //! the test makes with `initdb`): `config check` tests the connection; one audit log holds both
 //! replicas' calls and its export verifies; a key minted by one is
 //! honoured by the other and a revocation made through one is refused by both within a second
-//! or so; a per-minute quota holds across both; a batch created through one is answered once
+//! or so; a per-minute quota holds across both; a document added through one is searchable
+//! through the other within two seconds; a batch created through one is answered once
 //! whichever replica takes it, and read through either.
 
 #![allow(
@@ -200,6 +201,64 @@ fn two_replicas_on_one_postgres_database_serve_as_one_platform() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 6, "{output}");
+
+    // A document added through A is searchable through B within about a second of being
+    // ready (the catalog is shared; B's indexes follow it).
+    let admin = a.cleared_key("default", "admin", "UNCLASSIFIED");
+    let created = client()
+        .post(a.url("/v1/knowledge-bases"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "shared", "max_label": "UNCLASSIFIED"}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    // B opens the knowledge base's indexes before the document exists.
+    let search = |s: &Server| -> Value {
+        client()
+            .post(s.url("/v1/knowledge-bases/shared/search"))
+            .bearer_auth(&key)
+            .json(&json!({"query": "harbour crane tide tables", "k": 3}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    assert_eq!(search(&b)["data"].as_array().unwrap().len(), 0);
+    let form = reqwest::blocking::multipart::Form::new()
+        .text("label", "UNCLASSIFIED")
+        .part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(
+                b"Tide tables for the harbour crane berth.".to_vec(),
+            )
+            .file_name("tide.txt"),
+        );
+    let added = client()
+        .post(a.url("/v1/knowledge-bases/shared/documents"))
+        .bearer_auth(&admin)
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(added.status().as_u16(), 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while search(&a)["data"].as_array().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "never ingested");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ready = Instant::now();
+    loop {
+        let hits = search(&b);
+        if hits["data"].as_array().unwrap().len() == 1 {
+            assert!(hits.to_string().contains("harbour crane"), "{hits}");
+            break;
+        }
+        assert!(
+            ready.elapsed() < Duration::from_secs(2),
+            "not searchable through B {:?} after it was ready on A",
+            ready.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Revoked through B's CLI, the key is refused by both replicas within a second or so.
     let revoked = Instant::now();

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::error::KbError;
 
+mod postgres;
 mod sqlite;
 
 /// Seconds since the Unix epoch, as the catalog stamps rows.
@@ -20,6 +21,7 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+pub use postgres::PgCatalog;
 pub use sqlite::SqliteCatalog;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -149,6 +151,11 @@ pub struct Passage {
 /// Where knowledge bases, documents and chunks are kept. Every method is one atomic step.
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
+    /// Whether other servers write this catalog too (then each server's indexes follow it).
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Documents a crash left `indexing` go back to `queued`, their chunks removed. Returns how
     /// many documents and chunks that touched.
     async fn requeue_interrupted(&self) -> Result<(u64, u64), KbError>;

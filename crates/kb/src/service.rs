@@ -26,6 +26,7 @@ use crate::segment::{self, SegmentError};
 use crate::text::{TextIndex, TextRow};
 use crate::vectors::{LabelId, Vectors};
 
+mod follow;
 mod fusion;
 mod ingest;
 
@@ -158,6 +159,8 @@ struct KbIndex {
     text: TextIndex,
     vectors: RwLock<Vectors>,
     labels: RwLock<Labels>,
+    /// The documents whose chunks this index holds (to follow a shared catalog).
+    documents: Mutex<std::collections::HashSet<String>>,
 }
 
 struct Inner {
@@ -245,6 +248,11 @@ impl KnowledgeBases {
         let stop = kbs.inner.stop.clone();
         let handle = tokio::spawn(async move { Self::work(worker, wake, stop).await });
         *kbs.worker.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        if kbs.inner.catalog.shared() {
+            // Other servers ingest into the same catalog: follow it.
+            let (follower, stop) = (Arc::downgrade(&kbs.inner), kbs.inner.stop.clone());
+            tokio::spawn(async move { Self::follow(follower, stop).await });
+        }
         Ok(kbs)
     }
 
@@ -328,10 +336,12 @@ impl KnowledgeBases {
                 text.add(&rows)?;
                 text.commit()?;
             }
+            let documents = loaded.iter().map(|c| c.document.clone()).collect();
             Ok(KbIndex {
                 text,
                 vectors: RwLock::new(vectors),
                 labels: RwLock::new(labels),
+                documents: Mutex::new(documents),
             })
         })
         .await??;
@@ -576,6 +586,7 @@ impl KnowledgeBases {
         let chunk_ids = self.inner.catalog.delete_document(&kb, id).await?;
         let doc = id.to_string();
         tokio::task::spawn_blocking(move || -> Result<(), KbError> {
+            lock(&index.documents).remove(&doc);
             index.text.delete_document(&doc);
             index.text.commit()?;
             let mut v = write(&index.vectors);

@@ -189,6 +189,7 @@ impl KnowledgeBases {
             tokio::task::spawn_blocking(move || -> Result<(), KbError> {
                 for &i in &which {
                     let (doc, rows) = &added[i];
+                    lock(&index.documents).insert(doc.clone());
                     index.text.delete_document(doc);
                     let text_rows: Vec<TextRow<'_>> = rows
                         .iter()
