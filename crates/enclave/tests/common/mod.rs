@@ -184,6 +184,22 @@ impl Server {
     }
 
     /// `kill -9` the server, then start it again on the same data directory (a new port).
+    /// Kills the server (`kill -9`) without starting it again.
+    #[allow(dead_code, reason = "not every test binary kills a server")]
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a killed server again on its data directory.
+    #[allow(dead_code, reason = "not every test binary kills a server")]
+    pub fn restart(&mut self) {
+        let (child, base, _) = launch(self.data.path(), &self.models, &self.env, false, &self.log);
+        self.child = child;
+        self.base = base;
+        self.wait_ready();
+    }
+
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -337,21 +353,20 @@ fn launch(
     first: bool,
     log: &std::sync::Arc<std::sync::Mutex<String>>,
 ) -> (Child, String, String) {
+    // A test that needs a fixed address (a load balancer in front) sets ENCLAVE_LISTEN.
+    let listen = env
+        .iter()
+        .find(|(k, _)| k == "ENCLAVE_LISTEN")
+        .map_or("127.0.0.1:0", |(_, v)| v.as_str());
     let mut cmd = Command::new(bin());
-    cmd.args([
-        "serve",
-        "--no-pull",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-    ])
-    .arg(data)
-    .arg("--models-dir")
-    .arg(models)
-    .env("RUST_LOG", "warn,enclave=info")
-    .env("ENCLAVE_CHAT__THREADS", "2")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.args(["serve", "--no-pull", "--listen", listen, "--data-dir"])
+        .arg(data)
+        .arg("--models-dir")
+        .arg(models)
+        .env("RUST_LOG", "warn,enclave=info")
+        .env("ENCLAVE_CHAT__THREADS", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
