@@ -10,6 +10,7 @@ import os
 import pathlib
 import time
 
+import httpx
 import openai
 import pytest
 
@@ -60,6 +61,11 @@ def test_a_fine_tuned_model_learns_the_form_reports_its_steps_and_carries_its_li
     assert name.startswith(f"{name[:0]}ft:{MODEL}:default:casenotes:"), name
     assert done.trained_tokens > 0 and done.finished_at >= done.created_at
     assert done.hyperparameters.n_epochs == 3
+    # Billed as OpenAI bills fine-tuning (every token of every example, per epoch), and charged
+    # to the tenant's usage as such.
+    usage = httpx.get(BASE + "/v1/usage", headers={"Authorization": f"Bearer {os.environ['ENCLAVE_KEY']}"}).json()
+    charged = sum(b["input_tokens"] for b in usage["data"] if b["model"] == f"training:{MODEL}")
+    assert charged == done.trained_tokens, (charged, done.trained_tokens)
     assert done.hyperparameters.learning_rate_multiplier == 1.0
 
     # Events, newest first as OpenAI gives them: every step's training loss, validation before

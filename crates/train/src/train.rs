@@ -83,8 +83,11 @@ pub struct Outcome {
     /// Mean training loss over the last epoch.
     pub train_loss: f32,
     pub valid_loss: Option<f32>,
-    /// Tokens the loss counted, over all epochs.
+    /// Tokens the loss counted (the answers'), over all epochs.
     pub trained_tokens: usize,
+    /// Every token of every example, once per epoch: what the steps asked for and what a job
+    /// bills (OpenAI's `trained_tokens`).
+    pub processed_tokens: usize,
     /// The final adapter.
     pub adapter: PathBuf,
 }
@@ -136,6 +139,7 @@ pub fn train(
     }
     let mut step = 0;
     let mut trained_tokens = 0;
+    let mut processed_tokens = 0;
     let mut epoch_loss = 0.0;
     let mut last = None;
     for epoch in 1..=settings.epochs {
@@ -146,10 +150,12 @@ pub fn train(
             if cancel.load(Ordering::Relaxed) {
                 return Err(TrainError::Cancelled);
             }
+            let tokens = batch.iter().map(|&i| train[i].ids.len()).sum();
             on(&Progress::Starting {
                 step: step + 1,
-                tokens: batch.iter().map(|&i| train[i].ids.len()).sum(),
+                tokens,
             })?;
+            processed_tokens += tokens;
             let mut total = None;
             for &i in batch {
                 let ex = &train[i];
@@ -204,6 +210,7 @@ pub fn train(
         train_loss: epoch_loss,
         valid_loss,
         trained_tokens,
+        processed_tokens,
         adapter,
     })
 }

@@ -165,6 +165,8 @@ fn training_lowers_both_losses_and_the_served_adapter_answers_in_the_trained_for
         .sum();
     let per_epoch: usize = train.iter().map(|e| e.ids.len()).sum();
     assert_eq!(asked, 3 * per_epoch);
+    assert_eq!(outcome.processed_tokens, asked);
+    assert!(outcome.trained_tokens < asked);
     let steps: Vec<f32> = events
         .iter()
         .filter_map(|e| match e {

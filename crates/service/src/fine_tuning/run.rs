@@ -463,7 +463,8 @@ async fn succeed(
     }
     let name = model_name(&j, &b);
     b.finished_at = Some(enclave_store::now());
-    b.trained_tokens = Some(outcome.trained_tokens);
+    // Billable tokens, as OpenAI counts them: every token of every example, per epoch.
+    b.trained_tokens = Some(outcome.processed_tokens);
     b.train_loss = Some(outcome.train_loss);
     b.valid_loss = outcome.valid_loss;
     b.adapter_sha256 = Some(digest);
