@@ -2,7 +2,8 @@
 //! the test makes with `initdb`): `config check` tests the connection; one audit log holds both
 //! replicas' calls and its export verifies; a key minted by one is
 //! honoured by the other and a revocation made through one is refused by both within a second
-//! or so; a per-minute quota holds across both; a document added through one is searchable
+//! or so; a per-minute quota holds across both; a model fine-tuned through one is served by
+//! the other, and a job running on one is cancelled through the other; a document added through one is searchable
 //! through the other within two seconds; a batch created through one is answered once
 //! whichever replica takes it, and read through either.
 
@@ -258,6 +259,111 @@ fn two_replicas_on_one_postgres_database_serve_as_one_platform() {
             ready.elapsed()
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A model fine-tuned through A is served by B too (its adapter kept in the shared store),
+    // and a running job is cancelled through B.
+    let upload = |s: &Server, lines: usize| -> String {
+        let data = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../train/testdata/case_notes/train.jsonl"
+        ))
+        .unwrap();
+        let text: String = data.lines().take(lines).map(|l| format!("{l}\n")).collect();
+        let form = reqwest::blocking::multipart::Form::new()
+            .text("purpose", "fine-tune")
+            .part(
+                "file",
+                reqwest::blocking::multipart::Part::bytes(text.into_bytes()).file_name("t.jsonl"),
+            );
+        let f: Value = client()
+            .post(s.url("/v1/files"))
+            .bearer_auth(&key)
+            .multipart(form)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        f["id"].as_str().unwrap().to_string()
+    };
+    let create = |s: &Server, file: &str, epochs: u32| -> String {
+        let job: Value = client()
+            .post(s.url("/v1/fine_tuning/jobs"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "smollm2-135m-instruct", "training_file": file,
+                          "suffix": "shared", "hyperparameters": {"n_epochs": epochs, "batch_size": 4}}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        job["id"].as_str().unwrap().to_string()
+    };
+    let job_on = |s: &Server, id: &str| -> Value {
+        client()
+            .get(s.url(&format!("/v1/fine_tuning/jobs/{id}")))
+            .bearer_auth(&key)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let file = upload(&a, 4);
+    let id = create(&a, &file, 1);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let model = loop {
+        let j = job_on(&b, &id);
+        match j["status"].as_str().unwrap() {
+            "succeeded" => break j["fine_tuned_model"].as_str().unwrap().to_string(),
+            "failed" | "cancelled" => panic!("{j}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "{j}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = client()
+            .post(b.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": model, "max_tokens": 4,
+                          "messages": [{"role": "user", "content": "Hello"}]}))
+            .send()
+            .unwrap();
+        match r.status().as_u16() {
+            200 => break,
+            // Not yet seen by B, or its engine still starting.
+            404 | 503 => {}
+            other => panic!("{other}: {}", r.text().unwrap()),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never served the model A trained"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let id = create(&a, &upload(&a, 16), 3);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while job_on(&a, &id)["status"] != "running" {
+        assert!(Instant::now() < deadline, "never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cancelled = client()
+        .post(b.url(&format!("/v1/fine_tuning/jobs/{id}/cancel")))
+        .bearer_auth(&key)
+        .send()
+        .unwrap();
+    assert_eq!(cancelled.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let j = job_on(&a, &id);
+        if j["status"] == "cancelled" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && j["status"] == "running",
+            "a cancel through B did not stop A's training: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     // Revoked through B's CLI, the key is refused by both replicas within a second; a user

@@ -433,11 +433,11 @@ async fn embedded_chat(
     cache: &str,
     background: bool,
 ) -> Result<EventStream, Error> {
-    let engine = state
-        .models
-        .chat_engine(model)
-        .or_else(|| crate::fine_tuning::engine(state, model))
-        .ok_or_else(|| Error::ModelLoading(model.to_string()))?;
+    let engine = match state.models.chat_engine(model) {
+        Some(e) => Some(e),
+        None => crate::fine_tuning::engine(state, model).await,
+    }
+    .ok_or_else(|| Error::ModelLoading(model.to_string()))?;
     let messages = c.engine_messages()?;
     // Rendering and tokenizing a prompt of up to `MAX_BODY_BYTES` takes long enough to stall a
     // runtime worker, so it runs on the blocking pool. The engine itself runs in its own process

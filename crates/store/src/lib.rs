@@ -527,6 +527,18 @@ pub trait Store: Send + Sync + 'static {
     /// A job's events, in order.
     async fn fine_tune_events(&self, job_id: &str) -> Result<Vec<FineTuneEvent>, StoreError>;
     async fn add_fine_tune_checkpoint(&self, c: &FineTuneCheckpoint) -> Result<(), StoreError>;
+    /// Keeps a file a job made (an adapter) under `name`, replacing one of that name.
+    async fn save_fine_tune_artifact(
+        &self,
+        job_id: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError>;
+    async fn fine_tune_artifact(
+        &self,
+        job_id: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
     /// A job's checkpoints, by step.
     async fn fine_tune_checkpoints(
         &self,

@@ -530,6 +530,23 @@ impl Store for SqliteStore {
         fine_tuning::add_checkpoint(&self.pool, c).await
     }
 
+    async fn save_fine_tune_artifact(
+        &self,
+        job_id: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        fine_tuning::save_artifact(&self.pool, job_id, name, bytes).await
+    }
+
+    async fn fine_tune_artifact(
+        &self,
+        job_id: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        fine_tuning::artifact(&self.pool, job_id, name).await
+    }
+
     async fn fine_tune_checkpoints(
         &self,
         job_id: &str,

@@ -701,6 +701,29 @@ async fn check_fine_tuning(store: &dyn Store) {
             .await
             .unwrap();
     }
+    // A job's files: kept by name, replaced, and read back; none for a name never kept.
+    store
+        .save_fine_tune_artifact("ftjob-a", "adapter.gguf", b"first")
+        .await
+        .unwrap();
+    store
+        .save_fine_tune_artifact("ftjob-a", "adapter.gguf", &[0u8, 1, 2, 255])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .fine_tune_artifact("ftjob-a", "adapter.gguf")
+            .await
+            .unwrap(),
+        Some(vec![0u8, 1, 2, 255])
+    );
+    assert_eq!(
+        store
+            .fine_tune_artifact("ftjob-a", "checkpoint-step-4.gguf")
+            .await
+            .unwrap(),
+        None
+    );
     let steps: Vec<i64> = store
         .fine_tune_checkpoints("ftjob-a")
         .await

@@ -117,6 +117,10 @@ pub(crate) struct Job {
     /// The error's stable code (`insufficient_quota`), when not the generic one.
     #[serde(default)]
     pub error_code: Option<String>,
+    /// Asked to stop while running (perhaps through another server): training stops before its
+    /// next step.
+    #[serde(default)]
+    pub cancel_requested: bool,
     pub train_loss: Option<f32>,
     pub valid_loss: Option<f32>,
     pub adapter_sha256: Option<String>,
@@ -417,6 +421,7 @@ pub async fn create(
         trained_tokens: None,
         error: None,
         error_code: None,
+        cancel_requested: false,
         train_loss: None,
         valid_loss: None,
         adapter_sha256: None,
@@ -471,7 +476,7 @@ pub async fn list(state: &Service, principal: &Principal) -> Result<Vec<Value>, 
 /// Stops a job: a queued one at once, a running one at its next step.
 pub async fn cancel(state: &Service, principal: &Principal, id: &str) -> Result<Value, Error> {
     let setup = setup(state)?;
-    let (mut j, b) = visible(state, principal, id).await?;
+    let (mut j, mut b) = visible(state, principal, id).await?;
     match j.status.as_str() {
         "queued" => {
             j.status = "cancelled".into();
@@ -479,6 +484,11 @@ pub async fn cancel(state: &Service, principal: &Principal, id: &str) -> Result<
             run::event(state, id, "info", "Fine-tuning job cancelled", None).await;
         }
         "running" => {
+            // Noted in the store for whichever server trains it, and told at once to this
+            // server's trainer if it is the one.
+            b.cancel_requested = true;
+            j.body = serde_json::to_string(&b).map_err(|_| Error::Internal)?;
+            state.store.save_fine_tune(&j).await.map_err(store_error)?;
             if let Some(flag) = setup
                 .cancels
                 .lock()

@@ -21,6 +21,9 @@ use super::{BASE_LEARNING_RATE, Job, Setup, body, setup, store_error};
 use crate::Service;
 use crate::error::Error;
 
+/// How often the worker looks for models other servers trained.
+const SYNC_EVERY: Duration = Duration::from_secs(3);
+
 /// How long a trained model's engine may take to answer before the job fails.
 const ENGINE_START: Duration = Duration::from_secs(120);
 
@@ -60,9 +63,15 @@ fn model_name(j: &StoredFineTune, b: &Job) -> String {
 pub async fn work(state: Service, stop: tokio_util::sync::CancellationToken) {
     crate::jobs::release_mine(&state).await;
     let mut turns = crate::jobs::Turns::default();
+    let mut synced = std::time::Instant::now();
     loop {
         if stop.is_cancelled() {
             break;
+        }
+        // Models other servers sharing the store trained are served here too.
+        if synced.elapsed() >= SYNC_EVERY {
+            super::served::sync(&state, false).await;
+            synced = std::time::Instant::now();
         }
         let held = crate::jobs::next(&state, &mut turns, "fine_tuning", &["queued", "running"])
             .await
@@ -310,6 +319,12 @@ async fn charge(
             )));
         }
     }
+    // A cancel made through another server is noted in the store.
+    if let Ok(Some(stored)) = state.store.fine_tune(job).await
+        && body(&stored).is_ok_and(|b| b.cancel_requested)
+    {
+        cancel.store(true, Ordering::Relaxed);
+    }
     let mut paused = false;
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -424,12 +439,18 @@ async fn succeed(
     outcome: Outcome,
 ) -> Result<(), Error> {
     let adapter = adapter_path(setup, &j.id);
-    let digest = match std::fs::read(&outcome.adapter) {
-        Ok(bytes) => hex::encode(Sha256::digest(&bytes)),
+    let bytes = match std::fs::read(&outcome.adapter) {
+        Ok(bytes) => bytes,
         Err(e) => return fail(state, j, b, &format!("the adapter cannot be read: {e}")).await,
     };
+    let digest = hex::encode(Sha256::digest(&bytes));
     if outcome.adapter != adapter {
         return fail(state, j, b, "the adapter was written elsewhere").await;
+    }
+    // Kept in the store before the job is called succeeded, so every server sharing the store
+    // can serve the model and its checkpoints.
+    if let Err(e) = keep_artifacts(state, &j.id, &bytes).await {
+        return fail(state, j, b, &format!("the adapter cannot be kept: {e}")).await;
     }
     let label = match state.policy.scheme.parse(&j.label) {
         Ok(l) => l,
@@ -507,6 +528,37 @@ async fn succeed(
     .await
     {
         tracing::error!(job = %j.id, error = %e, "cannot queue the fine-tuning audit event");
+    }
+    Ok(())
+}
+
+/// Keeps a succeeded job's adapter and its checkpoints' adapters in the store, by file name.
+async fn keep_artifacts(state: &Service, job: &str, adapter: &[u8]) -> Result<(), String> {
+    let store = |e: enclave_store::StoreError| e.to_string();
+    state
+        .store
+        .save_fine_tune_artifact(job, "adapter.gguf", adapter)
+        .await
+        .map_err(store)?;
+    for c in state
+        .store
+        .fine_tune_checkpoints(job)
+        .await
+        .map_err(store)?
+    {
+        let body: Value = serde_json::from_str(&c.body).unwrap_or_default();
+        let Some(path) = body["path"].as_str().map(std::path::Path::new) else {
+            continue;
+        };
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        state
+            .store
+            .save_fine_tune_artifact(job, name, &bytes)
+            .await
+            .map_err(store)?;
     }
     Ok(())
 }

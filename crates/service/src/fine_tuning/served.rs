@@ -65,6 +65,14 @@ pub(super) fn register(setup: &Setup, name: String, served: Served) {
         .insert(name, served);
 }
 
+/// Where this server keeps the file `path` names (the trainer's path, perhaps on another
+/// server) for job `job`.
+fn local(setup: &Setup, job: &str, path: &str) -> Option<PathBuf> {
+    Path::new(path)
+        .file_name()
+        .map(|name| setup.dir.join(job).join(name))
+}
+
 /// Makes the checkpoints of succeeded job `job` callable under their names; each one's engine
 /// starts at its first call.
 pub(super) async fn register_checkpoints(
@@ -83,7 +91,10 @@ pub(super) async fn register_checkpoints(
     };
     for c in checkpoints {
         let body: serde_json::Value = serde_json::from_str(&c.body).unwrap_or_default();
-        let (Some(name), Some(path)) = (body["name"].as_str(), body["path"].as_str()) else {
+        let (Some(name), Some(adapter)) = (
+            body["name"].as_str(),
+            body["path"].as_str().and_then(|p| local(setup, job, p)),
+        ) else {
             continue;
         };
         register(
@@ -93,7 +104,7 @@ pub(super) async fn register_checkpoints(
                 tenant_id: tenant_id.to_string(),
                 label: label.clone(),
                 job: job.to_string(),
-                adapter: PathBuf::from(path),
+                adapter,
                 checkpoint: true,
                 engine: Mutex::new(None),
             },
@@ -101,8 +112,11 @@ pub(super) async fn register_checkpoints(
     }
 }
 
-/// Serves every model a job made before this start.
-pub async fn serve_existing(state: &Service) {
+/// Serves every model a succeeded job made that this server does not serve yet: at start, and
+/// then every few seconds, so a model trained by another server sharing the store is served
+/// here too. An engine starts at once where its adapter is on this server's disk (`eager`),
+/// else at the model's first call, after its adapter is fetched from the store.
+pub(super) async fn sync(state: &Service, eager: bool) {
     let Ok(setup) = setup(state) else { return };
     let jobs = match state.store.fine_tunes_with_status(&["succeeded"]).await {
         Ok(j) => j,
@@ -118,19 +132,65 @@ pub async fn serve_existing(state: &Service) {
         ) else {
             continue;
         };
-        let path = adapter_path(setup, &j.id);
-        match setup.engines.start(&path) {
-            Ok(engine) => {
-                register_checkpoints(state, setup, &j.id, &j.tenant_id, &label).await;
-                register(
-                    setup,
-                    name,
-                    Served::running(j.tenant_id.clone(), label, j.id.clone(), path, engine),
-                );
-            }
-            Err(e) => tracing::error!(job = %j.id, error = %e, "cannot serve a fine-tuned model"),
+        let known = setup
+            .served
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&name);
+        if known {
+            continue;
         }
+        let path = adapter_path(setup, &j.id);
+        let engine = if eager && path.exists() {
+            match setup.engines.start(&path) {
+                Ok(engine) => Some(engine),
+                Err(e) => {
+                    tracing::error!(job = %j.id, error = %e, "cannot serve a fine-tuned model");
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        register_checkpoints(state, setup, &j.id, &j.tenant_id, &label).await;
+        register(
+            setup,
+            name,
+            Served {
+                tenant_id: j.tenant_id.clone(),
+                label,
+                job: j.id.clone(),
+                adapter: path,
+                checkpoint: false,
+                engine: Mutex::new(engine),
+            },
+        );
     }
+}
+
+/// Serves every model a job made before this start.
+pub async fn serve_existing(state: &Service) {
+    sync(state, true).await;
+}
+
+/// Writes the adapter a job keeps in the store under `adapter`'s file name to `adapter`.
+async fn fetch(state: &Service, job: &str, adapter: &Path) -> Result<(), String> {
+    let name = adapter
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("an adapter path without a file name")?;
+    let bytes = state
+        .store
+        .fine_tune_artifact(job, name)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("the store keeps no `{name}` for {job}"))?;
+    let dir = adapter.parent().ok_or("an adapter path without a folder")?;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    // Written beside, then renamed: an engine never reads half a file.
+    let partial = adapter.with_extension("partial");
+    std::fs::write(&partial, bytes).map_err(|e| e.to_string())?;
+    std::fs::rename(&partial, adapter).map_err(|e| e.to_string())
 }
 
 /// Whether `principal` may see `served`: its tenant, at a clearance that dominates its label.
@@ -156,10 +216,25 @@ pub fn floor(state: &Service, principal: &Principal, model: &str) -> Result<Opti
     }
 }
 
-/// The engine serving fine-tuned `model` (a checkpoint's is started here at its first call,
-/// and answers `model_loading` until it is up).
-pub fn engine(state: &Service, model: &str) -> Option<Arc<ChatProcess>> {
+/// The engine serving fine-tuned `model`: a checkpoint's, or a model another server trained,
+/// is started here at its first call (its adapter fetched from the store first), and answers
+/// `model_loading` until it is up.
+pub async fn engine(state: &Service, model: &str) -> Option<Arc<ChatProcess>> {
     let setup = state.fine_tuning.as_ref()?;
+    let (adapter, job) = {
+        let served = setup.served.read().unwrap_or_else(|p| p.into_inner());
+        let s = served.get(model)?;
+        if let Some(e) = s.engine.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Some(e);
+        }
+        (s.adapter.clone(), s.job.clone())
+    };
+    if !adapter.exists()
+        && let Err(e) = fetch(state, &job, &adapter).await
+    {
+        tracing::error!(model, error = %e, "cannot fetch a fine-tuned adapter");
+        return None;
+    }
     let served = setup.served.read().unwrap_or_else(|p| p.into_inner());
     let s = served.get(model)?;
     let mut engine = s.engine.lock().unwrap_or_else(|p| p.into_inner());
@@ -167,7 +242,7 @@ pub fn engine(state: &Service, model: &str) -> Option<Arc<ChatProcess>> {
         match setup.engines.start(&s.adapter) {
             Ok(e) => *engine = Some(e),
             Err(e) => {
-                tracing::error!(model, error = %e, "cannot start a checkpoint's engine");
+                tracing::error!(model, error = %e, "cannot start a fine-tuned model's engine");
                 return None;
             }
         }

@@ -191,3 +191,37 @@ pub(super) async fn checkpoints(
         })
         .collect()
 }
+
+pub(super) async fn save_artifact(
+    pool: &SqlitePool,
+    job_id: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO fine_tuning_artifacts (job_id, name, bytes) VALUES (?, ?, ?) \
+         ON CONFLICT (job_id, name) DO UPDATE SET bytes = excluded.bytes",
+    )
+    .bind(job_id)
+    .bind(name)
+    .bind(bytes)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn artifact(
+    pool: &SqlitePool,
+    job_id: &str,
+    name: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let row = sqlx::query("SELECT bytes FROM fine_tuning_artifacts WHERE job_id = ? AND name = ?")
+        .bind(job_id)
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(match row {
+        Some(r) => Some(r.try_get("bytes")?),
+        None => None,
+    })
+}
