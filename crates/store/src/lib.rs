@@ -13,6 +13,7 @@
 
 pub mod keys;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::str::FromStr;

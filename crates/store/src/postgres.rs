@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use crate::rows::{key_query, key_row, tenant_row, user_query, user_row};
 use crate::{
     AdminEvent, ApiKey, BatchResult, Conversation, ConversationMessage, FineTuneCheckpoint,
-    FineTuneEvent, KeyOwner, NewKey, NewSession, NewUser, QueuedJob, Role, Session, Store,
-    StoreError, StoredBatch, StoredFile, StoredFineTune, StoredResponse, Tenant, UsageRow, User,
+    FineTuneEvent, NewKey, NewSession, NewUser, QueuedJob, Role, Session, Store, StoreError,
+    StoredBatch, StoredFile, StoredFineTune, StoredResponse, Tenant, UsageRow, User,
 };
 
 mod audit;
@@ -63,75 +64,6 @@ impl PgStore {
             .await?;
         Ok(row.try_get(0)?)
     }
-}
-
-/// A key query: the columns `key_row` reads, joined with the tenant's name, then `$tail`.
-/// A macro rather than `format!` because sqlx only takes static SQL (no injection by construction).
-macro_rules! key_query {
-    ($tail:literal) => {
-        concat!(
-            "SELECT k.id, k.tenant_id, t.name AS tenant_name, k.name, k.role, k.clearance, k.created_at, k.revoked_at, k.secret_hash, \
-             k.user_id, u.name AS owner_name, u.clearance AS owner_clearance, u.disabled_at AS owner_disabled_at \
-             FROM api_keys k JOIN tenants t ON t.id = k.tenant_id LEFT JOIN users u ON u.id = k.user_id ",
-            $tail
-        )
-    };
-}
-
-fn key_row(row: &PgRow) -> Result<ApiKey, StoreError> {
-    let role: String = row.try_get("role")?;
-    Ok(ApiKey {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        tenant_name: row.try_get("tenant_name")?,
-        name: row.try_get("name")?,
-        role: Role::from_str(&role)?,
-        clearance: row.try_get("clearance")?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        owner: match row.try_get::<Option<String>, _>("user_id")? {
-            Some(id) => Some(KeyOwner {
-                id,
-                name: row.try_get("owner_name")?,
-                clearance: row.try_get("owner_clearance")?,
-                disabled_at: row.try_get("owner_disabled_at")?,
-            }),
-            None => None,
-        },
-    })
-}
-
-/// A user query: the columns `user_row` reads, joined with the tenant's name, then `$tail`.
-macro_rules! user_query {
-    ($tail:literal) => {
-        concat!(
-            "SELECT u.id, u.tenant_id, t.name AS tenant_name, u.name, u.role, u.clearance, u.created_at, u.disabled_at \
-             FROM users u JOIN tenants t ON t.id = u.tenant_id ",
-            $tail
-        )
-    };
-}
-
-fn user_row(row: &PgRow) -> Result<User, StoreError> {
-    let role: String = row.try_get("role")?;
-    Ok(User {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        tenant_name: row.try_get("tenant_name")?,
-        name: row.try_get("name")?,
-        role: Role::from_str(&role)?,
-        clearance: row.try_get("clearance")?,
-        created_at: row.try_get("created_at")?,
-        disabled_at: row.try_get("disabled_at")?,
-    })
-}
-
-fn tenant_row(row: &PgRow) -> Result<Tenant, StoreError> {
-    Ok(Tenant {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        created_at: row.try_get("created_at")?,
-    })
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {

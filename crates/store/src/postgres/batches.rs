@@ -1,45 +1,10 @@
 //! Batches in PostgreSQL: the queries behind the `Store` methods of the same names.
 
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::PgPool;
 
+use crate::rows::{batch, batch_columns};
 use crate::{BatchResult, QueuedJob, StoreError, StoredBatch};
-
-// A macro, not a constant: sqlx takes only static query text, and `concat!` only literals.
-macro_rules! columns {
-    () => {
-        "id, tenant_id, owner, endpoint, input_file_id, label, status, metadata, total, \
-         output_file_id, error_file_id, error, created_at, in_progress_at, finalizing_at, \
-         completed_at, failed_at, cancelling_at, cancelled_at, expires_at, \
-         (SELECT priority FROM jobs WHERE jobs.id = batches.id) AS priority"
-    };
-}
-
-fn batch(row: &PgRow) -> Result<StoredBatch, StoreError> {
-    Ok(StoredBatch {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        owner: row.try_get("owner")?,
-        endpoint: row.try_get("endpoint")?,
-        input_file_id: row.try_get("input_file_id")?,
-        label: row.try_get("label")?,
-        status: row.try_get("status")?,
-        metadata: row.try_get("metadata")?,
-        total: row.try_get("total")?,
-        output_file_id: row.try_get("output_file_id")?,
-        error_file_id: row.try_get("error_file_id")?,
-        error: row.try_get("error")?,
-        created_at: row.try_get("created_at")?,
-        in_progress_at: row.try_get("in_progress_at")?,
-        finalizing_at: row.try_get("finalizing_at")?,
-        completed_at: row.try_get("completed_at")?,
-        failed_at: row.try_get("failed_at")?,
-        cancelling_at: row.try_get("cancelling_at")?,
-        cancelled_at: row.try_get("cancelled_at")?,
-        expires_at: row.try_get("expires_at")?,
-        priority: row.try_get::<Option<i64>, _>("priority")?.unwrap_or(0),
-    })
-}
 
 pub(super) async fn save(pool: &PgPool, b: &StoredBatch) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
@@ -94,7 +59,7 @@ pub(super) async fn save(pool: &PgPool, b: &StoredBatch) -> Result<(), StoreErro
 pub(super) async fn get(pool: &PgPool, id: &str) -> Result<Option<StoredBatch>, StoreError> {
     let row = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        batch_columns!(),
         " FROM batches WHERE id = $1"
     ))
     .bind(id)
@@ -106,7 +71,7 @@ pub(super) async fn get(pool: &PgPool, id: &str) -> Result<Option<StoredBatch>, 
 pub(super) async fn list(pool: &PgPool, tenant_id: &str) -> Result<Vec<StoredBatch>, StoreError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        batch_columns!(),
         " FROM batches WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC"
     ))
     .bind(tenant_id)
@@ -118,7 +83,7 @@ pub(super) async fn list(pool: &PgPool, tenant_id: &str) -> Result<Vec<StoredBat
 pub(super) async fn unfinished(pool: &PgPool) -> Result<Vec<StoredBatch>, StoreError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        batch_columns!(),
         " FROM batches WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') \
          ORDER BY created_at, id"
     ))

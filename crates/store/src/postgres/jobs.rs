@@ -1,34 +1,13 @@
 //! The one queue of background jobs in PostgreSQL: the queries behind the `Store` methods on jobs,
 //! and the row every batch and fine-tuning job keeps in it.
 
-use sqlx::Row;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::PgPool;
 
+use crate::rows::{job_columns, queued};
 use crate::{QueuedJob, StoreError};
 
 fn owned(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_string()).collect()
-}
-
-fn queued(row: &PgRow) -> Result<QueuedJob, StoreError> {
-    Ok(QueuedJob {
-        id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
-        tenant_id: row.try_get("tenant_id")?,
-        status: row.try_get("status")?,
-        priority: row.try_get("priority")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        holder: row.try_get("holder")?,
-        held_until: row.try_get("held_until")?,
-    })
-}
-
-// A macro, not a constant: sqlx takes only static query text, and `concat!` only literals.
-macro_rules! columns {
-    () => {
-        "id, kind, tenant_id, status, priority, created_at, updated_at, holder, held_until"
-    };
 }
 
 /// The job's row, written with its kind's own row: created with its priority, then its status.
@@ -58,7 +37,7 @@ pub(super) async fn claimable(
 ) -> Result<Vec<QueuedJob>, StoreError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        job_columns!(),
         " FROM jobs WHERE kind = $1 AND status = ANY($2) \
          AND (holder IS NULL OR held_until < $3) ORDER BY priority DESC, created_at, id"
     ))
@@ -126,7 +105,7 @@ pub(super) async fn release_all(pool: &PgPool, holder: &str) -> Result<u64, Stor
 pub(super) async fn list(pool: &PgPool, tenant_id: &str) -> Result<Vec<QueuedJob>, StoreError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        job_columns!(),
         " FROM jobs WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC"
     ))
     .bind(tenant_id)

@@ -1,45 +1,10 @@
 //! Batches in SQLite: the queries behind the `Store` methods of the same names.
 
 use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 
+use crate::rows::{batch, batch_columns};
 use crate::{BatchResult, QueuedJob, StoreError, StoredBatch};
-
-// A macro, not a constant: sqlx takes only static query text, and `concat!` only literals.
-macro_rules! columns {
-    () => {
-        "id, tenant_id, owner, endpoint, input_file_id, label, status, metadata, total, \
-         output_file_id, error_file_id, error, created_at, in_progress_at, finalizing_at, \
-         completed_at, failed_at, cancelling_at, cancelled_at, expires_at, \
-         (SELECT priority FROM jobs WHERE jobs.id = batches.id) AS priority"
-    };
-}
-
-fn batch(row: &SqliteRow) -> Result<StoredBatch, StoreError> {
-    Ok(StoredBatch {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        owner: row.try_get("owner")?,
-        endpoint: row.try_get("endpoint")?,
-        input_file_id: row.try_get("input_file_id")?,
-        label: row.try_get("label")?,
-        status: row.try_get("status")?,
-        metadata: row.try_get("metadata")?,
-        total: row.try_get("total")?,
-        output_file_id: row.try_get("output_file_id")?,
-        error_file_id: row.try_get("error_file_id")?,
-        error: row.try_get("error")?,
-        created_at: row.try_get("created_at")?,
-        in_progress_at: row.try_get("in_progress_at")?,
-        finalizing_at: row.try_get("finalizing_at")?,
-        completed_at: row.try_get("completed_at")?,
-        failed_at: row.try_get("failed_at")?,
-        cancelling_at: row.try_get("cancelling_at")?,
-        cancelled_at: row.try_get("cancelled_at")?,
-        expires_at: row.try_get("expires_at")?,
-        priority: row.try_get::<Option<i64>, _>("priority")?.unwrap_or(0),
-    })
-}
 
 pub(super) async fn save(pool: &SqlitePool, b: &StoredBatch) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
@@ -92,10 +57,14 @@ pub(super) async fn save(pool: &SqlitePool, b: &StoredBatch) -> Result<(), Store
 }
 
 pub(super) async fn get(pool: &SqlitePool, id: &str) -> Result<Option<StoredBatch>, StoreError> {
-    let row = sqlx::query(concat!("SELECT ", columns!(), " FROM batches WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        batch_columns!(),
+        " FROM batches WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     row.as_ref().map(batch).transpose()
 }
 
@@ -105,7 +74,7 @@ pub(super) async fn list(
 ) -> Result<Vec<StoredBatch>, StoreError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        batch_columns!(),
         " FROM batches WHERE tenant_id = ? ORDER BY created_at DESC, id DESC"
     ))
     .bind(tenant_id)
@@ -117,7 +86,7 @@ pub(super) async fn list(
 pub(super) async fn unfinished(pool: &SqlitePool) -> Result<Vec<StoredBatch>, StoreError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        batch_columns!(),
         " FROM batches WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') \
          ORDER BY created_at, id"
     ))

@@ -1,31 +1,10 @@
 //! Conversations in SQLite: the queries behind the `Store` methods of the same names.
 
 use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 
+use crate::rows::{conversation_query, conversation_row};
 use crate::{Conversation, ConversationMessage, StoreError};
-
-/// The columns `conversation_row` reads, then `$tail` (static SQL: sqlx takes no other).
-macro_rules! conversation_query {
-    ($tail:literal) => {
-        concat!(
-            "SELECT id, tenant_id, owner, title, label, created_at, updated_at FROM conversations ",
-            $tail
-        )
-    };
-}
-
-fn conversation_row(row: &SqliteRow) -> Result<Conversation, StoreError> {
-    Ok(Conversation {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        owner: row.try_get("owner")?,
-        title: row.try_get("title")?,
-        label: row.try_get("label")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
 
 pub(super) async fn create(pool: &SqlitePool, c: &Conversation) -> Result<(), StoreError> {
     sqlx::query(

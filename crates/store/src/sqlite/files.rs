@@ -2,31 +2,10 @@
 //! reading a file's facts never load its bytes.
 
 use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 
+use crate::rows::{file_columns, file_facts};
 use crate::{StoreError, StoredFile};
-
-// A macro, not a constant: sqlx takes only static query text, and `concat!` only literals.
-macro_rules! facts {
-    () => {
-        "id, tenant_id, key_id, purpose, filename, bytes, lines, label, sha256, created_at"
-    };
-}
-
-fn facts(row: &SqliteRow) -> Result<StoredFile, StoreError> {
-    Ok(StoredFile {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        key_id: row.try_get("key_id")?,
-        purpose: row.try_get("purpose")?,
-        filename: row.try_get("filename")?,
-        bytes: row.try_get("bytes")?,
-        lines: row.try_get("lines")?,
-        label: row.try_get("label")?,
-        sha256: row.try_get("sha256")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
 
 pub(super) async fn create(
     pool: &SqlitePool,
@@ -54,11 +33,15 @@ pub(super) async fn create(
 }
 
 pub(super) async fn get(pool: &SqlitePool, id: &str) -> Result<Option<StoredFile>, StoreError> {
-    let row = sqlx::query(concat!("SELECT ", facts!(), " FROM files WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    row.as_ref().map(facts).transpose()
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        file_columns!(),
+        " FROM files WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(file_facts).transpose()
 }
 
 pub(super) async fn content(pool: &SqlitePool, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -75,13 +58,13 @@ pub(super) async fn list(
 ) -> Result<Vec<StoredFile>, StoreError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        facts!(),
+        file_columns!(),
         " FROM files WHERE tenant_id = ? ORDER BY created_at DESC, id DESC"
     ))
     .bind(tenant_id)
     .fetch_all(pool)
     .await?;
-    rows.iter().map(facts).collect()
+    rows.iter().map(file_facts).collect()
 }
 
 pub(super) async fn delete(pool: &SqlitePool, id: &str) -> Result<bool, StoreError> {

@@ -1,30 +1,10 @@
 //! Fine-tuning jobs in SQLite: the queries behind the `Store` methods of the same names.
 
 use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 
+use crate::rows::{fine_tune, fine_tune_columns};
 use crate::{FineTuneCheckpoint, FineTuneEvent, QueuedJob, StoreError, StoredFineTune};
-
-fn job(row: &SqliteRow) -> Result<StoredFineTune, StoreError> {
-    Ok(StoredFineTune {
-        id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
-        status: row.try_get("status")?,
-        label: row.try_get("label")?,
-        fine_tuned_model: row.try_get("fine_tuned_model")?,
-        created_at: row.try_get("created_at")?,
-        body: row.try_get("body")?,
-        priority: row.try_get::<Option<i64>, _>("priority")?.unwrap_or(0),
-    })
-}
-
-// A macro, not a constant: sqlx takes only static query text, and `concat!` only literals.
-macro_rules! columns {
-    () => {
-        "id, tenant_id, status, label, fine_tuned_model, created_at, body, \
-         (SELECT priority FROM jobs WHERE jobs.id = fine_tuning_jobs.id) AS priority"
-    };
-}
 
 pub(super) async fn save(pool: &SqlitePool, j: &StoredFineTune) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
@@ -62,13 +42,13 @@ pub(super) async fn save(pool: &SqlitePool, j: &StoredFineTune) -> Result<(), St
 pub(super) async fn get(pool: &SqlitePool, id: &str) -> Result<Option<StoredFineTune>, StoreError> {
     let row = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        fine_tune_columns!(),
         " FROM fine_tuning_jobs WHERE id = ?"
     ))
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    row.as_ref().map(job).transpose()
+    row.as_ref().map(fine_tune).transpose()
 }
 
 pub(super) async fn list(
@@ -77,13 +57,13 @@ pub(super) async fn list(
 ) -> Result<Vec<StoredFineTune>, StoreError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        fine_tune_columns!(),
         " FROM fine_tuning_jobs WHERE tenant_id = ? ORDER BY created_at DESC, id DESC"
     ))
     .bind(tenant_id)
     .fetch_all(pool)
     .await?;
-    rows.iter().map(job).collect()
+    rows.iter().map(fine_tune).collect()
 }
 
 pub(super) async fn with_status(
@@ -101,13 +81,13 @@ pub(super) async fn with_status(
     );
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        fine_tune_columns!(),
         " FROM fine_tuning_jobs WHERE status IN (SELECT value FROM json_each(?)) ORDER BY created_at, id"
     ))
     .bind(list)
     .fetch_all(pool)
     .await?;
-    rows.iter().map(job).collect()
+    rows.iter().map(fine_tune).collect()
 }
 
 pub(super) async fn add_event(

@@ -1,9 +1,9 @@
 //! The one queue of background jobs in SQLite: the queries behind the `Store` methods on jobs,
 //! and the row every batch and fine-tuning job keeps in it.
 
-use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 
+use crate::rows::{job_columns, queued};
 use crate::{QueuedJob, StoreError};
 
 /// Statuses travel as one JSON array, so the query text stays static.
@@ -13,27 +13,6 @@ fn json_list(items: &[&str]) -> String {
         .map(|s| format!("\"{}\"", s.replace(['"', '\\'], "")))
         .collect();
     format!("[{}]", quoted.join(","))
-}
-
-fn queued(row: &SqliteRow) -> Result<QueuedJob, StoreError> {
-    Ok(QueuedJob {
-        id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
-        tenant_id: row.try_get("tenant_id")?,
-        status: row.try_get("status")?,
-        priority: row.try_get("priority")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        holder: row.try_get("holder")?,
-        held_until: row.try_get("held_until")?,
-    })
-}
-
-// A macro, not a constant: sqlx takes only static query text, and `concat!` only literals.
-macro_rules! columns {
-    () => {
-        "id, kind, tenant_id, status, priority, created_at, updated_at, holder, held_until"
-    };
 }
 
 /// The job's row, written with its kind's own row: created with its priority, then its status.
@@ -66,7 +45,7 @@ pub(super) async fn claimable(
 ) -> Result<Vec<QueuedJob>, StoreError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        job_columns!(),
         " FROM jobs WHERE kind = ? AND status IN (SELECT value FROM json_each(?)) \
          AND (holder IS NULL OR held_until < ?) ORDER BY priority DESC, created_at, id"
     ))
@@ -134,7 +113,7 @@ pub(super) async fn release_all(pool: &SqlitePool, holder: &str) -> Result<u64, 
 pub(super) async fn list(pool: &SqlitePool, tenant_id: &str) -> Result<Vec<QueuedJob>, StoreError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        job_columns!(),
         " FROM jobs WHERE tenant_id = ? ORDER BY created_at DESC, id DESC"
     ))
     .bind(tenant_id)
