@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::error::KbError;
 
 mod postgres;
+mod rows;
 mod sqlite;
 
 /// Seconds since the Unix epoch, as the catalog stamps rows.

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::now;
+use super::rows::{count, document_columns, document_info, vector_bytes, vector_from};
 use super::{
     Catalog, DocumentChunks, KbRecord, NewDocument, NewKb, Passage, QueuedDocument, StoredChunk,
 };
@@ -51,51 +52,6 @@ impl PgCatalog {
         self.abandoned_after = i64::try_from(after.as_secs()).unwrap_or(i64::MAX);
         self
     }
-}
-
-fn vector_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn vector_from(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-/// Counts as SQLite stores them (i64), as the API shows them.
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-/// The columns [`document_info`] reads; a macro so queries stay `&'static str` (sqlx refuses
-/// SQL built at run time).
-macro_rules! document_columns {
-    () => {
-        "id, kb, name, format, label, status, error, chunks, pages, bytes, sha256, created, updated"
-    };
-}
-
-fn document_info(row: &PgRow) -> Result<DocumentInfo, KbError> {
-    let pages: String = row.try_get("pages")?;
-    let pages: Vec<usize> = serde_json::from_str(&pages).unwrap_or_default();
-    Ok(DocumentInfo {
-        id: row.try_get("id")?,
-        object: "knowledge_base.document",
-        knowledge_base: row.try_get("kb")?,
-        name: row.try_get("name")?,
-        format: row.try_get("format")?,
-        label: row.try_get("label")?,
-        status: row.try_get("status")?,
-        error: row.try_get("error")?,
-        chunks: count(row.try_get("chunks")?),
-        pages: pages.len() as u64,
-        bytes: count(row.try_get("bytes")?),
-        sha256: row.try_get("sha256")?,
-        created: row.try_get("created")?,
-        updated: row.try_get("updated")?,
-    })
 }
 
 #[async_trait]
