@@ -1,4 +1,8 @@
 //! The SQLite implementation of [`Store`]: one file in the data directory, WAL journal.
+//!
+//! Write transactions begin `IMMEDIATE`, taking the write lock first: a deferred one that read
+//! before writing could not take it while another connection held it (SQLite answers busy at
+//! once, without waiting, rather than risk a deadlock).
 
 use std::path::Path;
 use std::time::Duration;
@@ -499,7 +503,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_usage(&self, deltas: &[UsageRow]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for d in deltas {
             sqlx::query(
                 "INSERT INTO usage (tenant, key_id, model, day, requests, prompt_tokens, completion_tokens) \

@@ -243,6 +243,9 @@ impl Catalog for PgCatalog {
             .await?
             .rows_affected();
         if gone == 0 {
+            // Rolled back now, not when the connection is next used: until then it would hold
+            // the write lock and make the next writer wait.
+            tx.rollback().await?;
             return Err(KbError::NoDocument(id.to_string()));
         }
         tx.commit().await?;

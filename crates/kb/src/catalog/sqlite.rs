@@ -1,4 +1,7 @@
-//! The catalog in one SQLite file (WAL, foreign keys on), the embedded default.
+//! The catalog in one SQLite file (WAL, foreign keys on), the embedded default. Write
+//! transactions begin `IMMEDIATE`, taking the write lock first: a deferred one that read before
+//! writing (claiming, deleting) could not take it while another connection held it, and SQLite
+//! answers busy at once rather than wait.
 
 use std::path::Path;
 use std::time::Duration;
@@ -52,7 +55,7 @@ fn json_list<T: serde::Serialize>(ids: &[T]) -> Result<String, KbError> {
 #[async_trait]
 impl Catalog for SqliteCatalog {
     async fn requeue_interrupted(&self) -> Result<(u64, u64), KbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let chunks = sqlx::query(
             "DELETE FROM chunks WHERE document IN (SELECT id FROM documents WHERE status = 'indexing')",
         )
@@ -209,7 +212,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn delete_document(&self, kb: &str, id: &str) -> Result<Vec<i64>, KbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let chunks: Vec<i64> =
             sqlx::query_scalar("SELECT id FROM chunks WHERE kb = ? AND document = ?")
                 .bind(kb)
@@ -228,6 +231,9 @@ impl Catalog for SqliteCatalog {
             .await?
             .rows_affected();
         if gone == 0 {
+            // Rolled back now, not when the connection is next used: until then it would hold
+            // the write lock and make the next writer wait.
+            tx.rollback().await?;
             return Err(KbError::NoDocument(id.to_string()));
         }
         tx.commit().await?;
@@ -235,7 +241,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<QueuedDocument>, KbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "SELECT id, kb, text, pages, given_label FROM documents WHERE status = 'queued' ORDER BY created, id LIMIT ?",
         )
@@ -275,7 +281,7 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn write_chunks(&self, docs: &[DocumentChunks<'_>]) -> Result<Vec<Vec<i64>>, KbError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut out = Vec::with_capacity(docs.len());
         for doc in docs {
             sqlx::query("DELETE FROM chunks WHERE document = ?")
@@ -314,7 +320,7 @@ impl Catalog for SqliteCatalog {
 
     async fn finish(&self, ready: &[String], failed: &[(String, String)]) -> Result<(), KbError> {
         let t = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "UPDATE documents SET status = 'ready', updated = ? WHERE id IN (SELECT value FROM json_each(?))",
         )

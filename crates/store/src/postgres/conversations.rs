@@ -96,6 +96,9 @@ pub(super) async fn append(
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
+        // Rolled back now, not when the connection is next used: until then it would hold the
+        // write lock and make the next writer wait.
+        tx.rollback().await?;
         return Ok(false);
     }
     let next: i64 = sqlx::query(

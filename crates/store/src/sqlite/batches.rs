@@ -7,7 +7,7 @@ use crate::rows::{batch, batch_columns};
 use crate::{BatchResult, QueuedJob, StoreError, StoredBatch};
 
 pub(super) async fn save(pool: &SqlitePool, b: &StoredBatch) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(
         "INSERT INTO batches (id, tenant_id, owner, endpoint, input_file_id, label, status, \
          metadata, total, output_file_id, error_file_id, error, created_at, in_progress_at, \

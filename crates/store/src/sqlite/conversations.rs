@@ -81,7 +81,7 @@ pub(super) async fn append(
     messages: &[ConversationMessage],
     at: i64,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     // The label is compared and set first: the update takes the write lock, so the sequence
     // numbers read below cannot be taken by another append before this one commits.
     let updated = sqlx::query(
@@ -96,6 +96,9 @@ pub(super) async fn append(
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
+        // Rolled back now, not when the connection is next used: until then it would hold the
+        // write lock and make the next writer wait.
+        tx.rollback().await?;
         return Ok(false);
     }
     let next: i64 = sqlx::query(
@@ -125,7 +128,7 @@ pub(super) async fn append(
 }
 
 pub(super) async fn delete(pool: &SqlitePool, id: &str) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query("DELETE FROM conversation_messages WHERE conversation_id = ?")
         .bind(id)
         .execute(&mut *tx)

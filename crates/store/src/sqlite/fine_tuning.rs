@@ -7,7 +7,7 @@ use crate::rows::{fine_tune, fine_tune_columns};
 use crate::{FineTuneCheckpoint, FineTuneEvent, QueuedJob, StoreError, StoredFineTune};
 
 pub(super) async fn save(pool: &SqlitePool, j: &StoredFineTune) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(
         "INSERT INTO fine_tuning_jobs (id, tenant_id, status, label, fine_tuned_model, created_at, body) \
          VALUES (?, ?, ?, ?, ?, ?, ?) \
