@@ -821,27 +821,29 @@ async fn check_jobs(store: &dyn Store) {
     );
     assert_eq!(store.batch("batch-1").await.unwrap().unwrap().priority, 1);
 
-    // Of servers racing for one job, exactly one gets it.
-    let races = futures::future::join_all((0..8).map(|i| {
-        store.claim_job(
-            "ft-high",
-            if i == 0 { "node-a" } else { "node-b" },
-            100,
-            130,
-        )
-    }))
+    // Of eight servers racing for one job, exactly one gets it.
+    let nodes: Vec<String> = (0..8).map(|i| format!("node-{i}")).collect();
+    let races = futures::future::join_all(
+        nodes
+            .iter()
+            .map(|n| store.claim_job("ft-high", n, 100, 130)),
+    )
     .await;
-    assert_eq!(races.iter().filter(|r| *r.as_ref().unwrap()).count(), 1);
-    let winner = if *races[0].as_ref().unwrap() {
-        "node-a"
-    } else {
-        "node-b"
-    };
-    let loser = if winner == "node-a" {
-        "node-b"
-    } else {
-        "node-a"
-    };
+    let won: Vec<&str> = nodes
+        .iter()
+        .zip(&races)
+        .filter(|(_, r)| *r.as_ref().unwrap())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(won.len(), 1, "{won:?}");
+    let winner = won[0];
+    let loser = nodes
+        .iter()
+        .find(|n| n.as_str() != winner)
+        .unwrap()
+        .as_str();
+    // The holder claiming again keeps it (a renewal); nobody else gets it.
+    assert!(store.claim_job("ft-high", winner, 100, 130).await.unwrap());
     assert_eq!(ids(claimable(120).await.unwrap()), ["ft-normal", "ft-low"]);
     // Only the holder renews or releases; a hold that lapsed is anyone's.
     assert!(!store.renew_job("ft-high", loser, 160).await.unwrap());
