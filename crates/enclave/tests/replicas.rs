@@ -39,7 +39,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// nginx in front of `ports`, on its own port; stopped when dropped.
+/// nginx in front of `ports`, on its own port, as one process (no master and workers, so
+/// killing it leaves nothing behind); stopped when dropped.
 struct Nginx {
     child: Child,
     port: u16,
@@ -66,7 +67,7 @@ fn nginx(ports: &[u16]) -> Nginx {
         .map(|p| format!("server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n"))
         .collect();
     let conf = format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
