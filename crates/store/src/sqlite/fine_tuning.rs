@@ -70,15 +70,7 @@ pub(super) async fn with_status(
     pool: &SqlitePool,
     statuses: &[&str],
 ) -> Result<Vec<StoredFineTune>, StoreError> {
-    // The statuses travel as one JSON array, so the query text stays static.
-    let list = format!(
-        "[{}]",
-        statuses
-            .iter()
-            .map(|s| format!("\"{}\"", s.replace(['"', '\\'], "")))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let list = super::jobs::json_list(statuses);
     let rows = sqlx::query(concat!(
         "SELECT ",
         fine_tune_columns!(),

@@ -6,8 +6,8 @@ use sqlx::sqlite::SqlitePool;
 use crate::rows::{job_columns, queued};
 use crate::{QueuedJob, StoreError};
 
-/// Statuses travel as one JSON array, so the query text stays static.
-fn json_list(items: &[&str]) -> String {
+/// Statuses travel as one JSON array, which `json_each` expands, so the query text stays static.
+pub(super) fn json_list(items: &[&str]) -> String {
     let quoted: Vec<String> = items
         .iter()
         .map(|s| format!("\"{}\"", s.replace(['"', '\\'], "")))
