@@ -10,8 +10,8 @@ use sqlx::sqlite::{Sqlite, SqliteRow};
 use sqlx::{Decode, Row, Type};
 
 use crate::{
-    ApiKey, Conversation, KeyOwner, QueuedJob, Role, StoreError, StoredBatch, StoredFile,
-    StoredFineTune, Tenant, User,
+    AdminEvent, ApiKey, Conversation, KeyOwner, QueuedJob, Role, Session, StoreError, StoredBatch,
+    StoredFile, StoredFineTune, Tenant, UsageRow, User,
 };
 
 /// A type both databases decode.
@@ -238,5 +238,44 @@ pub(crate) use conversation_query;
 pub(crate) use file_columns;
 pub(crate) use fine_tune_columns;
 pub(crate) use job_columns;
+/// A session joined with its user (`s_created` is the session's own creation time).
+pub(crate) fn session_row(row: &impl Read) -> Result<Session, StoreError> {
+    Ok(Session {
+        issuer: row.get("issuer")?,
+        created_at: row.get("s_created")?,
+        last_seen: row.get("last_seen")?,
+        expires_at: row.get("expires_at")?,
+        ended_at: row.get("ended_at")?,
+        end_reason: row.get("end_reason")?,
+        user: user_row(row)?,
+    })
+}
+
+pub(crate) fn usage_row(row: &impl Read) -> Result<UsageRow, StoreError> {
+    let n = |c: &str| -> Result<u64, sqlx::Error> {
+        Ok(u64::try_from(row.get::<i64>(c)?).unwrap_or(0))
+    };
+    Ok(UsageRow {
+        tenant: row.get("tenant")?,
+        key_id: row.get("key_id")?,
+        model: row.get("model")?,
+        day: row.get("day")?,
+        requests: n("requests")?,
+        prompt_tokens: n("prompt_tokens")?,
+        completion_tokens: n("completion_tokens")?,
+    })
+}
+
+pub(crate) fn admin_event_row(row: &impl Read) -> Result<AdminEvent, StoreError> {
+    Ok(AdminEvent {
+        id: row.get("id")?,
+        at: row.get("at")?,
+        operation: row.get("operation")?,
+        tenant: row.get("tenant")?,
+        key_id: row.get("key_id")?,
+        detail: row.get("detail")?,
+    })
+}
+
 pub(crate) use key_query;
 pub(crate) use user_query;

@@ -13,7 +13,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::rows::{key_query, key_row, tenant_row, user_query, user_row};
+use crate::rows::{
+    admin_event_row, key_query, key_row, session_row, tenant_row, usage_row, user_query, user_row,
+};
 use crate::{
     AdminEvent, ApiKey, BatchResult, Conversation, ConversationMessage, FineTuneCheckpoint,
     FineTuneEvent, NewKey, NewSession, NewUser, QueuedJob, Role, Session, Store, StoreError,
@@ -244,15 +246,7 @@ impl Store for SqliteStore {
         else {
             return Ok(None);
         };
-        Ok(Some(Session {
-            issuer: row.try_get("issuer")?,
-            created_at: row.try_get("s_created")?,
-            last_seen: row.try_get("last_seen")?,
-            expires_at: row.try_get("expires_at")?,
-            ended_at: row.try_get("ended_at")?,
-            end_reason: row.try_get("end_reason")?,
-            user: user_row(&row)?,
-        }))
+        Ok(Some(session_row(&row)?))
     }
 
     async fn touch_session(&self, id: &[u8; 32], at: i64) -> Result<(), StoreError> {
@@ -544,22 +538,7 @@ impl Store for SqliteStore {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let n = |c: &str| -> Result<u64, sqlx::Error> {
-                    Ok(u64::try_from(r.try_get::<i64, _>(c)?).unwrap_or(0))
-                };
-                Ok(UsageRow {
-                    tenant: r.try_get("tenant")?,
-                    key_id: r.try_get("key_id")?,
-                    model: r.try_get("model")?,
-                    day: r.try_get("day")?,
-                    requests: n("requests")?,
-                    prompt_tokens: n("prompt_tokens")?,
-                    completion_tokens: n("completion_tokens")?,
-                })
-            })
-            .collect()
+        rows.iter().map(usage_row).collect()
     }
 
     async fn pending_admin_events(&self, limit: u32) -> Result<Vec<AdminEvent>, StoreError> {
@@ -570,18 +549,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AdminEvent {
-                    id: r.try_get("id")?,
-                    at: r.try_get("at")?,
-                    operation: r.try_get("operation")?,
-                    tenant: r.try_get("tenant")?,
-                    key_id: r.try_get("key_id")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
-            .collect()
+        rows.iter().map(admin_event_row).collect()
     }
 
     async fn mark_admin_event_logged(&self, id: i64, at: i64) -> Result<(), StoreError> {
