@@ -192,6 +192,13 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// The chunks of `kb`'s ready documents, in id order.
     async fn ready_chunks(&self, kb: &str) -> Result<Vec<StoredChunk>, KbError>;
+    /// The chunks of the ready documents `documents` of `kb`, in id order (what a server
+    /// following a shared catalog takes in).
+    async fn document_chunks(
+        &self,
+        kb: &str,
+        documents: &[String],
+    ) -> Result<Vec<StoredChunk>, KbError>;
     /// The chunks of `kb` with these ids, in any order; ids not found (deleted since) are left
     /// out.
     async fn passages(&self, kb: &str, ids: &[i64]) -> Result<Vec<Passage>, KbError>;

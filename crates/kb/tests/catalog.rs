@@ -233,6 +233,18 @@ async fn check_documents_and_ingestion(c: &dyn Catalog) {
     let ready = c.ready_chunks("kb_d").await.unwrap();
     assert_eq!(ready.len(), 1);
     assert_eq!(ready[0].id, again[0][0]);
+    // A follower's read: the ready chunks of the documents it names, none of another's.
+    let named = c
+        .document_chunks("kb_d", &["doc_1".to_string(), "doc_none".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(named, ready);
+    assert!(
+        c.document_chunks("kb_e", &["doc_1".to_string()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Deleting needs the right knowledge base, and says which chunks went.
     assert!(matches!(

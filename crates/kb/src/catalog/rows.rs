@@ -5,7 +5,7 @@ use sqlx::postgres::{PgRow, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteRow};
 use sqlx::{Decode, Row, Type};
 
-use super::DocumentInfo;
+use super::{DocumentInfo, StoredChunk};
 use crate::error::KbError;
 
 /// A type both databases decode.
@@ -80,5 +80,24 @@ pub(super) fn document_info(row: &impl Read) -> Result<DocumentInfo, KbError> {
         sha256: row.get("sha256")?,
         created: row.get("created")?,
         updated: row.get("updated")?,
+    })
+}
+
+/// The columns [`stored_chunk`] reads, from `chunks c`.
+macro_rules! chunk_columns {
+    () => {
+        "c.id, c.document, c.label, c.text, c.vector"
+    };
+}
+
+pub(super) use chunk_columns;
+
+pub(super) fn stored_chunk(row: &impl Read) -> Result<StoredChunk, KbError> {
+    Ok(StoredChunk {
+        id: row.get("id")?,
+        document: row.get("document")?,
+        label: row.get("label")?,
+        text: row.get("text")?,
+        vector: vector_from(&row.get::<Vec<u8>>("vector")?),
     })
 }

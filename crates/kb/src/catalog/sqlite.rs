@@ -13,7 +13,9 @@ use sqlx::sqlite::{
 };
 
 use super::now;
-use super::rows::{count, document_columns, document_info, vector_bytes, vector_from};
+use super::rows::{
+    chunk_columns, count, document_columns, document_info, stored_chunk, vector_bytes,
+};
 use super::{
     Catalog, DocumentChunks, KbRecord, NewDocument, NewKb, Passage, QueuedDocument, StoredChunk,
 };
@@ -343,24 +345,34 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn ready_chunks(&self, kb: &str) -> Result<Vec<StoredChunk>, KbError> {
-        let rows = sqlx::query(
-            "SELECT c.id, c.document, c.label, c.text, c.vector FROM chunks c \
-             JOIN documents d ON d.id = c.document WHERE c.kb = ? AND d.status = 'ready' ORDER BY c.id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            chunk_columns!(),
+            " FROM chunks c JOIN documents d ON d.id = c.document \
+             WHERE c.kb = ? AND d.status = 'ready' ORDER BY c.id"
+        ))
         .bind(kb)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredChunk {
-                    id: row.try_get("id")?,
-                    document: row.try_get("document")?,
-                    label: row.try_get("label")?,
-                    text: row.try_get("text")?,
-                    vector: vector_from(row.try_get::<&[u8], _>("vector")?),
-                })
-            })
-            .collect()
+        rows.iter().map(stored_chunk).collect()
+    }
+
+    async fn document_chunks(
+        &self,
+        kb: &str,
+        documents: &[String],
+    ) -> Result<Vec<StoredChunk>, KbError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            chunk_columns!(),
+            " FROM chunks c JOIN documents d ON d.id = c.document WHERE c.kb = ? \
+             AND d.status = 'ready' AND c.document IN (SELECT value FROM json_each(?)) ORDER BY c.id"
+        ))
+        .bind(kb)
+        .bind(json_list(documents)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_chunk).collect()
     }
 
     async fn passages(&self, kb: &str, ids: &[i64]) -> Result<Vec<Passage>, KbError> {

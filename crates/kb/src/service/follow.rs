@@ -72,13 +72,8 @@ impl KnowledgeBases {
             let chunks: Vec<StoredChunk> = if new.is_empty() {
                 Vec::new()
             } else {
-                self.inner
-                    .catalog
-                    .ready_chunks(&kb)
-                    .await?
-                    .into_iter()
-                    .filter(|c| new.contains(&c.document))
-                    .collect()
+                let new: Vec<String> = new.iter().cloned().collect();
+                self.inner.catalog.document_chunks(&kb, &new).await?
             };
             let scheme = self.inner.scheme.clone();
             tracing::debug!(kb = %kb, added = new.len(), removed = gone.len(), "following the shared catalog");
